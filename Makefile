@@ -1,0 +1,37 @@
+# Waypoint — everything starts here. `make train` and `make test` set up .venv on first use.
+PY_SYS ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?=
+
+.PHONY: install train test test-all test-faults bench analyze clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install waypoint (editable) with dev extras
+
+train: $(STAMP)  ## short real DINO training on the embedded digits data
+	$(PY) train.py
+
+test: $(STAMP)  ## the default (fast) test suite
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)  ## checkpoint I/O benchmark (table + bench/results/*.json)
+	$(PY) bench/checkpoint_io.py
+
+analyze: $(STAMP)  ## report on the newest run (or RUN=<run or sweep dir>)
+	$(PY) analyze.py $(if $(RUN),run=$(RUN),)
+
+clean:  ## remove generated files (not .venv)
+	rm -rf outputs multirun .pytest_cache bench/results

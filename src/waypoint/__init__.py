@@ -1,0 +1,2 @@
+"""Waypoint: training that cannot lose work."""
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""Nested training state  <->  (flat tensors, JSON tree). Never pickle.
+
+The JSON tree mirrors the state. Plain JSON values stay as they are; everything JSON cannot say
+directly becomes a one-key object whose key starts with ``__``:
+
+- ``{"__tensor__": KEY}`` a torch tensor, stored in the tensor table under KEY
+- ``{"__ndarray__": KEY}`` a numpy array, stored as a tensor, restored as a numpy array
+- ``{"__alias__": KEY}`` the very same tensor object (same storage view) as an earlier KEY
+- ``{"__tuple__": [...]}`` a tuple
+- ``{"__dict__": [[key, value], ...]}`` a dict whose keys are not all plain strings (e.g. int keys
+  of an optimizer state), or that would collide with these markers
+- ``{"__float__": "nan" | "inf" | "-inf"}`` a non-finite float
+- ``{"__numpy_scalar__": [dtype, value]}`` a numpy scalar such as ``np.float32(1.5)``
+
+Tensor keys are the path of the value in the state, parts joined by ``/`` (a ``/`` or ``~`` inside a
+part is escaped as ``~1`` / ``~0``, as in JSON pointers), so ``model/blocks.0.attn.qkv.weight``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+_MARKERS = ("__tensor__", "__ndarray__", "__alias__", "__tuple__", "__dict__", "__float__", "__numpy_scalar__")
+
+
+class UnsupportedValueError(TypeError):
+    """A state value that is neither a tensor nor JSON-representable."""
+
+
+def escape_part(part: str) -> str:
+    """Escape one path part for use inside a tensor key."""
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _key_part(key: Any) -> str:
+    return escape_part(str(key))
+
+
+def _plain_key(key: Any) -> bool:
+    return isinstance(key, str) and not key.startswith("__")
+
+
+def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state into a flat ``{key: tensor}`` table and a JSON-able tree."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, str] = {}
+
+    def tensor_ref(value: torch.Tensor, path: str, marker: str) -> dict[str, str]:
+        if value.is_sparse or value.layout != torch.strided:
+            raise UnsupportedValueError(f"state value at '{path}' is a {value.layout} tensor; only dense tensors can be saved")
+        if value.is_meta:
+            raise UnsupportedValueError(f"state value at '{path}' is a meta tensor without data")
+        identity = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                    tuple(value.stride()), value.dtype) if value.numel() else None
+        if marker == "__tensor__" and identity is not None and identity in seen:
+            return {"__alias__": seen[identity]}
+        key = path or "_"
+        tensors[key] = value
+        if marker == "__tensor__" and identity is not None:
+            seen[identity] = key
+        return {marker: key}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            return tensor_ref(value.detach(), path, "__tensor__")
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise UnsupportedValueError(f"state value at '{path}' is a numpy object array; only numeric arrays can be saved")
+            return tensor_ref(torch.from_numpy(np.ascontiguousarray(value)), path, "__ndarray__")
+        if isinstance(value, np.generic):
+            return {"__numpy_scalar__": [value.dtype.str, value.item()]}
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+            return {"__float__": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        if isinstance(value, dict):
+            if all(_plain_key(k) for k in value):
+                return {k: walk(v, f"{path}/{_key_part(k)}" if path else _key_part(k)) for k, v in value.items()}
+            items = []
+            for k, v in value.items():
+                if not (k is None or isinstance(k, (str, int, float, bool))):
+                    raise UnsupportedValueError(f"state dict at '{path or '/'}' has a key of type {type(k).__name__}; keys must be str, int, float, bool or None")
+                items.append([walk(k, path), walk(v, f"{path}/{_key_part(k)}" if path else _key_part(k))])
+            return {"__dict__": items}
+        if isinstance(value, (list, tuple)):
+            encoded = [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(value)]
+            return {"__tuple__": encoded} if isinstance(value, tuple) else encoded
+        raise UnsupportedValueError(
+            f"state value at '{path or '/'}' is a {type(value).__module__}.{type(value).__qualname__}, "
+            "which is neither a tensor nor JSON-representable; convert it (e.g. to a dict or str) before saving")
+
+    tree = walk(state, "")
+    return tensors, tree
+
+
+def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Rebuild the nested state from a JSON tree and a ``{key: tensor}`` table."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (marker, payload), = node.items()
+            if marker in ("__tensor__", "__alias__"):
+                return tensors[payload]
+            if marker == "__ndarray__":
+                return tensors[payload].numpy()
+            if marker == "__tuple__":
+                return tuple(walk(v) for v in payload)
+            if marker == "__dict__":
+                return {walk(k): walk(v) for k, v in payload}
+            if marker == "__float__":
+                return float(payload)
+            if marker == "__numpy_scalar__":
+                return np.dtype(payload[0]).type(payload[1])
+        return {k: walk(v) for k, v in node.items()}
+
+    return walk(tree)
+
+
+def tensor_keys(tree: Any) -> set[str]:
+    """The tensor keys a JSON tree refers to (aliases included)."""
+    keys: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, dict):
+            if len(node) == 1:
+                (marker, payload), = node.items()
+                if marker in ("__tensor__", "__alias__", "__ndarray__"):
+                    keys.add(payload)
+                    return
+            for v in node.values():
+                walk(v)
+
+    walk(tree)
+    return keys

@@ -1,0 +1,236 @@
+"""CheckpointManager: save / restore / list / verify / tag / gc over one checkpoints root."""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from . import codec
+from . import manifest as mf
+from .manifest import CheckpointInfo
+from .packs import IntegrityError
+from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy
+from .store import CheckpointError, CheckpointStore
+from .writer import BackgroundWriter
+
+DERIVED_TAGS = frozenset({"latest", "best"})
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class NoCheckpointError(CheckpointError):
+    """Nothing matches the selector (or nothing that verifies)."""
+
+
+def _snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A private contiguous CPU copy of a tensor, taken on the caller's thread."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        return t.to("cpu", copy=True).contiguous()
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+class CheckpointManager:
+    """Save and restore nested training state in a crash-safe, deduplicating store.
+
+    ``monitor``/``mode`` name the metric that defines ``best``. ``policy`` is the retention policy
+    applied after every commit (keep everything when None).
+    """
+
+    def __init__(self, root: str | os.PathLike, policy: RetentionPolicy | None = None, *,
+                 monitor: str | None = None, mode: str = "max", read_only: bool = False) -> None:
+        self.store = CheckpointStore(root, writable=not read_only)
+        self.root = self.store.root
+        self.policy = policy or RetentionPolicy()
+        self.monitor, self.mode = monitor, mode
+        if monitor is None:
+            self._monitor_from_manifests()
+        self.protected: set[str] = set()
+        self.writer = BackgroundWriter()
+
+    def _monitor_from_manifests(self) -> None:
+        for info in reversed(self.store.infos.values()):
+            if info.valid:
+                meta = mf.load(info.path, check=False).get("meta", {})
+                if meta.get("monitor"):
+                    self.monitor, self.mode = meta["monitor"], meta.get("mode", "max")
+                return
+
+    # ------------------------------------------------------------------ saving
+    def save(self, state: Any, step: int, epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
+             tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
+        """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
+        self.writer.wait()
+        tags = tuple(tags)
+        for t in tags:
+            self._check_tag(t)
+        tensors, tree = codec.encode(state)
+        meta = dict(meta or {})
+        if self.monitor:
+            meta.setdefault("monitor", self.monitor)
+            meta.setdefault("mode", self.mode)
+        mf.clean_metrics(metrics)
+        if blocking:
+            return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
+        tensors = {k: _snapshot(t) for k, t in tensors.items()}
+        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta), f"step {step}")
+        return None
+
+    def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
+                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
+        info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
+        self._apply_retention(self.policy)
+        return info
+
+    def wait(self) -> None:
+        """Block until a background save finished; raise if it failed."""
+        self.writer.wait()
+
+    # ------------------------------------------------------------------ listing
+    def _candidates(self) -> list[Candidate]:
+        return [Candidate(i.name, i.step, i.epoch, i.metrics, frozenset(i.tags), i.valid)
+                for i in self.store.infos.values() if i.valid]
+
+    def latest(self) -> CheckpointInfo | None:
+        """The newest committed checkpoint with a sound manifest, not tagged ``emergency``."""
+        infos = [i for i in self.store.infos.values() if i.valid and "emergency" not in i.tags]
+        return max(infos, key=lambda i: (i.step, i.name), default=None)
+
+    def best(self) -> CheckpointInfo | None:
+        """The best checkpoint by the monitored metric, or None without a monitor."""
+        if not self.monitor:
+            return None
+        ranked = KeepBest(1, self.monitor, self.mode).ranked(self._candidates())
+        return self.store.infos[ranked[0].name] if ranked else None
+
+    def list(self) -> list[CheckpointInfo]:
+        """Every committed checkpoint, oldest first, with derived ``latest``/``best`` tags."""
+        latest, best = self.latest(), self.best()
+        out = []
+        for info in self.store.infos.values():
+            derived = tuple(t for t, i in (("latest", latest), ("best", best)) if i is not None and i.name == info.name)
+            out.append(CheckpointInfo(**{**info.__dict__, "derived_tags": derived}))
+        return out
+
+    def resolve(self, selector: str) -> list[CheckpointInfo]:
+        """Checkpoints a selector names, in the order restore tries them."""
+        self.writer.wait()
+        infos = [i for i in self.store.infos.values()]
+        newest_first = sorted(infos, key=lambda i: (i.step, i.name), reverse=True)
+        if selector == "latest":
+            return [i for i in newest_first if i.valid and "emergency" not in i.tags]
+        if selector == "best":
+            if not self.monitor:
+                raise NoCheckpointError("'best' needs a monitored metric, and none is recorded in this store")
+            return [self.store.infos[c.name] for c in KeepBest(len(infos), self.monitor, self.mode).ranked(self._candidates())]
+        if selector.startswith("step:"):
+            try:
+                step = int(selector[5:])
+            except ValueError:
+                raise NoCheckpointError(f"'{selector}' is not a valid selector; use step:N with an integer N") from None
+            return [i for i in newest_first if i.step == step]
+        if selector.startswith("tag:"):
+            tag = selector[4:]
+            if tag in DERIVED_TAGS:
+                return self.resolve(tag)[:1]
+            return [i for i in newest_first if tag in i.tags]
+        name = Path(selector).name if Path(selector).parent == self.root or os.sep not in selector else None
+        if name and name in self.store.infos:
+            return [self.store.infos[name]]
+        raise NoCheckpointError(
+            f"no checkpoint matches '{selector}'; use latest, best, step:N, tag:NAME or a checkpoint name in {self.root}")
+
+    # ------------------------------------------------------------------ restoring
+    def restore(self, selector: str = "latest", *, verify: bool = True) -> Any:
+        """The state saved in the checkpoint ``selector`` names (newest that verifies for latest/best)."""
+        return self.restore_with_info(selector, verify=verify)[0]
+
+    def restore_with_info(self, selector: str = "latest", *, verify: bool = True) -> tuple[Any, CheckpointInfo]:
+        """Like ``restore`` and also return which checkpoint was loaded."""
+        candidates = self.resolve(selector)
+        fallback = selector in ("latest", "best") or (selector.startswith("tag:") and selector[4:] in DERIVED_TAGS)
+        if not candidates:
+            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
+        for info in candidates if fallback else candidates[:1]:
+            try:
+                tree, tensors, _ = self.store.load(info.name, verify=verify)
+            except (IntegrityError, mf.ManifestError, KeyError, ValueError) as exc:
+                if not fallback:
+                    raise CheckpointError(f"checkpoint {info.name} is damaged ({exc}); choose another one") from exc
+                warnings.warn(f"skipping damaged checkpoint {info.name}: {exc}", stacklevel=2)
+                continue
+            if self.store.writable:
+                self.protected.add(info.name)
+            return codec.decode(tree, tensors), info
+        raise NoCheckpointError(f"no checkpoint in {self.root} verifies (tried {len(candidates)})")
+
+    # ------------------------------------------------------------------ integrity, tags, retention
+    def verify(self) -> dict[str, list[str]]:
+        """Re-hash everything; map each checkpoint name to its problems (empty when it verifies)."""
+        self.writer.wait()
+        seen: set[str] = set()
+        return {i.name: ([i.problem] if not i.valid else self.store.verify(i.name, seen)) for i in self.store.infos.values()}
+
+    @staticmethod
+    def _check_tag(tag: str) -> None:
+        if tag in DERIVED_TAGS:
+            raise ValueError(f"'{tag}' is derived from the checkpoints and cannot be set by hand")
+        if not _TAG.match(tag):
+            raise ValueError(f"'{tag}' is not a valid tag: use letters, digits, '.', '_' or '-' (at most 64)")
+
+    def tag(self, selector: str, tag: str) -> CheckpointInfo:
+        """Add ``tag`` to the checkpoint ``selector`` names."""
+        self._check_tag(tag)
+        info = self.resolve(selector)[0] if self.resolve(selector) else None
+        if info is None:
+            raise NoCheckpointError(f"no checkpoint matches '{selector}'")
+        return self.store.set_tags(info.name, set(info.tags) | {tag})
+
+    def untag(self, selector: str, tag: str) -> CheckpointInfo:
+        """Remove ``tag`` from the checkpoint ``selector`` names."""
+        found = self.resolve(selector)
+        if not found:
+            raise NoCheckpointError(f"no checkpoint matches '{selector}'")
+        return self.store.set_tags(found[0].name, set(found[0].tags) - {tag})
+
+    def protect(self, name: str) -> None:
+        """Never let retention delete ``name`` in this session (e.g. the checkpoint a run resumed from)."""
+        self.protected.add(name)
+
+    def _apply_retention(self, policy: RetentionPolicy, dry_run: bool = False) -> list[str]:
+        doomed = policy.to_delete(self._candidates(), frozenset(self.protected))
+        best = self.best()
+        doomed = [n for n in doomed if best is None or n != best.name]
+        if not dry_run:
+            for name in doomed:
+                self.store.delete(name)
+            if doomed:
+                self.store.gc_packs()
+                self.store.write_index()
+        return doomed
+
+    def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Apply retention (optionally only keep-last N plus pinned/best/latest) and drop unreferenced packs."""
+        self.writer.wait()
+        policy = self.policy if keep_last is None else RetentionPolicy((KeepLast(keep_last),))
+        before = self.store.physical_bytes()
+        doomed = self._apply_retention(policy, dry_run=dry_run)
+        packs = [] if dry_run else self.store.gc_packs()
+        return {"deleted": doomed, "packs_removed": [p for p, _ in packs], "dry_run": dry_run,
+                "freed_bytes": 0 if dry_run else before - self.store.physical_bytes()}
+
+    def close(self) -> None:
+        """Wait for a background save (raising if it failed) and release the lock."""
+        try:
+            self.writer.wait()
+        finally:
+            self.store.close()
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

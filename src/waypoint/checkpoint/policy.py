@@ -1,0 +1,212 @@
+"""When to save (triggers) and what to keep (retention pools). Pure functions, no I/O.
+
+Retention is a union of independent pools (Orbax-style composable policies): a checkpoint survives if
+any pool keeps it. Whatever the pools say, the newest valid checkpoint and every protected checkpoint
+(e.g. the one a run resumed from) are kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What retention needs to know about one checkpoint."""
+
+    name: str
+    step: int
+    epoch: int | None = None
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()
+    valid: bool = True
+
+
+class Pool(Protocol):
+    """A retention pool: names the checkpoints it keeps."""
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The names of the candidates this pool keeps."""
+
+
+def _newest_first(candidates: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (c.step, c.name), reverse=True)
+
+
+@dataclass(frozen=True)
+class KeepLast:
+    """Keep the ``k`` newest checkpoints."""
+
+    k: int
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The k newest."""
+        return {c.name for c in _newest_first(candidates)[: max(self.k, 0)]}
+
+
+def metric_value(c: Candidate, metric: str) -> float | None:
+    """A candidate's finite value of ``metric``, or None."""
+    v = c.metrics.get(metric)
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def is_improvement(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` in ``mode`` ('max' or 'min'); a first finite value always does."""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+@dataclass(frozen=True)
+class KeepBest:
+    """Keep the ``k`` best checkpoints by a monitored metric (ties: the newer wins)."""
+
+    k: int
+    metric: str
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"KeepBest mode must be 'max' or 'min', not {self.mode!r}")
+
+    def ranked(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Candidates with a finite metric, best first."""
+        scored = [c for c in candidates if c.valid and metric_value(c, self.metric) is not None]
+        sign = -1.0 if self.mode == "max" else 1.0
+        return sorted(scored, key=lambda c: (sign * metric_value(c, self.metric), -c.step, c.name))  # type: ignore[operator]
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The k best."""
+        return {c.name for c in self.ranked(candidates)[: max(self.k, 0)]}
+
+
+def milestone_steps(fractions: Sequence[float], total_steps: int, steps: Sequence[int] = ()) -> frozenset[int]:
+    """Absolute milestone steps: ``steps`` plus each fraction of the planned run, rounded, at least 1."""
+    out = {int(s) for s in steps}
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"milestone fraction {f} must be in (0, 1]")
+        out.add(max(1, round(f * total_steps)))
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class KeepMilestones:
+    """Keep checkpoints at milestone steps/epochs permanently (and any tagged ``milestone``)."""
+
+    steps: frozenset[int] = frozenset()
+    epochs: frozenset[int] = frozenset()
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """Checkpoints at a milestone."""
+        return {c.name for c in candidates
+                if c.step in self.steps or (c.epoch is not None and c.epoch in self.epochs) or "milestone" in c.tags}
+
+
+@dataclass(frozen=True)
+class KeepEveryN:
+    """Keep every checkpoint whose step is a multiple of ``n`` permanently."""
+
+    n: int
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """Checkpoints at multiples of n."""
+        return {c.name for c in candidates if self.n > 0 and c.step % self.n == 0}
+
+
+@dataclass(frozen=True)
+class KeepTagged:
+    """Keep checkpoints carrying any of these tags (``pinned`` by default)."""
+
+    tags: frozenset[str] = frozenset({"pinned"})
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """Tagged checkpoints."""
+        return {c.name for c in candidates if c.tags & self.tags}
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """A union of pools. With no pools at all, everything is kept."""
+
+    pools: tuple[Pool, ...] = ()
+
+    def select(self, candidates: Sequence[Candidate], protect: frozenset[str] = frozenset()) -> set[str]:
+        """Names to keep: any pool's choice, pinned, protected, and the newest valid checkpoint."""
+        if not self.pools:
+            return {c.name for c in candidates}
+        keep = set(KeepTagged().keep(candidates))
+        for pool in self.pools:
+            keep |= pool.keep(candidates)
+        keep |= {c.name for c in candidates if c.name in protect}
+        newest_valid = next((c for c in _newest_first(candidates) if c.valid), None)
+        if newest_valid is not None:
+            keep.add(newest_valid.name)
+        return keep
+
+    def to_delete(self, candidates: Sequence[Candidate], protect: frozenset[str] = frozenset()) -> list[str]:
+        """Names retention removes, oldest first."""
+        keep = self.select(candidates, protect)
+        return [c.name for c in sorted(candidates, key=lambda c: (c.step, c.name)) if c.name not in keep]
+
+
+# ---------------------------------------------------------------------------------------------- triggers
+@dataclass(frozen=True)
+class TriggerState:
+    """What triggers remember between steps: the last save and the best monitored value so far."""
+
+    last_save_step: int = 0
+    last_save_time: float = 0.0
+    best_value: float | None = None
+
+
+@dataclass(frozen=True)
+class SaveTriggers:
+    """When to save. ``due`` is pure: given where the run is, it names the reasons to save now."""
+
+    every_n_steps: int | None = None
+    every_n_epochs: int | None = None
+    every_n_minutes: float | None = None
+    on_improvement: bool = False
+    at_end: bool = True
+    milestone_fractions: tuple[float, ...] = ()
+    milestone_steps: tuple[int, ...] = ()
+
+    def milestones(self, total_steps: int) -> frozenset[int]:
+        """Absolute milestone steps of a run of ``total_steps``."""
+        return milestone_steps(self.milestone_fractions, total_steps, self.milestone_steps)
+
+    def due(self, state: TriggerState, *, step: int, total_steps: int, now: float, epoch_end: bool = False,
+            epochs_done: int = 0, is_end: bool = False, monitored: float | None = None, mode: str = "max") -> tuple[str, ...]:
+        """Reasons to save after ``step`` completed optimizer steps (empty when none)."""
+        reasons = []
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            reasons.append("every_n_steps")
+        if self.every_n_epochs and epoch_end and epochs_done % self.every_n_epochs == 0:
+            reasons.append("every_n_epochs")
+        if self.every_n_minutes and now - state.last_save_time >= 60.0 * self.every_n_minutes:
+            reasons.append("every_n_minutes")
+        if self.on_improvement and is_improvement(monitored, state.best_value, mode):
+            reasons.append("improved")
+        if step in self.milestones(total_steps):
+            reasons.append("milestone")
+        if self.at_end and is_end:
+            reasons.append("end")
+        if step == state.last_save_step and step > 0 and not is_end and "improved" not in reasons:
+            return ()
+        return tuple(reasons)
+
+    @staticmethod
+    def after_save(state: TriggerState, *, step: int, now: float) -> TriggerState:
+        """The trigger state after a save at ``step``."""
+        return TriggerState(step, now, state.best_value)
+
+    @staticmethod
+    def after_validation(state: TriggerState, monitored: float | None, mode: str) -> TriggerState:
+        """The trigger state after a validation produced ``monitored``."""
+        if is_improvement(monitored, state.best_value, mode):
+            return TriggerState(state.last_save_step, state.last_save_time, monitored)
+        return state

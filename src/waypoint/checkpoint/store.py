@@ -1,0 +1,441 @@
+"""The on-disk store: content-addressed tensor packs, atomic durable commit, single-writer lock.
+
+Layout under the checkpoints root::
+
+    LOCK            flock target; holds the writer's pid/host for error messages
+    index.json      derived registry (rebuilt from manifests when missing or damaged)
+    packs/          <sha256 of header>.safetensors, tensors named by content id
+    step_000000120/ manifest.json (written last, self-checksummed) + state.json
+
+Commit protocol: write the new pack (fsync, rename, fsync packs/), stage ``.staging-<name>-<uuid>/``
+with state.json then manifest.json (each fsynced), fsync the staging dir, rename it to its final
+name without replacing anything, fsync the root. Only then is the checkpoint visible.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import time
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from . import manifest as mf
+from .durable import (canonical_json, fsync_dir, rename_noreplace, replace_file_durable, rmtree_nofollow,
+                      write_file_durable)
+from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_header, read_tensor, write_pack
+
+CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
+_VERIFY_CHUNK = 16 << 20
+
+
+class CheckpointError(Exception):
+    """Base class of the store's errors; the message is meant for people."""
+
+
+class StoreLockedError(CheckpointError):
+    """Another process holds the store's writer lock."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A save failed; nothing was committed and earlier checkpoints are intact."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A committed checkpoint whose files do not verify."""
+
+
+def _versions() -> dict[str, str]:
+    import safetensors
+
+    from waypoint import __version__
+    return {"waypoint": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
+            "python": platform.python_version()}
+
+
+class StoreLock:
+    """An exclusive ``flock`` on ``LOCK``, released automatically when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.holder()
+            os.close(self.fd)
+            who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}" if holder else "another process"
+            raise StoreLockedError(
+                f"checkpoint store {path.parent} is already being written by {who}; "
+                "wait for that run to finish or stop it, then try again") from None
+        info = {"pid": os.getpid(), "host": platform.node(), "since": time.time(), "argv": sys.argv[:8]}
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+
+    def holder(self) -> dict[str, Any]:
+        """Who holds the lock, as written by the holder (may be empty)."""
+        try:
+            return json.loads(os.pread(self.fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class CheckpointStore:
+    """Low-level access to one checkpoints root: commit, load, verify, delete, collect packs."""
+
+    def __init__(self, root: str | os.PathLike, *, writable: bool = True) -> None:
+        self.root = Path(root)
+        self.packs_dir = self.root / "packs"
+        self.writable = writable
+        self.lock: StoreLock | None = None
+        if writable:
+            new_root = not self.root.exists()
+            self.packs_dir.mkdir(parents=True, exist_ok=True)
+            if new_root:
+                fsync_dir(self.root.parent)
+            self.lock = StoreLock(self.root / "LOCK")
+        elif not self.root.is_dir():
+            raise CheckpointError(f"{self.root} is not a checkpoints directory (it does not exist)")
+        self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
+        self.known: dict[str, str] = {}  # tensor content id -> pack name, from committed manifests
+        self.pack_meta: dict[str, dict] = {}  # pack name -> {"bytes", "header_sha256"}, from manifests
+        self.infos: dict[str, mf.CheckpointInfo] = {}
+        self.rescan()
+        if writable:
+            self._cleanup_stale()
+            self._sync_index()
+
+    # ------------------------------------------------------------------ discovery
+    def checkpoint_dirs(self) -> list[Path]:
+        """Committed checkpoint directories, oldest first."""
+        found = []
+        for entry in os.scandir(self.root):
+            m = CKPT_NAME.match(entry.name)
+            if m and entry.is_dir(follow_symlinks=False):
+                found.append((int(m.group(1)), int(m.group(2) or 0), Path(entry.path)))
+        return [p for _, _, p in sorted(found)]
+
+    def rescan(self) -> None:
+        """Re-read every manifest: the in-memory registry and the dedup table."""
+        self.infos.clear()
+        self.known.clear()
+        self.pack_meta.clear()
+        self._unparsed = False
+        for path in self.checkpoint_dirs():
+            try:
+                manifest = mf.load(path)
+                info = mf.info_from(manifest, path)
+            except (mf.ManifestError, KeyError, TypeError, ValueError) as exc:
+                m = CKPT_NAME.match(path.name)
+                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)), epoch=None, tags=(), metrics={},
+                                         digest="", logical_bytes=0, created_at=path.stat().st_mtime, path=path,
+                                         valid=False, problem=str(exc))
+                manifest = self._lenient_manifest(path)
+            self.infos[path.name] = info
+            if manifest is None:
+                continue
+            if info.valid:
+                for rec in manifest.get("tensors", {}).values():
+                    self.known[rec["id"]] = rec["pack"]
+                self.pack_meta.update(manifest.get("packs", {}))
+
+    def _lenient_manifest(self, path: Path) -> dict | None:
+        try:
+            return mf.load(path, check=False)
+        except mf.ManifestError:
+            self._unparsed = True
+            return None
+
+    def referenced_packs(self) -> set[str] | None:
+        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything)."""
+        refs: set[str] = set()
+        for path in self.checkpoint_dirs():
+            manifest = self._lenient_manifest(path)
+            if manifest is None:
+                return None
+            refs.update(manifest.get("packs", {}))
+        return refs
+
+    def _cleanup_stale(self) -> None:
+        """Remove staging dirs, temp files and trash left by interrupted saves (under the lock)."""
+        removed = 0
+        for entry in os.scandir(self.root):
+            if entry.name.startswith((".staging-", ".trash-", ".tmp-")):
+                rmtree_nofollow(Path(entry.path))
+                removed += 1
+        for entry in os.scandir(self.packs_dir):
+            if entry.name.startswith(".tmp-"):
+                os.unlink(entry.path)
+                removed += 1
+        removed += len(self.gc_packs())
+        if removed:
+            fsync_dir(self.root)
+
+    def _sync_index(self) -> None:
+        rows = mf.read_index(self.root / "index.json")
+        names = sorted(self.infos)
+        if rows is None or sorted(r["name"] for r in rows) != names:
+            if rows is None and names and (self.root / "index.json").exists():
+                warnings.warn(f"{self.root}/index.json was damaged; rebuilt it from {len(names)} manifests", stacklevel=3)
+            self.write_index()
+
+    def write_index(self) -> None:
+        """Rewrite index.json from the in-memory registry."""
+        replace_file_durable(self.root / "index.json", mf.index_doc([i for i in self.infos.values() if i.valid]))
+
+    # ------------------------------------------------------------------ commit
+    def commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, *, step: int, epoch: int | None,
+               metrics: Mapping[str, Any] | None, tags: Iterable[str], meta: Mapping[str, Any]) -> mf.CheckpointInfo:
+        """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure."""
+        if not self.writable:
+            raise CheckpointError("this store was opened read-only")
+        keys = list(tensors)
+        pack: PackInfo | None = None
+        staging: Path | None = None
+        try:
+            records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool)
+            records = dict(zip(keys, records_list))
+            tensor_packs = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
+            tree_bytes = canonical_json(tree)
+            digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
+            existing = self._same_step_same_state(step, digest)
+            if existing is not None:
+                if pack is not None:
+                    self._drop_pack(pack.name)
+                return self.set_tags(existing.name, set(existing.tags) | set(tags))
+            name = self._free_name(step)
+            packs = {p: self._pack_entry(p, pack) for p in sorted(set(tensor_packs.values()))}
+            manifest = mf.build(
+                name=name, step=step, epoch=epoch, created_at=time.time(), tags=tuple(tags),
+                metrics=mf.clean_metrics(metrics), records=records, tensor_packs=tensor_packs, packs=packs,
+                state_sha256=hashlib.sha256(tree_bytes).hexdigest(), state_bytes=len(tree_bytes), digest=digest,
+                meta=meta, versions=_versions())
+            staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
+            staging.mkdir()
+            write_file_durable(staging / mf.STATE_JSON, tree_bytes)
+            write_file_durable(staging / mf.MANIFEST, mf.seal(manifest))
+            fsync_dir(staging)
+            rename_noreplace(staging, self.root / name)
+            staging = None
+            fsync_dir(self.root)
+        except BaseException as exc:
+            if staging is not None:
+                rmtree_nofollow(staging)
+            if pack is not None and pack.name not in self.known.values():
+                self._drop_pack(pack.name)
+            if isinstance(exc, OSError):
+                raise CheckpointWriteError(
+                    f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
+                    "nothing was committed and earlier checkpoints are intact") from exc
+            raise
+        for rec in records_list:
+            self.known.setdefault(rec.id, tensor_packs[rec.id])
+        self.pack_meta.update(packs)
+        info = mf.info_from(manifest, self.root / name)
+        self.infos[name] = info
+        self.write_index()
+        return info
+
+    def _pack_entry(self, name: str, new: PackInfo | None) -> dict[str, Any]:
+        if new is not None and name == new.name:
+            return {"bytes": new.size, "header_sha256": new.header_sha256}
+        return self.pack_meta[name]
+
+    def _same_step_same_state(self, step: int, digest: str) -> mf.CheckpointInfo | None:
+        for info in self.infos.values():
+            if info.valid and info.step == step and info.digest == digest:
+                return info
+        return None
+
+    def _free_name(self, step: int) -> str:
+        name, n = f"step_{step:09d}", 0
+        while os.path.lexists(self.root / name):
+            n += 1
+            name = f"step_{step:09d}.{n}"
+        return name
+
+    def _drop_pack(self, name: str) -> None:
+        try:
+            os.unlink(self.packs_dir / name)
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ tags and deletion
+    def set_tags(self, name: str, tags: Iterable[str]) -> mf.CheckpointInfo:
+        """Atomically rewrite a checkpoint's manifest with a new tag set."""
+        path = self.root / name
+        manifest = mf.load(path)
+        manifest["tags"] = sorted(set(tags))
+        replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
+        self.infos[name] = mf.info_from(manifest, path)
+        self.write_index()
+        return self.infos[name]
+
+    def delete(self, name: str) -> None:
+        """Remove a committed checkpoint (rename to trash, fsync, then delete). Packs stay until gc_packs."""
+        trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:12]}"
+        os.rename(self.root / name, trash)
+        fsync_dir(self.root)
+        rmtree_nofollow(trash)
+        self.infos.pop(name, None)
+
+    def gc_packs(self) -> list[tuple[str, int]]:
+        """Delete packs no committed manifest refers to; returns (name, bytes) removed."""
+        refs = self.referenced_packs()
+        if refs is None:
+            return []
+        removed = []
+        for entry in os.scandir(self.packs_dir):
+            if entry.name.endswith(".safetensors") and not entry.name.startswith(".") and entry.name not in refs:
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                removed.append((entry.name, size))
+        if removed:
+            fsync_dir(self.packs_dir)
+            self.known = {cid: p for cid, p in self.known.items() if p in refs}
+            self.pack_meta = {p: m for p, m in self.pack_meta.items() if p in refs}
+        return removed
+
+    # ------------------------------------------------------------------ reading
+    def load(self, name: str, *, verify: bool = True) -> tuple[Any, dict[str, torch.Tensor], dict]:
+        """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged."""
+        path = self.root / name
+        manifest = mf.load(path)
+        tree_bytes = self._read_state(path, manifest)
+        by_pack: dict[str, dict[str, TensorRecord]] = {}
+        for key, t in manifest["tensors"].items():
+            by_pack.setdefault(t["pack"], {})[key] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
+        tensors: dict[str, torch.Tensor] = {}
+        for pack_name, recs in by_pack.items():
+            entries, start, fd = self._open_pack(pack_name, manifest)
+            try:
+                unique = {r.id: r for r in recs.values()}
+                loaded = dict(zip(unique, self.pool.map(
+                    lambda r: read_tensor(fd, self._entry(entries, r, pack_name), start, r, verify), unique.values())))
+            finally:
+                os.close(fd)
+            first: set[str] = set()
+            for key, r in recs.items():
+                tensors[key] = loaded[r.id] if r.id not in first else loaded[r.id].clone()
+                first.add(r.id)
+        return json.loads(tree_bytes), tensors, manifest
+
+    def _read_state(self, path: Path, manifest: Mapping[str, Any]) -> bytes:
+        try:
+            data = (path / mf.STATE_JSON).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"{path.name}/{mf.STATE_JSON} is missing") from None
+        if hashlib.sha256(data).hexdigest() != manifest["files"][mf.STATE_JSON]["sha256"]:
+            raise IntegrityError(f"{path.name}/{mf.STATE_JSON} does not match its SHA-256")
+        return data
+
+    @staticmethod
+    def _entry(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> dict:
+        entry = entries.get(rec.id)
+        if entry is None:
+            raise IntegrityError(f"pack {pack_name} lacks tensor {rec.id[:12]}")
+        return entry
+
+    def _open_pack(self, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, int]:
+        path = self.packs_dir / pack_name
+        expected = manifest["packs"].get(pack_name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise IntegrityError(f"pack {pack_name} is missing") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"pack {pack_name} is a symbolic link") from None
+            raise
+        try:
+            size = os.fstat(fd).st_size
+            entries, start, header_sha = read_header(path)
+            if expected is None or size != expected["bytes"] or header_sha != expected["header_sha256"]:
+                raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
+        except BaseException:
+            os.close(fd)
+            raise
+        return entries, start, fd
+
+    def verify(self, name: str, verified_ids: set[str] | None = None) -> list[str]:
+        """Re-hash every file and tensor a checkpoint depends on; returns the problems found."""
+        path = self.root / name
+        try:
+            manifest = mf.load(path)
+            self._read_state(path, manifest)
+        except (mf.ManifestError, IntegrityError, KeyError, TypeError) as exc:
+            return [str(exc)]
+        problems: list[str] = []
+        verified_ids = verified_ids if verified_ids is not None else set()
+        by_pack: dict[str, list[TensorRecord]] = {}
+        for t in manifest["tensors"].values():
+            by_pack.setdefault(t["pack"], []).append(TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"]))
+        for pack_name, recs in by_pack.items():
+            try:
+                entries, start, fd = self._open_pack(pack_name, manifest)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+                continue
+            try:
+                todo = [r for r in {r.id: r for r in recs}.values() if r.id not in verified_ids]
+                for rec, err in zip(todo, self.pool.map(lambda r: self._verify_tensor(fd, entries, start, r, pack_name), todo)):
+                    if err:
+                        problems.append(err)
+                    else:
+                        verified_ids.add(rec.id)
+            finally:
+                os.close(fd)
+        return problems
+
+    def _verify_tensor(self, fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+        entry = entries.get(rec.id)
+        if entry is None or entry["data_offsets"][1] - entry["data_offsets"][0] != rec.nbytes:
+            return f"pack {pack_name} lacks tensor {rec.id[:12]}"
+        h = hashlib.sha256(f"{rec.dtype}{list(rec.shape)}".encode())
+        pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
+        while pos < end:
+            chunk = os.pread(fd, min(_VERIFY_CHUNK, end - pos), pos)
+            if not chunk:
+                return f"pack {pack_name} is truncated"
+            h.update(chunk)
+            pos += len(chunk)
+        return None if h.hexdigest() == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its SHA-256"
+
+    # ------------------------------------------------------------------ sizes and shutdown
+    def physical_bytes(self) -> int:
+        """Bytes the store occupies on disk (packs, manifests, state files, index)."""
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, f)).st_size
+                except FileNotFoundError:
+                    pass
+        return total
+
+    def close(self) -> None:
+        """Release the lock and worker threads."""
+        self.pool.shutdown(wait=True)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+__all__ = ["CheckpointStore", "CheckpointError", "StoreLockedError", "CheckpointWriteError",
+           "DamagedCheckpointError", "IntegrityError", "content_id"]

@@ -1,0 +1,76 @@
+"""The contract between the trainer and a model family.
+
+A task owns its modules, its optimizers and everything model-specific (losses, schedules, EMA teachers,
+growing racks). It never touches files. The trainer owns the loop, counters, RNG streams, the data
+cursor, mixed precision, gradient clipping, signals, logging and checkpointing, and never knows which
+model family it runs.
+
+Per-sample randomness (ARCHITECTURE principle 5): the trainer's sampler yields ``(epoch, index)``
+pairs; a task's datasets accept such a pair in ``__getitem__`` and seed any augmentation from
+``(seed, epoch, index)`` only, so that data order and augmentations do not depend on process history
+or on the number of data workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where the run is, handed to every task hook."""
+
+    step: int  # optimizer steps completed before this one (0-based index of the current step)
+    epoch: int  # current epoch (0-based)
+    total_steps: int  # planned optimizer steps for the whole run
+    steps_per_epoch: int
+    device: torch.device
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every model family provides to the trainer."""
+
+    #: name of the validation metric used for ``best`` (e.g. ``"val/knn_top1"``)
+    monitor: str
+    #: ``"max"`` or ``"min"``
+    monitor_mode: str
+
+    def train_dataset(self) -> Dataset:
+        """Training items; ``__getitem__`` takes an ``(epoch, index)`` pair."""
+
+    def val_dataset(self) -> Dataset | None:
+        """Validation items (``__getitem__`` takes a plain index), or None."""
+
+    def collate(self, items: list[Any]) -> Any:
+        """Batch a list of dataset items (must be picklable for worker processes)."""
+
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
+        """Build modules and optimizers once the run length is known; called once before fit/restore."""
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers the trainer steps (may change after ``after_optimizer_step``)."""
+
+    def training_step(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward pass: return the scalar loss to back-propagate and metrics to log."""
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after backward (and unscale), before clipping and ``optimizer.step()``."""
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after ``optimizer.step()`` (EMA updates, appending a stack, ...)."""
+
+    def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+        """Evaluate on an iterable of validation batches; must include ``self.monitor``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the task that must survive a restart (modules, optimizers, extra buffers)."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from ``state_dict()`` output, rebuilding structure first if it changed."""
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """Named groups of state keys for analysis (e.g. ``{"student": [...], "teacher": [...]}``)."""
