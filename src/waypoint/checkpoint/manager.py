@@ -200,26 +200,28 @@ class CheckpointManager:
         """Never let retention delete ``name`` in this session (e.g. the checkpoint a run resumed from)."""
         self.protected.add(name)
 
-    def _apply_retention(self, policy: RetentionPolicy, dry_run: bool = False) -> list[str]:
+    def _apply_retention(self, policy: RetentionPolicy, dry_run: bool = False) -> tuple[list[str], list[str]]:
+        """Delete what ``policy`` does not keep (never best/latest/pinned/protected); return (deleted, packs removed)."""
         doomed = policy.to_delete(self._candidates(), frozenset(self.protected))
         best = self.best()
         doomed = [n for n in doomed if best is None or n != best.name]
-        if not dry_run:
-            for name in doomed:
-                self.store.delete(name)
-            if doomed:
-                self.store.gc_packs()
-                self.store.write_index()
-        return doomed
+        if dry_run or not doomed:
+            return doomed, []
+        for name in doomed:
+            self.store.delete(name)
+        packs = self.store.gc_packs()
+        self.store.write_index()
+        return doomed, [p for p, _ in packs]
 
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Apply retention (optionally only keep-last N plus pinned/best/latest) and drop unreferenced packs."""
         self.writer.wait()
         policy = self.policy if keep_last is None else RetentionPolicy((KeepLast(keep_last),))
         before = self.store.physical_bytes()
-        doomed = self._apply_retention(policy, dry_run=dry_run)
-        packs = [] if dry_run else self.store.gc_packs()
-        return {"deleted": doomed, "packs_removed": [p for p, _ in packs], "dry_run": dry_run,
+        doomed, packs = self._apply_retention(policy, dry_run=dry_run)
+        if not dry_run:
+            packs += [p for p, _ in self.store.gc_packs()]
+        return {"deleted": doomed, "packs_removed": packs, "dry_run": dry_run,
                 "freed_bytes": 0 if dry_run else before - self.store.physical_bytes()}
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ def state_digest(tensor_ids: Mapping[str, str], tree_bytes: bytes) -> str:
 
 
 def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """Metrics as plain floats; non-finite values become None-free strings are refused."""
+    """Metrics as plain floats (non-finite values become None); non-numbers are refused."""
     out: dict[str, float] = {}
     for k, v in (metrics or {}).items():
         try:
