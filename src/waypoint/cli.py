@@ -1,6 +1,8 @@
 """The ``waypoint`` command: inspect and manage a run's checkpoints.
 
-Exit codes: 0 ok, 1 a check failed (e.g. a damaged checkpoint), 2 usage error (bad path or arguments).
+A checkpoint reference (REF) is a checkpoint directory (``run/checkpoints/step_000000120``), a run
+directory (meaning its latest checkpoint) or ``RUN_DIR@SELECTOR`` with a selector ``latest``, ``best``,
+``step:N``, ``tag:NAME`` or a checkpoint name. Exit codes: 0 ok, 1 a check failed, 2 usage error.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from waypoint.checkpoint import CheckpointError, CheckpointManager
+from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError
+from waypoint.checkpoint import manifest as mf
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -33,9 +36,20 @@ def checkpoints_root(run_dir: str) -> Path:
     raise UsageError(f"{run_dir} holds no checkpoints/ directory; pass a run directory or its checkpoints/ directory")
 
 
-def open_read_only(run_dir: str) -> CheckpointManager:
-    """A read-only manager over a run dir (no lock taken, nothing written)."""
-    return CheckpointManager(checkpoints_root(run_dir), read_only=True)
+def open_store(run_dir: str, *, write: bool = False) -> CheckpointManager:
+    """A manager over a run dir: read-only (no lock, nothing written) unless ``write``."""
+    return CheckpointManager(checkpoints_root(run_dir), read_only=not write)
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split a checkpoint reference into (run or checkpoints dir, selector)."""
+    if "@" in ref:
+        path, selector = ref.rsplit("@", 1)
+        return path, selector or "latest"
+    path = Path(ref)
+    if (path / mf.MANIFEST).exists() and path.parent.name == "checkpoints":
+        return str(path.parent), path.name
+    return ref, "latest"
 
 
 def _human(n: float) -> str:
@@ -50,74 +64,220 @@ def _metrics_text(metrics: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
 
 
+def _emit(args: argparse.Namespace, doc: Any, text: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=1, default=str))
+    else:
+        text()
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     """List checkpoints: name, step, epoch, tags, metrics, digest, size, time, validity."""
-    with open_read_only(args.run_dir) as mgr:
+    with open_store(args.run_dir) as mgr:
         infos = mgr.list()
-        if args.json:
-            print(json.dumps([i.to_json() for i in infos], indent=1))
-            return EXIT_OK
+
+    def text() -> None:
         if not infos:
-            print(f"no checkpoints in {mgr.root}")
-            return EXIT_OK
-        print(f"{'name':<18} {'step':>8} {'epoch':>5}  {'size':>9}  {'created':<19}  {'digest':<12}  tags / metrics")
+            print(f"no checkpoints in {checkpoints_root(args.run_dir)}")
+        else:
+            print(f"{'name':<18} {'step':>8} {'epoch':>5}  {'size':>9}  {'created':<19}  {'digest':<12}  tags / metrics")
         for i in infos:
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
-            tags = ",".join(i.all_tags) or "-"
             status = "" if i.valid else f"  DAMAGED: {i.problem}"
-            epoch = "-" if i.epoch is None else str(i.epoch)
-            print(f"{i.name:<18} {i.step:>8} {epoch:>5}  {_human(i.logical_bytes):>9}  {created:<19}  "
-                  f"{i.digest[:12]:<12}  [{tags}] {_metrics_text(i.metrics)}{status}")
+            print(f"{i.name:<18} {i.step:>8} {'-' if i.epoch is None else i.epoch:>5}  {_human(i.logical_bytes):>9}  "
+                  f"{created:<19}  {i.digest[:12]:<12}  [{','.join(i.all_tags) or '-'}] {_metrics_text(i.metrics)}{status}")
+    _emit(args, [i.to_json() for i in infos], text)
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every committed checkpoint; exit 1 naming each damaged one."""
-    with open_read_only(args.run_dir) as mgr:
+    with open_store(args.run_dir) as mgr:
         report = mgr.verify()
     bad = {name: problems for name, problems in report.items() if problems}
-    if args.json:
-        print(json.dumps({"ok": not bad, "checked": len(report), "damaged": bad}, indent=1))
-    else:
+
+    def text() -> None:
         for name, problems in report.items():
             print(f"{'ok      ' if not problems else 'DAMAGED '} {name}" + (f": {'; '.join(problems)}" if problems else ""))
         print(f"{len(report) - len(bad)} of {len(report)} checkpoints verify" + (f"; damaged: {', '.join(bad)}" if bad else ""))
+    _emit(args, {"ok": not bad, "checked": len(report), "damaged": bad}, text)
     return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_du(args: argparse.Namespace) -> int:
     """Logical bytes (what plain saves would write) vs physical bytes on disk."""
-    with open_read_only(args.run_dir) as mgr:
+    with open_store(args.run_dir) as mgr:
         infos = [i for i in mgr.list() if i.valid]
-        logical = sum(i.logical_bytes for i in infos)
-        physical = mgr.store.physical_bytes()
+        logical, physical = sum(i.logical_bytes for i in infos), mgr.store.physical_bytes()
     doc = {"checkpoints": len(infos), "logical_bytes": logical, "physical_bytes": physical,
            "ratio": round(physical / logical, 4) if logical else None}
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        ratio = f" ({doc['ratio']:.2f}x of logical)" if logical else ""
-        print(f"{len(infos)} checkpoints: logical {_human(logical)}, physical {_human(physical)}{ratio}")
+    _emit(args, doc, lambda: print(f"{len(infos)} checkpoints: logical {_human(logical)}, physical {_human(physical)}"
+                                   + (f" ({doc['ratio']:.2f}x of logical)" if logical else "")))
     return EXIT_OK
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
-    "ls": (cmd_ls, "list the checkpoints of a run", "waypoint ls outputs/dino/2026-11-23 --json"),
-    "verify": (cmd_verify, "re-hash every checkpoint; exit 1 if any is damaged", "waypoint verify outputs/dino/run"),
-    "du": (cmd_du, "logical vs physical bytes of a run's checkpoints", "waypoint du outputs/stackwise/run --json"),
-}
+def cmd_show(args: argparse.Namespace) -> int:
+    """One checkpoint's manifest summary: step, metrics, tags, notes, sizes, versions."""
+    run, selector = parse_ref(args.ref)
+    with open_store(run) as mgr:
+        info = next(i for i in mgr.list() if i.name == mgr.one(selector).name)
+        manifest = mf.load(info.path)
+    doc = {**info.to_json(), "path": str(info.path), "config_hash": manifest.get("config_hash"),
+           "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions"), "meta": manifest.get("meta"),
+           "notes": manifest.get("notes", []), "tensors": len(manifest["tensors"]), "packs": sorted(manifest["packs"]),
+           "packs_bytes": sum(p["bytes"] for p in manifest["packs"].values())}
+
+    def text() -> None:
+        print(f"{info.name}  step {info.step}  epoch {info.epoch}  tags [{','.join(info.all_tags) or '-'}]")
+        print(f"  created   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.created_at))}  digest {info.digest}")
+        print(f"  metrics   {_metrics_text(info.metrics) or '-'}")
+        print(f"  size      {_human(info.logical_bytes)} logical in {doc['tensors']} tensors, {len(doc['packs'])} pack(s)")
+        print(f"  config    {doc['config_hash'] or '-'}  git {doc['git_commit'] or '-'}  versions {doc['versions']}")
+        for n in doc["notes"]:
+            print(f"  note      {time.strftime('%Y-%m-%d %H:%M', time.localtime(n['at']))} {n['note']}")
+    _emit(args, doc, text)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Per-tensor changes, added/removed keys and JSON-state differences between two checkpoints."""
+    from waypoint.analysis.compare import diff_checkpoints
+    (run_a, sel_a), (run_b, sel_b) = parse_ref(args.a), parse_ref(args.b)
+    with open_store(run_a) as mgr_a, open_store(run_b) as mgr_b:
+        doc = diff_checkpoints(mgr_a, sel_a, mgr_b, sel_b)
+
+    def text() -> None:
+        print(f"{doc['a']} (step {doc['a_step']}) -> {doc['b']} (step {doc['b_step']})"
+              + ("  identical state" if doc["same_state"] else ""))
+        print(f"  tensors: {len(doc['changed'])} changed, {doc['unchanged']} unchanged, {len(doc['added'])} added, "
+              f"{len(doc['removed'])} removed, {len(doc['dtype_or_shape_changed'])} reshaped")
+        for row in doc["changed"][: args.top]:
+            print(f"  {row['rel_change']:10.3e}  {row['key']}")
+        for key in doc["added"][: args.top]:
+            print(f"  + {key}")
+        for key in doc["removed"][: args.top]:
+            print(f"  - {key}")
+        for row in doc["json_changes"][: args.top]:
+            print(f"  json {row['path']}: {row['a']!r} -> {row['b']!r}")
+        for k, m in doc["metrics"].items():
+            print(f"  metric {k}: {m['a']} -> {m['b']}")
+    _emit(args, doc, text)
+    return EXIT_OK
+
+
+def _retag(args: argparse.Namespace, tag: str, add: bool) -> int:
+    run, selector = parse_ref(args.ref)
+    with open_store(run, write=True) as mgr:
+        info = (mgr.tag if add else mgr.untag)(selector, tag, note=args.note)
+    _emit(args, info.to_json(), lambda: print(f"{info.name}: tags [{','.join(info.tags) or '-'}]"))
+    return EXIT_OK
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Add a tag (with an optional note) to a checkpoint."""
+    return _retag(args, args.tag, add=True)
+
+
+def cmd_untag(args: argparse.Namespace) -> int:
+    """Remove a tag from a checkpoint."""
+    return _retag(args, args.tag, add=False)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    """Pin a checkpoint so that no retention or gc ever deletes it."""
+    return _retag(args, "pinned", add=True)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Apply the run's retention pools (or keep-last N) and delete unreferenced packs."""
+    with open_store(args.run_dir, write=True) as mgr:
+        report = mgr.gc(keep_last=args.keep_last, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    _emit(args, report, lambda: print(f"{verb} {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
+                                      f"{len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}"))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint (or one part of it) to a safetensors or .pt file."""
+    from waypoint.checkpoint.transfer import export_checkpoint
+    run, selector = parse_ref(args.ref)
+    with open_store(run) as mgr:
+        doc = export_checkpoint(mgr, selector, args.out, part=args.part, fmt=args.format)
+    _emit(args, doc, lambda: print(f"exported {doc['tensors']} tensors of {doc['checkpoint']} to {doc['path']} ({_human(doc['bytes'])})"))
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a foreign .pt/.pth/.ckpt file as a checkpoint (weights-only; code-executing pickles are refused)."""
+    from waypoint.checkpoint.transfer import import_checkpoint
+    if not Path(args.file).is_file():
+        raise UsageError(f"{args.file} is not a file")
+    root = Path(args.run_dir) / "checkpoints" if Path(args.run_dir).name != "checkpoints" else Path(args.run_dir)
+    with CheckpointManager(root) as mgr:
+        doc = import_checkpoint(args.file, mgr, step=args.step)
+    _emit(args, doc, lambda: print(f"imported {args.file} ({doc['layout']}) as {doc['checkpoint']}"))
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
+    from waypoint.backup import backup_run
+    checkpoints_root(args.run_dir)
+    doc = backup_run(args.run_dir, args.dest)
+    _emit(args, doc, lambda: print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}; "
+                                   f"{doc['unchanged']} already there"))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``waypoint`` command."""
     parser = argparse.ArgumentParser(prog="waypoint", description="Inspect and manage Waypoint checkpoints.",
-                                     epilog="exit codes: 0 ok, 1 check failed, 2 usage error")
+                                     epilog="REF: a checkpoint dir, a run dir (its latest) or RUN_DIR@SELECTOR. "
+                                            "Exit codes: 0 ok, 1 check failed, 2 usage error.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (fn, help_text, example) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text + ".", epilog=f"example: {example}")
-        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding checkpoints/) or a checkpoints/ directory")
-        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def add(name: str, fn: Callable, example: str, *, json_out: bool = True) -> argparse.ArgumentParser:
+        doc = (fn.__doc__ or "").strip().rstrip(".")
+        p = sub.add_parser(name, help=doc, description=doc + ".", epilog=f"example: {example}")
+        if json_out:
+            p.add_argument("--json", action="store_true", help="print JSON instead of text")
         p.set_defaults(func=fn)
+        return p
+
+    for name, fn, example in (("ls", cmd_ls, "waypoint ls outputs/dino/run --json"),
+                              ("verify", cmd_verify, "waypoint verify outputs/dino/run"),
+                              ("du", cmd_du, "waypoint du outputs/stackwise/run --json")):
+        add(name, fn, example).add_argument("run_dir", metavar="RUN_DIR", help="a run directory or its checkpoints/ directory")
+    add("show", cmd_show, "waypoint show outputs/dino/run@best").add_argument("ref", metavar="REF")
+    p = add("diff", cmd_diff, "waypoint diff outputs/dino/run@step:100 outputs/dino/run@latest")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--top", type=int, default=15, help="rows of each kind to print (default 15)")
+    for name, fn, example in (("tag", cmd_tag, "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'used in fig 3'"),
+                              ("untag", cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3"),
+                              ("pin", cmd_pin, "waypoint pin outputs/dino/run@best --note 'submitted model'")):
+        p = add(name, fn, example)
+        p.add_argument("ref", metavar="REF")
+        if name != "pin":
+            p.add_argument("tag", metavar="TAG")
+        p.add_argument("--note", default=None, help="a note stored with the tag change")
+    p = add("gc", cmd_gc, "waypoint gc outputs/dino/run --keep-last 3 --dry-run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--keep-last", type=int, default=None, help="keep only the N newest (plus pinned, best, latest)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    p = add("export", cmd_export, "waypoint export outputs/dino/run@best teacher.safetensors --part task/teacher/backbone")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--part", default=None, help="only tensors whose key starts with this prefix (stripped in the output)")
+    p.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
+    p = add("import", cmd_import, "waypoint import ~/old/dino_epoch40.pth outputs/dino/imported")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--step", type=int, default=None, help="step to record (default: from the file, else 0)")
+    p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")
     return parser
 
 
@@ -137,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except CheckpointError as exc:
+    except NoCheckpointError as exc:
+        print(f"waypoint: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CheckpointError, ValueError, OSError) as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:

@@ -22,10 +22,13 @@ def load_foreign(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+    except pickle.UnpicklingError:
+        try:
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
+        except Exception:  # noqa: BLE001 - only used to word the message
+            names = "unknown objects"
         raise UnsafeCheckpointError(
-            f"{path} was refused: loading it would execute code or build objects that are not plain tensors and "
-            f"containers ({first}); only weights-only checkpoints can be imported") from None
+            f"{path} was refused: unpickling it would call {names}, which can run arbitrary code; only "
+            "weights-only checkpoints (tensors, numbers, strings and containers) can be imported") from None
     except (RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None

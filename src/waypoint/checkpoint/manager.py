@@ -13,7 +13,7 @@ from . import codec
 from . import manifest as mf
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
-from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy
+from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .store import CheckpointError, CheckpointStore
 from .writer import BackgroundWriter
 
@@ -44,19 +44,23 @@ class CheckpointManager:
                  monitor: str | None = None, mode: str = "max", read_only: bool = False) -> None:
         self.store = CheckpointStore(root, writable=not read_only)
         self.root = self.store.root
-        self.policy = policy or RetentionPolicy()
+        self.policy = policy
         self.monitor, self.mode = monitor, mode
-        if monitor is None:
-            self._monitor_from_manifests()
+        if monitor is None or policy is None:
+            self._settings_from_manifests(monitor is None, policy is None)
+        self.policy = self.policy or RetentionPolicy()
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
 
-    def _monitor_from_manifests(self) -> None:
-        for info in reversed(self.store.infos.values()):
+    def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
+        """Take the monitored metric and retention policy the newest checkpoint recorded."""
+        for info in reversed(list(self.store.infos.values())):
             if info.valid:
                 meta = mf.load(info.path, check=False).get("meta", {})
-                if meta.get("monitor"):
+                if monitor and meta.get("monitor"):
                     self.monitor, self.mode = meta["monitor"], meta.get("mode", "max")
+                if policy and isinstance(meta.get("retention"), list):
+                    self.policy = policy_from_json(meta["retention"])
                 return
 
     # ------------------------------------------------------------------ saving
@@ -72,6 +76,7 @@ class CheckpointManager:
         if self.monitor:
             meta.setdefault("monitor", self.monitor)
             meta.setdefault("mode", self.mode)
+        meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
         if blocking:
             return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
@@ -181,20 +186,25 @@ class CheckpointManager:
         if not _TAG.match(tag):
             raise ValueError(f"'{tag}' is not a valid tag: use letters, digits, '.', '_' or '-' (at most 64)")
 
-    def tag(self, selector: str, tag: str) -> CheckpointInfo:
-        """Add ``tag`` to the checkpoint ``selector`` names."""
-        self._check_tag(tag)
-        info = self.resolve(selector)[0] if self.resolve(selector) else None
-        if info is None:
-            raise NoCheckpointError(f"no checkpoint matches '{selector}'")
-        return self.store.set_tags(info.name, set(info.tags) | {tag})
-
-    def untag(self, selector: str, tag: str) -> CheckpointInfo:
-        """Remove ``tag`` from the checkpoint ``selector`` names."""
+    def one(self, selector: str) -> CheckpointInfo:
+        """The single checkpoint a selector names first (NoCheckpointError when none)."""
         found = self.resolve(selector)
         if not found:
-            raise NoCheckpointError(f"no checkpoint matches '{selector}'")
-        return self.store.set_tags(found[0].name, set(found[0].tags) - {tag})
+            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
+        return found[0]
+
+    def tag(self, selector: str, tag: str, note: str | None = None) -> CheckpointInfo:
+        """Add ``tag`` (with an optional note) to the checkpoint ``selector`` names."""
+        self._check_tag(tag)
+        info = self.one(selector)
+        return self.store.set_tags(info.name, set(info.tags) | {tag}, note)
+
+    def untag(self, selector: str, tag: str, note: str | None = None) -> CheckpointInfo:
+        """Remove ``tag`` from the checkpoint ``selector`` names."""
+        info = self.one(selector)
+        if tag not in info.tags:
+            raise NoCheckpointError(f"{info.name} has no tag '{tag}'")
+        return self.store.set_tags(info.name, set(info.tags) - {tag}, note)
 
     def protect(self, name: str) -> None:
         """Never let retention delete ``name`` in this session (e.g. the checkpoint a run resumed from)."""

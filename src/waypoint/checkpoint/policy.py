@@ -210,3 +210,26 @@ class SaveTriggers:
         if is_improvement(monitored, state.best_value, mode):
             return TriggerState(state.last_save_step, state.last_save_time, monitored)
         return state
+
+
+# ---------------------------------------------------------------------------------------------- persistence
+_POOLS = {cls.__name__: cls for cls in (KeepLast, KeepBest, KeepMilestones, KeepEveryN, KeepTagged)}
+
+
+def policy_to_json(policy: RetentionPolicy) -> list[dict]:
+    """A JSON description of a policy's pools (recorded in manifests so tools can re-apply it)."""
+    out = []
+    for pool in policy.pools:
+        fields = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in pool.__dict__.items()}
+        out.append({"pool": type(pool).__name__, **fields})
+    return out
+
+
+def policy_from_json(doc: list[dict]) -> RetentionPolicy:
+    """The policy ``policy_to_json`` described."""
+    pools = []
+    for entry in doc:
+        entry = dict(entry)
+        cls = _POOLS[entry.pop("pool")]
+        pools.append(cls(**{k: frozenset(v) if isinstance(v, list) else v for k, v in entry.items()}))
+    return RetentionPolicy(tuple(pools))

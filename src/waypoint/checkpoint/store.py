@@ -26,7 +26,7 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -277,11 +277,15 @@ class CheckpointStore:
             pass
 
     # ------------------------------------------------------------------ tags and deletion
-    def set_tags(self, name: str, tags: Iterable[str]) -> mf.CheckpointInfo:
-        """Atomically rewrite a checkpoint's manifest with a new tag set."""
+    def set_tags(self, name: str, tags: Iterable[str], note: str | None = None) -> mf.CheckpointInfo:
+        """Atomically rewrite a checkpoint's manifest with a new tag set (and an optional dated note)."""
+        if not self.writable:
+            raise CheckpointError("this store was opened read-only")
         path = self.root / name
         manifest = mf.load(path)
         manifest["tags"] = sorted(set(tags))
+        if note:
+            manifest.setdefault("notes", []).append({"at": time.time(), "note": note, "tags": manifest["tags"]})
         replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
         self.infos[name] = mf.info_from(manifest, path)
         self.write_index()
@@ -335,6 +339,31 @@ class CheckpointStore:
                 tensors[key] = loaded[r.id] if r.id not in first else loaded[r.id].clone()
                 first.add(r.id)
         return json.loads(tree_bytes), tensors, manifest
+
+    def iter_tensors(self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(key, tensor)`` of a checkpoint one at a time (memory: one tensor), in pack order."""
+        path = self.root / name
+        manifest = mf.load(path)
+        table = manifest["tensors"]
+        wanted = list(table) if keys is None else [k for k in keys if k in table]
+        by_pack: dict[str, list[str]] = {}
+        for key in wanted:
+            by_pack.setdefault(table[key]["pack"], []).append(key)
+        for pack_name, pack_keys in by_pack.items():
+            entries, start, fd = self._open_pack(pack_name, manifest)
+            try:
+                for key in pack_keys:
+                    t = table[key]
+                    rec = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
+                    yield key, read_tensor(fd, self._entry(entries, rec, pack_name), start, rec, verify)
+            finally:
+                os.close(fd)
+
+    def read_tree(self, name: str) -> Any:
+        """The verified JSON state tree of a checkpoint (tensors appear as markers)."""
+        path = self.root / name
+        return json.loads(self._read_state(path, mf.load(path)))
 
     def _read_state(self, path: Path, manifest: Mapping[str, Any]) -> bytes:
         try:

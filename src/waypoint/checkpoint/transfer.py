@@ -1,0 +1,104 @@
+"""Moving checkpoints in and out of a store: export a part as safetensors/.pt, import foreign files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import save_file
+
+from .durable import fsync_dir
+from .foreign import load_foreign
+from .manager import CheckpointManager
+from .store import CheckpointError
+
+#: recognised layouts of foreign checkpoints: name -> keys that identify it
+FOREIGN_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "lightning": ("state_dict", "pytorch-lightning_version"),
+    "lightning-like": ("state_dict", "global_step"),
+    "dino-upstream": ("student", "teacher"),
+    "student-teacher": ("student_state_dict", "teacher_state_dict"),
+    "model-optimizer": ("model_state_dict",),
+    "hf-like": ("model", "optimizer"),
+}
+
+
+def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint whose key starts with ``part``, keyed by the rest in module style (``a.b.c``)."""
+    prefix = (part or "").rstrip("/.")
+    table = _table(mgr, name)
+    keys = [k for k in table if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
+    if not keys:
+        sample = ", ".join(sorted({k.split("/")[0] for k in table})[:8])
+        raise CheckpointError(f"no tensor key of {name} starts with '{part}'; top-level parts are: {sample}")
+    out = {}
+    for key, tensor in mgr.store.iter_tensors(name, keys):
+        short = key[len(prefix):].lstrip("/.") if prefix else key
+        out[(short or key.rsplit("/", 1)[-1]).replace("/", ".").replace("~1", "/").replace("~0", "~")] = tensor
+    return out
+
+
+def _table(mgr: CheckpointManager, name: str) -> Mapping[str, Any]:
+    from . import manifest as mf
+    return mf.load(mgr.store.root / name)["tensors"]
+
+
+def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathLike, *, part: str | None = None,
+                      fmt: str = "safetensors") -> dict[str, Any]:
+    """Write the tensors of one checkpoint (or of one part of it) to a safetensors or .pt file."""
+    info = mgr.one(selector)
+    tensors = part_tensors(mgr, info.name, part)
+    out = Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists; choose another output path or remove it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"waypoint_checkpoint": info.name, "step": str(info.step), "part": part or ""})
+    elif fmt == "pt":
+        torch.save(tensors, tmp)
+    else:
+        raise CheckpointError(f"unknown export format '{fmt}'; use safetensors or pt")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    return {"checkpoint": info.name, "step": info.step, "part": part, "format": fmt, "path": str(out),
+            "tensors": len(tensors), "bytes": out.stat().st_size}
+
+
+def detect_layout(obj: Any) -> str:
+    """The name of a foreign checkpoint's layout (``plain-state-dict`` for a flat dict of tensors)."""
+    if isinstance(obj, Mapping):
+        for name, keys in FOREIGN_LAYOUTS.items():
+            if all(k in obj for k in keys):
+                return name
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return "plain-state-dict"
+        return "dict"
+    if isinstance(obj, torch.Tensor):
+        return "tensor"
+    return type(obj).__name__
+
+
+def _foreign_step(obj: Any) -> tuple[int, int | None]:
+    if not isinstance(obj, Mapping):
+        return 0, None
+    step = next((obj[k] for k in ("global_step", "step", "iteration") if isinstance(obj.get(k), int)), 0)
+    epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
+    return int(step), epoch
+
+
+def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None) -> dict[str, Any]:
+    """Import a foreign ``.pt/.pth/.ckpt`` file (weights-only unpickling) as a new checkpoint tagged ``imported``."""
+    obj = load_foreign(path)
+    layout = detect_layout(obj)
+    state = obj if isinstance(obj, Mapping) else {"value": obj}
+    found_step, epoch = _foreign_step(obj)
+    info = mgr.save(dict(state), step=found_step if step is None else step, epoch=epoch, tags=("imported",),
+                    meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+    assert info is not None
+    return {"checkpoint": info.name, "step": info.step, "layout": layout, "digest": info.digest,
+            "logical_bytes": info.logical_bytes}
