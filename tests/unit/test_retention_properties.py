@@ -92,6 +92,20 @@ def test_no_pools_keeps_everything():
     assert RetentionPolicy().select(history) == {c.name for c in history}
 
 
+def test_milestone_pool_keeps_fractions_of_the_planned_run():
+    history = [Candidate(f"s{i}", i) for i in range(1, 41)]
+    pool = KeepMilestones(fractions=frozenset({0.25, 0.5, 0.75, 1.0}), total_steps=40)
+    assert pool.keep(history) == {"s10", "s20", "s30", "s40"}
+
+
+def test_policy_round_trips_through_json():
+    from waypoint.checkpoint.policy import policy_from_json, policy_to_json
+    policy = RetentionPolicy((KeepLast(2), KeepBest(1, "acc", "min"),
+                              KeepMilestones(fractions=frozenset({0.5, 1.0}), total_steps=8), KeepEveryN(4)))
+    history = [Candidate(f"s{i}", i, metrics={"acc": (i * 7) % 5}) for i in range(1, 9)]
+    assert policy_from_json(policy_to_json(policy)).select(history) == policy.select(history)
+
+
 def test_milestone_fractions_map_to_steps_of_the_planned_run():
     assert milestone_steps((0.25, 0.5, 0.75, 1.0), 40) == {10, 20, 30, 40}
     assert milestone_steps((0.01,), 10) == {1}

@@ -95,15 +95,25 @@ def milestone_steps(fractions: Sequence[float], total_steps: int, steps: Sequenc
 
 @dataclass(frozen=True)
 class KeepMilestones:
-    """Keep checkpoints at milestone steps/epochs permanently (and any tagged ``milestone``)."""
+    """Keep checkpoints at milestones permanently: absolute steps or epochs, fractions of the planned run
+    (``fractions=(0.25, 0.5, 0.75, 1.0)`` with ``total_steps``), and any checkpoint tagged ``milestone``."""
 
     steps: frozenset[int] = frozenset()
     epochs: frozenset[int] = frozenset()
+    fractions: frozenset[float] = frozenset()
+    total_steps: int | None = None
+
+    def all_steps(self) -> frozenset[int]:
+        """Absolute milestone steps, fractions resolved against ``total_steps``."""
+        if self.fractions and not self.total_steps:
+            raise ValueError("KeepMilestones with fractions needs total_steps (the planned run length)")
+        return milestone_steps(sorted(self.fractions), self.total_steps or 0, sorted(self.steps))
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
         """Checkpoints at a milestone."""
+        steps = self.all_steps()
         return {c.name for c in candidates
-                if c.step in self.steps or (c.epoch is not None and c.epoch in self.epochs) or "milestone" in c.tags}
+                if c.step in steps or (c.epoch is not None and c.epoch in self.epochs) or "milestone" in c.tags}
 
 
 @dataclass(frozen=True)
