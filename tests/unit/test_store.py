@@ -123,3 +123,14 @@ def test_index_is_rebuilt_when_missing(tmp_path):
     CheckpointStore(tmp_path / "ck").close()
     rows = json.loads((tmp_path / "ck" / "index.json").read_text())["checkpoints"]
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_tied_tensors_are_stored_once_but_every_key_is_in_the_table(tmp_path):
+    w = torch.randn(64, 64)
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        info = mgr.save({"embed": w, "head": w}, step=1)
+        out = mgr.restore("latest")
+    table = json.loads((info.path / "manifest.json").read_text())["tensors"]
+    assert table["embed"]["id"] == table["head"]["id"]
+    assert info.logical_bytes < 2 * w.numel() * 4
+    assert out["embed"] is out["head"] and torch.equal(out["embed"], w)

@@ -5,7 +5,9 @@ directly becomes a one-key object whose key starts with ``__``:
 
 - ``{"__tensor__": KEY}`` a torch tensor, stored in the tensor table under KEY
 - ``{"__ndarray__": KEY}`` a numpy array, stored as a tensor, restored as a numpy array
-- ``{"__alias__": KEY}`` the very same tensor object (same storage view) as an earlier KEY
+- ``{"__alias__": [KEY, FIRST]}`` the very same tensor object (same storage view) as the earlier tensor
+  FIRST; it is also in the tensor table under its own KEY (same content id, stored once), so tools that
+  read one part of a checkpoint find every key
 - ``{"__tuple__": [...]}`` a tuple
 - ``{"__dict__": [[key, value], ...]}`` a dict whose keys are not all plain strings (e.g. int keys
   of an optimizer state), or that would collide with these markers
@@ -55,9 +57,10 @@ def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             raise UnsupportedValueError(f"state value at '{path}' is a meta tensor without data")
         identity = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
                     tuple(value.stride()), value.dtype) if value.numel() else None
-        if marker == "__tensor__" and identity is not None and identity in seen:
-            return {"__alias__": seen[identity]}
         key = path or "_"
+        if marker == "__tensor__" and identity is not None and identity in seen:
+            tensors[key] = tensors[seen[identity]]
+            return {"__alias__": [key, seen[identity]]}
         tensors[key] = value
         if marker == "__tensor__" and identity is not None:
             seen[identity] = key
@@ -110,8 +113,10 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return node
         if len(node) == 1:
             (marker, payload), = node.items()
-            if marker in ("__tensor__", "__alias__"):
+            if marker == "__tensor__":
                 return tensors[payload]
+            if marker == "__alias__":
+                return tensors[payload[1]]
             if marker == "__ndarray__":
                 return tensors[payload].numpy()
             if marker == "__tuple__":
@@ -127,6 +132,25 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return walk(tree)
 
 
+def alias_keys(tree: Any) -> set[str]:
+    """Keys that are aliases of an earlier tensor (restored from that tensor, not read again)."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, dict):
+            if len(node) == 1 and "__alias__" in node:
+                out.add(node["__alias__"][0])
+                return
+            for v in node.values():
+                walk(v)
+
+    walk(tree)
+    return out
+
+
 def tensor_keys(tree: Any) -> set[str]:
     """The tensor keys a JSON tree refers to (aliases included)."""
     keys: set[str] = set()
@@ -138,8 +162,11 @@ def tensor_keys(tree: Any) -> set[str]:
         elif isinstance(node, dict):
             if len(node) == 1:
                 (marker, payload), = node.items()
-                if marker in ("__tensor__", "__alias__", "__ndarray__"):
+                if marker in ("__tensor__", "__ndarray__"):
                     keys.add(payload)
+                    return
+                if marker == "__alias__":
+                    keys.update(payload)
                     return
             for v in node.values():
                 walk(v)

@@ -15,7 +15,7 @@ import json
 import os
 import struct
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -109,9 +109,12 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     Hashing of later tensors overlaps with writing earlier ones. The pack is written to a temporary
     name, fsynced, then renamed to ``<header sha256>.safetensors`` and the directory fsynced.
     """
-    cpu = [to_cpu_contiguous(t) for t in tensors]
+    converted: dict[int, torch.Tensor] = {}  # tied tensors arrive as one object under several keys
+    cpu = [converted.setdefault(id(t), to_cpu_contiguous(t)) for t in tensors]
     metas = [(dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size()) for t in cpu]
-    futures = [pool.submit(lambda t=t, m=m: content_id(m[0], m[1], raw_bytes(t))) for t, m in zip(cpu, metas)]
+    by_object: dict[int, Future] = {}
+    futures = [by_object.setdefault(id(t), pool.submit(content_id, m[0], m[1], raw_bytes(t))) if id(t) not in by_object
+               else by_object[id(t)] for t, m in zip(cpu, metas)]
     # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
     offsets, pos = [], 0
     for dtype, shape, nbytes in metas:

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 
 from . import manifest as mf
+from .codec import alias_keys
 from .durable import (canonical_json, fsync_dir, rename_noreplace, replace_file_durable, rmtree_nofollow,
                       write_file_durable)
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_header, read_tensor, write_pack
@@ -322,8 +323,12 @@ class CheckpointStore:
         path = self.root / name
         manifest = mf.load(path)
         tree_bytes = self._read_state(path, manifest)
+        tree = json.loads(tree_bytes)
+        aliases = alias_keys(tree)
         by_pack: dict[str, dict[str, TensorRecord]] = {}
         for key, t in manifest["tensors"].items():
+            if key in aliases:
+                continue
             by_pack.setdefault(t["pack"], {})[key] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
         tensors: dict[str, torch.Tensor] = {}
         for pack_name, recs in by_pack.items():
@@ -338,7 +343,7 @@ class CheckpointStore:
             for key, r in recs.items():
                 tensors[key] = loaded[r.id] if r.id not in first else loaded[r.id].clone()
                 first.add(r.id)
-        return json.loads(tree_bytes), tensors, manifest
+        return tree, tensors, manifest
 
     def iter_tensors(self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
                      ) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,0 +1,173 @@
+"""How parameters evolved over a run's checkpoints, computed by streaming.
+
+Tensors are read one key at a time across checkpoints (oldest to newest), so at most three tensors
+are in memory (the final one, the previous one and the current one), whatever the number of
+checkpoints. A tensor whose content id did not change since the previous checkpoint (a frozen stack,
+an untouched buffer) is not read at all: its update is exactly zero.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from waypoint.checkpoint import CheckpointInfo, CheckpointManager
+from waypoint.checkpoint import manifest as mf
+
+_FLOAT = {"F64", "F32", "F16", "BF16"}
+_SKIP = re.compile(r"(^|/)(optim|optimizer|optimizers|rng|scaler|trainer)(/|$)")
+
+
+def checkpoints_in_order(mgr: CheckpointManager) -> list[CheckpointInfo]:
+    """Valid checkpoints, oldest first."""
+    return sorted((i for i in mgr.store.infos.values() if i.valid), key=lambda i: (i.step, i.name))
+
+
+def tensor_tables(infos: Iterable[CheckpointInfo]) -> dict[str, Mapping[str, Any]]:
+    """Each checkpoint's tensor table (key -> id, dtype, shape), from the manifests only."""
+    return {i.name: mf.load(i.path)["tensors"] for i in infos}
+
+
+def parameter_keys(table: Mapping[str, Any]) -> list[str]:
+    """Floating-point tensors that are model state (not optimizer moments, RNG or trainer counters)."""
+    return [k for k, r in table.items() if r["dtype"] in _FLOAT and not _SKIP.search(k) and math.prod(r["shape"]) > 1]
+
+
+def _read(mgr: CheckpointManager, name: str, key: str) -> torch.Tensor:
+    (_, t), = mgr.store.iter_tensors(name, [key])
+    return t.double()
+
+
+def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One row per (checkpoint, key): norm, diff_norm vs previous, dot with and norm of the final tensor."""
+    infos = checkpoints_in_order(mgr)
+    if not infos:
+        return []
+    tables = tensor_tables(infos)
+    final = infos[-1]
+    keys = list(keys) if keys is not None else parameter_keys(tables[final.name])
+    rows: list[dict[str, Any]] = []
+    for key in keys:
+        if key not in tables[final.name]:
+            continue
+        final_t = _read(mgr, final.name, key)
+        final_norm = final_t.norm().item()
+        prev_t, prev_id, prev_row = None, None, None
+        for info in infos:
+            rec = tables[info.name].get(key)
+            if rec is None or list(rec["shape"]) != list(final_t.shape):
+                prev_t, prev_id, prev_row = None, None, None
+                continue
+            if rec["id"] == prev_id and prev_row is not None:
+                row = {**prev_row, "checkpoint": info.name, "step": info.step, "diff_norm": 0.0, "prev_norm": prev_row["norm"]}
+            else:
+                t = _read(mgr, info.name, key)
+                row = {"checkpoint": info.name, "step": info.step, "key": key, "norm": t.norm().item(),
+                       "diff_norm": (t - prev_t).norm().item() if prev_t is not None else None,
+                       "prev_norm": prev_t.norm().item() if prev_t is not None else None,
+                       "dot_final": torch.dot(t.flatten(), final_t.flatten()).item(), "final_norm": final_norm}
+                prev_t = t
+            rows.append(row)
+            prev_id, prev_row = rec["id"], row
+    return rows
+
+
+def module_of(key: str) -> str:
+    """The module a tensor key belongs to: the key without its last dotted component."""
+    head, _, _ = key.rpartition(".")
+    return head or key
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]], group: Callable[[str], str | None] = module_of) -> list[dict[str, Any]]:
+    """Combine tensor rows into group rows (exact: norms add in squares, dots add)."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        g = group(r["key"])
+        if g is None:
+            continue
+        a = acc.setdefault((g, r["checkpoint"]), {"group": g, "checkpoint": r["checkpoint"], "step": r["step"],
+                                                  "norm2": 0.0, "diff2": 0.0, "prev2": 0.0, "dot": 0.0, "final2": 0.0,
+                                                  "has_prev": True})
+        a["norm2"] += r["norm"] ** 2
+        a["dot"] += r["dot_final"]
+        a["final2"] += r["final_norm"] ** 2
+        if r["diff_norm"] is None:
+            a["has_prev"] = False
+        else:
+            a["diff2"] += r["diff_norm"] ** 2
+            a["prev2"] += r["prev_norm"] ** 2
+    out = []
+    for a in acc.values():
+        norm, final = math.sqrt(a["norm2"]), math.sqrt(a["final2"])
+        out.append({"group": a["group"], "checkpoint": a["checkpoint"], "step": a["step"], "norm": norm,
+                    "rel_update": math.sqrt(a["diff2"]) / math.sqrt(a["prev2"]) if a["has_prev"] and a["prev2"] > 0 else None,
+                    "cos_to_final": a["dot"] / (norm * final) if norm > 0 and final > 0 else None})
+    return sorted(out, key=lambda r: (r["group"], r["step"], r["checkpoint"]))
+
+
+def paired_keys(keys: Iterable[str], left: str, right: str) -> list[tuple[str, str]]:
+    """Pairs of keys that differ only in one path component (e.g. ``student`` vs ``teacher``)."""
+    keys = set(keys)
+    pairs = []
+    for k in sorted(keys):
+        parts = k.split("/")
+        if left in parts:
+            other = "/".join(right if p == left else p for p in parts)
+            if other in keys:
+                pairs.append((k, other))
+    return pairs
+
+
+def pair_distance(mgr: CheckpointManager, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per checkpoint: ``||a - b|| / ||b||`` summed over key pairs (e.g. student vs teacher)."""
+    out = []
+    for info in checkpoints_in_order(mgr):
+        table = mf.load(info.path)["tensors"]
+        d2 = b2 = 0.0
+        for ka, kb in pairs:
+            if ka in table and kb in table:
+                if table[ka]["id"] == table[kb]["id"]:
+                    b2 += _read(mgr, info.name, kb).norm().item() ** 2
+                    continue
+                a, b = _read(mgr, info.name, ka), _read(mgr, info.name, kb)
+                d2 += (a - b).norm().item() ** 2
+                b2 += b.norm().item() ** 2
+        out.append({"checkpoint": info.name, "step": info.step,
+                    "rel_distance": math.sqrt(d2) / math.sqrt(b2) if b2 > 0 else None})
+    return out
+
+
+def stack_of(key: str) -> str | None:
+    """The Stack-Wise stack a key belongs to (``stack 2`` for ``.../stacks/2/...``), else None."""
+    m = re.search(r"(?:^|/|\.)stacks[/.](\d+)(?:/|\.)", key)
+    return f"stack {m.group(1)}" if m else None
+
+
+def storage_by_checkpoint(mgr: CheckpointManager) -> list[dict[str, Any]]:
+    """Per checkpoint: logical bytes, and physical bytes it added (packs first referenced by it)."""
+    seen: set[str] = set()
+    rows = []
+    cum_logical = cum_physical = 0
+    for info in checkpoints_in_order(mgr):
+        manifest = mf.load(info.path)
+        new = {p: e["bytes"] for p, e in manifest["packs"].items() if p not in seen}
+        seen |= set(new)
+        own = sum((info.path / f).stat().st_size for f in (mf.MANIFEST, mf.STATE_JSON) if (info.path / f).exists())
+        physical = sum(new.values()) + own
+        cum_logical += info.logical_bytes
+        cum_physical += physical
+        rows.append({"checkpoint": info.name, "step": info.step, "logical_bytes": info.logical_bytes,
+                     "physical_bytes": physical, "cum_logical": cum_logical, "cum_physical": cum_physical})
+    return rows
+
+
+def groups_by_change(module_rows: Iterable[Mapping[str, Any]], top: int = 10) -> list[tuple[str, float]]:
+    """Groups ranked by their total relative update over the run."""
+    total: dict[str, float] = defaultdict(float)
+    for r in module_rows:
+        if r["rel_update"] is not None:
+            total[r["group"]] += r["rel_update"]
+    return sorted(total.items(), key=lambda kv: -kv[1])[:top]

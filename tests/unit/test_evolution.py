@@ -1,0 +1,56 @@
+"""Parameter evolution is computed exactly, streaming, and frozen tensors are flat."""
+import math
+
+import pytest
+import torch
+
+from waypoint.analysis.evolution import (aggregate, pair_distance, paired_keys, stack_of, storage_by_checkpoint,
+                                         tensor_evolution)
+from waypoint.checkpoint import CheckpointManager
+
+
+@pytest.fixture
+def mgr(tmp_path):
+    frozen = torch.randn(8, 8)
+    with CheckpointManager(tmp_path / "ck") as m:
+        for step, scale in ((1, 1.0), (2, 2.0), (3, 4.0)):
+            live = torch.ones(4, 4) * scale
+            m.save({"model": {"stacks": {"0": {"w.weight": frozen}, "1": {"w.weight": live}}},
+                    "student": {"l.weight": live + 1}, "teacher": {"l.weight": live},
+                    "optimizer": {"m": live * 3}}, step)
+    return CheckpointManager(tmp_path / "ck", read_only=True)
+
+
+def test_relative_update_and_cosine_are_exact(mgr):
+    rows = [r for r in aggregate(tensor_evolution(mgr)) if r["group"] == "model/stacks/1/w"]
+    assert [r["rel_update"] for r in rows] == [None, pytest.approx(1.0), pytest.approx(1.0)]
+    assert all(r["cos_to_final"] == pytest.approx(1.0) for r in rows)
+    assert [r["norm"] for r in rows] == [pytest.approx(4.0), pytest.approx(8.0), pytest.approx(16.0)]
+
+
+def test_frozen_tensors_show_zero_update(mgr):
+    rows = [r for r in aggregate(tensor_evolution(mgr)) if r["group"] == "model/stacks/0/w"]
+    assert [r["rel_update"] for r in rows][1:] == [0.0, 0.0]
+
+
+def test_optimizer_state_is_not_treated_as_parameters(mgr):
+    assert not any(r["key"].startswith("optimizer") for r in tensor_evolution(mgr))
+
+
+def test_student_teacher_distance(mgr):
+    pairs = paired_keys(["student/l.weight", "teacher/l.weight", "x"], "student", "teacher")
+    assert pairs == [("student/l.weight", "teacher/l.weight")]
+    dist = [r["rel_distance"] for r in pair_distance(mgr, pairs)]
+    assert dist == [pytest.approx(1.0), pytest.approx(0.5), pytest.approx(0.25)]
+
+
+def test_stack_grouping():
+    assert stack_of("task/rack/stacks/2/blocks.0.attn.weight") == "stack 2"
+    assert stack_of("task/student/backbone.blocks.0.weight") is None
+
+
+def test_storage_rows_show_deduplication(mgr):
+    rows = storage_by_checkpoint(mgr)
+    assert rows[0]["physical_bytes"] > rows[1]["physical_bytes"]
+    assert rows[-1]["cum_logical"] == sum(r["logical_bytes"] for r in rows)
+    assert not math.isnan(rows[-1]["cum_physical"])
