@@ -69,9 +69,11 @@ def storage(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     steps = [r["step"] for r in rows]
     mib = 1 / 2 ** 20
-    a.bar([str(s) for s in steps], [r["logical_bytes"] * mib for r in rows], label="logical", alpha=0.5)
-    a.bar([str(s) for s in steps], [r["physical_bytes"] * mib for r in rows], label="physical (new bytes)", alpha=0.8)
+    pos = list(range(len(steps)))
+    a.bar(pos, [r["logical_bytes"] * mib for r in rows], label="logical", alpha=0.5)
+    a.bar(pos, [r["physical_bytes"] * mib for r in rows], label="physical (new bytes)", alpha=0.8)
     a.set_title("per checkpoint (MiB)")
+    a.set_xticks(pos, [str(s) for s in steps])
     a.tick_params(axis="x", labelrotation=90, labelsize=6)
     a.legend(fontsize=7)
     b.plot(steps, [r["cum_logical"] * mib for r in rows], label="cumulative logical")
