@@ -1,0 +1,305 @@
+"""Stack-Wise: a byte-level causal LM built as a rack of stacks that grows during training (append mode).
+
+Training starts with one stack (or with ``init_stacks`` from an earlier run). At the steps of the append
+schedule, ``after_optimizer_step`` freezes every existing stack (and the embedding with stack 0), optionally
+gives the frozen stacks LoRA adapters, appends a freshly initialised stack and builds a new optimizer over
+what is trainable: the newest stack, the adapters, the head. **The trainer must re-read ``optimizers()``
+after every step** (and drop references to the old optimizer). Frozen base weights are never in an
+optimizer and never cast, merged or rewritten, so they stay bit-identical and the store keeps them once.
+
+Everything stochastic is a function of ``(seed, stack index)`` (initialisation) or of the saved state, and
+the learning rate is a function of the step, so ``state_dict``/``load_state_dict`` resume bit-identically,
+also right after an append. ``load_state_dict`` rebuilds the rack's structure from ``rack/meta``.
+Validation: bits per byte on held-out text (``val/bpb``, lower is better). State layout:
+``waypoint.tasks.stackwise_rack``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from waypoint.data.segshapes import sample_generator
+from waypoint.data.text import TextConfig
+from waypoint.tasks.base import StepContext
+from waypoint.tasks.stackwise_cache import ActivationCache
+from waypoint.tasks.stackwise_model import LINEAR_NAMES, VOCAB, Dims, Rack
+from waypoint.tasks.stackwise_rack import (PRECISIONS, StackSpec, StackStateError, dtype_name, extract_stack, parse_init_stacks,
+                                           precision_dtype)
+from waypoint.tasks.stackwise_build import RackBuilder
+from waypoint.tasks.universeg import warmup_cosine
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"d_model": 128, "n_heads": 4, "d_ff": 384, "blocks_per_stack": 2, "seq_len": 128, "target_stacks": 3},
+    "smoke": {"d_model": 32, "n_heads": 2, "d_ff": 64, "blocks_per_stack": 1, "seq_len": 32, "target_stacks": 2},
+}
+
+__all__ = ["StackWiseTask", "StackWiseConfig", "LoRAConfig", "extract_stack", "CONFIG_SCHEMAS"]
+
+
+@dataclass
+class LoRAConfig:
+    """Adapters given to frozen stacks when a stack is appended."""
+
+    enabled: bool = False
+    rank: int = 4
+    alpha: float = 8.0
+    targets: list[str] = field(default_factory=lambda: list(LINEAR_NAMES))
+
+
+@dataclass
+class StackWiseConfig:
+    """Hydra schema of ``model=stackwise``; size fields left None come from ``scale``."""
+
+    _target_: str = "waypoint.tasks.stackwise.StackWiseTask"
+    scale: str = "default"
+    d_model: Optional[int] = None
+    n_heads: Optional[int] = None
+    d_ff: Optional[int] = None
+    blocks_per_stack: Optional[int] = None
+    seq_len: Optional[int] = None
+    target_stacks: Optional[int] = None
+    building_mode: str = "append"
+    append_at: Optional[list[int]] = None  # steps completed at each append; None = evenly over the run
+    precision: str = "full"  # precision of new stacks: full (fp32) | half (bf16 on CPU, fp16 on GPU)
+    stack_precisions: Optional[list[str]] = None  # per stack index, overrides `precision`
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    cache_activations: bool = False
+    cache_max_items: Optional[int] = 1024
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    init_stacks_from: Optional[str] = None  # resolved by the trainer into the `init_stacks` argument
+    init_stacks_frozen: bool = True
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) or OmegaConf.is_list(value) else value
+
+
+class StackWiseTask:
+    """The Stack-Wise family behind the Task contract (``waypoint.tasks.base.Task``)."""
+
+    monitor = "val/bpb"
+    monitor_mode = "min"
+
+    def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
+        known = {f.name for f in fields(StackWiseConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown} for model=stackwise; known: {sorted(known - {'_target_'})}")
+        config = {k: _plain(v) for k, v in config.items()}
+        if isinstance(config.get("lora"), Mapping):
+            config["lora"] = LoRAConfig(**config["lora"])
+        self.cfg = StackWiseConfig(**config)
+        if self.cfg.scale not in PRESETS:
+            raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
+        bad = [p for p in [self.cfg.precision, *(self.cfg.stack_precisions or [])] if p not in PRECISIONS]
+        if bad:
+            raise ValueError(f"model.precision and model.stack_precisions must be one of {list(PRECISIONS)}, got {bad}")
+        if self.cfg.building_mode != "append":
+            raise ValueError(f"model.building_mode '{self.cfg.building_mode}' is not supported; use 'append'")
+        size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
+        self.dims = Dims(int(size["d_model"]), int(size["n_heads"]), int(size["d_ff"]), int(size["seq_len"]))
+        self.blocks_per_stack, self.target_stacks = int(size["blocks_per_stack"]), int(size["target_stacks"])
+        if self.cfg.init_stacks_from and init_stacks is None:
+            raise ValueError("model.init_stacks_from is set but no init_stacks were given; the trainer resolves it through the checkpoint store.")
+        self.init = parse_init_stacks(init_stacks) if init_stacks is not None else None
+        if getattr(data, "kind", None) != "text":
+            raise ValueError(f"model=stackwise needs text data (data=text), got {type(data).__name__}")
+        self.data, self.seed = data, int(seed)
+        self.builder: Optional[RackBuilder] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.cache = ActivationCache(self.cfg.cache_max_items) if self.cfg.cache_activations else None
+        self.total_steps, self.device = 1, torch.device("cpu")
+
+    # -- data ---------------------------------------------------------------------------------------
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """Fixed byte windows; ``__getitem__`` takes ``(epoch, index)``."""
+        return self.data.train_dataset(self.dims.seq_len)
+
+    def val_dataset(self) -> torch.utils.data.Dataset | None:
+        """Held-out byte windows."""
+        return self.data.val_dataset(self.dims.seq_len)
+
+    @staticmethod
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack windows and their dataset indices."""
+        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+    # -- structure ----------------------------------------------------------------------------------
+    def _builder(self) -> RackBuilder:
+        if self.builder is None:
+            raise RuntimeError("StackWiseTask.setup() must run before training or restoring")
+        return self.builder
+
+    @property
+    def rack(self) -> Rack:
+        """The current rack module."""
+        return self._builder().rack
+
+    @property
+    def specs(self) -> list[StackSpec]:
+        """Per-stack specs, in rack order."""
+        return self._builder().specs
+
+    def stack_precision(self, index: int) -> str:
+        """Configured precision of stack ``index``."""
+        per = self.cfg.stack_precisions or []
+        return str(per[index]) if index < len(per) else self.cfg.precision
+
+    def append_steps(self) -> list[int]:
+        """Steps completed at which the rack grows (one per stack beyond the initial ones)."""
+        initial = self._builder().initial_stacks
+        remaining = max(0, self.target_stacks - initial)
+        if self.cfg.append_at is not None:
+            return [int(s) for s in self.cfg.append_at][:remaining]
+        return [round(self.total_steps * j / (remaining + 1)) for j in range(1, remaining + 1)]
+
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
+        """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer."""
+        self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
+        builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
+        if self.init is None:
+            builder.start_fresh(self.blocks_per_stack, precision_dtype(self.stack_precision(0), self.device))
+        else:
+            builder.start_from(self.init, frozen=self.cfg.init_stacks_frozen)
+            if self.cfg.init_stacks_frozen:
+                n = len(builder.specs)
+                builder.append(self.blocks_per_stack, precision_dtype(self.stack_precision(n), self.device), step=0)
+            builder.initial_stacks = len(builder.specs)
+        self.builder = builder
+        self._after_structure_change()
+
+    def _after_structure_change(self) -> None:
+        self.optimizer = self._builder().make_optimizer(self.cfg.lr, self.cfg.weight_decay, tuple(self.cfg.betas))
+        if self.cache is not None:
+            self.cache.reset(self._builder().cacheable_prefix())
+
+    def append_stack(self, step: int) -> None:
+        """Freeze the rack so far, add a fresh stack and rebuild the optimizer."""
+        n = len(self.specs)
+        self._builder().append(self.blocks_per_stack, precision_dtype(self.stack_precision(n), self.device), step=step)
+        self._after_structure_change()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The current optimizer; it is replaced when a stack is appended, so re-read this after every step."""
+        if self.optimizer is None:
+            raise RuntimeError("StackWiseTask.setup() must run before training or restoring")
+        return [self.optimizer]
+
+    # -- steps --------------------------------------------------------------------------------------
+    def _hidden(self, batch: Mapping[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Hidden states entering the first stack that needs gradients, and that stack's index."""
+        builder = self._builder()
+        prefix = builder.cacheable_prefix()
+        if prefix < 0:
+            return self.rack.embed(x), 0
+        with torch.no_grad():
+            if self.cache is None:
+                return self.rack.prefix(x, prefix), prefix
+            return self.cache.lookup(batch["index"], lambda rows: self.rack.prefix(x[rows.to(x.device)], prefix)), prefix
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
+
+    def training_step(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-byte cross-entropy through the whole rack (frozen prefix without gradients)."""
+        self.rack.train()
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        h, start = self._hidden(batch, x)
+        loss = self._loss(self.rack.forward_from(h, start), y)
+        value = float(loss.detach())
+        logs = {"train/loss": value, "train/bpb": value / math.log(2), "train/stacks": float(len(self.specs))}
+        if self.cache is not None:
+            logs["train/cache_items"] = float(len(self.cache.items))
+        return loss, logs
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Set the learning rate: warmup + cosine within the current stack's phase."""
+        builder = self._builder()
+        start = builder.phase_start
+        later = [s for s in self.append_steps() if s > start]
+        end = min(later) if later else max(ctx.total_steps or self.total_steps, start + 1)
+        factor = warmup_cosine(ctx.step - start, max(1, end - start), self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+        for group in self.optimizers()[0].param_groups:
+            group["lr"] = self.cfg.lr * factor
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Append a stack when the schedule says so (this replaces the optimizer)."""
+        done = ctx.step + 1
+        grown = len(self.specs) - self._builder().initial_stacks
+        schedule = self.append_steps()
+        if len(self.specs) < self.target_stacks and grown < len(schedule) and done >= schedule[grown]:
+            self.append_stack(done)
+
+    @torch.no_grad()
+    def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+        """Bits per byte of the full rack on held-out windows."""
+        rack = self.rack
+        was_training = rack.training
+        rack.eval()
+        total, count = 0.0, 0
+        for batch in batches:
+            tokens = batch["tokens"].to(self.device)
+            logits = rack(tokens[:, :-1])
+            y = tokens[:, 1:]
+            total += float(F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1), reduction="sum"))
+            count += y.numel()
+        rack.train(was_training)
+        if not count:
+            raise ValueError("validation received no batches; check data.val_items and data.max_items")
+        nats = total / count
+        return {"val/bpb": nats / math.log(2), "val/loss": nats, "val/stacks": float(len(self.specs))}
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """``rack/{meta,embed,stacks/<i>,head}``, ``optimizer``, and ``cache`` when the cache is on."""
+        builder = self._builder()
+        state: dict[str, Any] = {"rack": builder.state_dict(), "optimizer": self.optimizers()[0].state_dict()}
+        if self.cache is not None:
+            state["cache"] = self.cache.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the rack saved in ``state`` (stacks, precisions, adapters, frozen flags), then load it all."""
+        if "rack" not in state or "optimizer" not in state:
+            raise StackStateError("this is not a Stack-Wise state: it lacks 'rack' or 'optimizer'")
+        builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
+        builder.load_state_dict(state["rack"])
+        self.builder = builder
+        self._after_structure_change()
+        self.optimizers()[0].load_state_dict(state["optimizer"])
+        if self.cache is not None and "cache" in state:
+            self.cache.load_state_dict(state["cache"], self.device)
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """``embed``, ``stack_<i>`` (base weights), ``lora_<i>`` (adapters, when present), ``head``."""
+        groups: dict[str, list[str]] = {"embed": [f"rack/embed/{k}" for k in self.rack.embed.state_dict()]}
+        for i, stack in enumerate(self.rack.stacks):
+            keys = list(stack.state_dict())
+            groups[f"stack_{i}"] = [f"rack/stacks/{i}/{k}" for k in keys if ".lora." not in k]
+            adapters = [f"rack/stacks/{i}/{k}" for k in keys if ".lora." in k]
+            if adapters:
+                groups[f"lora_{i}"] = adapters
+        groups["head"] = [f"rack/head/{k}" for k in self.rack.head.state_dict()]
+        return groups
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary of the rack (stacks, precisions, adapters, frozen flags, parameter counts)."""
+        return {"stacks": [s.to_json() for s in self.specs], "dtype_of_new": dtype_name(precision_dtype(self.cfg.precision, self.device)),
+                "trainable_params": sum(p.numel() for p in self.rack.parameters() if p.requires_grad),
+                "total_params": sum(p.numel() for p in self.rack.parameters())}
+
+
+CONFIG_SCHEMAS: dict[str, type] = {
+    "model/stackwise_schema": StackWiseConfig,
+    "data/text_schema": TextConfig,
+}
