@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError
 from waypoint.checkpoint import manifest as mf
+from waypoint.checkpoint import refs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -26,14 +27,10 @@ class UsageError(Exception):
 
 def checkpoints_root(run_dir: str) -> Path:
     """The ``checkpoints/`` directory of a run dir (a checkpoints dir itself is accepted too)."""
-    path = Path(run_dir)
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints"
-    if path.is_dir() and ((path / "packs").is_dir() or (path / "index.json").exists() or path.name == "checkpoints"):
-        return path
-    if not path.exists():
-        raise UsageError(f"{run_dir} does not exist")
-    raise UsageError(f"{run_dir} holds no checkpoints/ directory; pass a run directory or its checkpoints/ directory")
+    try:
+        return refs.checkpoints_root(run_dir)
+    except refs.BadReferenceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def open_store(run_dir: str, *, write: bool = False) -> CheckpointManager:
@@ -41,15 +38,7 @@ def open_store(run_dir: str, *, write: bool = False) -> CheckpointManager:
     return CheckpointManager(checkpoints_root(run_dir), read_only=not write)
 
 
-def parse_ref(ref: str) -> tuple[str, str]:
-    """Split a checkpoint reference into (run or checkpoints dir, selector)."""
-    if "@" in ref:
-        path, selector = ref.rsplit("@", 1)
-        return path, selector or "latest"
-    path = Path(ref)
-    if (path / mf.MANIFEST).exists() and path.parent.name == "checkpoints":
-        return str(path.parent), path.name
-    return ref, "latest"
+parse_ref = refs.parse_ref
 
 
 def _human(n: float) -> str:

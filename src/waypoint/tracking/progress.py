@@ -1,0 +1,46 @@
+"""Console progress: a tqdm bar with step rate and ETA, or plain lines when the bar is off."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Mapping
+
+from tqdm import tqdm
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Shows optimizer steps done out of the planned total, the step rate and the time left."""
+
+    def __init__(self, total: int, initial: int, bar: bool, every: int) -> None:
+        self.total, self.every, self.start, self.t0 = total, max(1, every), initial, time.monotonic()
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
+                        mininterval=0.5) if bar else None
+
+    def update(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
+        """Advance to ``step`` completed steps."""
+        loss = logs.get("train/loss")
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix_str(f"epoch {epoch} loss {loss:.4g}" if loss is not None else f"epoch {epoch}", refresh=False)
+        elif step % self.every == 0 or step == self.total:
+            rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
+            eta = (self.total - step) / rate if rate > 0 else 0.0
+            loss_txt = f" loss {loss:.4g}" if loss is not None else ""
+            print(f"step {step}/{self.total} epoch {epoch}{loss_txt} | {rate:.2f} steps/s | ETA {_fmt(eta)}", flush=True)
+
+    def write(self, text: str) -> None:
+        """Print a line without breaking the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,73 @@
+"""Weights & Biases, offline by default, never blocking: any failure turns it off with one warning.
+
+The wandb run id is kept in ``<run_dir>/wandb_run_id`` so a resumed run continues the same wandb run.
+Checkpoints are logged as artifacts *by reference* (``file://`` URIs), never copied.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class WandbRun:
+    """A thin, fail-safe wrapper over ``wandb.init`` / ``log`` / ``log_artifact``."""
+
+    def __init__(self, run_dir: Path, project: str, entity: str | None, mode: str, tags: list[str],
+                 config: Mapping[str, Any], name: str) -> None:
+        self.run: Any = None
+        try:
+            import wandb  # optional: pip install 'waypoint[wandb]'
+        except ImportError:
+            warnings.warn("logger=wandb: the wandb package is not installed (pip install wandb); logging to metrics.jsonl only")
+            return
+        id_file = run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        id_file.write_text(run_id + "\n")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            self.run = wandb.init(project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(run_dir),
+                                  config=dict(config), tags=list(tags), name=name, reinit="finish_previous",
+                                  settings=wandb.Settings(init_timeout=60, console="off"))
+            self._wandb = wandb
+        except Exception as exc:  # no network, bad credentials, ... : the run goes on
+            warnings.warn(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
+            self.run = None
+
+    @property
+    def run_id(self) -> str | None:
+        """The wandb run id, or None when wandb is off."""
+        return self.run.id if self.run is not None else None
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Log one metrics row at its step."""
+        if self.run is None:
+            return
+        try:
+            self.run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=int(row["step"]))
+        except Exception as exc:
+            warnings.warn(f"wandb logging failed ({exc}); turning wandb off for this run")
+            self.run = None
+
+    def checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
+        """Reference a committed checkpoint directory as an artifact (no copy)."""
+        if self.run is None:
+            return
+        try:
+            art = self._wandb.Artifact(f"checkpoints-{self.run.id}", type="checkpoint", metadata={"step": step})
+            art.add_reference(f"file://{Path(path).resolve()}", checksum=False)
+            self.run.log_artifact(art, aliases=aliases)
+        except Exception as exc:
+            warnings.warn(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
+            self.run = None
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the wandb run."""
+        if self.run is not None:
+            try:
+                self.run.finish(exit_code=exit_code)
+            except Exception:
+                pass
+            self.run = None

@@ -1,0 +1,98 @@
+"""Factories from the config groups: device and precision, retention policy, save triggers, data, task."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import warnings
+from typing import Any, Callable
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from waypoint.checkpoint.policy import (KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
+                                        SaveTriggers)
+
+
+def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any], torch.amp.GradScaler | None]:
+    """The device, an autocast context factory and a loss scaler (fp16 on CUDA only), with CPU fallback."""
+    if hw.num_threads:
+        torch.set_num_threads(int(hw.num_threads))
+    want = str(hw.device)
+    if want not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"hardware.device must be cpu, cuda or auto, not '{want}'")
+    precision = str(hw.precision)
+    if precision not in ("32", "bf16", "16"):
+        raise ValueError(f"hardware.precision must be 32, bf16 or 16, not '{precision}'")
+    cuda = torch.cuda.is_available()
+    if want == "cuda" and not cuda:
+        warnings.warn("hardware=gpu asked for CUDA but no GPU is visible; running on the CPU in fp32")
+        want, precision = "cpu", "32"
+    device = torch.device("cuda" if want in ("cuda", "auto") and cuda else "cpu")
+    if hw.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        warnings.warn("this GPU has no bf16; using fp16 autocast with loss scaling")
+        precision = "16"
+    if device.type == "cpu" and precision == "16":
+        warnings.warn("fp16 training needs CUDA; using bf16 autocast on the CPU")
+        precision = "bf16"
+    if precision == "32":
+        return device, contextlib.nullcontext, None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+    scaler = torch.amp.GradScaler("cuda") if precision == "16" else None
+    return device, autocast, scaler
+
+
+def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) -> RetentionPolicy:
+    """Retention pools from the ``checkpoint`` group (no pools at all with ``keep_all``)."""
+    if ck.keep_all:
+        return RetentionPolicy()
+    pools: list[Any] = [KeepTagged(frozenset({"pinned"}))]
+    if ck.keep_last:
+        pools.append(KeepLast(int(ck.keep_last)))
+    if ck.keep_best:
+        pools.append(KeepBest(int(ck.keep_best), monitor, mode))
+    if ck.milestone_fractions or ck.milestone_steps or ck.milestone_epochs:
+        pools.append(KeepMilestones(steps=frozenset(int(s) for s in ck.milestone_steps),
+                                    epochs=frozenset(int(e) for e in ck.milestone_epochs),
+                                    fractions=frozenset(float(f) for f in ck.milestone_fractions), total_steps=total_steps))
+    if ck.keep_every_n_steps:
+        pools.append(KeepEveryN(int(ck.keep_every_n_steps)))
+    return RetentionPolicy(tuple(pools))
+
+
+def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
+    """Save triggers from the ``checkpoint`` group; milestone epochs become steps."""
+    for frac in ck.milestone_fractions:
+        if not 0 < float(frac) <= 1:
+            raise ValueError(f"checkpoint.milestone_fractions must lie in (0, 1], got {frac}")
+    steps = [int(s) for s in ck.milestone_steps] + [int(e) * steps_per_epoch for e in ck.milestone_epochs]
+    return SaveTriggers(every_n_steps=ck.every_n_steps, every_n_epochs=ck.every_n_epochs, every_n_minutes=ck.every_n_minutes,
+                        on_improvement=bool(ck.on_improvement), at_end=bool(ck.at_end),
+                        milestone_fractions=tuple(float(f) for f in ck.milestone_fractions), milestone_steps=tuple(steps))
+
+
+def build_data(data_cfg: DictConfig) -> tuple[Any, int]:
+    """Instantiate the data source; returns it and ``num_workers`` (a trainer setting kept in the data group)."""
+    plain = OmegaConf.to_container(data_cfg, resolve=True)
+    assert isinstance(plain, dict)
+    workers = int(plain.pop("num_workers", 0) or 0)
+    if workers < 0:
+        raise ValueError(f"data.num_workers must be >= 0, got {workers}")
+    return instantiate(plain), workers
+
+
+def build_task(model_cfg: DictConfig, data: Any, seed: int, **extra: Any) -> Any:
+    """Instantiate the model family's task."""
+    return instantiate(model_cfg, data=data, seed=seed, _recursive_=False, **extra)
+
+
+def config_hash(cfg: dict) -> str:
+    """SHA-256 of the run-defining config sections (model, data without num_workers, seed)."""
+    data = {k: v for k, v in (cfg.get("data") or {}).items() if k != "num_workers"}
+    doc = json.dumps({"model": cfg.get("model"), "data": data, "seed": cfg.get("seed")}, sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()

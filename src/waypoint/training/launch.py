@@ -1,0 +1,204 @@
+"""From a composed config to a finished (or resumed, or preempted) run: the body of train.py."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from waypoint.checkpoint import CheckpointError, CheckpointManager
+from waypoint.checkpoint import manifest as mf
+from waypoint.checkpoint.refs import BadReferenceError, open_ref
+from waypoint.tracking.metrics import MetricsLog
+from waypoint.tracking.wandb_run import WandbRun
+from waypoint.training import build
+from waypoint.training.rundir import ConfigChangedError, config_diff
+from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
+from waypoint.training.state import seed_everything
+from waypoint.training.trainer import LoopConfig, NonFiniteLossError, Preempted, Trainer
+
+#: model options that name another run's checkpoint, resolved here into a task constructor argument
+INIT_FROM = {"init_stacks_from": "init_stacks"}
+USER_ERRORS = (ValueError, KeyError, CheckpointError, FileNotFoundError, ConfigChangedError, BadReferenceError)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def git_commit() -> str | None:
+    """The commit of the code being run, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
+    extra = {}
+    for key, arg in INIT_FROM.items():
+        ref = model_cfg.get(key)
+        if ref:
+            mgr, selector = open_ref(str(ref))
+            state = mgr.restore(selector)
+            extra[arg] = state["task"] if isinstance(state, dict) and "task" in state else state
+    return extra
+
+
+def _restore_source(manager: CheckpointManager, mode: str) -> tuple[CheckpointManager, str] | None:
+    """Which store and selector to resume from, or None for a fresh start."""
+    has_any = bool(manager.store.infos)
+    if mode == "never":
+        if has_any:
+            raise ValueError(f"resume=never but {manager.root} already holds checkpoints; run without resume=never to "
+                             "continue it, or start fresh elsewhere with hydra.run.dir=<new dir> (or delete that directory)")
+        return None
+    if mode == "auto":
+        if manager.latest() is None:
+            if has_any:
+                _say("resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
+                     "Use resume=tag:emergency to continue from an emergency save.")
+            return None
+        return manager, "latest"
+    if Path(mode.split("@")[0]).exists():
+        return open_ref(mode)
+    return manager, mode
+
+
+def launch(cfg: DictConfig) -> None:
+    """Run one job; exits with the codes documented in ``waypoint.training.signals``."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        trainer, wandb_run, metrics = _prepare(cfg, run_dir)
+    except USER_ERRORS as exc:
+        _say(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    if trainer is None:
+        return
+    code, started = 0, time.time()
+    try:
+        trainer.fit()
+        trainer.manager.wait()
+        _say(f"done: {trainer.progress.step} steps in {time.time() - started:.1f}s; run dir {run_dir}")
+    except Preempted as exc:
+        _say(str(exc))
+        code = EXIT_PREEMPTED
+    except NonFiniteLossError as exc:
+        _say(f"error: {exc}")
+        code = EXIT_NONFINITE
+    except Aborted:
+        _say("aborted by a second Ctrl-C; committed checkpoints are intact")
+        code = EXIT_ABORTED
+    except Exception as exc:
+        try:
+            info = trainer.emergency_save()
+            _say(f"{type(exc).__name__} at step {trainer.progress.step}: saved emergency checkpoint {info.name} "
+                 "(resume=tag:emergency continues from it)")
+        except Exception as save_exc:
+            _say(f"the emergency save failed too: {save_exc}")
+        code = EXIT_ERROR
+        raise
+    finally:
+        try:
+            trainer.manager.close()
+        except Exception as exc:
+            _say(f"error: a background save failed: {exc}")
+            code = code or EXIT_ERROR
+        metrics.close()
+        if wandb_run is not None:
+            wandb_run.finish(code)
+    if code:
+        sys.exit(code)
+
+
+def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun | None, MetricsLog]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    device, autocast, scaler = build.device_and_precision(cfg.hardware)
+    seed_everything(int(cfg.seed))
+    data, workers = build.build_data(cfg.data)
+    task = build.build_task(cfg.model, data, int(cfg.seed), **_init_from(cfg.model))
+    train_set = task.train_dataset()
+    batch_size = int(data.batch_size)
+    steps_per_epoch = len(train_set) // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
+                         "lower data.batch_size or raise data.max_items")
+    limits = [n for n in ((cfg.trainer.max_epochs or 0) * steps_per_epoch, cfg.trainer.max_steps or 0) if n > 0]
+    if not limits:
+        raise ValueError("set trainer.max_epochs or trainer.max_steps to a positive number")
+    total = min(limits)
+    policy = build.retention_policy(cfg.checkpoint, task.monitor, task.monitor_mode, total)
+    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=task.monitor, mode=task.monitor_mode)
+    metrics = MetricsLog(run_dir)
+    try:
+        source = _restore_source(manager, str(cfg.resume.mode))
+        if source is not None:
+            first = next(iter(source[0].resolve(source[1])), None)
+            if first is not None:
+                _check_config(first, plain, bool(cfg.resume.allow_config_change))
+                if source[0] is manager and source[1] == "latest" and "end" in first.tags and first.step >= total:
+                    _say(f"already finished: {first.name} is the end of this run ({first.step} steps); nothing to do")
+                    manager.close()
+                    return None, None, metrics
+        task.setup(total, steps_per_epoch, device)
+        meta = {"config": {k: plain.get(k) for k in ("model", "data", "trainer", "checkpoint", "hardware", "seed", "name")},
+                "config_hash": build.config_hash(plain), "git_commit": git_commit(), "total_steps": total,
+                "steps_per_epoch": steps_per_epoch, "task": type(task).__name__}
+        trainer = Trainer(task, manager, build.save_triggers(cfg.checkpoint, steps_per_epoch),
+                          LoopConfig(total_steps=total, steps_per_epoch=steps_per_epoch, batch_size=batch_size, num_workers=workers,
+                                     val_every_n_epochs=cfg.trainer.val_every_n_epochs, val_every_n_steps=cfg.trainer.val_every_n_steps,
+                                     validate_at_start=cfg.trainer.validate_at_start, gradient_clip_val=cfg.trainer.gradient_clip_val,
+                                     log_every_n_steps=cfg.trainer.log_every_n_steps, progress_bar=cfg.trainer.progress_bar,
+                                     async_save=cfg.checkpoint.async_save, seed=int(cfg.seed)),
+                          device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
+        if source is not None:
+            _resume(trainer, manager, source, plain, bool(cfg.resume.allow_config_change))
+        else:
+            if not manager.store.infos:  # rows of an attempt that died before its first checkpoint
+                metrics.truncate_after(-1)
+            _say(f"starting {cfg.name} in {run_dir}: {total} steps ({steps_per_epoch} per epoch) on {device}")
+    except BaseException:
+        manager.close()
+        raise
+    wandb_run = None
+    if cfg.logger.wandb:
+        wandb_run = WandbRun(run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags),
+                             plain, name=run_dir.name)
+        trainer.on_log = wandb_run.log
+        trainer.on_save = lambda info, tags: wandb_run.checkpoint(info.path, info.step, ["latest", *tags])
+    return trainer, wandb_run, metrics
+
+
+def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = False) -> None:
+    """Refuse a changed model/data config with a diff, unless allowed."""
+    saved = mf.load(info.path, check=False).get("meta", {}).get("config") or {}
+    diff = config_diff(saved, plain)
+    if diff and not allow_change:
+        raise ConfigChangedError(f"the model/data config differs from the one {info.name} was trained with; "
+                                 f"start a new run (another hydra.run.dir) or pass resume.allow_config_change=true:\n{diff}")
+    if diff and not quiet:
+        _say(f"warning: resuming {info.name} with a changed config (resume.allow_config_change=true):\n{diff}")
+
+
+def _resume(trainer: Trainer, manager: CheckpointManager, source: tuple[CheckpointManager, str], plain: dict,
+            allow_change: bool) -> None:
+    src, selector = source
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state, info = src.restore_with_info(selector)
+    for w in caught:
+        _say(f"warning: {w.message}")
+    _check_config(info, plain, allow_change, quiet=True)
+    trainer.load_state_dict(state)
+    if src is manager:
+        manager.protect(info.name)
+    trainer.metrics.truncate_after(trainer.progress.step)
+    where = "" if src is manager else f" of {src.root}"
+    _say(f"resuming from {info.name}{where} (step {trainer.progress.step}, epoch {trainer.progress.epoch})")

@@ -1,0 +1,265 @@
+"""The training loop: steps, epochs, validation, save triggers, signals and emergency saves.
+
+The trainer never knows which model family it runs (``waypoint.tasks.base.Task``). Order at each step
+boundary: optimizer step -> log -> validate if due -> save if a trigger fires -> service a stop signal.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch.utils.data import DataLoader
+
+from waypoint.checkpoint import CheckpointManager
+from waypoint.checkpoint.policy import SaveTriggers, TriggerState
+from waypoint.data.sampler import EpochBatchSampler
+from waypoint.tasks.base import StepContext, Task
+from waypoint.tracking.metrics import MetricsLog
+from waypoint.tracking.progress import Progress as ProgressView
+from waypoint.training.signals import StopFlag
+from waypoint.training.state import Progress, rng_state, set_rng_state
+
+
+class Preempted(Exception):
+    """A stop signal was serviced: a ``preempt`` checkpoint was saved."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str | None) -> None:
+        super().__init__(f"{signal_name} received: saved checkpoint {checkpoint} at step {step}; "
+                         "run the same command again to resume")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+
+class NonFiniteLossError(Exception):
+    """The loss became NaN or infinite; nothing of that step was applied or saved."""
+
+
+class _StopInValidation(Exception):
+    pass
+
+
+@dataclass
+class LoopConfig:
+    """The trainer's knobs (from the ``trainer``, ``checkpoint`` and ``hardware`` groups)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    num_workers: int = 0
+    val_every_n_epochs: int | None = 1
+    val_every_n_steps: int | None = None
+    validate_at_start: bool = True
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+    async_save: bool = True
+    seed: int = 0
+
+
+class Trainer:
+    """Fits a task, saving through a CheckpointManager; resumable at any step boundary."""
+
+    def __init__(self, task: Task, manager: CheckpointManager, triggers: SaveTriggers, cfg: LoopConfig, *,
+                 device: torch.device, metrics: MetricsLog, autocast: Callable[[], Any] = nullcontext,
+                 scaler: torch.amp.GradScaler | None = None, meta: Mapping[str, Any] | None = None,
+                 on_log: Callable[[Mapping[str, Any]], None] | None = None,
+                 on_save: Callable[[Any, tuple[str, ...]], None] | None = None) -> None:
+        self.task, self.manager, self.triggers, self.cfg = task, manager, triggers, cfg
+        self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
+        self.meta = dict(meta or {})
+        self.on_log, self.on_save = on_log, on_save
+        self.progress = Progress()
+        self.trigger_state = TriggerState(last_save_step=-1, last_save_time=time.time(), best_value=None)
+        self.flag = StopFlag()
+        self.train_set = task.train_dataset()
+        self.val_set = task.val_dataset()
+        self.last_val: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}
+        self._rng_before_val: dict[str, Any] | None = None
+        self.view: ProgressView | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The whole training state: task, data cursor and counters, RNG streams, loss scaler."""
+        state: dict[str, Any] = {"task": self.task.state_dict(), "progress": self.progress.to_state(), "rng": rng or rng_state()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict`` (the task must be set up)."""
+        self.task.load_state_dict(state["task"])
+        self.progress = Progress.from_state(state["progress"])
+        self.trigger_state = TriggerState(self.progress.step, time.time(), self.progress.best_value)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+
+    def ctx(self) -> StepContext:
+        """Where the run is now."""
+        p = self.progress
+        return StepContext(p.step, p.epoch, self.cfg.total_steps, self.cfg.steps_per_epoch, self.device)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, dataset: Any, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
+        workers = self.cfg.num_workers
+        sizing = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+        return DataLoader(dataset, **sizing, num_workers=workers, collate_fn=self.task.collate, generator=torch.Generator(),
+                          persistent_workers=False, pin_memory=False, prefetch_factor=2 if workers else None)
+
+    def _train_batches(self) -> DataLoader:
+        p = self.progress
+        sampler = EpochBatchSampler(len(self.train_set), self.cfg.batch_size, self.cfg.seed, p.epoch, p.batch_in_epoch)
+        return self._loader(self.train_set, batch_sampler=sampler)
+
+    def _val_batches(self) -> Iterator[Any]:
+        for batch in self._loader(self.val_set, batch_size=self.cfg.batch_size):
+            if self.flag.requested:
+                raise _StopInValidation()
+            yield batch
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        """Train until ``total_steps`` (from the restored cursor), saving as the triggers say."""
+        p = self.progress
+        self.view = ProgressView(self.cfg.total_steps, p.step, self.cfg.progress_bar, self.cfg.log_every_n_steps)
+        try:
+            with self.flag:
+                if p.pending_validation or (p.step == 0 and self.cfg.validate_at_start):
+                    self._validate_and_maybe_save(epoch_end=p.step > 0 and p.batch_in_epoch == 0,
+                                                  is_end=p.step >= self.cfg.total_steps)
+                while p.step < self.cfg.total_steps:
+                    for batch in self._train_batches():
+                        self._train_step(batch)
+                        epoch_end = p.batch_in_epoch >= self.cfg.steps_per_epoch
+                        if epoch_end:
+                            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                        self._after_step(epoch_end)
+                        if p.step >= self.cfg.total_steps:
+                            break
+                    else:
+                        if p.batch_in_epoch:  # the loader ended early (never with drop_last), be safe
+                            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        finally:
+            self.view.close()
+
+    def _train_step(self, batch: Any) -> None:
+        p, ctx = self.progress, self.ctx()
+        optimizers = self.task.optimizers()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss, logs = self.task.training_step(batch, ctx)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(f"the loss became {float(loss.detach())} at step {p.step + 1} (epoch {p.epoch}); "
+                                     "the step was not applied and the newest checkpoint holds the last good state. "
+                                     "Lower model.lr or set trainer.gradient_clip_val, then run the same command to resume.")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for opt in optimizers:
+                self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        self.task.before_optimizer_step(ctx)
+        if self.cfg.gradient_clip_val:
+            params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip_val)
+            logs = {**logs, "train/grad_norm": float(norm)}
+        for opt in optimizers:
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        self.task.after_optimizer_step(ctx)
+        p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
+        self.last_train = {k: float(v) for k, v in logs.items()}
+        lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
+        if lr is not None:
+            self.last_train.setdefault("train/lr", float(lr))
+        if p.step % max(1, self.cfg.log_every_n_steps) == 0 or p.step == self.cfg.total_steps:
+            self._log({"epoch": p.epoch, **self.last_train})
+        assert self.view is not None
+        self.view.update(p.step, p.epoch, self.last_train)
+
+    def _after_step(self, epoch_end: bool) -> None:
+        p, c = self.progress, self.cfg
+        is_end = p.step >= c.total_steps
+        due_val = is_end or (c.val_every_n_steps and p.step % c.val_every_n_steps == 0) or \
+            (epoch_end and c.val_every_n_epochs and p.epoch % c.val_every_n_epochs == 0)
+        if due_val and self.val_set is not None:
+            self._validate_and_maybe_save(epoch_end, is_end=is_end)
+        else:
+            self._maybe_save(epoch_end, is_end, monitored=None)
+        if self.flag.requested:
+            self._preempt(rng=None)
+
+    def _validate_and_maybe_save(self, epoch_end: bool, is_end: bool = False) -> None:
+        p = self.progress
+        if self.val_set is None:
+            p.pending_validation = False
+            return
+        self._rng_before_val = rng_state()
+        try:
+            metrics = self.task.validate(self._val_batches(), self.ctx())
+        except _StopInValidation:
+            p.pending_validation = True
+            self._preempt(rng=self._rng_before_val)
+        p.pending_validation = False
+        self.last_val = {k: float(v) for k, v in metrics.items()}
+        if self.task.monitor not in self.last_val:
+            raise KeyError(f"{type(self.task).__name__}.validate() did not return its monitored metric '{self.task.monitor}'")
+        self._log({"epoch": p.epoch, **self.last_val})
+        assert self.view is not None
+        self.view.write(f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items()))
+        if p.step > 0:
+            self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.task.monitor])
+        else:
+            self.trigger_state = self.triggers.after_validation(self.trigger_state, self.last_val[self.task.monitor], self.task.monitor_mode)
+            p.best_value = self.trigger_state.best_value
+
+    def _maybe_save(self, epoch_end: bool, is_end: bool, monitored: float | None) -> None:
+        p = self.progress
+        reasons = self.triggers.due(self.trigger_state, step=p.step, total_steps=self.cfg.total_steps, now=time.time(),
+                                    epoch_end=epoch_end, epochs_done=p.epoch, is_end=is_end, monitored=monitored,
+                                    mode=self.task.monitor_mode)
+        if monitored is not None:
+            self.trigger_state = self.triggers.after_validation(self.trigger_state, monitored, self.task.monitor_mode)
+            p.best_value = self.trigger_state.best_value
+        if reasons:
+            tags = tuple(t for t in ("milestone", "end") if t in reasons)
+            self.save(tags, blocking=is_end or not self.cfg.async_save)
+
+    def save(self, tags: tuple[str, ...], blocking: bool, rng: Mapping[str, Any] | None = None) -> Any:
+        """Save the training state now, with the latest metrics."""
+        p = self.progress
+        metrics = {**self.last_train, **self.last_val}
+        info = self.manager.save(self.state_dict(rng), step=p.step, epoch=p.epoch, metrics=metrics, tags=tags,
+                                 blocking=blocking, meta=self.meta)
+        self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=time.time())
+        if self.on_save is not None and info is not None:
+            self.on_save(info, tags)
+        return info
+
+    def _preempt(self, rng: Mapping[str, Any] | None) -> None:
+        name = self.flag.name
+        info = self.save(("preempt",), blocking=True, rng=rng)
+        raise Preempted(name, self.progress.step, info.name if info is not None else None)
+
+    def emergency_save(self) -> Any:
+        """Save what there is, tagged ``emergency`` (auto-resume skips it unless asked)."""
+        try:
+            self.manager.wait()
+        except Exception:  # a failed background save must not stop the emergency save
+            pass
+        return self.save(("emergency",), blocking=True)
+
+    def _log(self, row: Mapping[str, Any]) -> None:
+        full = {"step": self.progress.step, "time": time.time(), **row}
+        self.metrics.log(full)
+        if self.on_log is not None:
+            self.on_log(full)
+
