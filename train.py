@@ -14,7 +14,9 @@ from waypoint.training.rundir import run_name, sweep_name
 
 register()
 OmegaConf.register_new_resolver("waypoint_run_name", lambda overrides: run_name(overrides), replace=True)
-OmegaConf.register_new_resolver("waypoint_sweep_name", lambda overrides: sweep_name(overrides), replace=True)
+# the sweep dir is a function of the whole command line (jobs re-resolve it with their own overrides)
+OmegaConf.register_new_resolver("waypoint_sweep_name", lambda _: sweep_name(a for a in sys.argv[1:] if not a.startswith("-")),
+                                replace=True)
 
 
 def _resume_shorthand(argv: list[str]) -> list[str]:

@@ -95,14 +95,8 @@ def launch(cfg: DictConfig) -> None:
     except Aborted:
         _say("aborted by a second Ctrl-C; committed checkpoints are intact")
         code = EXIT_ABORTED
-    except Exception as exc:
-        try:
-            info = trainer.emergency_save()
-            _say(f"{type(exc).__name__} at step {trainer.progress.step}: saved emergency checkpoint {info.name} "
-                 "(resume=tag:emergency continues from it)")
-        except Exception as save_exc:
-            _say(f"the emergency save failed too: {save_exc}")
-        code = EXIT_ERROR
+    except Exception:
+        code = EXIT_ERROR  # the trainer saved an emergency checkpoint; Hydra prints the error
         raise
     finally:
         try:
@@ -140,7 +134,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
     try:
         source = _restore_source(manager, str(cfg.resume.mode))
         if source is not None:
-            first = next(iter(source[0].resolve(source[1])), None)
+            first = _first_sound(*source)
             if first is not None:
                 _check_config(first, plain, bool(cfg.resume.allow_config_change))
                 if source[0] is manager and source[1] == "latest" and "end" in first.tags and first.step >= total:
@@ -174,6 +168,14 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
         trainer.on_log = wandb_run.log
         trainer.on_save = lambda info, tags: wandb_run.checkpoint(info.path, info.step, ["latest", *tags])
     return trainer, wandb_run, metrics
+
+
+def _first_sound(manager: CheckpointManager, selector: str) -> Any:
+    """The first checkpoint the selector names that verifies (damaged ones are reported at restore)."""
+    for info in manager.resolve(selector):
+        if not manager.store.verify(info.name):
+            return info
+    return None
 
 
 def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = False) -> None:

@@ -5,6 +5,7 @@ boundary: optimizer step -> log -> validate if due -> save if a trigger fires ->
 """
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Trainer:
         self.last_train: dict[str, float] = {}
         self._rng_before_val: dict[str, Any] | None = None
         self.view: ProgressView | None = None
+        self.emergency: Any = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -122,7 +124,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
-        """Train until ``total_steps`` (from the restored cursor), saving as the triggers say."""
+        """Train until ``total_steps``; an unexpected error first saves an ``emergency`` checkpoint, then propagates."""
+        try:
+            self._fit()
+        except (Preempted, NonFiniteLossError):
+            raise
+        except Exception as exc:
+            try:
+                info = self.emergency_save()
+                self.emergency = info
+                print(f"{type(exc).__name__} at step {self.progress.step}: saved emergency checkpoint {info.name} "
+                      "(resume=tag:emergency continues from it)", file=sys.stderr, flush=True)
+            except Exception as save_exc:
+                print(f"the emergency save failed too: {save_exc}", file=sys.stderr, flush=True)
+            raise
+
+    def _fit(self) -> None:
         p = self.progress
         self.view = ProgressView(self.cfg.total_steps, p.step, self.cfg.progress_bar, self.cfg.log_every_n_steps)
         try:

@@ -1,0 +1,161 @@
+"""The trainer on a tiny real task: emergency saves, non-finite losses, stop signals, validation interrupts."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from waypoint.checkpoint import CheckpointManager, RetentionPolicy, SaveTriggers
+from waypoint.tasks.base import StepContext
+from waypoint.tracking.metrics import MetricsLog
+from waypoint.training.trainer import LoopConfig, NonFiniteLossError, Preempted, Trainer
+
+
+class Points(Dataset):
+    """y = 2x + 1 with per-sample noise from (epoch, index)."""
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        g = torch.Generator().manual_seed(epoch * 1000 + index)
+        x = torch.randn(1, generator=g)
+        return torch.cat([x, 2 * x + 1 + 0.01 * torch.randn(1, generator=g)])
+
+
+class Line:
+    """A linear model with dropout (so the global RNG stream matters); hooks can misbehave on request."""
+
+    monitor, monitor_mode = "val/mse", "min"
+
+    def __init__(self, fail_at: int | None = None, nan_at: int | None = None, on_step: Any = None) -> None:
+        self.fail_at, self.nan_at, self.on_step = fail_at, nan_at, on_step
+
+    def train_dataset(self) -> Dataset:
+        return Points()
+
+    def val_dataset(self) -> Dataset:
+        return Points()
+
+    collate = staticmethod(torch.stack)
+
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(1, 1))
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
+
+    def training_step(self, batch: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.on_step is not None:
+            self.on_step(ctx)
+        if ctx.step == self.fail_at:
+            raise RuntimeError("boom")
+        loss = ((self.net(batch[:, :1]) - batch[:, 1:]) ** 2).mean()
+        if ctx.step == self.nan_at:
+            loss = loss * float("nan")
+        return loss, {"train/loss": float(loss)}
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        pass
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        pass
+
+    def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+        self.net.eval()
+        with torch.no_grad():
+            errs = [float(((self.net(b[:, :1]) - b[:, 1:]) ** 2).mean()) for b in batches]
+        self.net.train()
+        return {"val/mse": sum(errs) / len(errs)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.net.load_state_dict(dict(state["net"]))
+        self.opt.load_state_dict(state["opt"])
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        return {"net": ["net/1.weight", "net/1.bias"]}
+
+
+def make(tmp_path: Path, task: Line, steps: int = 16, every: int = 4) -> Trainer:
+    task.setup(steps, 8, torch.device("cpu"))
+    mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor=task.monitor, mode=task.monitor_mode)
+    cfg = LoopConfig(total_steps=steps, steps_per_epoch=8, batch_size=4, log_every_n_steps=1, progress_bar=False, async_save=False)
+    return Trainer(task, mgr, SaveTriggers(every_n_steps=every), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path))
+
+
+def test_an_uncaught_error_saves_an_emergency_checkpoint_that_latest_skips(tmp_path: Path) -> None:
+    trainer = make(tmp_path, Line(fail_at=6))
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    emergency = [i for i in mgr.list() if "emergency" in i.tags]
+    assert [i.step for i in emergency] == [6]
+    assert mgr.latest().step == 4
+    assert mgr.one("tag:emergency").step == 6
+
+
+def test_a_non_finite_loss_stops_without_saving_that_step(tmp_path: Path) -> None:
+    trainer = make(tmp_path, Line(nan_at=9))
+    with pytest.raises(NonFiniteLossError, match="step 10"):
+        trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    assert [i.step for i in mgr.list()] == [4, 8]
+    assert all("emergency" not in i.tags for i in mgr.list())
+
+
+def test_a_stop_signal_is_serviced_at_the_next_step_boundary(tmp_path: Path) -> None:
+    def send(ctx: StepContext) -> None:
+        if ctx.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+    trainer = make(tmp_path, Line(on_step=send))
+    with pytest.raises(Preempted) as caught:
+        trainer.fit()
+    trainer.manager.close()
+    assert caught.value.step == 6 and caught.value.signal_name == "SIGTERM"
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    assert "preempt" in mgr.latest().tags and mgr.latest().step == 6
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_a_signal_during_validation_saves_the_pre_validation_state_and_validates_again_on_resume(tmp_path: Path) -> None:
+    class SlowVal(Line):
+        def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+            if ctx.step == 8 and not getattr(self, "sent", False):
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().validate(batches, ctx)
+
+    trainer = make(tmp_path / "a", SlowVal(), every=100)
+    trainer.cfg.val_every_n_steps = 8
+    with pytest.raises(Preempted):
+        trainer.fit()
+    trainer.manager.close()
+    resumed = make(tmp_path / "a", Line(), every=100)
+    state, info = resumed.manager.restore_with_info("latest")
+    assert info.step == 8 and state["progress"]["pending_validation"] is True
+    resumed.load_state_dict(state)
+    resumed.cfg.val_every_n_steps = 8
+    resumed.fit()
+    resumed.manager.close()
+    rows = [r for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines() if "val/mse" in r]
+    assert len(rows) == 3  # step 0, the redone step 8, step 16
+
+    reference = make(tmp_path / "b", Line(), every=100)
+    reference.cfg.val_every_n_steps = 8
+    reference.fit()
+    reference.manager.close()
+    digest = lambda d: CheckpointManager(d / "checkpoints", read_only=True).latest().digest  # noqa: E731
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
