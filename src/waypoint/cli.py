@@ -49,6 +49,12 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _short(value: Any, width: int = 80) -> str:
+    """``repr`` cut to ``width`` characters (the JSON output keeps the whole value)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _metrics_text(metrics: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
 
@@ -147,7 +153,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for key in doc["removed"][: args.top]:
             print(f"  - {key}")
         for row in doc["json_changes"][: args.top]:
-            print(f"  json {row['path']}: {row['a']!r} -> {row['b']!r}")
+            print(f"  json {row['path']}: {_short(row['a'])} -> {_short(row['b'])}")
         for k, m in doc["metrics"].items():
             print(f"  metric {k}: {m['a']} -> {m['b']}")
     _emit(args, doc, text)

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import warnings
+import sys
 from pathlib import Path
 from typing import Any, Mapping
+
+
+def _warn(message: str) -> None:
+    """One line on stderr; never stops the run."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class WandbRun:
@@ -21,7 +26,7 @@ class WandbRun:
         try:
             import wandb  # optional: pip install 'waypoint[wandb]'
         except ImportError:
-            warnings.warn("logger=wandb: the wandb package is not installed (pip install wandb); logging to metrics.jsonl only")
+            _warn("logger=wandb: the wandb package is not installed (pip install wandb); logging to metrics.jsonl only")
             return
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
@@ -30,10 +35,10 @@ class WandbRun:
         try:
             self.run = wandb.init(project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(run_dir),
                                   config=dict(config), tags=list(tags), name=name, reinit="finish_previous",
-                                  settings=wandb.Settings(init_timeout=60, console="off"))
+                                  settings=wandb.Settings(init_timeout=20, console="off"))
             self._wandb = wandb
         except Exception as exc:  # no network, bad credentials, ... : the run goes on
-            warnings.warn(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
+            _warn(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
             self.run = None
 
     @property
@@ -48,7 +53,7 @@ class WandbRun:
         try:
             self.run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=int(row["step"]))
         except Exception as exc:
-            warnings.warn(f"wandb logging failed ({exc}); turning wandb off for this run")
+            _warn(f"wandb logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
     def checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
@@ -60,7 +65,7 @@ class WandbRun:
             art.add_reference(f"file://{Path(path).resolve()}", checksum=False)
             self.run.log_artifact(art, aliases=aliases)
         except Exception as exc:
-            warnings.warn(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
+            _warn(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
     def finish(self, exit_code: int = 0) -> None:

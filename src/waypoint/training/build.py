@@ -5,7 +5,7 @@ import contextlib
 import functools
 import hashlib
 import json
-import warnings
+import sys
 from typing import Any, Callable
 
 import torch
@@ -14,6 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint.policy import (KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
                                         SaveTriggers)
+
+
+def _warn(message: str) -> None:
+    """One line on stderr; never stops the run."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any], torch.amp.GradScaler | None]:
@@ -28,16 +33,16 @@ def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any
         raise ValueError(f"hardware.precision must be 32, bf16 or 16, not '{precision}'")
     cuda = torch.cuda.is_available()
     if want == "cuda" and not cuda:
-        warnings.warn("hardware=gpu asked for CUDA but no GPU is visible; running on the CPU in fp32")
+        _warn("hardware=gpu asked for CUDA but no GPU is visible; running on the CPU in fp32")
         want, precision = "cpu", "32"
     device = torch.device("cuda" if want in ("cuda", "auto") and cuda else "cpu")
     if hw.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        warnings.warn("this GPU has no bf16; using fp16 autocast with loss scaling")
+        _warn("this GPU has no bf16; using fp16 autocast with loss scaling")
         precision = "16"
     if device.type == "cpu" and precision == "16":
-        warnings.warn("fp16 training needs CUDA; using bf16 autocast on the CPU")
+        _warn("fp16 training needs CUDA; using bf16 autocast on the CPU")
         precision = "bf16"
     if precision == "32":
         return device, contextlib.nullcontext, None
