@@ -67,7 +67,8 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
             put(run / name, name, immutable=False)
     for cfg in sorted((run / ".hydra").glob("*.yaml")) if (run / ".hydra").is_dir() else []:
         put(cfg, f".hydra/{cfg.name}", immutable=False)
-    return {"dest": dest, "copied": copied, "copied_bytes": total_bytes, "unchanged": skipped}
+    packs = sum(1 for rel in copied if rel.startswith("checkpoints/packs/"))
+    return {"dest": dest, "copied": copied, "copied_bytes": total_bytes, "packs_copied": packs, "unchanged": skipped}
 
 
 def _remote_sha(fs: Any, path: str) -> str:
