@@ -9,7 +9,8 @@ import sys
 from typing import Any, Callable
 
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint.policy import (KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
@@ -79,6 +80,16 @@ def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
     return SaveTriggers(every_n_steps=ck.every_n_steps, every_n_epochs=ck.every_n_epochs, every_n_minutes=ck.every_n_minutes,
                         on_improvement=bool(ck.on_improvement), at_end=bool(ck.at_end),
                         milestone_fractions=tuple(float(f) for f in ck.milestone_fractions), milestone_steps=tuple(steps))
+
+
+def instantiate(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a component's own error (bad path, bad value) through unwrapped."""
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, (ValueError, OSError)):
+            raise exc.__cause__ from None
+        raise
 
 
 def build_data(data_cfg: DictConfig) -> tuple[Any, int]:
