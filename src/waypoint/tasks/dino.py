@@ -1,0 +1,263 @@
+"""DINO: self-distillation with no labels, at small scale (Caron et al., 2021).
+
+A student ViT sees 2 global and several local crops; a teacher (EMA of the student, cosine momentum
+schedule) sees the 2 global crops; the student learns to match the teacher's centred, sharpened outputs.
+Schedules (cosine LR with warm-up, cosine weight decay, teacher momentum, teacher-temperature warm-up,
+last-layer freezing) are pure functions of the step, so the task's state is the two networks, AdamW and
+the loss center. Validation: weighted kNN top-1 of teacher CLS features (``val/knn_top1``, higher is
+better), with the training split as the bank. State layout: ``student/{backbone,head}``,
+``teacher/{backbone,head}``, ``optimizer``, ``center``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+import torch
+
+from waypoint.data.images import DigitsConfig, ImageFolderConfig
+from waypoint.data.segshapes import sample_generator
+from waypoint.tasks.base import StepContext
+from waypoint.tasks.dino_aug import CropSpec, EvalImages, MultiCropImages, normalise
+from waypoint.tasks.dino_model import DINOHead, StudentTeacherNet, build_backbone, dino_loss, knn_top1, param_groups
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"embed_dim": 96, "depth": 4, "num_heads": 3, "out_dim": 1024, "hidden_dim": 256, "bottleneck_dim": 64,
+                "n_local_crops": 4},
+    "smoke": {"embed_dim": 32, "depth": 2, "num_heads": 2, "out_dim": 256, "hidden_dim": 64, "bottleneck_dim": 32,
+              "n_local_crops": 2},
+}
+
+
+@dataclass
+class DinoConfig:
+    """Hydra schema of ``model=dino``; size fields left None come from ``scale``."""
+
+    _target_: str = "waypoint.tasks.dino.DinoTask"
+    scale: str = "default"
+    arch: str = "vit_tiny_patch16_224"  # timm architecture; the sizes below override its defaults
+    patch_size: int = 4
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    drop_path_rate: float = 0.1
+    out_dim: Optional[int] = None
+    hidden_dim: Optional[int] = None
+    bottleneck_dim: Optional[int] = None
+    n_local_crops: Optional[int] = None
+    use_bn_in_head: bool = False  # BatchNorm in the head MLP (an upstream option); the teacher then uses batch statistics
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.99
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: float = 2.0
+    center_momentum: float = 0.9
+    freeze_last_layer: int = 1  # epochs during which the head's last layer does not learn
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+
+def cosine(start: float, end: float, step: int, total: int) -> float:
+    """Cosine interpolation from ``start`` (step 0) to ``end`` (step ``total``)."""
+    progress = min(1.0, max(0.0, step / max(1, total)))
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
+
+
+class DinoTask:
+    """The DINO family behind the Task contract (``waypoint.tasks.base.Task``)."""
+
+    monitor = "val/knn_top1"
+    monitor_mode = "max"
+
+    def __init__(self, data: Any, seed: int = 0, **config: Any) -> None:
+        known = {f.name for f in fields(DinoConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown} for model=dino; known: {sorted(known - {'_target_'})}")
+        self.cfg = DinoConfig(**{k: (list(v) if k.endswith("_scale") else v) for k, v in config.items()})
+        if self.cfg.scale not in PRESETS:
+            raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
+        size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
+        self.size = {k: int(v) for k, v in size.items()}
+        if getattr(data, "kind", None) != "images":
+            raise ValueError(f"model=dino needs image data (data=digits or data=imagefolder), got {type(data).__name__}")
+        img = int(data.train_images.shape[-1])
+        if img % self.cfg.patch_size or (img // 2) % self.cfg.patch_size:
+            raise ValueError(f"data.image_size {img} and its half must be divisible by model.patch_size {self.cfg.patch_size}")
+        self.data, self.seed = data, int(seed)
+        self.crops = CropSpec(img, img // 2, self.size["n_local_crops"], tuple(self.cfg.global_scale), tuple(self.cfg.local_scale))
+        self.student: Optional[StudentTeacherNet] = None
+        self.teacher: Optional[StudentTeacherNet] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.center = torch.zeros(1, self.size["out_dim"])
+        self.total_steps, self.steps_per_epoch, self.device = 1, 1, torch.device("cpu")
+
+    # -- data ---------------------------------------------------------------------------------------
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """Multi-crops of the training images; ``__getitem__`` takes ``(epoch, index)``."""
+        return MultiCropImages(self.data.train_images, self.seed, self.crops)
+
+    def val_dataset(self) -> torch.utils.data.Dataset | None:
+        """Held-out images with labels (queries of the kNN evaluation)."""
+        return EvalImages(self.data.val_images, self.data.val_labels)
+
+    @staticmethod
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack item dicts key by key."""
+        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+    # -- modules ------------------------------------------------------------------------------------
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """``timm.create_model(arch, pretrained=False, **kwargs)`` arguments that rebuild the backbone."""
+        return {"img_size": self.crops.global_size, "in_chans": int(self.data.channels), "patch_size": self.cfg.patch_size,
+                "embed_dim": self.size["embed_dim"], "depth": self.size["depth"], "num_heads": self.size["num_heads"]}
+
+    def _net(self, drop_path: float) -> StudentTeacherNet:
+        backbone = build_backbone(self.cfg.arch, drop_path_rate=drop_path, **self.backbone_kwargs())
+        head = DINOHead(self.size["embed_dim"], self.size["out_dim"], self.size["hidden_dim"], self.size["bottleneck_dim"],
+                        use_bn=self.cfg.use_bn_in_head)
+        return StudentTeacherNet(backbone, head)
+
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
+        """Build student and teacher (same initial weights, from ``seed`` only) and AdamW."""
+        self.total_steps, self.steps_per_epoch, self.device = max(1, int(total_steps)), max(1, int(steps_per_epoch)), torch.device(device)
+        init_seed = int(torch.randint(0, 2 ** 62, (), generator=sample_generator(self.seed, "dino-init")))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            student = self._net(self.cfg.drop_path_rate)
+        teacher = self._net(0.0)
+        teacher.load_state_dict(student.state_dict())
+        for p in teacher.parameters():
+            p.requires_grad = False
+        self.student, self.teacher = student.to(self.device), teacher.to(self.device).eval()
+        self.optimizer = torch.optim.AdamW(param_groups(self.student), lr=self.cfg.lr)
+        self.center = self.center.to(self.device)
+
+    def _nets(self) -> tuple[StudentTeacherNet, StudentTeacherNet, torch.optim.Optimizer]:
+        if self.student is None or self.teacher is None or self.optimizer is None:
+            raise RuntimeError("DinoTask.setup() must run before training or restoring")
+        return self.student, self.teacher, self.optimizer
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The student's AdamW."""
+        return [self._nets()[2]]
+
+    # -- schedules ----------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over ``warmup_epochs``, then cosine down to ``min_lr``."""
+        warmup = int(self.cfg.warmup_epochs * self.steps_per_epoch)
+        if step < warmup:
+            return self.cfg.lr * (step + 1) / warmup
+        return cosine(self.cfg.lr, self.cfg.min_lr, step - warmup, self.total_steps - warmup)
+
+    def teacher_temp_at(self, step: int) -> float:
+        """Linear warm-up of the teacher temperature, then constant."""
+        warm = self.cfg.warmup_teacher_temp_epochs * self.steps_per_epoch
+        if step >= warm:
+            return self.cfg.teacher_temp
+        return self.cfg.warmup_teacher_temp + (self.cfg.teacher_temp - self.cfg.warmup_teacher_temp) * step / warm
+
+    # -- hooks --------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Teacher on the global crops, student on all crops; DINO loss; update the center."""
+        student, teacher, _ = self._nets()
+        student.train()
+        glob = batch["global"].to(self.device).transpose(0, 1).flatten(0, 1)  # crop-major, as upstream
+        loc = batch["local"].to(self.device).transpose(0, 1).flatten(0, 1)
+        teacher.head.train(self.cfg.use_bn_in_head)  # as upstream: with BN the teacher normalises by batch statistics
+        with torch.no_grad():
+            t_out = teacher([glob]).float()
+        teacher.head.eval()
+        s_out = student([glob, loc]).float()
+        temp = self.teacher_temp_at(ctx.step)
+        loss = dino_loss(s_out, t_out, self.center, 2 + self.crops.n_local, self.cfg.student_temp, temp)
+        with torch.no_grad():
+            self.center.mul_(self.cfg.center_momentum).add_(t_out.mean(0, keepdim=True), alpha=1 - self.cfg.center_momentum)
+            probs = torch.softmax((t_out - self.center) / temp, dim=-1)
+            entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+        return loss, {"train/loss": float(loss.detach()), "train/teacher_temp": temp, "train/teacher_entropy": entropy}
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Set lr and weight decay for this step; keep the last layer still during the first epochs."""
+        student, _, opt = self._nets()
+        lr = self.lr_at(ctx.step)
+        wd = cosine(self.cfg.weight_decay, self.cfg.weight_decay_end, ctx.step, self.total_steps)
+        opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"] = lr, wd
+        opt.param_groups[1]["lr"] = lr
+        if ctx.epoch < self.cfg.freeze_last_layer:
+            for p in student.head.last_layer.parameters():
+                p.grad = None
+
+    @torch.no_grad()
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """teacher = m * teacher + (1 - m) * student, m on a cosine schedule towards 1."""
+        student, teacher, _ = self._nets()
+        m = cosine(self.cfg.momentum_teacher, 1.0, ctx.step, self.total_steps)
+        for ps, pt in zip(student.parameters(), teacher.parameters()):
+            pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """Teacher CLS features of normalised images."""
+        _, teacher, _ = self._nets()
+        return torch.cat([teacher.backbone(images[i:i + batch].to(self.device)).float().cpu() for i in range(0, len(images), batch)])
+
+    @torch.no_grad()
+    def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+        """kNN top-1 of teacher features: training images as the bank, held-out images as queries."""
+        feats, labels = [], []
+        for batch in batches:
+            feats.append(self.features(batch["image"]))
+            labels.append(batch["label"])
+        if not feats:
+            raise ValueError("validation received no batches; check data.val_fraction and data.max_items")
+        bank = self.features(normalise(self.data.train_images))
+        n_classes = len(self.data.classes)
+        acc = knn_top1(bank, self.data.train_labels, torch.cat(feats), torch.cat(labels), self.cfg.knn_k,
+                       self.cfg.knn_temperature, n_classes)
+        return {"val/knn_top1": acc}
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Student and teacher (backbone, head), AdamW and the loss center."""
+        student, teacher, opt = self._nets()
+        return {"student": {"backbone": student.backbone.state_dict(), "head": student.head.state_dict()},
+                "teacher": {"backbone": teacher.backbone.state_dict(), "head": teacher.head.state_dict()},
+                "optimizer": opt.state_dict(), "center": self.center}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved."""
+        missing = [k for k in ("student", "teacher", "optimizer", "center") if k not in state]
+        if missing:
+            raise ValueError(f"this is not a DINO state: it lacks {missing}")
+        student, teacher, opt = self._nets()
+        try:
+            for net, part in ((student, state["student"]), (teacher, state["teacher"])):
+                net.backbone.load_state_dict(dict(part["backbone"]))
+                net.head.load_state_dict(dict(part["head"]))
+        except RuntimeError as exc:
+            raise ValueError(f"the saved DINO weights do not fit this model's sizes {self.size}: {str(exc).splitlines()[0]}") from None
+        opt.load_state_dict(state["optimizer"])
+        self.center = state["center"].to(self.device).clone()
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """``student`` and ``teacher`` keys (paired by the analysis for the student-teacher distance)."""
+        student, teacher, _ = self._nets()
+        return {name: [f"{name}/{part}/{k}" for part, mod in (("backbone", net.backbone), ("head", net.head))
+                       for k in mod.state_dict()] for name, net in (("student", student), ("teacher", teacher))}
+
+
+CONFIG_SCHEMAS: dict[str, type] = {
+    "model/dino_schema": DinoConfig,
+    "data/digits_schema": DigitsConfig,
+    "data/imagefolder_schema": ImageFolderConfig,
+}

@@ -1,0 +1,95 @@
+"""DINO's networks: a timm VisionTransformer backbone, the projection head, the loss with centering, kNN."""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def build_backbone(arch: str, img_size: int, in_chans: int, patch_size: int, embed_dim: int, depth: int,
+                   num_heads: int, drop_path_rate: float) -> nn.Module:
+    """``timm.create_model(arch, pretrained=False, ...)``: CLS-token features, positions interpolated for local crops."""
+    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, in_chans=in_chans,
+                             patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                             drop_path_rate=drop_path_rate, dynamic_img_size=True)
+
+
+class DINOHead(nn.Module):
+    """MLP (GELU) -> bottleneck -> L2 normalisation -> weight-normalised linear layer with its norm fixed to 1."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int = 3,
+                 use_bn: bool = False) -> None:
+        super().__init__()
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Linear(i, o), *([nn.BatchNorm1d(o)] if use_bn else []), nn.GELU()]
+        layers: list[nn.Module] = block(in_dim, hidden_dim)
+        for _ in range(nlayers - 2):
+            layers += block(hidden_dim, hidden_dim)
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        g = self.last_layer.parametrizations.weight.original0
+        with torch.no_grad():
+            g.fill_(1.0)
+        g.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Projections of backbone features."""
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+
+class StudentTeacherNet(nn.Module):
+    """Backbone + head; forward takes a list of crop batches of different resolutions."""
+
+    def __init__(self, backbone: nn.Module, head: DINOHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """Head outputs of every crop batch, concatenated in order."""
+        feats = torch.cat([self.backbone(c) for c in crops if len(c)])
+        return self.head(feats)
+
+
+def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor, n_crops: int,
+              student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """Cross-entropy between centred, sharpened teacher global crops and every other student crop."""
+    student = (student_out / student_temp).chunk(n_crops)
+    teacher = F.softmax((teacher_out - center) / teacher_temp, dim=-1).detach().chunk(2)
+    total, terms = student_out.new_zeros(()), 0
+    for iq, q in enumerate(teacher):
+        for v in range(n_crops):
+            if v == iq:
+                continue
+            total = total + torch.sum(-q * F.log_softmax(student[v], dim=-1), dim=-1).mean()
+            terms += 1
+    return total / terms
+
+
+@torch.no_grad()
+def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor,
+             k: int = 20, temperature: float = 0.07, n_classes: int | None = None) -> float:
+    """Weighted kNN accuracy (as in DINO's eval_knn): cosine similarity, weights exp(sim / T), top-1 vote."""
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    n_classes = n_classes or int(max(bank_labels.max(), labels.max())) + 1
+    sim, idx = (queries @ bank.T).topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(queries), n_classes).scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
+    return float((votes.argmax(1) == labels).float().mean())
+
+
+def param_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on weights only: biases and norm parameters (1-d) get none, as upstream."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
