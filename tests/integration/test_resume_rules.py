@@ -48,6 +48,24 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_
     assert waypoint("verify", str(run_dir)).returncode == 1  # the damaged one is still there, and still named
 
 
+def test_a_damaged_pack_is_written_again_by_the_resumed_run(finished: Path, tmp_path: Path) -> None:
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    docs = [json.loads((p / "manifest.json").read_text()) for p in committed(run_dir)]
+    own = sorted(set(docs[-1]["packs"]) - set().union(*(d["packs"] for d in docs[:-1])))
+    assert own, "the newest checkpoint has no pack of its own"
+    pack = run_dir / "checkpoints" / "packs" / own[0]
+    data = bytearray(pack.read_bytes())
+    data[-10] ^= 0xFF  # inside the last tensor's bytes
+    pack.write_bytes(bytes(data))
+    run_train(run_dir, *RUN)
+    report = json.loads(waypoint("verify", str(run_dir), "--json").stdout)
+    assert list(report["damaged"]) == [docs[-1]["name"]], report
+    redone = json.loads((committed(run_dir)[-1] / "manifest.json").read_text())
+    assert redone["name"].startswith("step_000000016.") and redone["digest"] == docs[-1]["digest"]
+
+
 def test_a_changed_model_config_is_refused_with_a_diff(finished: Path) -> None:
     before = [p.name for p in committed(finished)]
     proc = run_train(finished, *RUN, "model.lr=0.5", check=False)

@@ -166,6 +166,7 @@ class CheckpointManager:
                 if not fallback:
                     raise CheckpointError(f"checkpoint {info.name} is damaged ({exc}); choose another one") from exc
                 warnings.warn(f"skipping damaged checkpoint {info.name}: {exc}", stacklevel=2)
+                self.store.verify(info.name)  # damaged tensors are forgotten, so later saves rewrite them
                 continue
             if self.store.writable:
                 self.protected.add(info.name)

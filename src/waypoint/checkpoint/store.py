@@ -259,8 +259,9 @@ class CheckpointStore:
         return self.pack_meta[name]
 
     def _same_step_same_state(self, step: int, digest: str) -> mf.CheckpointInfo | None:
+        """A committed checkpoint of ``step`` holding this very state and still verifying (a damaged one is not reused)."""
         for info in self.infos.values():
-            if info.valid and info.step == step and info.digest == digest:
+            if info.valid and info.step == step and info.digest == digest and not self.verify(info.name):
                 return info
         return None
 
@@ -425,17 +426,24 @@ class CheckpointStore:
                 entries, start, fd = self._open_pack(pack_name, manifest)
             except IntegrityError as exc:
                 problems.append(str(exc))
+                self._forget(r.id for r in recs)
                 continue
             try:
                 todo = [r for r in {r.id: r for r in recs}.values() if r.id not in verified_ids]
                 for rec, err in zip(todo, self.pool.map(lambda r: self._verify_tensor(fd, entries, start, r, pack_name), todo)):
                     if err:
                         problems.append(err)
+                        self._forget([rec.id])
                     else:
                         verified_ids.add(rec.id)
             finally:
                 os.close(fd)
         return problems
+
+    def _forget(self, ids: Iterable[str]) -> None:
+        """Treat damaged tensors as absent, so the next save that holds them writes them again."""
+        for cid in ids:
+            self.known.pop(cid, None)
 
     def _verify_tensor(self, fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
         entry = entries.get(rec.id)
