@@ -24,7 +24,7 @@ from waypoint.tasks.dino_aug import CropSpec, EvalImages, MultiCropImages, norma
 from waypoint.tasks.dino_model import DINOHead, StudentTeacherNet, build_backbone, dino_loss, knn_top1, param_groups
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"embed_dim": 96, "depth": 4, "num_heads": 3, "out_dim": 1024, "hidden_dim": 256, "bottleneck_dim": 64,
+    "default": {"embed_dim": 32, "depth": 3, "num_heads": 2, "out_dim": 256, "hidden_dim": 64, "bottleneck_dim": 32,
                 "n_local_crops": 4},
     "smoke": {"embed_dim": 32, "depth": 2, "num_heads": 2, "out_dim": 256, "hidden_dim": 64, "bottleneck_dim": 32,
               "n_local_crops": 2},
@@ -50,12 +50,12 @@ class DinoConfig:
     use_bn_in_head: bool = False  # BatchNorm in the head MLP (an upstream option); the teacher then uses batch statistics
     global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
-    lr: float = 1e-3
+    lr: float = 5e-4
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
-    momentum_teacher: float = 0.99
+    momentum_teacher: float = 0.996
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
     teacher_temp: float = 0.07

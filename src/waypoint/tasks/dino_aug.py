@@ -75,19 +75,19 @@ def photometric(img: torch.Tensor, gen: torch.Generator, p_blur: float, p_solari
 
 
 def multi_crop(img: torch.Tensor, gen: torch.Generator, spec: CropSpec) -> dict[str, torch.Tensor]:
-    """``{"global": (2, C, G, G), "local": (n_local, C, L, L)}``, normalised to mean 0.5 / std 0.25."""
+    """``{"global": (2, C, G, G), "local": (n_local, C, L, L)}``, normalised by ``normalise``."""
     g1 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 1.0, 0.0)
     g2 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 0.1, 0.2)
     locs = [photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0) for _ in range(spec.n_local)]
-    out = {"global": (torch.stack([g1, g2]) - 0.5) / 0.25}
+    out = {"global": normalise(torch.stack([g1, g2]))}
     c = img.shape[0]
-    out["local"] = (torch.stack(locs) - 0.5) / 0.25 if locs else torch.zeros(0, c, spec.local_size, spec.local_size)
+    out["local"] = normalise(torch.stack(locs)) if locs else torch.zeros(0, c, spec.local_size, spec.local_size)
     return out
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
-    """The evaluation transform: the same normalisation, no augmentation."""
-    return (images - 0.5) / 0.25
+    """Scale [0, 1] pixels to unit-ish range with black at 0 (digits are mostly black background)."""
+    return images / 0.3
 
 
 class MultiCropImages(Dataset):

@@ -32,8 +32,8 @@ class DINOHead(nn.Module):
         layers.append(nn.Linear(hidden_dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):  # upstream's std 0.02 suits widths ~1000; 1/sqrt(fan_in) keeps narrow heads' signal
+                nn.init.trunc_normal_(m.weight, std=max(0.02, m.in_features ** -0.5))
                 nn.init.zeros_(m.bias)
         self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         g = self.last_layer.parametrizations.weight.original0

@@ -1,0 +1,124 @@
+"""DINO task: multi-crop determinism, EMA teacher, frozen last layer, kNN, state round trip, data splits."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from waypoint.data.images import Digits, ImageFolder
+from waypoint.tasks.base import StepContext
+from waypoint.tasks.dino import DinoTask
+from waypoint.tasks.dino_model import knn_top1
+
+
+@pytest.fixture(scope="module")
+def digits() -> Digits:
+    return Digits(max_items=64)
+
+
+def make(digits: Digits, **kw) -> DinoTask:
+    task = DinoTask(digits, seed=0, scale="smoke", **kw)
+    task.setup(total_steps=20, steps_per_epoch=4, device=torch.device("cpu"))
+    return task
+
+
+def batch_of(task: DinoTask, epoch: int = 0, n: int = 8) -> dict:
+    ds = task.train_dataset()
+    return task.collate([ds[(epoch, i)] for i in range(n)])
+
+
+def step(task: DinoTask, batch: dict, ctx: StepContext) -> float:
+    opt = task.optimizers()[0]
+    opt.zero_grad()
+    loss, _ = task.training_step(batch, ctx)
+    loss.backward()
+    task.before_optimizer_step(ctx)
+    opt.step()
+    task.after_optimizer_step(ctx)
+    return float(loss.detach())
+
+
+def test_crops_are_a_function_of_seed_epoch_and_index(digits: Digits) -> None:
+    task = make(digits)
+    ds = task.train_dataset()
+    a, b, c = ds[(1, 3)], ds[(1, 3)], ds[(1, 4)]
+    assert a["global"].shape == (2, 1, 32, 32) and a["local"].shape == (2, 1, 16, 16)
+    assert torch.equal(a["global"], b["global"]) and torch.equal(a["local"], b["local"])
+    assert not torch.equal(a["global"], c["global"]) and not torch.equal(a["global"], ds[(2, 3)]["global"])
+
+
+def test_the_teacher_is_an_ema_of_the_student(digits: Digits) -> None:
+    task = make(digits)
+    before = [p.detach().clone() for p in task.teacher.parameters()]
+    step(task, batch_of(task), StepContext(0, 1, 20, 4, torch.device("cpu")))
+    moved = [float((t - b).abs().max()) for t, b in zip(task.teacher.parameters(), before)]
+    gap = [float((t - s).abs().max()) for t, s in zip(task.teacher.parameters(), task.student.parameters())]
+    assert max(moved) > 0 and max(gap) > 0
+    assert max(moved) < max(gap)  # the teacher moved only a small fraction of the way
+
+
+def test_the_last_layer_does_not_learn_in_the_first_epoch(digits: Digits) -> None:
+    task = make(digits)
+    last = task.student.head.last_layer.parametrizations.weight.original1
+    before = last.detach().clone()
+    step(task, batch_of(task), StepContext(0, 0, 20, 4, torch.device("cpu")))
+    assert torch.equal(last, before)
+    step(task, batch_of(task, 1), StepContext(4, 1, 20, 4, torch.device("cpu")))
+    assert not torch.equal(last, before)
+
+
+def test_a_restored_state_gives_the_same_next_step(digits: Digits) -> None:
+    a = make(digits)
+    step(a, batch_of(a), StepContext(0, 1, 20, 4, torch.device("cpu")))
+    b = make(digits)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # the store hands back fresh tensors, never a's own
+    batch, ctx = batch_of(a, 2), StepContext(1, 1, 20, 4, torch.device("cpu"))
+    torch.manual_seed(5)
+    la = step(a, batch, ctx)
+    torch.manual_seed(5)
+    lb = step(b, batch, ctx)
+    assert la == lb and torch.equal(a.center, b.center)
+    assert all(torch.equal(x, y) for x, y in zip(a.teacher.parameters(), b.teacher.parameters()))
+
+
+def test_knn_votes_with_the_nearest_labelled_features() -> None:
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert knn_top1(bank, labels, torch.tensor([[1.0, 0.05], [0.05, 1.0]]), torch.tensor([0, 1]), k=2) == 1.0
+
+
+def test_validation_reports_the_monitored_metric(digits: Digits) -> None:
+    task = make(digits)
+    loader = torch.utils.data.DataLoader(task.val_dataset(), batch_size=8, collate_fn=task.collate)
+    acc = task.validate(loader, StepContext(0, 0, 20, 4, torch.device("cpu")))[task.monitor]
+    assert 0.0 <= acc <= 1.0
+
+
+def test_an_unknown_option_is_named(digits: Digits) -> None:
+    with pytest.raises(ValueError, match="embed_dimm"):
+        DinoTask(digits, seed=0, embed_dimm=8)
+
+
+def test_the_digits_split_is_disjoint_and_deterministic() -> None:
+    a, b = Digits(), Digits()
+    assert torch.equal(a.val_images, b.val_images) and len(a.train_images) + len(a.val_images) == 1797
+    train = {t.numpy().tobytes() for t in a.train_images}
+    assert not any(v.numpy().tobytes() in train for v in a.val_images[:50])
+
+
+def test_an_image_folder_reads_classes_and_names_bad_input(tmp_path: Path) -> None:
+    from PIL import Image
+    for c in ("cats", "dogs"):
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((10, 10, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    data = ImageFolder(str(tmp_path), image_size=16)
+    assert data.classes == ["cats", "dogs"] and data.train_images.shape[1:] == (3, 16, 16)
+    with pytest.raises(ValueError, match="is not a folder"):
+        ImageFolder(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        ImageFolder(str(tmp_path / "empty"))
