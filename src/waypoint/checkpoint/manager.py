@@ -157,6 +157,9 @@ class CheckpointManager:
         """Like ``restore`` and also return which checkpoint was loaded."""
         candidates = self.resolve(selector)
         fallback = selector in ("latest", "best") or (selector.startswith("tag:") and selector[4:] in DERIVED_TAGS)
+        if fallback:  # a checkpoint whose manifest is damaged never becomes a candidate: say so
+            for bad in sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: i.step, reverse=True):
+                warnings.warn(f"skipping damaged checkpoint {bad.name}: {bad.problem}", stacklevel=2)
         if not candidates:
             raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
         for info in candidates if fallback else candidates[:1]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .durable import canonical_json
+from .durable import canonical_json, read_nofollow
 from .packs import TensorRecord
 
 MANIFEST = "manifest.json"
@@ -102,9 +102,11 @@ def load(ckpt_dir: Path, *, check: bool = True) -> dict[str, Any]:
     """Read and (when ``check``) self-verify a checkpoint's manifest."""
     path = ckpt_dir / MANIFEST
     try:
-        raw = path.read_bytes()
+        raw = read_nofollow(path)
     except FileNotFoundError:
         raise ManifestError(f"{ckpt_dir.name} has no {MANIFEST}") from None
+    except OSError as exc:  # a symlink (ELOOP) or not a regular file: never trusted
+        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not a regular file ({exc.strerror or exc})") from None
     try:
         manifest = json.loads(raw)
     except ValueError:

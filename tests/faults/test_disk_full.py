@@ -1,0 +1,130 @@
+"""A save that runs out of room fails with one clear sentence and loses nothing already saved.
+
+Real child processes hit real limits: RLIMIT_FSIZE (EFBIG, SIGXFSZ ignored) everywhere, and, where
+``unshare -rm`` can mount a private tmpfs, a genuinely full filesystem (ENOSPC).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from faultkit import debris
+
+from waypoint.checkpoint import CheckpointManager
+
+HERE = Path(__file__).resolve().parent
+FILL_CHILD = HERE / "fill_child.py"
+FSIZE_LIMIT = 2 << 20  # the first checkpoint fits, the 16 MiB second one cannot
+
+
+def run_fill_child(python, root: Path, mode: str, limit: int | None) -> dict:
+    args = [str(FILL_CHILD), str(root), mode] + ([str(limit)] if limit is not None else [])
+    proc = python("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", *args)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_clean_failure(report: dict, expected_type: str) -> None:
+    err = report["error"]
+    assert err is not None, "the oversized save did not fail"
+    assert err["type"] == expected_type
+    message = err["message"]
+    assert "\n" not in message and message.count(". ") == 0, f"not one sentence: {message!r}"
+    assert "step 2" in message and "earlier checkpoints are intact" in message, message
+    assert report["debris"] == [], f"a failed save left {report['debris']}"
+    assert report["listed"] == ["step_000000001"]
+    assert report["verify"] == {"step_000000001": []}
+    assert report["restored_step"] == 1
+    assert report["saved_after"] == "step_000000003", "the store must stay usable after a failed save"
+    assert all(p == [] for p in report["verify_after"].values())
+
+
+@pytest.mark.parametrize("mode, expected_type", [("tensors", "CheckpointWriteError"),
+                                                 ("json", "CheckpointWriteError"),
+                                                 ("background", "BackgroundSaveError")])
+def test_file_size_limit_mid_save_is_one_clear_error_and_earlier_checkpoints_survive(python, tmp_path, mode,
+                                                                                     expected_type):
+    root = tmp_path / "ck"
+    report = run_fill_child(python, root, mode, FSIZE_LIMIT)
+    assert_clean_failure(report, expected_type)
+    assert "File too large" in report["error"]["message"]
+    # A fresh process (no limit) sees exactly the two good checkpoints and nothing else.
+    assert debris(root) == []
+    with CheckpointManager(root, read_only=True) as mgr:
+        assert [i.name for i in mgr.list()] == ["step_000000001", "step_000000003"]
+        assert all(p == [] for p in mgr.verify().values())
+        assert mgr.restore("step:1")["step"] == 1
+
+
+def _private_tmpfs_available() -> str | None:
+    """None when ``unshare -rm`` can mount a tmpfs here, else the reason it cannot."""
+    if shutil.which("unshare") is None:
+        return "the unshare command is not installed"
+    try:
+        probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || exit 9"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare -rm failed: {exc}"
+    if probe.returncode != 0:
+        return f"unshare -rm cannot mount a private tmpfs here (exit {probe.returncode}: {probe.stderr.strip()})"
+    return None
+
+
+def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp_path):
+    reason = _private_tmpfs_available()
+    if reason:
+        pytest.skip(f"ENOSPC variant needs a private tmpfs: {reason}")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = textwrap.dedent("""
+        mount -t tmpfs -o size=4m tmpfs "$1" || exit 90
+        cd "$2" && exec "$3" -c "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')" "$4" "$1/ck" tensors
+    """)
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(mnt), str(HERE), sys.executable,
+                           str(FILL_CHILD)], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert_clean_failure(report, "CheckpointWriteError")
+    assert "No space left on device" in report["error"]["message"]
+    assert report["free_after"] >= report["free_before"] - (64 << 10), \
+        f"the failed save kept {report['free_before'] - report['free_after']} bytes of the full disk"
+
+
+INDEX_AFTER_COMMIT = """
+import resource, signal, sys, warnings
+import torch
+from waypoint.checkpoint import CheckpointManager
+root = sys.argv[1]
+mgr = CheckpointManager(root)
+for s in range(1, 21):
+    mgr.save({"w": torch.full((4,), float(s)), "note": "x" * 50}, step=s, metrics={"loss": 1.0 / s})
+# Every checkpoint file of the next save fits under the limit; only the grown index.json does not.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+import os
+last = os.path.join(root, "step_000000020")
+limit = max(os.path.getsize(os.path.join(last, f)) for f in os.listdir(last)) + 512
+assert os.path.getsize(os.path.join(root, "index.json")) > limit, "fixture: the index must outgrow the limit"
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    info = mgr.save({"w": torch.full((4,), 21.0)}, step=21)
+print(info.name)
+"""
+
+
+def test_a_committed_save_does_not_fail_because_the_derived_index_could_not_be_rewritten(python, tmp_path):
+    root = tmp_path / "ck"
+    proc = python(INDEX_AFTER_COMMIT, str(root), check=False)
+    committed = (root / "step_000000021" / "manifest.json").exists()
+    assert committed, "fixture: step 21 should have been committed before the index write"
+    assert proc.returncode == 0 and proc.stdout.strip() == "step_000000021", (
+        "save() raised although its checkpoint was committed (only index.json failed):\n" + proc.stderr[-2000:])
+    with CheckpointManager(root) as mgr:
+        assert "step_000000021" in [i.name for i in mgr.list()]
+        assert mgr.verify()["step_000000021"] == []
