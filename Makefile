@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install waypoint (editable) with dev extras
 
-train: $(STAMP)  ## short real DINO training on the embedded digits data
-	$(PY) train.py
+train: $(STAMP)  ## short real DINO training on the embedded digits data (a few minutes on 2 CPU cores)
+	$(PY) train.py trainer.max_epochs=40
 
 test: $(STAMP)  ## the default (fast) test suite
 	$(PY) -m pytest -q

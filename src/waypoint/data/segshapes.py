@@ -33,7 +33,7 @@ class SegShapesConfig:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     train_tasks: int = 1024
     val_tasks: int = 32
-    train_items: int = 4096
+    train_items: int = 2048
     val_items: int = 128
     task_seed: int = 0
     batch_size: int = 8
@@ -239,7 +239,7 @@ class SegShapes:
     kind = "segmentation"
 
     def __init__(self, families: Sequence[str] = FAMILIES, train_tasks: int = 1024, val_tasks: int = 32,
-                 train_items: int = 4096, val_items: int = 128, task_seed: int = 0, batch_size: int = 8,
+                 train_items: int = 2048, val_items: int = 128, task_seed: int = 0, batch_size: int = 8,
                  max_items: Optional[int] = None) -> None:
         self.families = tuple(families)
         unknown = [f for f in self.families if f not in FAMILIES]

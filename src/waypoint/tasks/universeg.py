@@ -22,7 +22,7 @@ from waypoint.tasks.universeg_net import UniverSegNet
 
 #: sizes per ``scale``; a value set explicitly in the config wins over the preset
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"encoder_blocks": [32, 32, 32, 32], "image_size": 64, "support_size": 8},
+    "default": {"encoder_blocks": [16, 16, 16, 16], "image_size": 32, "support_size": 8},
     "smoke": {"encoder_blocks": [8, 8, 8], "image_size": 32, "support_size": 4},
 }
 
