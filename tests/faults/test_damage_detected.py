@@ -7,6 +7,7 @@ damage to it belongs to step 2 alone, while damage to step 1's pack hits both ch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -61,7 +62,17 @@ DAMAGE = {
         root / name / "state.json", (root / name / "state.json").stat().st_size // 2, 2),
     "state.json: truncated by one byte": lambda root, name: truncate(root / name / "state.json", -1),
     "state.json: deleted": lambda root, name: (root / name / "state.json").unlink(),
+    # Not a regular file where one belongs: refused, never read (a FIFO would block a naive open forever).
+    "pack: replaced by a directory": lambda root, name: _replace(only_pack_of(root, name), os.mkdir),
+    "pack: replaced by a FIFO": lambda root, name: _replace(only_pack_of(root, name), os.mkfifo),
+    "manifest.json: replaced by a FIFO": lambda root, name: _replace(root / name / "manifest.json", os.mkfifo),
+    "state.json: replaced by a FIFO": lambda root, name: _replace(root / name / "state.json", os.mkfifo),
 }
+
+
+def _replace(path: Path, make) -> None:
+    path.unlink()
+    make(path)
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
@@ -197,3 +208,49 @@ def test_opening_a_store_never_collects_the_packs_of_a_checkpoint_whose_manifest
         warnings.simplefilter("ignore")
         CheckpointManager(root).close()
     assert pack.exists(), "the writable open deleted the pack of a checkpoint whose manifest is merely damaged"
+
+
+# ----------------------------------------------------------------------------- what restore says, and when
+def test_tag_latest_falls_back_like_latest(two_step_store):
+    root, s1, _ = two_step_store
+    DAMAGE["pack data: one bit flipped"](root, NEW)
+    with CheckpointManager(root) as mgr:
+        with pytest.warns(UserWarning, match=NEW):
+            state, info = mgr.restore_with_info("tag:latest")
+    assert info.name == OLD
+    assert_state_equal(state, s1)
+
+
+def test_restore_latest_warns_only_about_checkpoints_it_skips(two_step_store):
+    """An older checkpoint with a damaged manifest is verify's business; resuming from the intact newest
+    one skips nothing and says nothing."""
+    root, _, s2 = two_step_store
+    DAMAGE["manifest.json: truncated"](root, OLD)
+    with CheckpointManager(root, read_only=True) as mgr:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            state, info = mgr.restore_with_info("latest")
+        assert mgr.verify()[OLD], "the damaged older checkpoint must still be reported by verify"
+    assert info.name == NEW
+    assert_state_equal(state, s2)
+
+
+def test_a_tensor_written_again_into_a_new_pack_is_verified_in_each_pack(two_step_store):
+    """Once a damaged tensor is found, the next save writes it again into a new pack. verify must check
+    every pack that holds a copy: an intact copy in one pack says nothing about the copy in another."""
+    root, _, s2 = two_step_store
+    shared_pack = pack_of(root, OLD, "shared")
+    original = shared_pack.read_bytes()
+    SHARED_DAMAGE["data of the shared tensor flipped"](root)
+    with CheckpointManager(root) as mgr:
+        assert mgr.verify()[OLD], "fixture: the damage must be found"
+        mgr.save(dict(s2, step=3), step=3)  # 'shared' is written again, into step 3's own pack
+    third = "step_000000003"
+    assert pack_of(root, third, "shared") != shared_pack, "fixture: the damaged tensor must be written again"
+    shared_pack.write_bytes(original)  # the old copy is intact again; now damage the new one
+    new_copy = pack_of(root, third, "shared")
+    flip_bit(new_copy, pack_data_offset(new_copy, tensor_id(root, third, "shared")) + 7, 5)
+    with CheckpointManager(root, read_only=True) as mgr:
+        report = mgr.verify()
+    assert report[OLD] == [] and report[NEW] == []
+    assert report[third], "the damaged second copy went unnoticed because the first copy verified"

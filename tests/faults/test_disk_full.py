@@ -17,6 +17,7 @@ import pytest
 from faultkit import debris
 
 from waypoint.checkpoint import CheckpointManager
+from waypoint.checkpoint import manifest as mf
 
 HERE = Path(__file__).resolve().parent
 FILL_CHILD = HERE / "fill_child.py"
@@ -97,34 +98,59 @@ def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp
 
 
 INDEX_AFTER_COMMIT = """
-import resource, signal, sys, warnings
+import json, os, resource, signal, sys, warnings
 import torch
-from waypoint.checkpoint import CheckpointManager
-root = sys.argv[1]
-mgr = CheckpointManager(root)
-for s in range(1, 21):
-    mgr.save({"w": torch.full((4,), float(s)), "note": "x" * 50}, step=s, metrics={"loss": 1.0 / s})
-# Every checkpoint file of the next save fits under the limit; only the grown index.json does not.
+from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
+root, retention = sys.argv[1], sys.argv[2] == "retention"
+mgr = CheckpointManager(root, RetentionPolicy((KeepLast(35),)) if retention else None)
+for s in range(1, 41):
+    mgr.save({"w": torch.full((4,), float(s)), "note": "x" * 50}, step=s,
+             metrics={"loss": 1.0 / s, "accuracy": 1.0 - 1.0 / s, "learning_rate": 0.1 / s, "grad_norm": s / 7})
+# Every file of the next checkpoint (a 16-byte tensor, a small manifest) fits far under the limit, with room
+# to spare for a pack writer that pads its writes to 4 KiB; only the derived index.json does not fit.
+limit = 8 << 10
+assert os.path.getsize(os.path.join(root, "index.json")) > limit + (4 << 10), "fixture: the index must outgrow it"
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-import os
-last = os.path.join(root, "step_000000020")
-limit = max(os.path.getsize(os.path.join(last, f)) for f in os.listdir(last)) + 512
-assert os.path.getsize(os.path.join(root, "index.json")) > limit, "fixture: the index must outgrow the limit"
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    info = mgr.save({"w": torch.full((4,), 21.0)}, step=21)
-print(info.name)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    info = mgr.save({"w": torch.full((4,), 41.0)}, step=41)
+    if retention:
+        mgr.tag("latest", "keep")
+print(json.dumps({"name": info.name, "warnings": [str(w.message) for w in caught]}))
 """
+
+
+def _save_with_an_index_that_cannot_grow(python, root: Path, mode: str) -> dict:
+    proc = python(INDEX_AFTER_COMMIT, str(root), mode, check=False)
+    committed = (root / "step_000000041" / "manifest.json").exists()
+    assert committed, "fixture: step 41 should have been committed before the index write:\n" + proc.stderr[-2000:]
+    assert proc.returncode == 0, (
+        "save() raised although its checkpoint was committed (only index.json failed):\n" + proc.stderr[-2000:])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["name"] == "step_000000041"
+    assert report["warnings"], "the index that could not be rewritten was not reported"
+    assert all("index.json could not be rewritten" in w and "rebuilt" in w for w in report["warnings"]), report
+    return report
 
 
 def test_a_committed_save_does_not_fail_because_the_derived_index_could_not_be_rewritten(python, tmp_path):
     root = tmp_path / "ck"
-    proc = python(INDEX_AFTER_COMMIT, str(root), check=False)
-    committed = (root / "step_000000021" / "manifest.json").exists()
-    assert committed, "fixture: step 21 should have been committed before the index write"
-    assert proc.returncode == 0 and proc.stdout.strip() == "step_000000021", (
-        "save() raised although its checkpoint was committed (only index.json failed):\n" + proc.stderr[-2000:])
+    report = _save_with_an_index_that_cannot_grow(python, root, "plain")
+    assert "step_000000041 is committed" in report["warnings"][0]
+    with CheckpointManager(root) as mgr:  # the writer's open rebuilds the index from the manifests
+        names = [i.name for i in mgr.list()]
+        assert "step_000000041" in names
+        assert mgr.verify()["step_000000041"] == []
+    assert sorted(r["name"] for r in mf.read_index(root / "index.json")) == names
+
+
+def test_retention_and_tagging_after_a_commit_do_not_fail_because_the_index_could_not_be_rewritten(python, tmp_path):
+    root = tmp_path / "ck"
+    _save_with_an_index_that_cannot_grow(python, root, "retention")
     with CheckpointManager(root) as mgr:
-        assert "step_000000021" in [i.name for i in mgr.list()]
-        assert mgr.verify()["step_000000021"] == []
+        infos = {i.name: i for i in mgr.list()}
+        assert "step_000000006" not in infos, "retention after the commit did not run"
+        assert "keep" in infos["step_000000041"].tags, "the tag was not saved"
+        assert all(p == [] for p in mgr.verify().values())
+    assert sorted(r["name"] for r in mf.read_index(root / "index.json")) == sorted(infos)

@@ -86,6 +86,19 @@ def test_an_interrupted_tag_rewrite_leaves_no_temp_file_inside_the_checkpoint_af
     assert not leftover.exists(), "a temp file of an interrupted manifest rewrite survived the writer's open"
 
 
+def test_leftovers_of_any_file_type_are_removed_at_open(store):
+    """A temp name may be a directory (or anything else) after a crash or a stray tool: the writer's open
+    removes it wherever temp files can appear, rather than failing to open the store."""
+    for where in (store, store / "packs", store / "step_000000002"):
+        junk = where / ".tmp-0123456789ab"
+        junk.mkdir()
+        (junk / "inner").write_text("x")
+    CheckpointManager(store).close()
+    assert debris(store) == []
+    with CheckpointManager(store, read_only=True) as reader:
+        assert reader.verify() == {"step_000000001": [], "step_000000002": []}
+
+
 def test_a_staging_name_that_is_a_symlink_is_unlinked_without_touching_its_target(store, tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()

@@ -106,3 +106,19 @@ def test_garbage_collection_unlinks_a_planted_pack_symlink_not_its_target(two_st
         CheckpointManager(root).close()
     assert not os.path.lexists(link)
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_symlinked_packs_directory_is_refused_and_its_target_left_alone(two_step_store, tmp_path, read_only):
+    """packs/ pointing elsewhere would make garbage collection delete, and restore read, files outside
+    the store: opening refuses it with one sentence."""
+    root, _, _ = two_step_store
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root / "packs", elsewhere)
+    (elsewhere / ("d" * 64 + ".safetensors")).write_bytes(b"someone else's file, named like a pack")
+    before = sorted(p.name for p in elsewhere.iterdir())
+    shutil.rmtree(root / "packs")
+    (root / "packs").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        CheckpointManager(root, read_only=read_only)
+    assert sorted(p.name for p in elsewhere.iterdir()) == before

@@ -102,12 +102,29 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def open_regular(path: Path) -> int:
+    """Open a regular file for reading without following a symlink or blocking on a FIFO.
+
+    A symlink raises ``OSError(ELOOP)``; anything else that is not a regular file (a directory, a FIFO,
+    a device) raises ``OSError(EINVAL, "not a regular file")`` and is never opened for reading.
+    """
+    st = os.lstat(path)  # FileNotFoundError propagates
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, "a symbolic link", str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    after = os.fstat(fd)
+    if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
 def read_nofollow(path: Path) -> bytes:
-    """A regular file's bytes; a symlink raises ``OSError(ELOOP)`` instead of being followed."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A regular file's bytes; a symlink or a non-regular file raises ``OSError`` (see ``open_regular``)."""
+    fd = open_regular(path)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file")
         chunks = []
         while True:
             chunk = os.read(fd, 1 << 20)

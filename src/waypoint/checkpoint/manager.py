@@ -87,7 +87,12 @@ class CheckpointManager:
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
                 metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
         info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
-        self._apply_retention(self.policy)
+        try:
+            self._apply_retention(self.policy)
+        except OSError as exc:  # the save itself succeeded: what retention left is collected later
+            warnings.warn(f"checkpoint {info.name} is committed, but retention could not finish "
+                          f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
+                          "removed when the store is next opened for writing", stacklevel=2)
         return info
 
     def wait(self) -> None:
@@ -155,17 +160,27 @@ class CheckpointManager:
 
     def restore_with_info(self, selector: str = "latest", *, verify: bool = True) -> tuple[Any, CheckpointInfo]:
         """Like ``restore`` and also return which checkpoint was loaded."""
+        if selector.startswith("tag:") and selector[4:] in DERIVED_TAGS:
+            selector = selector[4:]  # tag:latest falls back like latest (resolve gives it only the first)
+        fallback = selector in DERIVED_TAGS
         candidates = self.resolve(selector)
-        fallback = selector in ("latest", "best") or (selector.startswith("tag:") and selector[4:] in DERIVED_TAGS)
-        if fallback:  # a checkpoint whose manifest is damaged never becomes a candidate: say so
-            for bad in sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: i.step, reverse=True):
+        damaged = sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: (i.step, i.name),
+                         reverse=True) if fallback else []
+        if selector == "latest":  # a checkpoint whose manifest is damaged is skipped where it would be tried
+            order = sorted(candidates + damaged, key=lambda i: (i.step, i.name), reverse=True)
+        else:  # 'best': a damaged manifest's metrics are unknown, it might have been the best one
+            for bad in damaged:
                 warnings.warn(f"skipping damaged checkpoint {bad.name}: {bad.problem}", stacklevel=2)
-        if not candidates:
+            order = candidates if fallback else candidates[:1]
+        if not order:
             raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
-        for info in candidates if fallback else candidates[:1]:
+        for info in order:
+            if fallback and not info.valid:
+                warnings.warn(f"skipping damaged checkpoint {info.name}: {info.problem}", stacklevel=2)
+                continue
             try:
                 tree, tensors, _ = self.store.load(info.name, verify=verify)
-            except (IntegrityError, mf.ManifestError, KeyError, ValueError) as exc:
+            except (IntegrityError, mf.ManifestError, KeyError, ValueError, OSError) as exc:
                 if not fallback:
                     raise CheckpointError(f"checkpoint {info.name} is damaged ({exc}); choose another one") from exc
                 warnings.warn(f"skipping damaged checkpoint {info.name}: {exc}", stacklevel=2)
@@ -174,13 +189,13 @@ class CheckpointManager:
             if self.store.writable:
                 self.protected.add(info.name)
             return codec.decode(tree, tensors), info
-        raise NoCheckpointError(f"no checkpoint in {self.root} verifies (tried {len(candidates)})")
+        raise NoCheckpointError(f"no checkpoint in {self.root} verifies (tried {len(order)})")
 
     # ------------------------------------------------------------------ integrity, tags, retention
     def verify(self) -> dict[str, list[str]]:
         """Re-hash everything; map each checkpoint name to its problems (empty when it verifies)."""
         self.writer.wait()
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         return {i.name: ([i.problem] if not i.valid else self.store.verify(i.name, seen)) for i in self.store.infos.values()}
 
     @staticmethod
@@ -224,7 +239,7 @@ class CheckpointManager:
         for name in doomed:
             self.store.delete(name)
         packs = self.store.gc_packs()
-        self.store.write_index()
+        self.store.write_index(f"retention deleted {', '.join(doomed)}")
         return doomed, [p for p, _ in packs]
 
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:

@@ -105,8 +105,8 @@ def load(ckpt_dir: Path, *, check: bool = True) -> dict[str, Any]:
         raw = read_nofollow(path)
     except FileNotFoundError:
         raise ManifestError(f"{ckpt_dir.name} has no {MANIFEST}") from None
-    except OSError as exc:  # a symlink (ELOOP) or not a regular file: never trusted
-        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not a regular file ({exc.strerror or exc})") from None
+    except OSError as exc:  # a symlink (ELOOP), a directory, a FIFO...: never followed, never trusted
+        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} cannot be read ({exc.strerror or exc})") from None
     try:
         manifest = json.loads(raw)
     except ValueError:
@@ -137,9 +137,9 @@ def index_doc(infos: list[CheckpointInfo]) -> bytes:
 
 
 def read_index(path: Path) -> list[dict] | None:
-    """The index's rows, or None when it is missing or damaged."""
+    """The index's rows, or None when it is missing or damaged (a symlink or a FIFO counts as damaged)."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_nofollow(path))
         rows = doc["checkpoints"]
         if doc.get("format") != "waypoint-index-1" or not isinstance(rows, list):
             return None

@@ -13,14 +13,11 @@ name without replacing anything, fsync the root. Only then is the checkpoint vis
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import os
 import platform
 import re
-import sys
 import time
 import uuid
 import warnings
@@ -31,29 +28,16 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 
 from . import manifest as mf
+from .cleanup import remove_stale
 from .codec import alias_keys
-from .durable import (canonical_json, fsync_dir, rename_noreplace, replace_file_durable, read_nofollow, rmtree_nofollow,
+from .durable import (canonical_json, fsync_dir, read_nofollow, rename_noreplace, replace_file_durable, rmtree_nofollow,
                       write_file_durable)
-from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_header, read_tensor, write_pack
+from .errors import CheckpointError, CheckpointWriteError, DamagedCheckpointError, StoreLockedError
+from .integrity import entry_of, open_pack, read_state, verify_tensor
+from .lock import StoreLock
+from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
 
 CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
-_VERIFY_CHUNK = 16 << 20
-
-
-class CheckpointError(Exception):
-    """Base class of the store's errors; the message is meant for people."""
-
-
-class StoreLockedError(CheckpointError):
-    """Another process holds the store's writer lock."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A save failed; nothing was committed and earlier checkpoints are intact."""
-
-
-class DamagedCheckpointError(CheckpointError):
-    """A committed checkpoint whose files do not verify."""
 
 
 def _versions() -> dict[str, str]:
@@ -64,39 +48,6 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-class StoreLock:
-    """An exclusive ``flock`` on ``LOCK``, released automatically when the process dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.holder()
-            os.close(self.fd)
-            who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}" if holder else "another process"
-            raise StoreLockedError(
-                f"checkpoint store {path.parent} is already being written by {who}; "
-                "wait for that run to finish or stop it, then try again") from None
-        info = {"pid": os.getpid(), "host": platform.node(), "since": time.time(), "argv": sys.argv[:8]}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(info).encode(), 0)
-
-    def holder(self) -> dict[str, Any]:
-        """Who holds the lock, as written by the holder (may be empty)."""
-        try:
-            return json.loads(os.pread(self.fd, 4096, 0) or b"{}")
-        except (OSError, ValueError):
-            return {}
-
-    def release(self) -> None:
-        """Drop the lock."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class CheckpointStore:
     """Low-level access to one checkpoints root: commit, load, verify, delete, collect packs."""
 
@@ -105,6 +56,9 @@ class CheckpointStore:
         self.packs_dir = self.root / "packs"
         self.writable = writable
         self.lock: StoreLock | None = None
+        if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
+            raise CheckpointError(f"{self.packs_dir} is a symbolic link, and the store never follows links; "
+                                  "replace it with the directory it points to")
         if writable:
             new_root = not self.root.exists()
             self.packs_dir.mkdir(parents=True, exist_ok=True)
@@ -117,10 +71,14 @@ class CheckpointStore:
         self.known: dict[str, str] = {}  # tensor content id -> pack name, from committed manifests
         self.pack_meta: dict[str, dict] = {}  # pack name -> {"bytes", "header_sha256"}, from manifests
         self.infos: dict[str, mf.CheckpointInfo] = {}
-        self.rescan()
-        if writable:
-            self._cleanup_stale()
-            self._sync_index()
+        try:
+            self.rescan()
+            if writable:
+                self._cleanup_stale()
+                self._sync_index()
+        except BaseException:  # a failed open must not keep the lock (this process could never reopen)
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ discovery
     def checkpoint_dirs(self) -> list[Path]:
@@ -175,42 +133,40 @@ class CheckpointStore:
         return refs
 
     def _cleanup_stale(self) -> None:
-        """Remove staging dirs, temp files and trash left by interrupted saves (under the lock)."""
-        removed = 0
-        for entry in os.scandir(self.root):
-            if entry.name.startswith((".staging-", ".trash-", ".tmp-")):
-                rmtree_nofollow(Path(entry.path))
-                removed += 1
-        for entry in os.scandir(self.packs_dir):
-            if entry.name.startswith(".tmp-"):
-                os.unlink(entry.path)
-                removed += 1
-        for ckpt in self.checkpoint_dirs():  # temp files of an interrupted manifest rewrite (tags, notes)
-            for entry in os.scandir(ckpt):
-                if entry.name.startswith(".tmp-"):
-                    os.unlink(entry.path)
-                    removed += 1
-        removed += len(self.gc_packs())
-        if removed:
-            fsync_dir(self.root)
+        """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
+        remove_stale(self.root, self.packs_dir, self.checkpoint_dirs())
+        self.gc_packs()  # collects nothing while any manifest is damaged: it might name the packs it needs
 
     def _sync_index(self) -> None:
         """Rewrite index.json unless it is byte-for-byte what the manifests say (they are the source of truth)."""
         path = self.root / "index.json"
         want = mf.index_doc([i for i in self.infos.values() if i.valid])
         try:
-            have = path.read_bytes()
+            have: bytes | None = read_nofollow(path)
         except FileNotFoundError:
             have = None
+        except OSError:  # a symlink, a directory, a FIFO: damaged
+            have = b""
         if have == want:
             return
         if have is not None and mf.read_index(path) is None:
             warnings.warn(f"{path} was damaged; rebuilt it from {len(self.infos)} manifests", stacklevel=3)
         self.write_index()
 
-    def write_index(self) -> None:
-        """Rewrite index.json from the in-memory registry."""
-        replace_file_durable(self.root / "index.json", mf.index_doc([i for i in self.infos.values() if i.valid]))
+    def write_index(self, done: str | None = None) -> bool:
+        """Rewrite index.json from the in-memory registry; False (and a warning) when it cannot be written.
+
+        The index is derived: what ``done`` says happened is already durable in the manifests, so a failure
+        here (a full disk) must not turn a successful save or tag into an error. The next writable open
+        rebuilds the index from the manifests.
+        """
+        try:
+            replace_file_durable(self.root / "index.json", mf.index_doc([i for i in self.infos.values() if i.valid]))
+            return True
+        except OSError as exc:
+            warnings.warn(f"{done + ', but ' if done else ''}{self.root / 'index.json'} could not be rewritten "
+                          f"({exc.strerror or exc}); it will be rebuilt from the manifests", stacklevel=3)
+            return False
 
     # ------------------------------------------------------------------ commit
     def commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, *, step: int, epoch: int | None,
@@ -262,11 +218,7 @@ class CheckpointStore:
         self.pack_meta.update(packs)
         info = mf.info_from(manifest, self.root / name)
         self.infos[name] = info
-        try:
-            self.write_index()
-        except OSError as exc:  # the checkpoint is committed; the derived index is rebuilt at the next open
-            warnings.warn(f"checkpoint {name} is committed, but {self.root}/index.json could not be rewritten "
-                          f"({exc.strerror or exc}); it will be rebuilt from the manifests", stacklevel=3)
+        self.write_index(f"checkpoint {name} is committed")
         return info
 
     def _pack_entry(self, name: str, new: PackInfo | None) -> dict[str, Any]:
@@ -306,16 +258,16 @@ class CheckpointStore:
             manifest.setdefault("notes", []).append({"at": time.time(), "note": note, "tags": manifest["tags"]})
         replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
         self.infos[name] = mf.info_from(manifest, path)
-        self.write_index()
+        self.write_index(f"the new tags of {name} are saved")
         return self.infos[name]
 
     def delete(self, name: str) -> None:
         """Remove a committed checkpoint (rename to trash, fsync, then delete). Packs stay until gc_packs."""
         trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:12]}"
         os.rename(self.root / name, trash)
+        self.infos.pop(name, None)  # gone from here on, even if removing the trash fails (the next open does)
         fsync_dir(self.root)
         rmtree_nofollow(trash)
-        self.infos.pop(name, None)
 
     def gc_packs(self) -> list[tuple[str, int]]:
         """Delete packs no committed manifest refers to; returns (name, bytes) removed."""
@@ -324,7 +276,8 @@ class CheckpointStore:
             return []
         removed = []
         for entry in os.scandir(self.packs_dir):
-            if entry.name.endswith(".safetensors") and not entry.name.startswith(".") and entry.name not in refs:
+            if (entry.name.endswith(".safetensors") and not entry.name.startswith(".") and entry.name not in refs
+                    and not entry.is_dir(follow_symlinks=False)):  # a symlink is unlinked, never followed
                 size = entry.stat(follow_symlinks=False).st_size
                 os.unlink(entry.path)
                 removed.append((entry.name, size))
@@ -339,7 +292,7 @@ class CheckpointStore:
         """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged."""
         path = self.root / name
         manifest = mf.load(path)
-        tree_bytes = self._read_state(path, manifest)
+        tree_bytes = read_state(path, manifest)
         tree = json.loads(tree_bytes)
         aliases = alias_keys(tree)
         by_pack: dict[str, dict[str, TensorRecord]] = {}
@@ -349,11 +302,11 @@ class CheckpointStore:
             by_pack.setdefault(t["pack"], {})[key] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
         tensors: dict[str, torch.Tensor] = {}
         for pack_name, recs in by_pack.items():
-            entries, start, fd = self._open_pack(pack_name, manifest)
+            entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
             try:
                 unique = {r.id: r for r in recs.values()}
                 loaded = dict(zip(unique, self.pool.map(
-                    lambda r: read_tensor(fd, self._entry(entries, r, pack_name), start, r, verify), unique.values())))
+                    lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify), unique.values())))
             finally:
                 os.close(fd)
             first: set[str] = set()
@@ -373,109 +326,63 @@ class CheckpointStore:
         for key in wanted:
             by_pack.setdefault(table[key]["pack"], []).append(key)
         for pack_name, pack_keys in by_pack.items():
-            entries, start, fd = self._open_pack(pack_name, manifest)
+            entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
             try:
                 for key in pack_keys:
                     t = table[key]
                     rec = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
-                    yield key, read_tensor(fd, self._entry(entries, rec, pack_name), start, rec, verify)
+                    yield key, read_tensor(fd, entry_of(entries, rec, pack_name), start, rec, verify)
             finally:
                 os.close(fd)
 
     def read_tree(self, name: str) -> Any:
         """The verified JSON state tree of a checkpoint (tensors appear as markers)."""
         path = self.root / name
-        return json.loads(self._read_state(path, mf.load(path)))
+        return json.loads(read_state(path, mf.load(path)))
 
-    def _read_state(self, path: Path, manifest: Mapping[str, Any]) -> bytes:
-        try:
-            data = read_nofollow(path / mf.STATE_JSON)
-        except FileNotFoundError:
-            raise IntegrityError(f"{path.name}/{mf.STATE_JSON} is missing") from None
-        except OSError as exc:
-            raise IntegrityError(f"{path.name}/{mf.STATE_JSON} is not a regular file ({exc.strerror or exc})") from None
-        if hashlib.sha256(data).hexdigest() != manifest["files"][mf.STATE_JSON]["sha256"]:
-            raise IntegrityError(f"{path.name}/{mf.STATE_JSON} does not match its SHA-256")
-        return data
+    def verify(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str]:
+        """Re-hash every file and tensor a checkpoint depends on; returns the problems found.
 
-    @staticmethod
-    def _entry(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> dict:
-        entry = entries.get(rec.id)
-        if entry is None:
-            raise IntegrityError(f"pack {pack_name} lacks tensor {rec.id[:12]}")
-        return entry
-
-    def _open_pack(self, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, int]:
-        path = self.packs_dir / pack_name
-        expected = manifest["packs"].get(pack_name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise IntegrityError(f"pack {pack_name} is missing") from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise IntegrityError(f"pack {pack_name} is a symbolic link") from None
-            raise
-        try:
-            size = os.fstat(fd).st_size
-            entries, start, header_sha = read_header(path)
-            if expected is None or size != expected["bytes"] or header_sha != expected["header_sha256"]:
-                raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
-        except BaseException:
-            os.close(fd)
-            raise
-        return entries, start, fd
-
-    def verify(self, name: str, verified_ids: set[str] | None = None) -> list[str]:
-        """Re-hash every file and tensor a checkpoint depends on; returns the problems found."""
+        ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify
+        many checkpoints that share packs); a tensor stored again in another pack is checked there too.
+        """
         path = self.root / name
         try:
             manifest = mf.load(path)
-            self._read_state(path, manifest)
+            read_state(path, manifest)
         except (mf.ManifestError, IntegrityError, KeyError, TypeError) as exc:
             return [str(exc)]
         problems: list[str] = []
-        verified_ids = verified_ids if verified_ids is not None else set()
+        verified = verified if verified is not None else set()
         by_pack: dict[str, list[TensorRecord]] = {}
         for t in manifest["tensors"].values():
             by_pack.setdefault(t["pack"], []).append(TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"]))
         for pack_name, recs in by_pack.items():
             try:
-                entries, start, fd = self._open_pack(pack_name, manifest)
+                entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
             except IntegrityError as exc:
                 problems.append(str(exc))
-                self._forget(r.id for r in recs)
+                self._forget((r.id for r in recs), pack_name)
                 continue
             try:
-                todo = [r for r in {r.id: r for r in recs}.values() if r.id not in verified_ids]
-                for rec, err in zip(todo, self.pool.map(lambda r: self._verify_tensor(fd, entries, start, r, pack_name), todo)):
+                todo = [r for r in {r.id: r for r in recs}.values() if (pack_name, r.id) not in verified]
+                results = self.pool.map(lambda r: verify_tensor(fd, entries, start, r, pack_name), todo)
+                for rec, err in zip(todo, results):
                     if err:
                         problems.append(err)
-                        self._forget([rec.id])
+                        self._forget([rec.id], pack_name)
                     else:
-                        verified_ids.add(rec.id)
+                        verified.add((pack_name, rec.id))
             finally:
                 os.close(fd)
         return problems
 
-    def _forget(self, ids: Iterable[str]) -> None:
-        """Treat damaged tensors as absent, so the next save that holds them writes them again."""
+    def _forget(self, ids: Iterable[str], pack_name: str) -> None:
+        """Treat tensors damaged in ``pack_name`` as absent, so the next save that holds them writes them again
+        (a copy of them already written again into another pack stays known)."""
         for cid in ids:
-            self.known.pop(cid, None)
-
-    def _verify_tensor(self, fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
-        entry = entries.get(rec.id)
-        if entry is None or entry["data_offsets"][1] - entry["data_offsets"][0] != rec.nbytes:
-            return f"pack {pack_name} lacks tensor {rec.id[:12]}"
-        h = hashlib.sha256(f"{rec.dtype}{list(rec.shape)}".encode())
-        pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
-        while pos < end:
-            chunk = os.pread(fd, min(_VERIFY_CHUNK, end - pos), pos)
-            if not chunk:
-                return f"pack {pack_name} is truncated"
-            h.update(chunk)
-            pos += len(chunk)
-        return None if h.hexdigest() == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its SHA-256"
+            if self.known.get(cid) == pack_name:
+                del self.known[cid]
 
     # ------------------------------------------------------------------ sizes and shutdown
     def physical_bytes(self) -> int:

@@ -1,0 +1,111 @@
+"""Reading a checkpoint's files as the store trusts them: regular files only (a symlink, a directory or a
+FIFO in their place is damage, never followed or waited on), each checked against what the manifest
+recorded (size, SHA-256 of state.json and of every pack header, content id of every tensor).
+
+Every problem is an ``IntegrityError`` whose message names the file, so ``verify`` can report it and
+``restore("latest")`` can skip the checkpoint with a warning.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import manifest as mf
+from .durable import open_regular, read_nofollow
+from .packs import IntegrityError, TensorRecord
+
+_VERIFY_CHUNK = 16 << 20
+_MAX_HEADER = 100 << 20
+
+
+def read_state(path: Path, manifest: Mapping[str, Any]) -> bytes:
+    """The bytes of a checkpoint's state.json, checked against the manifest."""
+    try:
+        data = read_nofollow(path / mf.STATE_JSON)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} is missing") from None
+    except OSError as exc:
+        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} cannot be read ({exc.strerror or exc})") from None
+    if hashlib.sha256(data).hexdigest() != manifest["files"][mf.STATE_JSON]["sha256"]:
+        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} does not match its SHA-256")
+    return data
+
+
+def open_pack(packs_dir: Path, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, int]:
+    """Open a pack and check its size and header SHA-256 against the manifest.
+
+    Returns (entries by tensor id, data start offset, fd); the caller closes the fd.
+    """
+    expected = manifest["packs"].get(pack_name)
+    try:
+        fd = open_regular(packs_dir / pack_name)
+    except FileNotFoundError:
+        raise IntegrityError(f"pack {pack_name} is missing") from None
+    except OSError as exc:
+        what = {errno.ELOOP: "is a symbolic link", errno.EINVAL: "is not a regular file"}.get(
+            exc.errno, f"cannot be read ({exc.strerror or exc})")
+        raise IntegrityError(f"pack {pack_name} {what}") from None
+    try:
+        size = os.fstat(fd).st_size
+        header = _read_header(fd, pack_name)
+        if (expected is None or size != expected["bytes"]
+                or hashlib.sha256(header).hexdigest() != expected["header_sha256"]):
+            raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
+        entries = json.loads(header[8:])
+        entries.pop("__metadata__", None)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise IntegrityError(f"pack {pack_name} cannot be read ({exc.strerror or exc})") from None
+        raise
+    return entries, len(header), fd
+
+
+def _read_header(fd: int, pack_name: str) -> bytes:
+    """The header bytes (length prefix included) of an open pack, read from the very file that was
+    checked (never by opening its path again)."""
+    prefix = os.pread(fd, 8, 0)
+    if len(prefix) != 8:
+        raise IntegrityError(f"pack {pack_name} is truncated")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > _MAX_HEADER:
+        raise IntegrityError(f"pack {pack_name} has an implausible header length")
+    body = b""
+    while len(body) < length:
+        chunk = os.pread(fd, length - len(body), 8 + len(body))
+        if not chunk:
+            raise IntegrityError(f"pack {pack_name} is truncated")
+        body += chunk
+    return prefix + body
+
+
+def entry_of(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> dict:
+    """A tensor's header entry in its pack (IntegrityError when the pack lacks it)."""
+    entry = entries.get(rec.id)
+    if entry is None:
+        raise IntegrityError(f"pack {pack_name} lacks tensor {rec.id[:12]}")
+    return entry
+
+
+def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+    """Re-hash one tensor of an open pack; the problem found, or None when it matches its content id."""
+    entry = entries.get(rec.id)
+    if entry is None or entry["data_offsets"][1] - entry["data_offsets"][0] != rec.nbytes:
+        return f"pack {pack_name} lacks tensor {rec.id[:12]}"
+    h = hashlib.sha256(f"{rec.dtype}{list(rec.shape)}".encode())
+    pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
+    while pos < end:
+        try:
+            chunk = os.pread(fd, min(_VERIFY_CHUNK, end - pos), pos)
+        except OSError as exc:  # EIO from a failing disk: this checkpoint's problem, not verify's crash
+            return f"pack {pack_name} cannot be read ({exc.strerror or exc})"
+        if not chunk:
+            return f"pack {pack_name} is truncated"
+        h.update(chunk)
+        pos += len(chunk)
+    return None if h.hexdigest() == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its SHA-256"
