@@ -5,15 +5,25 @@ followed by the 48 data bytes. A pack holds the tensors one save added, each nam
 safetensors reader (``safe_open``) can open a pack. A pack's integrity is its size, the SHA-256 of its
 header and the id of every tensor in it: together they cover every byte, in one hashing pass.
 
-Writing streams tensor bytes straight from tensor memory (no serialised copy of the state), hashing the
-next tensors on a worker thread while the current one is written.
+Writing hashes tensors on worker threads while the main thread streams the new ones' bytes, in pack
+order, into two alternating aligned buffers that an I/O thread writes out (no serialised copy of the
+state). Big packs are written with O_DIRECT where the filesystem supports it: the device reads the
+buffers directly, so a save neither copies the state into the page cache nor floods it with dirty pages,
+and fsync has little left to flush. Their data starts at a 4 KiB-aligned offset (the header is padded
+with spaces, as safetensors allows). Reading prefaults each tensor's fresh memory in one call and
+hashes it in cache-sized pieces right after each piece is read.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
+import mmap
 import os
 import struct
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .durable import create_exclusive, fsync_dir, rename_noreplace, write_all
+from .durable import create_exclusive, fsync_dir, rename_noreplace
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -33,7 +43,16 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
 }
 DTYPES: dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
 PACK_FORMAT = "waypoint-pack-1"
-_HASH_CHUNK = 64 << 20
+_READ_CHUNK = 256 << 10     # hashing works on pieces this big, each still in the CPU cache when hashed
+_ALIGN = 4096               # O_DIRECT alignment of offsets, lengths and buffers (covers 512 B and 4 KiB sectors)
+_DIRECT_MIN = 4 << 20       # packs at least this big are written with O_DIRECT where possible
+_BUF_MAX = 8 << 20          # bytes per write of a big pack (two such buffers alternate)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_MADV_POPULATE_WRITE = 23   # Linux >= 5.14: fault in a range of memory in one call
+_libc = ctypes.CDLL(None, use_errno=True)
+_madvise = getattr(_libc, "madvise", None)
+if _madvise is not None:
+    _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 class IntegrityError(Exception):
@@ -56,11 +75,26 @@ def raw_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
 
 
+_local = threading.local()
+
+
 def content_id(dtype: str, shape: Sequence[int], data: memoryview) -> str:
-    """The content id of a tensor: SHA-256 of its dtype, shape and bytes."""
+    """The content id of a tensor: SHA-256 of its dtype, shape and bytes.
+
+    Big tensors are hashed in cache-sized pieces, each first copied into a per-thread buffer: SHA-256
+    then reads from the CPU cache, which is about a third faster than hashing straight from memory.
+    """
     h = hashlib.sha256(f"{dtype}{list(shape)}".encode())
-    for start in range(0, len(data), _HASH_CHUNK):
-        h.update(data[start:start + _HASH_CHUNK])
+    if len(data) <= _READ_CHUNK:
+        h.update(data)
+        return h.hexdigest()
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(_READ_CHUNK))
+    for start in range(0, len(data), _READ_CHUNK):
+        n = min(_READ_CHUNK, len(data) - start)
+        buf[:n] = data[start:start + n]
+        h.update(buf[:n])
     return h.hexdigest()
 
 
@@ -91,15 +125,95 @@ class PackInfo:
     header_sha256: str
 
 
-def _header(entries: Iterable[tuple[str, str, Sequence[int], int, int]], pad_to: int = 0) -> bytes:
-    """Safetensors header bytes (length prefix included), space-padded to 8-byte alignment."""
+def _header(entries: Iterable[tuple[str, str, Sequence[int], int, int]], pad_to: int = 0, align: int = 8) -> bytes:
+    """Safetensors header bytes (length prefix included), space-padded so the data starts ``align``-aligned."""
     header = {"__metadata__": {"format": PACK_FORMAT}}
     for cid, dtype, shape, begin, end in entries:
         header[cid] = {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, end]}
     body = json.dumps(header, separators=(",", ":")).encode()
     length = max(len(body), pad_to)
-    length += (-(8 + length)) % 8
+    length += (-(8 + length)) % align
     return struct.pack("<Q", length) + body.ljust(length, b" ")
+
+
+def _try_direct(fd: int, on: bool) -> bool:
+    """Switch O_DIRECT on or off for ``fd``; False where the filesystem (or platform) refuses it."""
+    if not _O_DIRECT:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
+    except OSError:
+        return False
+    return on
+
+
+class _PackSink:
+    """Sequential writer of a pack's bytes from ``start`` on, through two alternating page-aligned buffers.
+
+    The caller copies bytes into one buffer while an I/O thread writes the other out, so copying,
+    hashing (on other threads) and the device overlap. With ``direct`` the writes bypass the page cache;
+    a write the filesystem refuses as misaligned (EINVAL) switches the rest to ordinary writes. The last
+    write is padded to the alignment; ``finish`` truncates the file to its exact size.
+    """
+
+    def __init__(self, fd: int, start: int, total: int, direct: bool) -> None:
+        self.fd, self.pos, self.direct = fd, start, direct
+        size = min(_BUF_MAX, max(_ALIGN, -(-total // 8 // _ALIGN) * _ALIGN))
+        self.bufs = [mmap.mmap(-1, size) for _ in range(2)]
+        self.pending: list[Future | None] = [None, None]
+        self.cur, self.fill = 0, 0
+        self.io = ThreadPoolExecutor(1, thread_name_prefix="waypoint-pack-io")
+
+    def write(self, data: memoryview) -> None:
+        while data:
+            buf = self.bufs[self.cur]
+            n = min(len(buf) - self.fill, len(data))
+            buf[self.fill:self.fill + n] = data[:n]
+            self.fill += n
+            data = data[n:]
+            if self.fill == len(buf):
+                self._flush()
+
+    def _flush(self) -> None:
+        n = self.fill
+        padded = -(-n // _ALIGN) * _ALIGN if self.direct else n  # only O_DIRECT needs aligned lengths
+        view = memoryview(self.bufs[self.cur])[:padded]
+        self.pending[self.cur] = self.io.submit(self.pwrite, view, self.pos)
+        self.pos += n
+        self.cur, self.fill = 1 - self.cur, 0
+        self._wait(self.cur)  # the next buffer must be written out before it is refilled
+
+    def _wait(self, i: int) -> None:
+        fut, self.pending[i] = self.pending[i], None
+        if fut is not None:
+            fut.result()
+
+    def pwrite(self, view: memoryview, offset: int) -> None:
+        """Write all of ``view`` at ``offset`` (loops over short writes)."""
+        while view:
+            try:
+                n = os.pwrite(self.fd, view, offset)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                self.direct = _try_direct(self.fd, False)
+                continue
+            view, offset = view[n:], offset + n
+
+    def finish(self) -> int:
+        """Write what is buffered, wait for every write, truncate to the exact end; returns the size."""
+        if self.fill:
+            self._flush()
+        for i in (0, 1):
+            self._wait(i)
+        os.ftruncate(self.fd, self.pos)
+        return self.pos
+
+    def close(self) -> None:
+        """Stop the I/O thread (after a failure: once the write in flight returned)."""
+        self.io.shutdown(wait=True)
+        self.pending = [None, None]
 
 
 def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Callable[[str], bool],
@@ -115,39 +229,49 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     by_object: dict[int, Future] = {}
     futures = [by_object.setdefault(id(t), pool.submit(content_id, m[0], m[1], raw_bytes(t))) if id(t) not in by_object
                else by_object[id(t)] for t, m in zip(cpu, metas)]
-    # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
     offsets, pos = [], 0
     for dtype, shape, nbytes in metas:
         offsets.append((pos, pos + nbytes))
         pos += nbytes
-    reserved = _header(((f"{i:064d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))))
     tmp = packs_dir / f".tmp-{uuid.uuid4().hex}.safetensors"
     records: list[TensorRecord] = []
     entries: list[tuple[str, str, Sequence[int], int, int]] = []
     in_pack: set[str] = set()
+    sink: _PackSink | None = None
     fd = create_exclusive(tmp)
     try:
-        os.lseek(fd, len(reserved), os.SEEK_SET)
+        direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
+        # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
+        reserved = _header(((f"{i:064d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
+                           align=_ALIGN if direct else 8)
+        sink = _PackSink(fd, len(reserved), pos, direct)
         pos = 0
         for tensor, (dtype, shape, nbytes), future in zip(cpu, metas, futures):
             cid = future.result()
             records.append(TensorRecord(cid, dtype, shape, nbytes))
             if cid in in_pack or is_known(cid):
                 continue
-            write_all(fd, raw_bytes(tensor))
+            sink.write(raw_bytes(tensor))
             entries.append((cid, dtype, shape, pos, pos + nbytes))
             in_pack.add(cid)
             pos += nbytes
         if not entries:
+            sink.close()
             os.close(fd)
             fd = -1
             tmp.unlink()
             return records, None
-        header = _header(entries, pad_to=len(reserved) - 8)
+        size = sink.finish()
+        header = _header(entries, pad_to=len(reserved) - 8, align=_ALIGN if direct else 8)
         assert len(header) == len(reserved)
-        os.pwrite(fd, header, 0)
+        if sink.direct:  # the header region is a whole number of aligned blocks: write it the same way
+            block = mmap.mmap(-1, len(header))
+            block.write(header)
+            sink.pwrite(memoryview(block), 0)
+        else:
+            os.pwrite(fd, header, 0)
+        sink.close()
         os.fsync(fd)
-        size = os.fstat(fd).st_size
         os.close(fd)
         fd = -1
         header_sha = hashlib.sha256(header).hexdigest()
@@ -161,6 +285,8 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     except BaseException:
         for f in futures:
             f.cancel()
+        if sink is not None:
+            sink.close()
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -188,19 +314,41 @@ def read_header(path: Path) -> tuple[dict, int, str]:
     return entries, 8 + length, header_sha
 
 
+def _prefault(tensor: torch.Tensor, nbytes: int) -> None:
+    """Fault in a fresh tensor's pages in one call (cheaper than taking one page fault per 4 KiB)."""
+    if _madvise is None or nbytes < 1 << 20:
+        return
+    begin = -(-tensor.data_ptr() // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = (tensor.data_ptr() + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end > begin:
+        _madvise(begin, end - begin, _MADV_POPULATE_WRITE)  # best effort: older kernels answer EINVAL
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, record: TensorRecord) -> None:
+    got = 0
+    while got < len(view):  # short reads
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n == 0:
+            raise IntegrityError(f"pack data for tensor {record.id[:12]} is truncated")
+        got += n
+
+
 def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:
     """Read one tensor from an open pack into fresh memory, checking its content id when asked."""
     begin, end = entry["data_offsets"]
     if end - begin != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
         raise IntegrityError(f"pack entry {record.id[:12]} does not match the manifest")
     out = torch.empty(record.shape, dtype=DTYPES[record.dtype])
+    _prefault(out, record.nbytes)
     view = raw_bytes(out)
-    got = os.preadv(fd, [view], data_start + begin) if record.nbytes else 0
-    while got < record.nbytes:  # short reads
-        n = os.preadv(fd, [view[got:]], data_start + begin + got)
-        if n == 0:
-            raise IntegrityError(f"pack data for tensor {record.id[:12]} is truncated")
-        got += n
-    if verify and content_id(record.dtype, record.shape, view) != record.id:
+    if not verify:
+        _pread_into(fd, view, data_start + begin, record)
+        return out
+    h = hashlib.sha256(f"{record.dtype}{list(record.shape)}".encode())
+    for start in range(0, record.nbytes, _READ_CHUNK):
+        piece = view[start:start + _READ_CHUNK]
+        _pread_into(fd, piece, data_start + begin + start, record)
+        h.update(piece)
+    if h.hexdigest() != record.id:
         raise IntegrityError(f"tensor {record.id[:12]} does not match its SHA-256")
     return out

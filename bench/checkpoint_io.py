@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""Checkpoint I/O benchmark: Waypoint's CheckpointManager vs torch.save / torch.load and the raw disk.
+
+One run measures everything on one synthetic fp32 state (~200 tensors of mixed sizes, ``--size-mib``,
+default 1024) in a temporary directory on the repository's filesystem (``bench/results/tmp``; ``--dir``
+to choose another). Every figure is the median of ``--repeats`` runs (default 3); the competing variants
+of one repetition run back to back in rotating order so a ratio compares like conditions.
+
+- save: a blocking ``save`` into a new store (store opened before the clock starts; the time covers
+  hashing, writing, fsync of the pack, manifest, state.json and index, renames and directory fsyncs)
+  vs ``torch.save(state, path)`` + fsync, and vs the disk: the same byte count written sequentially in
+  64 MiB writes + fsync, both buffered (``dd conv=fsync``) and O_DIRECT (``dd oflag=direct conv=fsync``);
+  the faster of the two is the disk's figure. Targets: >= 1.0x torch.save, >= 0.7x the disk.
+- restore: ``restore("latest")`` (SHA-256 verified, the default) vs ``torch.load(weights_only=True)``,
+  each timed inside a fresh process (a resume is a fresh process; it also keeps allocator reuse from
+  favouring either side) with the files in the page cache (WARM for both: every file is read once,
+  untimed, just before each timed restore; caches cannot be dropped without root). ``verify=False`` is
+  shown too. Target >= 2x.
+- incremental: a second save into the same store with 25% of the tensors (every 4th by size, ~25% of
+  the bytes) changed and 75% unchanged: bytes the store grew and time, against the first (full) save of
+  the same repetition. Targets <= 0.30x bytes, <= 0.40x time.
+- async: how long ``save(..., blocking=False)`` blocks the caller, against the median blocking save.
+  Target <= 0.15x. Also shown: time until the background save is durable.
+- peak RSS: in a fresh process per measurement, ``ru_maxrss`` after the operation minus the RSS just
+  before it. Baseline for a save: interpreter + imports + the state already built (+ the open store);
+  for a restore: interpreter + imports (+ the open read-only store), before anything is read. So the
+  figure is the extra memory the operation needs; a restore's includes the restored state itself.
+  Target <= 1.1x the state size. torch.save / torch.load are measured the same way for reference.
+
+Timings depend on what else the machine runs: the CPU time other processes took during the run is
+printed and saved. Nothing here asserts timings. Usage: ``.venv/bin/python bench/checkpoint_io.py [--size-mib 1024]
+[--repeats 3] [--dir DIR] [--out bench/results/checkpoint_io.json] [--keep]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _io_helpers as h  # noqa: E402
+from _io_helpers import GiB, MiB, REPO  # noqa: E402
+from waypoint.checkpoint import CheckpointManager  # noqa: E402
+
+HELPERS = Path(h.__file__).resolve()
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rotated(items: list[str], r: int) -> list[str]:
+    return items[r % len(items):] + items[:r % len(items)]
+
+
+def settle() -> None:
+    """Flush dirty pages of earlier steps so they do not slow the next timed one."""
+    os.sync()
+
+
+# Linux carries the high-water RSS of the process that forked a child across exec into the child's
+# ru_maxrss, so children are spawned by a lean ``python -S`` (~10 MiB), never by this big process.
+SPAWNER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
+def run_child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
+    """Run one ``_io_helpers.child`` measurement in a fresh process; its JSON result."""
+    proc = subprocess.run([sys.executable, "-S", "-c", SPAWNER, sys.executable, str(HELPERS), kind, str(path),
+                           str(size_mib)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- phases
+def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, list[float]]:
+    """Blocking saves: the disk (buffered and O_DIRECT), torch.save + fsync, Waypoint. Leaves state.pt
+    and wp-full/ behind for the restores."""
+    targets = {"disk": work / "disk.bin", "disk-direct": work / "disk.bin", "torch": work / "state.pt",
+               "waypoint": work / "wp-full"}
+    ops: dict[str, Callable[[], float]] = {"disk": lambda: h.disk_write(targets["disk"], nbytes),
+                                           "disk-direct": lambda: h.disk_write(targets["disk"], nbytes, direct=True),
+                                           "torch": lambda: h.torch_save(targets["torch"], state),
+                                           "waypoint": lambda: h.waypoint_save(targets["waypoint"], state)}
+    out: dict[str, list[float]] = {k: [] for k in ops}
+    for r in range(repeats):
+        for name in rotated(list(ops), r):
+            h.remove(targets[name])
+            settle()
+            out[name].append(ops[name]())
+            log(f"  rep {r}: {name:11s} save {out[name][-1]:7.3f} s  {nbytes / GiB / out[name][-1]:6.2f} GiB/s")
+    h.remove(targets["disk"])
+    return out
+
+
+def incremental_saves(state: Any, work: Path, repeats: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Full save, then a save with 75% of the tensors unchanged, into the same new store."""
+    out: dict[str, list[float]] = {"full_s": [], "second_s": [], "full_bytes": [], "second_bytes": []}
+    changed: dict[str, float] = {}
+    for r in range(repeats):
+        root = work / "wp-inc"
+        second, changed = h.with_quarter_changed(state, r)
+        with CheckpointManager(root) as mgr:
+            settle()
+            t0 = time.perf_counter()
+            mgr.save(state, step=1)
+            out["full_s"].append(time.perf_counter() - t0)
+            out["full_bytes"].append(h.dir_bytes(root))
+            settle()
+            t0 = time.perf_counter()
+            mgr.save(second, step=2)
+            out["second_s"].append(time.perf_counter() - t0)
+            out["second_bytes"].append(h.dir_bytes(root) - out["full_bytes"][-1])
+        shutil.rmtree(root)
+        del second
+        log(f"  rep {r}: full {out['full_s'][-1]:.3f} s, 75%-unchanged {out['second_s'][-1]:.3f} s, "
+            f"store grew {out['second_bytes'][-1] / MiB:.1f} of {out['full_bytes'][-1] / MiB:.1f} MiB")
+    return out, changed
+
+
+def async_saves(state: Any, work: Path, repeats: int) -> dict[str, list[float]]:
+    """``save(blocking=False)``: seconds until it returns, and until the background save is durable."""
+    out: dict[str, list[float]] = {"blocked_s": [], "durable_s": []}
+    for r in range(repeats):
+        root = work / "wp-async"
+        with CheckpointManager(root) as mgr:
+            settle()
+            t0 = time.perf_counter()
+            mgr.save(state, step=1, blocking=False)
+            out["blocked_s"].append(time.perf_counter() - t0)
+            mgr.wait()
+            out["durable_s"].append(time.perf_counter() - t0)
+        shutil.rmtree(root)
+        log(f"  rep {r}: caller blocked {out['blocked_s'][-1]:.3f} s, durable after {out['durable_s'][-1]:.3f} s")
+    return out
+
+
+def fresh_process_runs(work: Path, size_mib: float, repeats: int) -> dict[str, list[dict[str, Any]]]:
+    """Restores (warm page cache) and saves, each in a fresh process: time and peak RSS."""
+    restores = {"restore-waypoint": work / "wp-full", "restore-waypoint-noverify": work / "wp-full",
+                "restore-torch": work / "state.pt"}
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in [*restores, "save-waypoint", "save-torch"]}
+    for r in range(repeats):
+        for kind in rotated(list(restores), r):
+            h.warm_cache(restores[kind])
+            out[kind].append(run_child(kind, restores[kind], size_mib))
+        for kind, target in (("save-waypoint", work / "rss-wp"), ("save-torch", work / "rss.pt")):
+            settle()
+            out[kind].append(run_child(kind, target, size_mib))
+            h.remove(target)
+        log("  rep {}: ".format(r) + ", ".join(f"{k} {v[-1]['seconds']:.3f} s / +{v[-1]['peak_above_baseline'] / MiB:.0f} MiB"
+                                              for k, v in out.items()))
+    return out
+
+
+# ---------------------------------------------------------------------------- report
+def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> list[dict[str, Any]]:
+    """The table: one row per figure, with its reference, ratio, target and whether the target is met."""
+    med, gib = statistics.median, nbytes / GiB
+    sv, ts = med(full["waypoint"]), med(full["torch"])
+    dk, disk_name = min((med(full["disk"]), "disk seq write+fsync"), (med(full["disk-direct"]), "disk O_DIRECT write+fsync"),
+                        key=lambda x: x[0] if x[0] == x[0] else float("inf"))  # the faster way (NaN: unsupported)
+    rs = {k: med([x["seconds"] for x in v]) for k, v in fresh.items()}
+    rss = {k: med([x["peak_above_baseline"] for x in v]) for k, v in fresh.items()}
+    rows: list[dict[str, Any]] = []
+
+    def row(key: str, name: str, unit: str, wp: float, ref_name: str, ref: float, ratio: float,
+            target: str | None = None) -> None:
+        met = None if target is None else (ratio >= float(target[3:-1]) if target[0] == ">" else ratio <= float(target[3:-1]))
+        rows.append({"key": key, "figure": name, "unit": unit, "waypoint": wp, "reference_name": ref_name,
+                     "reference": ref, "ratio": ratio, "target": target, "met": met})
+
+    row("save_vs_torch", "save throughput", "GiB/s", gib / sv, "torch.save+fsync", gib / ts, ts / sv, ">= 1.0x")
+    row("save_vs_disk", "save throughput", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv, ">= 0.7x")
+    tl = rs["restore-torch"]
+    row("restore_vs_torch", "restore throughput (verified, default)", "GiB/s", gib / rs["restore-waypoint"],
+        "torch.load", gib / tl, tl / rs["restore-waypoint"], ">= 2.0x")
+    row("restore_noverify_vs_torch", "restore throughput (verify=False)", "GiB/s",
+        gib / rs["restore-waypoint-noverify"], "torch.load", gib / tl, tl / rs["restore-waypoint-noverify"])
+    row("incremental_bytes", "75%-unchanged save: bytes written", "MiB", med(inc["second_bytes"]) / MiB, "full save",
+        med(inc["full_bytes"]) / MiB, med([a / b for a, b in zip(inc["second_bytes"], inc["full_bytes"])]), "<= 0.30x")
+    row("incremental_time", "75%-unchanged save: time", "s", med(inc["second_s"]), "full save", med(inc["full_s"]),
+        med([a / b for a, b in zip(inc["second_s"], inc["full_s"])]), "<= 0.40x")
+    row("async_blocked", "async save: caller blocked", "s", med(asy["blocked_s"]), "blocking save", sv,
+        med(asy["blocked_s"]) / sv, "<= 0.15x")
+    row("async_durable", "async save: until durable", "s", med(asy["durable_s"]), "blocking save", sv,
+        med(asy["durable_s"]) / sv)
+    for key, kind, ref, label in (("rss_save", "save-waypoint", "save-torch", "peak RSS above baseline: save"),
+                                  ("rss_restore", "restore-waypoint", "restore-torch", "peak RSS above baseline: restore")):
+        row(key, label, "MiB", rss[kind] / MiB, f"state size ({ref}: {rss[ref] / MiB:.0f} MiB)", nbytes / MiB,
+            rss[kind] / nbytes, "<= 1.1x")
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    head = f"{'figure':40s} {'waypoint':>10s} {'reference':>10s}  {'ratio':>6s}  {'target':8s} {'met':4s} reference"
+    lines = [head, "-" * (len(head) + 20)]
+    for r in rows:
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+        lines.append(f"{r['figure']:40s} {r['waypoint']:10.3f} {r['reference']:10.3f}  {r['ratio']:5.2f}x  "
+                     f"{r['target'] or '':8s} {met:4s} {r['unit']}; vs {r['reference_name']}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=float, default=1024, help="state size in MiB (default 1024)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are reported (default 3)")
+    ap.add_argument("--dir", type=Path, default=REPO / "bench" / "results" / "tmp",
+                    help="parent of the temporary work dir (default: bench/results/tmp, the repo's filesystem)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "checkpoint_io.json")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+    if args.repeats < 1 or args.size_mib < 4:
+        ap.error("--repeats must be >= 1 and --size-mib >= 4")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=args.dir))
+    fs, load, t_start = h.fs_info(work), h.CpuLoad(), time.perf_counter()
+    loadavg_start = os.getloadavg()[0]
+    try:
+        log(f"[bench] building a {args.size_mib:g} MiB state in {work} ({fs['fstype']} on {fs['device']})")
+        state = h.make_state(args.size_mib)
+        nbytes = h.state_bytes(state)
+        sizes = sorted(t.numel() * 4 for t in state["model"].values())
+        if fs["free_gib"] * GiB < 4 * nbytes:
+            raise SystemExit(f"not enough free space under {work} (need ~{4 * nbytes / GiB:.1f} GiB)")
+        with CheckpointManager(work / "warmup") as m:  # untimed warm-up of code paths and thread pools
+            m.save({"x": torch.zeros(4096)}, step=0)
+            m.restore()
+        h.torch_save(work / "warmup.pt", {"x": torch.zeros(4096)})
+        torch.load(work / "warmup.pt", weights_only=True)
+        log("[bench] blocking saves")
+        full = full_saves(state, nbytes, work, args.repeats)
+        log("[bench] restore check (untimed)")
+        with CheckpointManager(work / "wp-full", read_only=True) as m:
+            back = m.restore()
+        equal = back["step"] == state["step"] and all(torch.equal(back["model"][k], t) for k, t in state["model"].items())
+        del back
+        log("[bench] 75%-unchanged saves")
+        inc, changed = incremental_saves(state, work, args.repeats)
+        log("[bench] async saves")
+        asy = async_saves(state, work, args.repeats)
+        del state
+        log("[bench] fresh processes: restores (warm page cache) and peak RSS")
+        fresh = fresh_process_runs(work, args.size_mib, args.repeats)
+        rows = build_rows(nbytes, full, inc, asy, fresh)
+        other = load.other_cores()
+        lines = [f"Checkpoint I/O: {len(sizes)} fp32 tensors, {nbytes / GiB:.3f} GiB (tensors {sizes[0] / 1024:.0f} KiB"
+                 f" .. {sizes[-1] / MiB:.0f} MiB, median {sizes[len(sizes) // 2] / 1024:.0f} KiB); medians of "
+                 f"{args.repeats} runs",
+                 f"work dir {work} ({fs['fstype']} on {fs['device']}, mount {fs['mount']}); restores read WARM "
+                 "page cache (both sides), each in a fresh process",
+                 f"{os.cpu_count()} CPUs; other processes used {other:.2f} cores on average during the run; "
+                 f"restored state equals saved: {equal}", "", *table(rows)]
+        print("\n".join(lines))
+        doc = {"env": {"fs": fs, "state_bytes": nbytes, "n_tensors": len(sizes), "tensor_bytes_min_median_max":
+                       [sizes[0], sizes[len(sizes) // 2], sizes[-1]], "repeats": args.repeats,
+                       "cpu_count": os.cpu_count(), "other_processes_cores": round(other, 3),
+                       "loadavg_start_end": [loadavg_start, os.getloadavg()[0]], "torch": torch.__version__,
+                       "python": platform.python_version(), "kernel": platform.release(), "page_cache": "warm",
+                       "restored_state_equal": equal, "incremental_changed": changed,
+                       "seconds_total": round(time.perf_counter() - t_start, 1)},
+               "rows": rows, "table": lines,
+               "samples": {"full_saves_s": full, "incremental": inc, "async": asy, "fresh_process": fresh}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1))
+        log(f"[bench] wrote {args.out} in {time.perf_counter() - t_start:.0f} s")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
