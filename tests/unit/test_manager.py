@@ -119,3 +119,17 @@ def test_unsupported_state_is_refused_before_anything_is_written(tmp_path):
         with pytest.raises(UnsupportedValueError, match="'sched/fn'"):
             mgr.save({"sched": {"fn": object()}}, step=1)
         assert mgr.list() == []
+
+
+def test_async_saves_reuse_snapshot_buffers_without_mixing_states(tmp_path):
+    """The second async save copies into the first one's buffers; tied-then-untied keys stay apart."""
+    w = torch.arange(6, dtype=torch.float32)
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        mgr.save({"a": w, "b": w}, step=1, blocking=False)
+        a2, b2 = torch.full((6,), 7.0), torch.full((6,), 9.0)
+        mgr.save({"a": a2, "b": b2}, step=2, blocking=False)
+        a2.fill_(0.0)  # the caller may change its tensors right after save() returns
+        mgr.wait()
+        first, second = mgr.restore("step:1"), mgr.restore("step:2")
+    assert torch.equal(first["a"], w) and torch.equal(first["b"], w)
+    assert torch.equal(second["a"], torch.full((6,), 7.0)) and torch.equal(second["b"], torch.full((6,), 9.0))

@@ -51,6 +51,7 @@ class CheckpointManager:
         self.policy = self.policy or RetentionPolicy()
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
+        self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
@@ -80,9 +81,33 @@ class CheckpointManager:
         mf.clean_metrics(metrics)
         if blocking:
             return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
-        tensors = {k: _snapshot(t) for k, t in tensors.items()}
+        tensors = self._stage(tensors)
         self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta), f"step {step}")
         return None
+
+    def _stage(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Private CPU copies for a background save, into the previous save's buffers where they fit.
+
+        Reusing buffers avoids faulting in fresh pages at every save; it is safe because ``save`` waits
+        for the previous background save (the only reader of these buffers) before copying.
+        """
+        staged: dict[str, torch.Tensor] = {}
+        seen: dict[int, torch.Tensor] = {}
+        used: set[int] = set()
+        for key, t in tensors.items():
+            if id(t) in seen:  # tied tensors stay one object
+                staged[key] = seen[id(t)]
+                continue
+            buf = self._staging.get(key)
+            if (buf is not None and id(buf) not in used and buf.dtype == t.dtype and buf.shape == t.shape
+                    and t.device.type == "cpu"):
+                buf.copy_(t.detach())
+            else:
+                buf = _snapshot(t)
+            used.add(id(buf))
+            staged[key] = seen[id(t)] = buf
+        self._staging = staged
+        return staged
 
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
                 metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
