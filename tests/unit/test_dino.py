@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from waypoint.data.images import Digits, ImageFolder
+from waypoint.data.images import Digits
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.dino import DinoTask
 from waypoint.tasks.dino_model import knn_top1
@@ -100,25 +98,3 @@ def test_validation_reports_the_monitored_metric(digits: Digits) -> None:
 def test_an_unknown_option_is_named(digits: Digits) -> None:
     with pytest.raises(ValueError, match="embed_dimm"):
         DinoTask(digits, seed=0, embed_dimm=8)
-
-
-def test_the_digits_split_is_disjoint_and_deterministic() -> None:
-    a, b = Digits(), Digits()
-    assert torch.equal(a.val_images, b.val_images) and len(a.train_images) + len(a.val_images) == 1797
-    train = {t.numpy().tobytes() for t in a.train_images}
-    assert not any(v.numpy().tobytes() in train for v in a.val_images[:50])
-
-
-def test_an_image_folder_reads_classes_and_names_bad_input(tmp_path: Path) -> None:
-    from PIL import Image
-    for c in ("cats", "dogs"):
-        (tmp_path / c).mkdir()
-        for i in range(5):
-            Image.fromarray(np.full((10, 10, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
-    data = ImageFolder(str(tmp_path), image_size=16)
-    assert data.classes == ["cats", "dogs"] and data.train_images.shape[1:] == (3, 16, 16)
-    with pytest.raises(ValueError, match="is not a folder"):
-        ImageFolder(str(tmp_path / "missing"))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no images"):
-        ImageFolder(str(tmp_path / "empty"))
