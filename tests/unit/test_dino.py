@@ -98,3 +98,15 @@ def test_validation_reports_the_monitored_metric(digits: Digits) -> None:
 def test_an_unknown_option_is_named(digits: Digits) -> None:
     with pytest.raises(ValueError, match="embed_dimm"):
         DinoTask(digits, seed=0, embed_dimm=8)
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"embed_dim": 30, "num_heads": 4}, "model.embed_dim 30 must be divisible by model.num_heads 4"),
+    ({"depth": 0}, "model.depth must be at least 1"),
+    ({"arch": "vit_tinyy"}, "model.arch 'vit_tinyy' is not a timm architecture"),
+    ({"local_scale": [0.5, 0.1]}, r"model.local_scale must be two area fractions"),
+    ({"global_scale": [0.0, 1.0]}, r"model.global_scale must be two area fractions"),
+])
+def test_an_impossible_size_or_range_is_one_clear_sentence(digits: Digits, option: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DinoTask(digits, seed=0, **option)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
+import timm
 import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
@@ -72,6 +73,24 @@ def cosine(start: float, end: float, step: int, total: int) -> float:
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
 
 
+def _check_sizes(size: Mapping[str, int]) -> None:
+    """Refuse widths the backbone cannot build, naming the option."""
+    for key, value in size.items():
+        low = 0 if key == "n_local_crops" else 1
+        if value < low:
+            raise ValueError(f"model.{key} must be at least {low}, got {value}")
+    if size["embed_dim"] % size["num_heads"]:
+        raise ValueError(f"model.embed_dim {size['embed_dim']} must be divisible by model.num_heads {size['num_heads']}")
+
+
+def _check_range(name: str, value: Any) -> tuple[float, float]:
+    """A crop scale range ``[low, high]`` of area fractions, or one clear error naming ``model.<name>``."""
+    pair = tuple(float(v) for v in value)
+    if len(pair) != 2 or not 0.0 < pair[0] <= pair[1] <= 1.0:
+        raise ValueError(f"model.{name} must be two area fractions [low, high] with 0 < low <= high <= 1, got {list(value)}")
+    return pair  # type: ignore[return-value]
+
+
 class DinoTask:
     """The DINO family behind the Task contract (``waypoint.tasks.base.Task``)."""
 
@@ -88,13 +107,17 @@ class DinoTask:
             raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
         size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
         self.size = {k: int(v) for k, v in size.items()}
+        _check_sizes(self.size)
+        if not timm.is_model(self.cfg.arch):
+            raise ValueError(f"model.arch '{self.cfg.arch}' is not a timm architecture; use a ViT such as vit_tiny_patch16_224")
         if getattr(data, "kind", None) != "images":
             raise ValueError(f"model=dino needs image data (data=digits or data=imagefolder), got {type(data).__name__}")
         img = int(data.train_images.shape[-1])
         if img % self.cfg.patch_size or (img // 2) % self.cfg.patch_size:
             raise ValueError(f"data.image_size {img} and its half must be divisible by model.patch_size {self.cfg.patch_size}")
         self.data, self.seed = data, int(seed)
-        self.crops = CropSpec(img, img // 2, self.size["n_local_crops"], tuple(self.cfg.global_scale), tuple(self.cfg.local_scale))
+        self.crops = CropSpec(img, img // 2, self.size["n_local_crops"],
+                              _check_range("global_scale", self.cfg.global_scale), _check_range("local_scale", self.cfg.local_scale))
         self.student: Optional[StudentTeacherNet] = None
         self.teacher: Optional[StudentTeacherNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
