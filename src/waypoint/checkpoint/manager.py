@@ -13,6 +13,7 @@ from . import codec
 from . import manifest as mf
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
+from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .store import CheckpointError, CheckpointStore
 from .writer import BackgroundWriter
@@ -263,9 +264,9 @@ class CheckpointManager:
             return doomed, []
         for name in doomed:
             self.store.delete(name)
-        packs = self.store.gc_packs()
+        packs = [p for p, _ in self.store.gc_packs()] + repack_sparse(self.store)
         self.store.write_index(f"retention deleted {', '.join(doomed)}")
-        return doomed, [p for p, _ in packs]
+        return doomed, packs
 
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Apply retention (optionally only keep-last N plus pinned/best/latest) and drop unreferenced packs."""
@@ -273,10 +274,12 @@ class CheckpointManager:
         policy = self.policy if keep_last is None else RetentionPolicy((KeepLast(keep_last),))
         before = self.store.physical_bytes()
         doomed, packs = self._apply_retention(policy, dry_run=dry_run)
-        if not dry_run:
-            packs += [p for p, _ in self.store.gc_packs()]
-        return {"deleted": doomed, "packs_removed": packs, "dry_run": dry_run,
-                "freed_bytes": 0 if dry_run else before - self.store.physical_bytes()}
+        if dry_run:
+            return {"deleted": doomed, "packs_removed": [], "dry_run": True,
+                    "freed_bytes": bytes_freed_by_deleting(self.store, doomed)}
+        packs += [p for p, _ in self.store.gc_packs()] + repack_sparse(self.store)
+        return {"deleted": doomed, "packs_removed": sorted(set(packs)), "dry_run": False,
+                "freed_bytes": before - self.store.physical_bytes()}
 
     def close(self) -> None:
         """Wait for a background save (raising if it failed) and release the lock."""

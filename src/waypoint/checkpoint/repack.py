@@ -1,0 +1,168 @@
+"""Repacking: give back the bytes of deleted checkpoints that still sit in packs other checkpoints use.
+
+A save writes the tensors the store lacks into one pack. When retention later deletes that checkpoint,
+the pack stays as long as any surviving checkpoint uses one of its tensors (a Stack-Wise stack frozen
+at that save, a buffer that never changed), so deleting checkpoints alone can leave a store larger
+than its live checkpoints. As restic's ``prune`` does, packs whose data is mostly dead are rewritten:
+
+1. read the live tensors of the sparse packs, each checked against its content id (a pack that fails
+   is left alone for ``verify`` to report);
+2. write them into a new pack (durable, like any save);
+3. atomically rewrite each manifest that refers to the moved tensors to point at the new pack;
+4. delete the old packs, now unreferenced.
+
+A crash at any point leaves every committed checkpoint readable: before step 3 the new pack is an
+orphan that the next collection removes, during step 3 both packs exist, and old packs go only when
+no manifest names them.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+
+from . import manifest as mf
+from .durable import replace_file_durable
+from .integrity import entry_of, open_pack
+from .packs import IntegrityError, TensorRecord, read_tensor, write_pack
+
+if TYPE_CHECKING:
+    from .store import CheckpointStore
+
+MAX_UNUSED = 0.5          # rewrite a pack once more than this fraction of its tensor bytes is dead
+GROUP_BYTES = 256 << 20   # live bytes gathered into one new pack (bounds the memory a repack holds)
+
+
+def live_records(store: "CheckpointStore") -> dict[str, dict[str, TensorRecord]] | None:
+    """Per pack, the tensors committed manifests still use; None when a manifest is unreadable."""
+    live: dict[str, dict[str, TensorRecord]] = {}
+    for path in store.checkpoint_dirs():
+        try:
+            manifest = mf.load(path)
+        except mf.ManifestError:  # it may name tensors we cannot see: move nothing
+            return None
+        for t in manifest["tensors"].values():
+            live.setdefault(t["pack"], {})[t["id"]] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
+    return live
+
+
+def sparse_packs(store: "CheckpointStore", live: dict[str, dict[str, TensorRecord]],
+                 max_unused: float = MAX_UNUSED) -> list[str]:
+    """Packs whose dead tensor bytes exceed ``max_unused`` of their tensor bytes (headers do not count)."""
+    found = []
+    for pack, recs in sorted(live.items()):
+        if pack not in store.pack_meta:
+            continue
+        try:
+            entries, _start, fd = open_pack(store.packs_dir, pack, {"packs": store.pack_meta})
+        except IntegrityError:
+            continue
+        os.close(fd)
+        total = sum(e["data_offsets"][1] - e["data_offsets"][0] for e in entries.values())
+        dead = sum(e["data_offsets"][1] - e["data_offsets"][0] for cid, e in entries.items() if cid not in recs)
+        if total and dead > max_unused * total:
+            found.append(pack)
+    return found
+
+
+def _read_live(store: "CheckpointStore", pack: str, recs: Iterable[TensorRecord]) -> dict[str, torch.Tensor] | None:
+    """The live tensors of one pack, each verified; None when any fails (the pack is then left alone)."""
+    try:
+        entries, start, fd = open_pack(store.packs_dir, pack, {"packs": store.pack_meta})
+    except IntegrityError:
+        return None
+    try:
+        return {r.id: read_tensor(fd, entry_of(entries, r, pack), start, r, True) for r in recs}
+    except (IntegrityError, OSError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _point_manifests(store: "CheckpointStore", moved: dict[str, set[str]], new_pack: str, new_meta: dict) -> None:
+    """Atomically rewrite every manifest using a moved tensor (id -> old packs) to name ``new_pack``."""
+    for path in store.checkpoint_dirs():
+        manifest = mf.load(path)
+        table = manifest["tensors"]
+        hits = [t for t in table.values() if t["pack"] in moved.get(t["id"], ())]
+        if not hits:
+            continue
+        for t in hits:
+            t["pack"] = new_pack
+        packs = dict(manifest["packs"], **{new_pack: new_meta})
+        manifest["packs"] = {p: packs[p] for p in sorted({t["pack"] for t in table.values()})}
+        replace_file_durable(Path(path) / mf.MANIFEST, mf.seal(manifest))
+
+
+def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> list[str]:
+    """Rewrite the live tensors of sparse packs into new packs and drop the old ones; returns the packs rewritten."""
+    live = live_records(store)
+    if live is None:
+        return []
+    groups: list[list[str]] = [[]]
+    size = 0
+    for pack in sparse_packs(store, live, max_unused):
+        used = sum(r.nbytes for r in live[pack].values())
+        if groups[-1] and size + used > GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(pack)
+        size += used
+    rewritten: list[str] = []
+    for group in groups:
+        tensors: dict[str, torch.Tensor] = {}
+        moved: dict[str, set[str]] = {}
+        for pack in group:
+            got = _read_live(store, pack, live[pack].values())
+            if got is None:
+                warnings.warn(f"pack {pack} did not verify, so it was not repacked; run `waypoint verify`", stacklevel=2)
+                continue
+            for cid, t in got.items():
+                tensors.setdefault(cid, t)
+                moved.setdefault(cid, set()).add(pack)
+        if not tensors:
+            continue
+        ids = list(tensors)
+        _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool)
+        assert info is not None
+        meta = {"bytes": info.size, "header_sha256": info.header_sha256}
+        _point_manifests(store, moved, info.name, meta)
+        store.pack_meta[info.name] = meta
+        for cid in ids:
+            store.known[cid] = info.name
+        rewritten += sorted(set().union(*moved.values()))
+    if rewritten:
+        store.gc_packs()
+    return rewritten
+
+
+def bytes_freed_by_deleting(store: "CheckpointStore", names: Iterable[str]) -> int:
+    """Bytes that deleting ``names`` frees at least: their directories and the packs only they use.
+
+    Repacking afterwards may free more (dead tensors in packs that other checkpoints still use).
+    """
+    doomed = set(names)
+    if not doomed:
+        return 0
+    sole: set[str] = set()
+    others: set[str] = set()
+    freed = 0
+    for path in store.checkpoint_dirs():
+        try:
+            packs = set(mf.load(path)["packs"])
+        except mf.ManifestError:
+            return 0  # collection keeps every pack while a manifest is unreadable
+        if path.name in doomed:
+            sole |= packs
+            freed += sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(path) if f.is_file(follow_symlinks=False))
+        else:
+            others |= packs
+    for pack in sole - others:
+        try:
+            freed += (store.packs_dir / pack).lstat().st_size
+        except FileNotFoundError:
+            pass
+    return freed
