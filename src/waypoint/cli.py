@@ -184,12 +184,16 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Apply the run's retention pools (or keep-last N) and delete unreferenced packs."""
+    """Apply the run's retention pools (or keep-last N), delete unreferenced packs and repack sparse ones."""
     with open_store(args.run_dir, write=True) as mgr:
         report = mgr.gc(keep_last=args.keep_last, dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
-    _emit(args, report, lambda: print(f"{verb} {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
-                                      f"{len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}"))
+    if args.dry_run:
+        text = (f"would delete {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
+                f"would free at least {_human(report['freed_bytes'])}")
+    else:
+        text = (f"deleted {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
+                f"{len(report['packs_removed'])} pack(s) removed or repacked, freed {_human(report['freed_bytes'])}")
+    _emit(args, report, lambda: print(text))
     return EXIT_OK
 
 

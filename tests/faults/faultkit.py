@@ -147,7 +147,8 @@ def save_forever(root: str, seed: int) -> None:
     """The body of a child that is SIGKILLed at a random moment: save, save, save...
 
     Continues from the newest checkpoint; half of the saves are non-blocking; every third step the
-    previous checkpoint gets a tag (a manifest rewrite); keep-last-3 retention deletes and collects packs.
+    previous checkpoint gets a tag (a manifest rewrite); keep-last-3 retention deletes, collects packs and
+    repacks the packs whose data died (the ``frozen`` part outlives the pack of step 1).
     """
     from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
 

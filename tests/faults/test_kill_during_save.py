@@ -2,7 +2,8 @@
 
 Children fork from a pre-imported server (save_zygote.py) and save a changing ~4 MiB state forever:
 some tensors never change (dedup), half the saves are non-blocking, every third step retags a
-manifest, keep-last-3 retention deletes checkpoints and collects packs. The test kills each child
+manifest, keep-last-3 retention deletes checkpoints, collects packs and repacks
+mostly-dead ones (rewriting manifests). The test kills each child
 with SIGKILL after a random delay, then reopens the store and checks it from the files.
 """
 from __future__ import annotations

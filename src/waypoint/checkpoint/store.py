@@ -10,6 +10,8 @@ Layout under the checkpoints root::
 Commit protocol: write the new pack (fsync, rename, fsync packs/), stage ``.staging-<name>-<uuid>/``
 with state.json then manifest.json (each fsynced), fsync the staging dir, rename it to its final
 name without replacing anything, fsync the root. Only then is the checkpoint visible.
+Deleting a checkpoint renames it to trash first; packs go once no manifest names them, and packs
+that are mostly dead are rewritten by ``repack.py``.
 """
 from __future__ import annotations
 
