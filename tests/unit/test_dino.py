@@ -53,7 +53,7 @@ def test_the_teacher_is_an_ema_of_the_student(digits: Digits) -> None:
     before = [p.detach().clone() for p in task.teacher.parameters()]
     step(task, batch_of(task), StepContext(0, 1, 20, 4, torch.device("cpu")))
     moved = [float((t - b).abs().max()) for t, b in zip(task.teacher.parameters(), before)]
-    gap = [float((t - s).abs().max()) for t, s in zip(task.teacher.parameters(), task.student.parameters())]
+    gap = [float((t - s).detach().abs().max()) for t, s in zip(task.teacher.parameters(), task.student.parameters())]
     assert max(moved) > 0 and max(gap) > 0
     assert max(moved) < max(gap)  # the teacher moved only a small fraction of the way
 
