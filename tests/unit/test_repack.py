@@ -99,3 +99,35 @@ def test_physical_bytes_stay_near_the_live_checkpoints_under_retention(tmp_path,
             manifest = json.loads((info.path / "manifest.json").read_text())
             unique.update({t["id"]: t["nbytes"] for t in manifest["tensors"].values()})
     assert tensor_bytes(root) <= sum(unique.values()) * 1.1 + 8192 * keep
+
+
+def test_an_interrupted_repack_loses_nothing_and_the_next_pass_finishes_it_without_duplicates(tmp_path, monkeypatch):
+    import errno
+
+    from waypoint.checkpoint import repack
+    root = tmp_path / "ck"
+    real = repack.replace_file_durable
+    calls = []
+
+    def full_disk_on_second_manifest(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    with CheckpointManager(root, RetentionPolicy((KeepLast(3),))) as mgr:
+        for step in (1, 2, 3):
+            mgr.save(progressive_state(step), step=step)
+        monkeypatch.setattr(repack, "replace_file_durable", full_disk_on_second_manifest)
+        with pytest.warns(UserWarning, match="retention could not finish"):
+            mgr.save(progressive_state(4), step=4)  # deletes step 1; its pack's stack0 moves, then the disk fills
+        monkeypatch.setattr(repack, "replace_file_durable", real)
+    stack0_packs = {json.loads((d / "manifest.json").read_text())["tensors"]["stack0"]["pack"] for d in root.glob("step_*")}
+    assert len(stack0_packs) == 2, "the repack stopped half way: some manifests name the new pack, some the old"
+    with CheckpointManager(root) as mgr:
+        assert mgr.verify() == {f"step_{s:09d}": [] for s in (2, 3, 4)}
+        for step in (2, 3, 4):
+            assert torch.equal(mgr.restore(f"step:{step}")["moments"], progressive_state(step)["moments"])
+        mgr.gc()
+    stack0_packs = {json.loads((d / "manifest.json").read_text())["tensors"]["stack0"]["pack"] for d in root.glob("step_*")}
+    assert len(stack0_packs) == 1 and len(list((root / "packs").iterdir())) == 4, "one copy of stack0, one pack per save"

@@ -82,61 +82,76 @@ def _read_live(store: "CheckpointStore", pack: str, recs: Iterable[TensorRecord]
         os.close(fd)
 
 
-def _point_manifests(store: "CheckpointStore", moved: dict[str, set[str]], new_pack: str, new_meta: dict) -> None:
-    """Atomically rewrite every manifest using a moved tensor (id -> old packs) to name ``new_pack``."""
+def _point_manifests(store: "CheckpointStore", redirect: dict[tuple[str, str], str]) -> None:
+    """Atomically rewrite every manifest that uses a redirected tensor ``(old pack, id) -> new pack``."""
     for path in store.checkpoint_dirs():
         manifest = mf.load(path)
         table = manifest["tensors"]
-        hits = [t for t in table.values() if t["pack"] in moved.get(t["id"], ())]
+        hits = [t for t in table.values() if (t["pack"], t["id"]) in redirect]
         if not hits:
             continue
         for t in hits:
-            t["pack"] = new_pack
-        packs = dict(manifest["packs"], **{new_pack: new_meta})
-        manifest["packs"] = {p: packs[p] for p in sorted({t["pack"] for t in table.values()})}
+            t["pack"] = redirect[(t["pack"], t["id"])]
+        metas = {**store.pack_meta, **manifest["packs"]}
+        manifest["packs"] = {p: metas[p] for p in sorted({t["pack"] for t in table.values()})}
         replace_file_durable(Path(path) / mf.MANIFEST, mf.seal(manifest))
 
 
-def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> list[str]:
-    """Rewrite the live tensors of sparse packs into new packs and drop the old ones; returns the packs rewritten."""
-    live = live_records(store)
-    if live is None:
-        return []
+def _groups(store: "CheckpointStore", live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list[list[str]]:
+    """Sparse packs batched so that one batch's live bytes stay near ``GROUP_BYTES``."""
     groups: list[list[str]] = [[]]
     size = 0
-    for pack in sparse_packs(store, live, max_unused):
+    for pack in sparse:
         used = sum(r.nbytes for r in live[pack].values())
         if groups[-1] and size + used > GROUP_BYTES:
             groups.append([])
             size = 0
         groups[-1].append(pack)
         size += used
-    rewritten: list[str] = []
-    for group in groups:
+    return [g for g in groups if g]
+
+
+def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> list[str]:
+    """Move the live tensors out of sparse packs and drop those packs; returns the packs given up.
+
+    A live tensor that a pack being kept also holds (left by an interrupted repack) is pointed at that
+    copy instead of being written again.
+    """
+    live = live_records(store)
+    if live is None:
+        return []
+    sparse = sparse_packs(store, live, max_unused)
+    kept = {cid: p for p, recs in live.items() if p not in sparse and p in store.pack_meta for cid in recs}
+    given_up: list[str] = []
+    for group in _groups(store, live, sparse):
         tensors: dict[str, torch.Tensor] = {}
-        moved: dict[str, set[str]] = {}
+        redirect: dict[tuple[str, str], str] = {}
+        copied: list[tuple[str, str]] = []
         for pack in group:
-            got = _read_live(store, pack, live[pack].values())
+            got = _read_live(store, pack, [r for r in live[pack].values() if r.id not in kept])
             if got is None:
                 warnings.warn(f"pack {pack} did not verify, so it was not repacked; run `waypoint verify`", stacklevel=2)
                 continue
+            for cid in live[pack]:
+                if cid in kept:
+                    redirect[(pack, cid)] = store.known[cid] = kept[cid]
+            copied += [(pack, cid) for cid in got]
             for cid, t in got.items():
                 tensors.setdefault(cid, t)
-                moved.setdefault(cid, set()).add(pack)
-        if not tensors:
-            continue
-        ids = list(tensors)
-        _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool)
-        assert info is not None
-        meta = {"bytes": info.size, "header_sha256": info.header_sha256}
-        _point_manifests(store, moved, info.name, meta)
-        store.pack_meta[info.name] = meta
-        for cid in ids:
-            store.known[cid] = info.name
-        rewritten += sorted(set().union(*moved.values()))
-    if rewritten:
+            given_up.append(pack)
+        if tensors:
+            ids = list(tensors)
+            _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool)
+            assert info is not None
+            store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}
+            redirect.update({key: info.name for key in copied})
+            for cid in ids:
+                store.known[cid] = info.name
+        _point_manifests(store, redirect)
+        del tensors
+    if given_up:
         store.gc_packs()
-    return rewritten
+    return given_up
 
 
 def bytes_freed_by_deleting(store: "CheckpointStore", names: Iterable[str]) -> int:
