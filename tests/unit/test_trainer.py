@@ -61,7 +61,7 @@ class Line:
         loss = ((self.net(batch[:, :1]) - batch[:, 1:]) ** 2).mean()
         if ctx.step == self.nan_at:
             loss = loss * float("nan")
-        return loss, {"train/loss": float(loss)}
+        return loss, {"train/loss": float(loss.detach())}
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         pass
