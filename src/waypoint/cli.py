@@ -187,12 +187,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """Apply the run's retention pools (or keep-last N), delete unreferenced packs and repack sparse ones."""
     with open_store(args.run_dir, write=True) as mgr:
         report = mgr.gc(keep_last=args.keep_last, dry_run=args.dry_run)
-    if args.dry_run:
-        text = (f"would delete {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
-                f"would free at least {_human(report['freed_bytes'])}")
-    else:
-        text = (f"deleted {len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}; "
-                f"{len(report['packs_removed'])} pack(s) removed or repacked, freed {_human(report['freed_bytes'])}")
+    listed = f"{len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}"
+    text = (f"would delete {listed}; would free at least {_human(report['freed_bytes'])}" if args.dry_run else
+            f"deleted {listed}; {len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}")
     _emit(args, report, lambda: print(text))
     return EXIT_OK
 

@@ -264,12 +264,17 @@ class CheckpointManager:
             return doomed, []
         for name in doomed:
             self.store.delete(name)
-        packs = [p for p, _ in self.store.gc_packs()] + repack_sparse(self.store)
+        packs = self._collect()
         self.store.write_index(f"retention deleted {', '.join(doomed)}")
         return doomed, packs
 
+    def _collect(self) -> list[str]:
+        """Repack mostly-dead packs, then delete every pack no manifest names; returns the packs deleted."""
+        repack_sparse(self.store)
+        return [p for p, _ in self.store.gc_packs()]
+
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
-        """Apply retention (optionally only keep-last N plus pinned/best/latest) and drop unreferenced packs."""
+        """Apply retention (optionally only keep-last N plus pinned/best/latest), repack and drop unreferenced packs."""
         self.writer.wait()
         policy = self.policy if keep_last is None else RetentionPolicy((KeepLast(keep_last),))
         before = self.store.physical_bytes()
@@ -277,8 +282,9 @@ class CheckpointManager:
         if dry_run:
             return {"deleted": doomed, "packs_removed": [], "dry_run": True,
                     "freed_bytes": bytes_freed_by_deleting(self.store, doomed)}
-        packs += [p for p, _ in self.store.gc_packs()] + repack_sparse(self.store)
-        return {"deleted": doomed, "packs_removed": sorted(set(packs)), "dry_run": False,
+        if not doomed:  # retention deleted nothing, so it collected nothing: leftovers may still be there
+            packs = self._collect()
+        return {"deleted": doomed, "packs_removed": packs, "dry_run": False,
                 "freed_bytes": before - self.store.physical_bytes()}
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ than its live checkpoints. As restic's ``prune`` does, packs whose data is mostl
    is left alone for ``verify`` to report);
 2. write them into a new pack (durable, like any save);
 3. atomically rewrite each manifest that refers to the moved tensors to point at the new pack;
-4. delete the old packs, now unreferenced.
+4. the old packs, now unreferenced, go with the next ``gc_packs``.
 
 A crash at any point leaves every committed checkpoint readable: before step 3 the new pack is an
 orphan that the next collection removes, during step 3 both packs exist, and old packs go only when
@@ -36,14 +36,10 @@ MAX_UNUSED = 0.5          # rewrite a pack once more than this fraction of its t
 GROUP_BYTES = 256 << 20   # live bytes gathered into one new pack (bounds the memory a repack holds)
 
 
-def live_records(store: "CheckpointStore") -> dict[str, dict[str, TensorRecord]] | None:
-    """Per pack, the tensors committed manifests still use; None when a manifest is unreadable."""
+def live_records(manifests: list[tuple[Path, dict]]) -> dict[str, dict[str, TensorRecord]]:
+    """Per pack, the tensors the given committed manifests still use."""
     live: dict[str, dict[str, TensorRecord]] = {}
-    for path in store.checkpoint_dirs():
-        try:
-            manifest = mf.load(path)
-        except mf.ManifestError:  # it may name tensors we cannot see: move nothing
-            return None
+    for _path, manifest in manifests:
         for t in manifest["tensors"].values():
             live.setdefault(t["pack"], {})[t["id"]] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
     return live
@@ -82,10 +78,9 @@ def _read_live(store: "CheckpointStore", pack: str, recs: Iterable[TensorRecord]
         os.close(fd)
 
 
-def _point_manifests(store: "CheckpointStore", redirect: dict[tuple[str, str], str]) -> None:
-    """Atomically rewrite every manifest that uses a redirected tensor ``(old pack, id) -> new pack``."""
-    for path in store.checkpoint_dirs():
-        manifest = mf.load(path)
+def _point_manifests(store: "CheckpointStore", manifests: list[tuple[Path, dict]], redirect: dict[tuple[str, str], str]) -> None:
+    """Atomically rewrite every manifest that uses a redirected tensor ``(old pack, id) -> new pack`` (in memory too)."""
+    for path, manifest in manifests:
         table = manifest["tensors"]
         hits = [t for t in table.values() if (t["pack"], t["id"]) in redirect]
         if not hits:
@@ -94,10 +89,10 @@ def _point_manifests(store: "CheckpointStore", redirect: dict[tuple[str, str], s
             t["pack"] = redirect[(t["pack"], t["id"])]
         metas = {**store.pack_meta, **manifest["packs"]}
         manifest["packs"] = {p: metas[p] for p in sorted({t["pack"] for t in table.values()})}
-        replace_file_durable(Path(path) / mf.MANIFEST, mf.seal(manifest))
+        replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
 
 
-def _groups(store: "CheckpointStore", live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list[list[str]]:
+def _groups(live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list[list[str]]:
     """Sparse packs batched so that one batch's live bytes stay near ``GROUP_BYTES``."""
     groups: list[list[str]] = [[]]
     size = 0
@@ -112,18 +107,19 @@ def _groups(store: "CheckpointStore", live: dict[str, dict[str, TensorRecord]], 
 
 
 def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> list[str]:
-    """Move the live tensors out of sparse packs and drop those packs; returns the packs given up.
+    """Move the live tensors out of sparse packs; returns the packs given up (``gc_packs`` then deletes them).
 
     A live tensor that a pack being kept also holds (left by an interrupted repack) is pointed at that
     copy instead of being written again.
     """
-    live = live_records(store)
-    if live is None:
+    manifests = store.committed_manifests()
+    if manifests is None:  # one may name tensors we cannot see: move nothing
         return []
+    live = live_records(manifests)
     sparse = sparse_packs(store, live, max_unused)
     kept = {cid: p for p, recs in live.items() if p not in sparse and p in store.pack_meta for cid in recs}
     given_up: list[str] = []
-    for group in _groups(store, live, sparse):
+    for group in _groups(live, sparse):
         tensors: dict[str, torch.Tensor] = {}
         redirect: dict[tuple[str, str], str] = {}
         copied: list[tuple[str, str]] = []
@@ -147,10 +143,7 @@ def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> l
             redirect.update({key: info.name for key in copied})
             for cid in ids:
                 store.known[cid] = info.name
-        _point_manifests(store, redirect)
-        del tensors
-    if given_up:
-        store.gc_packs()
+        _point_manifests(store, manifests, redirect)
     return given_up
 
 
@@ -160,16 +153,14 @@ def bytes_freed_by_deleting(store: "CheckpointStore", names: Iterable[str]) -> i
     Repacking afterwards may free more (dead tensors in packs that other checkpoints still use).
     """
     doomed = set(names)
-    if not doomed:
+    manifests = store.committed_manifests() if doomed else None
+    if manifests is None:  # nothing doomed, or a manifest is unreadable and collection keeps every pack
         return 0
     sole: set[str] = set()
     others: set[str] = set()
     freed = 0
-    for path in store.checkpoint_dirs():
-        try:
-            packs = set(mf.load(path)["packs"])
-        except mf.ManifestError:
-            return 0  # collection keeps every pack while a manifest is unreadable
+    for path, manifest in manifests:
+        packs = set(manifest["packs"])
         if path.name in doomed:
             sole |= packs
             freed += sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(path) if f.is_file(follow_symlinks=False))

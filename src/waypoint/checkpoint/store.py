@@ -123,16 +123,20 @@ class CheckpointStore:
             self._unparsed = True
             return None
 
-    def referenced_packs(self) -> set[str] | None:
-        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything)."""
-        refs: set[str] = set()
+    def committed_manifests(self) -> list[tuple[Path, dict]] | None:
+        """Every committed checkpoint's verified manifest; None if one is unreadable (then nothing may be collected)."""
+        found = []
         for path in self.checkpoint_dirs():
-            try:  # a manifest that fails its checksum may name the wrong packs: then collect nothing
-                manifest = mf.load(path)
+            try:  # a manifest that fails its checksum may name the wrong packs
+                found.append((path, mf.load(path)))
             except mf.ManifestError:
                 return None
-            refs.update(manifest.get("packs", {}))
-        return refs
+        return found
+
+    def referenced_packs(self) -> set[str] | None:
+        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything)."""
+        manifests = self.committed_manifests()
+        return None if manifests is None else {p for _path, m in manifests for p in m.get("packs", {})}
 
     def _cleanup_stale(self) -> None:
         """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
