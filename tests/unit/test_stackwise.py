@@ -234,3 +234,30 @@ def test_smoke_scale_runs_at_least_five_steps_per_second():
         task.after_optimizer_step(c)
         task.optimizers()[0].zero_grad(set_to_none=True)
     assert 40 / (time.perf_counter() - start) >= 5.0
+
+
+def test_end_to_end_strategy_trains_the_final_rack_whole_from_step_zero():
+    task = make(strategy="end_to_end")
+    assert len(task.specs) == 3 and not any(s.frozen for s in task.specs)
+    assert task.append_steps() == []
+    before = [p.detach().clone() for p in task.rack.stacks[0].parameters()]
+    train(task, 0, 6)
+    assert len(task.specs) == 3  # nothing is appended
+    assert all(p.requires_grad for p in task.rack.parameters() if p.dtype.is_floating_point)
+    assert any(not torch.equal(a, b) for a, b in zip(before, task.rack.stacks[0].parameters()))
+
+
+def test_end_to_end_strategy_resumes_bit_exactly():
+    a = make(strategy="end_to_end")
+    train(a, 0, 3)
+    b = make(strategy="end_to_end")
+    b.load_state_dict(round_trip(a.state_dict()))
+    train(a, 3, 5)
+    train(b, 3, 5)
+    for (ka, va), (kb, vb) in zip(a.rack.state_dict().items(), b.rack.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_unknown_strategy_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="model.strategy must be one of"):
+        make(strategy="sideways")

@@ -36,7 +36,13 @@ from waypoint.tasks.universeg import warmup_cosine
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"d_model": 128, "n_heads": 4, "d_ff": 384, "blocks_per_stack": 2, "seq_len": 128, "target_stacks": 3},
     "smoke": {"d_model": 32, "n_heads": 2, "d_ff": 64, "blocks_per_stack": 1, "seq_len": 32, "target_stacks": 2},
+    # mlsquare/stack-wise's ModelConfig and ProgressiveConfig defaults (d_model 4096, 32 heads, SwiGLU 14336,
+    # 4 blocks per stack, 8 target stacks, 512-token windows): a starting point on a GPU, not for a CPU
+    "paper": {"d_model": 4096, "n_heads": 32, "d_ff": 14336, "blocks_per_stack": 4, "seq_len": 512, "target_stacks": 8},
 }
+
+#: how the rack is trained: grown stack by stack, or the final rack trained whole from step 0 (the baseline)
+STRATEGIES = ("progressive", "end_to_end")
 
 __all__ = ["StackWiseTask", "StackWiseConfig", "LoRAConfig", "extract_stack", "CONFIG_SCHEMAS"]
 
@@ -64,6 +70,7 @@ class StackWiseConfig:
     seq_len: Optional[int] = None
     target_stacks: Optional[int] = None
     building_mode: str = "append"
+    strategy: str = "progressive"  # progressive | end_to_end (all target_stacks trainable from step 0)
     append_at: Optional[list[int]] = None  # steps completed at each append; None = evenly over the run
     precision: str = "full"  # precision of new stacks: full (fp32) | half (bf16 on CPU, fp16 on GPU)
     stack_precisions: Optional[list[str]] = None  # per stack index, overrides `precision`
@@ -105,6 +112,10 @@ class StackWiseTask:
             raise ValueError(f"model.precision and model.stack_precisions must be one of {list(PRECISIONS)}, got {bad}")
         if self.cfg.building_mode != "append":
             raise ValueError(f"model.building_mode '{self.cfg.building_mode}' is not supported; use 'append'")
+        if self.cfg.strategy not in STRATEGIES:
+            raise ValueError(f"model.strategy must be one of {list(STRATEGIES)}, got '{self.cfg.strategy}'")
+        if self.cfg.strategy == "end_to_end" and self.cfg.init_stacks_from:
+            raise ValueError("model.strategy=end_to_end trains the whole rack from scratch; it cannot take model.init_stacks_from")
         size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
         self.dims = Dims(int(size["d_model"]), int(size["n_heads"]), int(size["d_ff"]), int(size["seq_len"]))
         self.blocks_per_stack, self.target_stacks = int(size["blocks_per_stack"]), int(size["target_stacks"])
@@ -166,7 +177,10 @@ class StackWiseTask:
         """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer."""
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
-        if self.init is None:
+        if self.cfg.strategy == "end_to_end":
+            builder.start_end_to_end(self.blocks_per_stack,
+                                     [precision_dtype(self.stack_precision(i), self.device) for i in range(self.target_stacks)])
+        elif self.init is None:
             builder.start_fresh(self.blocks_per_stack, precision_dtype(self.stack_precision(0), self.device))
         else:
             builder.start_from(self.init, frozen=self.cfg.init_stacks_frozen)

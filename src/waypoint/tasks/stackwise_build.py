@@ -69,6 +69,14 @@ class RackBuilder:
         self.initial_stacks, self.phase_start = 1, 0
         self.apply_trainability()
 
+    def start_end_to_end(self, n_blocks: int, dtypes: list[torch.dtype]) -> None:
+        """The final rack at once: ``len(dtypes)`` fresh stacks, all trainable from step 0 (the end-to-end baseline)."""
+        for index, dtype in enumerate(dtypes):
+            self.rack.stacks.append(self._fresh_stack(index, n_blocks, dtype))
+            self.specs.append(stack_spec_of(self.rack.stacks[index], frozen=False, source="fresh", appended_at=0))
+        self.initial_stacks, self.phase_start = len(self.specs), 0
+        self.apply_trainability()
+
     def start_from(self, init: InitStacks, frozen: bool) -> None:
         """Stacks (and embedding/head when given) from an earlier run, kept in their saved dtype."""
         for i, tensors in enumerate(init.stacks):

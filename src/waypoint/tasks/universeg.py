@@ -18,12 +18,15 @@ import torch.nn.functional as F
 from waypoint.data.segfolder import SegFolderConfig
 from waypoint.data.segshapes import SegShapesConfig, sample_generator
 from waypoint.tasks.base import StepContext
+from waypoint.tasks.universeg_baselines import baseline_scores
 from waypoint.tasks.universeg_net import UniverSegNet
 
 #: sizes per ``scale``; a value set explicitly in the config wins over the preset
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"encoder_blocks": [16, 16, 16, 16], "image_size": 32, "support_size": 8},
     "smoke": {"encoder_blocks": [8, 8, 8], "image_size": 32, "support_size": 4},
+    # the released UniverSeg v1 (1.18M parameters, 128 px, support size 64): a starting point on a GPU
+    "paper": {"encoder_blocks": [64, 64, 64, 64], "image_size": 128, "support_size": 64},
 }
 
 
@@ -102,6 +105,7 @@ class UniverSegTask:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.total_steps = 1
         self.device = torch.device("cpu")
+        self._baselines: Optional[dict[str, float]] = None  # a function of the held-out data only
 
     # -- data ---------------------------------------------------------------------------------------
     def train_dataset(self) -> torch.utils.data.Dataset:
@@ -171,12 +175,15 @@ class UniverSegTask:
 
     @torch.no_grad()
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-        """Mean hard Dice and mean loss over the held-out episodes."""
+        """Mean hard Dice and mean loss over the held-out episodes, beside the two support-only baselines
+        (``val/baseline_mean_mask_dice``, ``val/baseline_threshold_dice``; computed once, they need no model)."""
         net = self._net()
         was_training = net.training
         net.eval()
-        dices, losses, weights = [], [], []
+        dices, losses, weights, seen = [], [], [], []
         for batch in batches:
+            if self._baselines is None:
+                seen.append(batch)
             logits, mask = self._forward(batch)
             dices.append(hard_dice(logits, mask))
             losses.append(float(self.loss(logits, mask)[0]))
@@ -184,9 +191,11 @@ class UniverSegTask:
         net.train(was_training)
         if not dices:
             raise ValueError("validation received no batches; check data.val_items and data.max_items")
+        if self._baselines is None:
+            self._baselines = baseline_scores(seen)
         all_dice = torch.cat(dices)
         return {"val/dice": float(all_dice.mean()),
-                "val/loss": sum(l * w for l, w in zip(losses, weights)) / sum(weights)}
+                "val/loss": sum(l * w for l, w in zip(losses, weights)) / sum(weights), **self._baselines}
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
