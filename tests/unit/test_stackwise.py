@@ -261,3 +261,11 @@ def test_end_to_end_strategy_resumes_bit_exactly():
 def test_unknown_strategy_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="model.strategy must be one of"):
         make(strategy="sideways")
+
+
+def test_validation_reports_the_held_out_unigram_baseline_beside_bits_per_byte():
+    task = make()
+    ds = task.val_dataset()
+    metrics = task.validate([task.collate([ds[i] for i in range(4)])], ctx(0))
+    assert metrics["val/baseline_unigram_bpb"] == pytest.approx(corpus().unigram_val_bpb())
+    assert 2.0 < metrics["val/baseline_unigram_bpb"] < 8.0

@@ -129,6 +129,7 @@ class StackWiseTask:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.cache = ActivationCache(self.cfg.cache_max_items) if self.cfg.cache_activations else None
         self.total_steps, self.device = 1, torch.device("cpu")
+        self._unigram_bpb: Optional[float] = None
 
     # -- data ---------------------------------------------------------------------------------------
     def train_dataset(self) -> torch.utils.data.Dataset:
@@ -256,7 +257,8 @@ class StackWiseTask:
 
     @torch.no_grad()
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-        """Bits per byte of the full rack on held-out windows."""
+        """Bits per byte of the full rack on held-out windows, beside ``val/baseline_unigram_bpb`` (a byte
+        unigram model fitted on the training split, scored on the same held-out text)."""
         rack = self.rack
         was_training = rack.training
         rack.eval()
@@ -271,7 +273,10 @@ class StackWiseTask:
         if not count:
             raise ValueError("validation received no batches; check data.val_items and data.max_items")
         nats = total / count
-        return {"val/bpb": nats / math.log(2), "val/loss": nats, "val/stacks": float(len(self.specs))}
+        if self._unigram_bpb is None:  # a function of the data only: computed once
+            self._unigram_bpb = float(self.data.unigram_val_bpb())
+        return {"val/bpb": nats / math.log(2), "val/loss": nats, "val/stacks": float(len(self.specs)),
+                "val/baseline_unigram_bpb": self._unigram_bpb}
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
