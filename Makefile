@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?=
 
-.PHONY: install train test test-all test-faults bench analyze clean help
+.PHONY: install train test test-all test-faults bench results analyze clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,9 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## checkpoint I/O benchmark (table + bench/results/*.json)
 	$(PY) bench/checkpoint_io.py
+
+results: $(STAMP)  ## every family's default run beside its baselines (bench/results/results.{json,md}; ~40 min on 2 cores)
+	$(PY) bench/results.py
 
 analyze: $(STAMP)  ## report on the newest run (or RUN=<run or sweep dir>)
 	$(PY) analyze.py $(if $(RUN),run=$(RUN),)
