@@ -26,6 +26,10 @@ class NoCheckpointError(CheckpointError):
     """Nothing matches the selector (or nothing that verifies)."""
 
 
+class ProtectedCheckpointError(CheckpointError):
+    """A checkpoint that is pinned, best, latest or being resumed from, deleted without ``force``."""
+
+
 def _snapshot(t: torch.Tensor) -> torch.Tensor:
     """A private contiguous CPU copy of a tensor, taken on the caller's thread."""
     t = t.detach()
@@ -250,6 +254,32 @@ class CheckpointManager:
         if tag not in info.tags:
             raise NoCheckpointError(f"{info.name} has no tag '{tag}'")
         return self.store.set_tags(info.name, set(info.tags) - {tag}, note)
+
+    def delete(self, selector: str, *, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        """Delete the one checkpoint ``selector`` names and the packs only it used.
+
+        Refuses (``ProtectedCheckpointError``) a pinned checkpoint, the best, the latest or one this session
+        resumed from, unless ``force``. Returns what was (or, with ``dry_run``, would be) deleted and freed.
+        """
+        self.writer.wait()
+        info = self.one(selector)
+        latest, best = self.latest(), self.best()
+        why = [reason for reason, hit in (("pinned", "pinned" in info.tags),
+                                          ("best", best is not None and best.name == info.name),
+                                          ("latest", latest is not None and latest.name == info.name),
+                                          ("being resumed from", info.name in self.protected)) if hit]
+        if why and not force:
+            raise ProtectedCheckpointError(
+                f"{info.name} is {' and '.join(why)}; pass --force (force=True) to delete it anyway")
+        doc: dict[str, Any] = {"deleted": info.name, "step": info.step, "was": why, "dry_run": dry_run}
+        if dry_run:
+            return {**doc, "packs_removed": [], "freed_bytes": bytes_freed_by_deleting(self.store, [info.name])}
+        before = self.store.physical_bytes()
+        self.store.delete(info.name)
+        self.protected.discard(info.name)
+        packs = self._collect()
+        self.store.write_index(f"deleted {info.name}")
+        return {**doc, "packs_removed": packs, "freed_bytes": before - self.store.physical_bytes()}
 
     def protect(self, name: str) -> None:
         """Never let retention delete ``name`` in this session (e.g. the checkpoint a run resumed from)."""
