@@ -28,6 +28,7 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = 3.0  # max global grad norm; null disables clipping
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    eval_only: bool = False  # validate the checkpoint resume=RUN_DIR@SELECTOR names once; train nothing, write nothing there
 
 
 @dataclass

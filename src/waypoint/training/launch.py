@@ -17,6 +17,7 @@ from waypoint.checkpoint.refs import BadReferenceError, open_ref
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
 from waypoint.training import build
+from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
 from waypoint.training.state import seed_everything
@@ -74,6 +75,13 @@ def _restore_source(manager: CheckpointManager, mode: str) -> tuple[CheckpointMa
 def launch(cfg: DictConfig) -> None:
     """Run one job; exits with the codes documented in ``waypoint.training.signals``."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.trainer.get("eval_only"):
+        try:
+            evaluate(cfg, run_dir)
+        except USER_ERRORS as exc:
+            _say(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        return
     try:
         trainer, wandb_run, metrics = _prepare(cfg, run_dir)
     except USER_ERRORS as exc:
