@@ -80,6 +80,18 @@ class ResumeConfig:
 
 
 @dataclass
+class InitFromConfig:
+    """``init_from=REF`` (shorthand for ``init_from.ref=REF``): start a new run from these weights.
+
+    REF: a Waypoint run/checkpoint reference, an exported ``.safetensors`` or a foreign ``.pt/.pth/.ckpt``.
+    Matching tensors are loaded before step 0 (not when the run resumes); ``strict`` refuses any mismatch.
+    """
+
+    ref: Optional[str] = None
+    strict: bool = False
+
+
+@dataclass
 class RunConfig:
     """The top-level config of train.py."""
 
@@ -90,6 +102,7 @@ class RunConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    init_from: InitFromConfig = field(default_factory=InitFromConfig)
     seed: int = 0
     name: str = "run"  # the experiment name: first part of the run directory
 

@@ -16,7 +16,7 @@ from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint.refs import BadReferenceError, open_ref
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
-from waypoint.training import build
+from waypoint.training import build, init_from
 from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
@@ -46,9 +46,7 @@ def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
     for key, arg in INIT_FROM.items():
         ref = model_cfg.get(key)
         if ref:
-            mgr, selector = open_ref(str(ref))
-            state = mgr.restore(selector)
-            extra[arg] = state["task"] if isinstance(state, dict) and "task" in state else state
+            extra[arg] = init_from.stacks_state(str(ref))
     return extra
 
 
@@ -162,9 +160,15 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                           device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
         if source is not None:
             _resume(trainer, manager, source, plain, bool(cfg.resume.allow_config_change))
+            if cfg.init_from.ref:
+                _say(f"init_from={cfg.init_from.ref} is not applied: the run resumes from its own checkpoint")
         else:
             if not manager.store.infos:  # rows of an attempt that died before its first checkpoint
                 metrics.truncate_after(-1)
+            if cfg.init_from.ref:
+                report = init_from.init_weights(task, str(cfg.init_from.ref), strict=bool(cfg.init_from.strict))
+                _say(report.table())
+                trainer.meta["init_from"] = report.to_json()
             _say(f"starting {cfg.name} in {run_dir}: {total} steps ({steps_per_epoch} per epoch) on {device}")
     except BaseException:
         manager.close()
