@@ -178,7 +178,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
         wandb_run = WandbRun(run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags),
                              plain, name=run_dir.name)
         trainer.on_log = wandb_run.log
-        trainer.on_save = lambda info, tags: wandb_run.checkpoint(info.path, info.step, ["latest", *tags])
+        run = wandb_run
+        manager.on_commit(lambda info: run.committed(info, manager.checkpoint_files(info.name)))  # async saves too
     return trainer, wandb_run, metrics
 
 
