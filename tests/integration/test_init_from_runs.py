@@ -5,6 +5,7 @@ import json
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
 import torch
 
 from trainkit import REPO, committed, run_train
@@ -43,3 +44,24 @@ def test_init_from_is_part_of_the_run_name() -> None:
     argv = train._resume_shorthand(["init_from=/ckpts/dino.pth", "init_from.strict=true", "resume=auto"])
     assert argv == ["init_from.ref=/ckpts/dino.pth", "init_from.strict=true", "resume.mode=auto"]
     assert not is_steering(argv[0]) and "init_from.ref=_ckpts_dino.pth" in run_name(argv)
+
+
+@pytest.mark.slow
+def test_stackwise_run_starts_from_an_exported_stack_file(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from waypoint.checkpoint import CheckpointManager
+    from waypoint.data.text import TextCorpus
+    from waypoint.tasks.stackwise import StackWiseTask
+    src = StackWiseTask(TextCorpus(max_bytes=40_000), seed=9, scale="smoke")
+    src.setup(total_steps=4, steps_per_epoch=4, device=torch.device("cpu"))
+    stack = tmp_path / "stack0.safetensors"  # what `waypoint export RUN --part task/rack/stacks/0` writes
+    save_file({k: v.contiguous() for k, v in src.rack.stacks[0].state_dict().items()}, str(stack))
+    run_dir = tmp_path / "child"
+    run_train(run_dir, "model=stackwise", "trainer.max_steps=2", "trainer.validate_at_start=false",
+              f"model.init_stacks_from={stack}")
+    with CheckpointManager(run_dir / "checkpoints", read_only=True) as mgr:
+        state = mgr.restore("latest")
+    saved = state["task"]["rack"]["stacks"]["0"]
+    assert all(torch.equal(saved[k], v) for k, v in src.rack.stacks[0].state_dict().items())
+    assert "1" in state["task"]["rack"]["stacks"], "no trainable stack was added on top of the frozen one"

@@ -33,7 +33,8 @@ FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 #: key segments of training state that is not model weights (never reported as unexpected)
 NOT_WEIGHTS = frozenset({"optimizer", "optimizers", "optimizer_state_dict", "scheduler", "scheduler_state_dict",
-                         "lr_scheduler", "lr_schedulers", "fp16_scaler", "scaler", "rng", "progress", "optimizer_states"})
+                         "lr_scheduler", "lr_schedulers", "fp16_scaler", "scaler", "rng", "progress", "optimizer_states",
+                         "cache"})
 #: key segments that wrappers (DDP, torch.compile) insert
 WRAPPER_SEGMENTS = frozenset({"module", "_orig_mod"})
 #: leading segments of whole-model containers, dropped when the key does not match as it is
