@@ -127,7 +127,7 @@ def test_universeg_from_a_waypoint_checkpoint_reference(tmp_path):
 
 
 def stackwise(seed: int, **kw) -> StackWiseTask:
-    options = dict(scale="smoke", target_stacks=3, append_at=[2, 4], warmup_steps=2)
+    options = {"scale": "smoke", "target_stacks": 3, "append_at": [2, 4], "warmup_steps": 2}
     options.update(kw)
     task = StackWiseTask(TextCorpus(max_bytes=40_000), seed=seed, **options)
     task.setup(total_steps=12, steps_per_epoch=12, device=CPU)

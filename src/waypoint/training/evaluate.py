@@ -18,8 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint import manifest as mf
-from waypoint.checkpoint.refs import open_ref
 from waypoint.checkpoint.policy import SaveTriggers
+from waypoint.checkpoint.refs import open_ref
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.training import build
 from waypoint.training.rundir import ConfigChangedError, config_diff

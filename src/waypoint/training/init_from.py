@@ -257,7 +257,7 @@ def stacks_state(ref: str) -> dict[str, Any]:
     rack: dict[str, Any] = {}
     for key, t in source.tensors.items():
         for container in ("task.", "rack."):
-            key = key[len(container):] if key.startswith(container) else key
+            key = key.removeprefix(container)
         m = _STACK.match(key)
         if m:
             stacks.setdefault(m.group(1), {})[m.group(2)] = t
