@@ -40,7 +40,7 @@ def test_eval_only_reports_the_checkpoints_metrics_and_leaves_the_source_byte_fo
     rows = [json.loads(line) for line in (tmp_path / "eval" / "eval.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["checkpoint"] == end.name and rows[0]["step"] == end.step == 2
     assert rows[0]["metrics"]["val/dice"] == pytest.approx(end.metrics["val/dice"], abs=1e-6)
-    assert f"eval {end.name}" in proc.stdout and "val/dice" in proc.stdout
+    assert f"evaluated {end.name} of {source} (step 2): val/dice" in proc.stdout + proc.stderr
     assert not (tmp_path / "eval" / "checkpoints").exists()
 
 

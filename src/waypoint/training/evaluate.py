@@ -2,7 +2,7 @@
 
 ``python train.py model=universeg resume=outputs/universeg/default@best trainer.eval_only=true`` restores the
 referenced checkpoint from a read-only view of its store (no lock taken, nothing written there), runs the
-task's validation once and prints the metrics. The result is appended as one JSON line to ``eval.jsonl``
+task's validation once and logs the metrics (console and train.log). The result is appended as one JSON line to ``eval.jsonl``
 in this command's own run directory, never in the source run.
 """
 from __future__ import annotations
@@ -92,8 +92,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with open(run_dir / EVAL_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
     text = ", ".join(f"{k} {v:.6g}" + (" (monitored)" if k == task.monitor else "") for k, v in sorted(metrics.items()))
-    log.info("evaluated %s of %s (step %d): %s", info.name, src.root.parent, info.step, text)
-    print(f"eval {info.name} of {src.root.parent} (step {info.step}): {text}", flush=True)
-    _say(f"wrote {run_dir / EVAL_FILE}")
+    log.info("evaluated %s of %s (step %d): %s; recorded in %s", info.name, src.root.parent, info.step, text,
+             run_dir / EVAL_FILE)
     return row
 

@@ -167,8 +167,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                 metrics.truncate_after(-1)
             if cfg.init_from.ref:
                 report = init_from.init_weights(task, str(cfg.init_from.ref), strict=bool(cfg.init_from.strict))
-                _say(report.table())
-                trainer.meta["init_from"] = report.to_json()
+                trainer.meta["init_from"] = report.to_json()  # the table is logged by init_weights
             _say(f"starting {cfg.name} in {run_dir}: {total} steps ({steps_per_epoch} per epoch) on {device}")
     except BaseException:
         manager.close()
