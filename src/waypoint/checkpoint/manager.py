@@ -299,7 +299,7 @@ class CheckpointManager:
                                           ("being resumed from", info.name in self.protected)) if hit]
         if why and not force:
             raise ProtectedCheckpointError(
-                f"{info.name} is {' and '.join(why)}; pass --force (force=True) to delete it anyway")
+                f"{info.name} is {' and '.join(why)}; delete it anyway with force=True (waypoint rm --force)")
         doc: dict[str, Any] = {"deleted": info.name, "step": info.step, "was": why, "dry_run": dry_run}
         if dry_run:
             return {**doc, "packs_removed": [], "freed_bytes": bytes_freed_by_deleting(self.store, [info.name])}
