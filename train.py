@@ -19,9 +19,16 @@ OmegaConf.register_new_resolver("waypoint_sweep_name", lambda _: sweep_name(a fo
                                 replace=True)
 
 
+#: ``GROUP=VALUE`` on the command line is shorthand for ``GROUP.FIELD=VALUE``
+SHORTHANDS = {"resume": "mode", "init_from": "ref"}
+
+
 def _resume_shorthand(argv: list[str]) -> list[str]:
-    """``resume=VALUE`` is shorthand for ``resume.mode=VALUE``."""
-    return [("resume.mode=" + a.split("=", 1)[1]) if a.startswith("resume=") else a for a in argv]
+    """``resume=VALUE`` is shorthand for ``resume.mode=VALUE``, ``init_from=REF`` for ``init_from.ref=REF``."""
+    def expand(arg: str) -> str:
+        key, eq, value = arg.partition("=")
+        return f"{key}.{SHORTHANDS[key]}={value}" if eq and key in SHORTHANDS else arg
+    return [expand(a) for a in argv]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -2,12 +2,14 @@
 
 A checkpoint reference (REF) is a checkpoint directory (``run/checkpoints/step_000000120``), a run
 directory (meaning its latest checkpoint) or ``RUN_DIR@SELECTOR`` with a selector ``latest``, ``best``,
-``step:N``, ``tag:NAME`` or a checkpoint name. Exit codes: 0 ok, 1 a check failed, 2 usage error.
+``step:N``, ``tag:NAME`` or a checkpoint name. Exit codes: 0 ok, 1 a check failed, 2 usage error, 141 the
+reader of the output went away (``| head``), quietly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -19,6 +21,7 @@ from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint import refs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)
 
 
 class UsageError(Exception):
@@ -194,6 +197,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rm(args: argparse.Namespace) -> int:
+    """Delete one checkpoint and the packs only it used (pinned, best and latest need --force)."""
+    run, selector = parse_ref(args.ref)
+    with open_store(run, write=not args.dry_run) as mgr:
+        report = mgr.delete(selector, force=args.force, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    _emit(args, report, lambda: print(f"{verb} {report['deleted']} (step {report['step']})"
+                                      + (f", which was {' and '.join(report['was'])}" if report["was"] else "")
+                                      + f"; {'would free at least' if args.dry_run else 'freed'} {_human(report['freed_bytes'])}"))
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint (or one part of it) to a safetensors or .pt file."""
     from waypoint.checkpoint.transfer import export_checkpoint
@@ -262,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--keep-last", type=int, default=None, help="keep only the N newest (plus pinned, best, latest)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    p = add("rm", cmd_rm, "waypoint rm outputs/dino/run@step:400")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--force", action="store_true", help="delete even a pinned, best or latest checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
     p = add("export", cmd_export, "waypoint export outputs/dino/run@best teacher.safetensors --part task/teacher/backbone")
     p.add_argument("ref", metavar="REF")
     p.add_argument("out", metavar="OUT")
@@ -277,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_went_away() -> int:
+    """Whoever read our output (``| head``) closed the pipe: stop quietly, as Unix tools do.
+
+    Points stdout at /dev/null so that the interpreter's final flush cannot fail again, and returns 141
+    (128 + SIGPIPE, what a shell reports for a tool killed by SIGPIPE): the output was cut short.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it): nothing left to flush
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``waypoint`` console script."""
     parser = build_parser()
@@ -289,7 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     warnings.simplefilter("ignore")  # damaged checkpoints are reported in the output itself
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except UsageError as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -299,8 +337,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:
-        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = 3.0  # max global grad norm; null disables clipping
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    eval_only: bool = False  # validate the checkpoint resume=RUN_DIR@SELECTOR names once; train nothing, write nothing there
 
 
 @dataclass
@@ -79,6 +80,18 @@ class ResumeConfig:
 
 
 @dataclass
+class InitFromConfig:
+    """``init_from=REF`` (shorthand for ``init_from.ref=REF``): start a new run from these weights.
+
+    REF: a Waypoint run/checkpoint reference, an exported ``.safetensors`` or a foreign ``.pt/.pth/.ckpt``.
+    Matching tensors are loaded before step 0 (not when the run resumes); ``strict`` refuses any mismatch.
+    """
+
+    ref: Optional[str] = None
+    strict: bool = False
+
+
+@dataclass
 class RunConfig:
     """The top-level config of train.py."""
 
@@ -89,6 +102,7 @@ class RunConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    init_from: InitFromConfig = field(default_factory=InitFromConfig)
     seed: int = 0
     name: str = "run"  # the experiment name: first part of the run directory
 

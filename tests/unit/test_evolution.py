@@ -54,3 +54,18 @@ def test_storage_rows_show_deduplication(mgr):
     assert rows[0]["physical_bytes"] > rows[1]["physical_bytes"]
     assert rows[-1]["cum_logical"] == sum(r["logical_bytes"] for r in rows)
     assert not math.isnan(rows[-1]["cum_physical"])
+
+
+def test_lora_adapters_are_reported_apart_from_the_frozen_stack_they_adapt(tmp_path):
+    base = torch.randn(8, 8)
+    with CheckpointManager(tmp_path / "ck") as m:
+        for step in (1, 2, 3):
+            m.save({"task": {"rack": {"stacks": {"0": {"blocks.0.attn.W_q.weight": base,
+                                                       "blocks.0.attn.W_q.lora.down": torch.ones(2, 8) * step,
+                                                       "blocks.0.attn.W_q.lora.up": torch.ones(8, 2) * step}}}}}, step)
+    with CheckpointManager(tmp_path / "ck", read_only=True) as mgr:
+        rows = aggregate(tensor_evolution(mgr), stack_of)
+    moved = {r["group"]: r["rel_update"] for r in rows if r["step"] == 3}
+    assert moved["stack 0"] == 0.0
+    assert moved["LoRA on stack 0"] == pytest.approx(0.5)
+    assert stack_of("task/rack/stacks/1/blocks.0.mlp.up_proj.lora.up") == "LoRA on stack 1"

@@ -140,10 +140,19 @@ def pair_distance(mgr: CheckpointManager, pairs: list[tuple[str, str]]) -> list[
     return out
 
 
+_LORA = re.compile(r"(?:^|[/.])lora(?:[/.]|$)")
+
+
 def stack_of(key: str) -> str | None:
-    """The Stack-Wise stack a key belongs to (``stack 2`` for ``.../stacks/2/...``), else None."""
+    """The Stack-Wise stack a key belongs to (``stack 2`` for ``.../stacks/2/...``), else None.
+
+    LoRA adapter tensors (``....lora.down``/``.up``) are a group of their own, ``LoRA on stack 2``: they train
+    while the stack they adapt stays frozen, and folding them in would make a frozen stack appear to move.
+    """
     m = re.search(r"(?:^|/|\.)stacks[/.](\d+)(?:/|\.)", key)
-    return f"stack {m.group(1)}" if m else None
+    if not m:
+        return None
+    return f"LoRA on stack {m.group(1)}" if _LORA.search(key[m.end():]) else f"stack {m.group(1)}"
 
 
 def storage_by_checkpoint(mgr: CheckpointManager) -> list[dict[str, Any]]:

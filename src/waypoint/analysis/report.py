@@ -97,8 +97,9 @@ def evolution_sections(mgr: CheckpointManager, out: Path, summary: dict) -> list
                                                    out / "student_teacher.png", "student vs teacher", "relative distance")]))
     stacks = aggregate(rows, stack_of)
     if stacks:
-        names = sorted({r["group"] for r in stacks}, key=lambda g: int(g.split()[-1]))
-        sections.append(Section("Per-stack change", ["Frozen stacks stay flat: their content ids do not change."],
+        names = sorted({r["group"] for r in stacks}, key=lambda g: (int(g.split()[-1]), g))
+        sections.append(Section("Per-stack change", ["Frozen stacks stay flat: their content ids do not change. "
+                                                     "LoRA adapters on a frozen stack are drawn as their own line."],
                                 images=[plots.evolution(stacks, names, out / "stacks.png", "per stack")]))
     return sections
 

@@ -5,7 +5,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -24,6 +24,10 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class NoCheckpointError(CheckpointError):
     """Nothing matches the selector (or nothing that verifies)."""
+
+
+class ProtectedCheckpointError(CheckpointError):
+    """A checkpoint that is pinned, best, latest or being resumed from, deleted without ``force``."""
 
 
 def _snapshot(t: torch.Tensor) -> torch.Tensor:
@@ -53,6 +57,7 @@ class CheckpointManager:
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
         self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
+        self._listeners: list[Callable[[CheckpointInfo], None]] = []
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
@@ -119,7 +124,35 @@ class CheckpointManager:
             warnings.warn(f"checkpoint {info.name} is committed, but retention could not finish "
                           f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
                           "removed when the store is next opened for writing", stacklevel=2)
+        self._notify(info)
         return info
+
+    def on_commit(self, listener: Callable[[CheckpointInfo], None]) -> None:
+        """Call ``listener(info)`` after every committed save, blocking or background (then on the writer thread).
+
+        A listener's failure is reported as a warning and never fails the save.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, info: CheckpointInfo) -> None:
+        for listener in self._listeners:
+            try:
+                listener(info)
+            except Exception as exc:  # noqa: BLE001 - a tracker must not turn a committed save into a failure
+                warnings.warn(f"checkpoint {info.name} is committed; a commit listener failed: {exc}", stacklevel=2)
+
+    def checkpoint_files(self, name: str) -> list[Path]:
+        """The files holding the bytes of checkpoint ``name``: its directory's files, then the packs it uses.
+
+        Packs are shared between checkpoints and may be rewritten by a later repack; the list is true now.
+        Safe to call from a commit listener (it does not wait for the writer).
+        """
+        info = self.store.infos.get(name)
+        if info is None:
+            raise NoCheckpointError(f"no checkpoint named '{name}' in {self.root}")
+        own = sorted(p for p in info.path.iterdir() if p.is_file() and not p.is_symlink())
+        packs = sorted(mf.load(info.path, check=False).get("packs", {}))
+        return own + [self.store.packs_dir / p for p in packs]
 
     def wait(self) -> None:
         """Block until a background save finished; raise if it failed."""
@@ -250,6 +283,32 @@ class CheckpointManager:
         if tag not in info.tags:
             raise NoCheckpointError(f"{info.name} has no tag '{tag}'")
         return self.store.set_tags(info.name, set(info.tags) - {tag}, note)
+
+    def delete(self, selector: str, *, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        """Delete the one checkpoint ``selector`` names and the packs only it used.
+
+        Refuses (``ProtectedCheckpointError``) a pinned checkpoint, the best, the latest or one this session
+        resumed from, unless ``force``. Returns what was (or, with ``dry_run``, would be) deleted and freed.
+        """
+        self.writer.wait()
+        info = self.one(selector)
+        latest, best = self.latest(), self.best()
+        why = [reason for reason, hit in (("pinned", "pinned" in info.tags),
+                                          ("best", best is not None and best.name == info.name),
+                                          ("latest", latest is not None and latest.name == info.name),
+                                          ("being resumed from", info.name in self.protected)) if hit]
+        if why and not force:
+            raise ProtectedCheckpointError(
+                f"{info.name} is {' and '.join(why)}; delete it anyway with force=True (waypoint rm --force)")
+        doc: dict[str, Any] = {"deleted": info.name, "step": info.step, "was": why, "dry_run": dry_run}
+        if dry_run:
+            return {**doc, "packs_removed": [], "freed_bytes": bytes_freed_by_deleting(self.store, [info.name])}
+        before = self.store.physical_bytes()
+        self.store.delete(info.name)
+        self.protected.discard(info.name)
+        packs = self._collect()
+        self.store.write_index(f"deleted {info.name}")
+        return {**doc, "packs_removed": packs, "freed_bytes": before - self.store.physical_bytes()}
 
     def protect(self, name: str) -> None:
         """Never let retention delete ``name`` in this session (e.g. the checkpoint a run resumed from)."""

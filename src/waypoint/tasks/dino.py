@@ -91,6 +91,11 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
     return pair  # type: ignore[return-value]
 
 
+#: foreign checkpoint keys (seed docs, upstream main_dino.py) -> this task's init_targets names
+_FOREIGN_KEYS = (("student_state_dict", "student"), ("teacher_state_dict", "teacher"), ("dino_loss_center", "center"),
+                 ("dino_loss.center", "center"), ("loss_state_dict.center", "center"), ("loss.center", "center"))
+
+
 class DinoTask:
     """The DINO family behind the Task contract (``waypoint.tasks.base.Task``)."""
 
@@ -271,6 +276,35 @@ class DinoTask:
             raise ValueError(f"the saved DINO weights do not fit this model's sizes {self.size}: {str(exc).splitlines()[0]}") from None
         opt.load_state_dict(state["optimizer"])
         self.center = state["center"].to(self.device).clone()
+
+    # -- init_from (waypoint.training.init_from) -----------------------------------------------------
+    def init_targets(self) -> dict[str, torch.Tensor]:
+        """The live tensors a start from weights may overwrite: student/teacher backbone and head, the center."""
+        student, teacher, _ = self._nets()
+        out = {f"{name}.{part}.{k}": v for name, net in (("student", student), ("teacher", teacher))
+               for part, mod in (("backbone", net.backbone), ("head", net.head)) for k, v in mod.state_dict().items()}
+        out["center"] = self.center
+        return out
+
+    @staticmethod
+    def init_key(key: str) -> str:
+        """Foreign DINO layouts in this task's names: the seed docs' ``student_state_dict``/``teacher_state_dict``/
+        ``dino_loss_center``, upstream's ``dino_loss.center`` and old-style weight norm (``weight_g``/``weight_v``)."""
+        for old, new in _FOREIGN_KEYS:
+            if key == old or key.startswith(old + "."):
+                key = new + key[len(old):]
+                break
+        return key.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0") \
+                  .replace("last_layer.weight_v", "last_layer.parametrizations.weight.original1")
+
+    def after_init_from(self, loaded: set[str]) -> set[str]:
+        """A source without a teacher starts the teacher as a copy of the student, as DINO itself does; returns
+        the keys filled that way."""
+        student, teacher, _ = self._nets()
+        if any(k.startswith("teacher.") for k in loaded) or not any(k.startswith("student.") for k in loaded):
+            return set()
+        teacher.load_state_dict(student.state_dict())
+        return {k for k in self.init_targets() if k.startswith("teacher.")}
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """``student`` and ``teacher`` keys (paired by the analysis for the student-teacher distance)."""

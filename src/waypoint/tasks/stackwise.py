@@ -279,6 +279,15 @@ class StackWiseTask:
                 "val/baseline_unigram_bpb": self._unigram_bpb}
 
     # -- state --------------------------------------------------------------------------------------
+    def init_targets(self) -> dict[str, torch.Tensor]:
+        """The live rack tensors a start from weights may overwrite: ``rack.embed.*``, ``rack.stacks.<i>.*``, ``rack.head.*``."""
+        rack = self._builder().rack
+        out = {f"rack.embed.{k}": v for k, v in rack.embed.state_dict().items()}
+        for i, stack in enumerate(rack.stacks):
+            out.update({f"rack.stacks.{i}.{k}": v for k, v in stack.state_dict().items()})
+        out.update({f"rack.head.{k}": v for k, v in rack.head.state_dict().items()})
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         """``rack/{meta,embed,stacks/<i>,head}``, ``optimizer``, and ``cache`` when the cache is on."""
         builder = self._builder()

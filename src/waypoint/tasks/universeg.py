@@ -197,6 +197,11 @@ class UniverSegTask:
         return {"val/dice": float(all_dice.mean()),
                 "val/loss": sum(l * w for l, w in zip(losses, weights)) / sum(weights), **self._baselines}
 
+    # -- init_from (waypoint.training.init_from) -----------------------------------------------------
+    def init_targets(self) -> dict[str, torch.Tensor]:
+        """The live network tensors a start from weights may overwrite (``model.<name>``, as in ``state_dict``)."""
+        return {f"model.{k}": v for k, v in self._net().state_dict().items()}
+
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """``{"model": network weights, "optimizer": AdamW state}``."""

@@ -1,15 +1,19 @@
 """Weights & Biases, offline by default, never blocking: any failure turns it off with one warning.
 
 The wandb run id is kept in ``<run_dir>/wandb_run_id`` so a resumed run continues the same wandb run.
-Checkpoints are logged as artifacts *by reference* (``file://`` URIs), never copied.
+Checkpoints are logged as artifacts *by reference* (``file://`` URIs), never copied: one artifact version per
+committed checkpoint (blocking or background), referencing the files that hold its bytes (its manifest and
+state files, and the packs its tensors live in). Commits are queued from any thread and logged on the
+training thread (at the next ``log`` or at ``finish``).
 """
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 def _warn(message: str) -> None:
@@ -23,6 +27,8 @@ class WandbRun:
     def __init__(self, run_dir: Path, project: str, entity: str | None, mode: str, tags: list[str],
                  config: Mapping[str, Any], name: str) -> None:
         self.run: Any = None
+        self._pending: queue.SimpleQueue[tuple[Any, list[Path]]] = queue.SimpleQueue()
+        self._reported: set[str] = set()
         try:
             import wandb  # optional: pip install 'waypoint[wandb]'
         except ImportError:
@@ -47,7 +53,8 @@ class WandbRun:
         return self.run.id if self.run is not None else None
 
     def log(self, row: Mapping[str, Any]) -> None:
-        """Log one metrics row at its step."""
+        """Log one metrics row at its step (and the checkpoints committed since the last call)."""
+        self.flush_checkpoints()
         if self.run is None:
             return
         try:
@@ -56,20 +63,45 @@ class WandbRun:
             _warn(f"wandb logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
-    def checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
-        """Reference a committed checkpoint directory as an artifact (no copy)."""
+    def committed(self, info: Any, files: Iterable[Path]) -> None:
+        """Queue a committed checkpoint (any thread; e.g. a ``CheckpointManager.on_commit`` listener)."""
+        self._pending.put((info, [Path(f) for f in files]))
+
+    def flush_checkpoints(self) -> int:
+        """Log the queued checkpoints, each once; returns how many were logged."""
+        logged = 0
+        while True:
+            try:
+                info, files = self._pending.get_nowait()
+            except queue.Empty:
+                return logged
+            if info.name in self._reported:
+                continue
+            self._reported.add(info.name)
+            aliases = [*(["latest"] if "emergency" not in info.tags else []), f"step-{info.step}", *info.tags]
+            self.checkpoint(info.name, info.step, files, aliases, {"digest": info.digest, "metrics": dict(info.metrics)})
+            logged += 1
+
+    def checkpoint(self, name: str, step: int, files: Iterable[Path], aliases: list[str],
+                   metadata: Mapping[str, Any] | None = None) -> None:
+        """Log one checkpoint as an artifact referencing (not copying) the files that hold its bytes."""
         if self.run is None:
             return
         try:
-            art = self._wandb.Artifact(f"checkpoints-{self.run.id}", type="checkpoint", metadata={"step": step})
-            art.add_reference(f"file://{Path(path).resolve()}", checksum=False)
-            self.run.log_artifact(art, aliases=aliases)
+            art = self._wandb.Artifact(f"checkpoints-{self.run.id}", type="checkpoint",
+                                       metadata={"checkpoint": name, "step": step, **dict(metadata or {})})
+            for f in files:
+                f = Path(f).resolve()
+                entry = f"packs/{f.name}" if f.parent.name == "packs" else f"{name}/{f.name}"
+                art.add_reference(f"file://{f}", name=entry, checksum=False)
+            self.run.log_artifact(art, aliases=list(dict.fromkeys(aliases)))
         except Exception as exc:
             _warn(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the wandb run."""
+        """Log what is still queued, then close the wandb run."""
+        self.flush_checkpoints()
         if self.run is not None:
             try:
                 self.run.finish(exit_code=exit_code)

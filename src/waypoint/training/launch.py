@@ -16,7 +16,8 @@ from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint.refs import BadReferenceError, open_ref
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
-from waypoint.training import build
+from waypoint.training import build, init_from
+from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
 from waypoint.training.state import seed_everything
@@ -45,9 +46,7 @@ def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
     for key, arg in INIT_FROM.items():
         ref = model_cfg.get(key)
         if ref:
-            mgr, selector = open_ref(str(ref))
-            state = mgr.restore(selector)
-            extra[arg] = state["task"] if isinstance(state, dict) and "task" in state else state
+            extra[arg] = init_from.stacks_state(str(ref))
     return extra
 
 
@@ -74,6 +73,13 @@ def _restore_source(manager: CheckpointManager, mode: str) -> tuple[CheckpointMa
 def launch(cfg: DictConfig) -> None:
     """Run one job; exits with the codes documented in ``waypoint.training.signals``."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.trainer.get("eval_only"):
+        try:
+            evaluate(cfg, run_dir)
+        except USER_ERRORS as exc:
+            _say(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        return
     try:
         trainer, wandb_run, metrics = _prepare(cfg, run_dir)
     except USER_ERRORS as exc:
@@ -154,9 +160,14 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                           device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
         if source is not None:
             _resume(trainer, manager, source, plain, bool(cfg.resume.allow_config_change))
+            if cfg.init_from.ref:
+                _say(f"init_from={cfg.init_from.ref} is not applied: the run resumes from its own checkpoint")
         else:
             if not manager.store.infos:  # rows of an attempt that died before its first checkpoint
                 metrics.truncate_after(-1)
+            if cfg.init_from.ref:
+                report = init_from.init_weights(task, str(cfg.init_from.ref), strict=bool(cfg.init_from.strict))
+                trainer.meta["init_from"] = report.to_json()  # the table is logged by init_weights
             _say(f"starting {cfg.name} in {run_dir}: {total} steps ({steps_per_epoch} per epoch) on {device}")
     except BaseException:
         manager.close()
@@ -166,7 +177,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
         wandb_run = WandbRun(run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags),
                              plain, name=run_dir.name)
         trainer.on_log = wandb_run.log
-        trainer.on_save = lambda info, tags: wandb_run.checkpoint(info.path, info.step, ["latest", *tags])
+        run = wandb_run
+        manager.on_commit(lambda info: run.committed(info, manager.checkpoint_files(info.name)))  # async saves too
     return trainer, wandb_run, metrics
 
 

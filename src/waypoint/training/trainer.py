@@ -214,6 +214,14 @@ class Trainer:
         if self.flag.requested:
             self._preempt(rng=None)
 
+    def evaluate(self) -> dict[str, float]:
+        """Validate the current state once: no training step, no save, no log row (``trainer.eval_only``)."""
+        if self.val_set is None:
+            raise ValueError(f"{type(self.task).__name__} has no validation data to evaluate on")
+        with torch.no_grad():
+            metrics = self.task.validate(self._val_batches(), self.ctx())
+        return {k: float(v) for k, v in metrics.items()}
+
     def _validate_and_maybe_save(self, epoch_end: bool, is_end: bool = False) -> None:
         p = self.progress
         if self.val_set is None:
