@@ -6,7 +6,7 @@ baseline, the same final rack trained end to end for the same number of steps) i
 directories under ``--dir`` (default ``bench/results/runs``), then reads each run's ``metrics.jsonl``:
 
 - the monitored metric at the first validation (the untrained network), at the end and at its best;
-- every ``val/baseline_*`` figure the task logged (computed by the task from the same held-out data:
+- every ``val/baseline_*`` (and ``<metric>_*``, e.g. ``val/knn_top1_raw_pixels``) figure the task logged (computed by the task from the same held-out data:
   raw-pixel and untrained kNN for DINO, support-set mean mask and fitted threshold for UniverSeg, the
   held-out unigram bits/byte for Stack-Wise);
 - steps and wall time of the run (the shared 2-core machine makes wall times noisy: say so when quoting).
@@ -63,7 +63,7 @@ def summarise(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, A
     baselines: dict[str, float] = {}
     for row in val:
         for key, value in row.items():
-            if key.startswith("val/baseline_") and key not in baselines:
+            if (key.startswith("val/baseline_") or key.startswith(metric + "_")) and key not in baselines:
                 baselines[key] = value
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
     return {"metric": metric, "mode": mode, "untrained": val[0][metric] if val[0].get("step", 0) == 0 else None,
@@ -108,7 +108,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], smoke: bool) -
         if "error" in r:
             lines.append(f"| {r['name']} | {r['error']} | | | | | | {r['wall_s']:.0f} s |")
             continue
-        base = ", ".join(f"{k.removeprefix('val/baseline_')} {v:.3f}" for k, v in r["baselines"].items()) or "-"
+        base = ", ".join(f"{k.removeprefix('val/baseline_').removeprefix(r['metric'] + '_')} {v:.3f}"
+                         for k, v in r["baselines"].items()) or "-"
         lines.append(f"| {r['name']} | `{r['metric']}` ({r['mode']}) | {fmt(r['untrained'])} | {fmt(r['final'])} | "
                      f"{fmt(r['best'])} ({r['best_step']}) | {base} | {r['steps']} | {r['wall_s'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
