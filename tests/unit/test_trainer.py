@@ -234,3 +234,41 @@ def test_save_optimizer_false_saves_weights_only_and_a_resume_from_it_warns(tmp_
     assert "optimizer restarts from scratch, so this resume is not exact" in caplog.text
     resumed.fit()
     resumed.manager.close()
+
+
+def checkpoint_group(name: str) -> Any:
+    """conf/checkpoint/<name>.yaml over its defaults, as train.py composes it."""
+    from omegaconf import OmegaConf
+
+    from waypoint.config import CheckpointConfig
+    conf = Path(__file__).resolve().parents[2] / "conf" / "checkpoint"
+    cfg = OmegaConf.structured(CheckpointConfig)
+    for layer in ("default", name):
+        doc = OmegaConf.load(conf / f"{layer}.yaml")
+        doc.pop("defaults", None)
+        cfg = OmegaConf.merge(cfg, doc)
+    return cfg
+
+
+def test_best_only_saves_only_on_improvement_and_at_the_end_and_keeps_the_best_and_the_newest(tmp_path: Path) -> None:
+    from waypoint.checkpoint.policy import Candidate
+    from waypoint.training import build
+
+    class Scripted(Line):
+        SCORES = {0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.2, 10: 2.0, 12: 2.5, 14: 2.2, 16: 2.8}  # improves at 2, 4, 10
+
+        def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+            return {"val/mse": self.SCORES[ctx.step]}
+
+    ck = checkpoint_group("best_only")
+    task = Scripted()
+    task.setup(16, 8, torch.device("cpu"))
+    mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor="val/mse", mode="min")  # keep all: see every save
+    cfg = LoopConfig(total_steps=16, steps_per_epoch=8, batch_size=4, val_every_n_steps=2, progress_bar=False, async_save=False)
+    Trainer(task, mgr, build.save_triggers(ck, 8), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path)).fit()
+    infos = mgr.list()
+    mgr.close()
+    assert [i.step for i in infos] == [2, 4, 10, 16]  # not 8, the end of epoch 0: no improvement there
+    candidates = [Candidate(i.name, i.step, i.epoch, i.metrics, frozenset(i.tags)) for i in infos]
+    kept = build.retention_policy(ck, "val/mse", "min", 16).select(candidates)
+    assert kept == {i.name for i in infos if i.step in (10, 16)}
