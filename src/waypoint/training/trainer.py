@@ -154,23 +154,17 @@ class Trainer:
             self._fit()
         except (Preempted, NonFiniteLossError):
             raise
-        except MonitorError:
-            if self.progress.step == 0:  # nothing trained yet: nothing to save
+        except Exception as exc:
+            if isinstance(exc, MonitorError) and self.progress.step == 0:  # a config error before any training
                 raise
-            self._emergency_then_raise()
-        except Exception:
-            self._emergency_then_raise()
-
-    def _emergency_then_raise(self) -> None:
-        exc = sys.exc_info()[1]
-        try:
-            info = self.emergency_save()
-            self.emergency = info
-            print(f"{type(exc).__name__} at step {self.progress.step}: saved emergency checkpoint {info.name} "
-                  "(resume=tag:emergency continues from it)", file=sys.stderr, flush=True)
-        except Exception as save_exc:
-            print(f"the emergency save failed too: {save_exc}", file=sys.stderr, flush=True)
-        raise
+            try:
+                info = self.emergency_save()
+                self.emergency = info
+                print(f"{type(exc).__name__} at step {self.progress.step}: saved emergency checkpoint {info.name} "
+                      "(resume=tag:emergency continues from it)", file=sys.stderr, flush=True)
+            except Exception as save_exc:
+                print(f"the emergency save failed too: {save_exc}", file=sys.stderr, flush=True)
+            raise
 
     def _fit(self) -> None:
         p = self.progress
