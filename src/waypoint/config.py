@@ -48,6 +48,9 @@ class CheckpointConfig:
     keep_every_n_steps: Optional[int] = None  # permanent
     keep_all: bool = False  # no retention at all
     async_save: bool = True  # periodic saves hash and write in the background
+    monitor: Optional[str] = None  # metric that defines best and on-improvement saves; null = the model family's own
+    mode: Optional[str] = None  # max | min; null = the family's mode for its own metric, min for a *loss metric
+    save_optimizer: bool = True  # false: weights and progress only, smaller, and a resume from one is not exact
 
 
 @dataclass

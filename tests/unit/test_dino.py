@@ -110,3 +110,16 @@ def test_an_unknown_option_is_named(digits: Digits) -> None:
 def test_an_impossible_size_or_range_is_one_clear_sentence(digits: Digits, option: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DinoTask(digits, seed=0, **option)
+
+
+def test_a_weights_only_state_holds_student_teacher_and_center_but_no_optimizer(digits: Digits) -> None:
+    a = make(digits)
+    step(a, batch_of(a), StepContext(0, 1, 20, 4, torch.device("cpu")))
+    state = copy.deepcopy(a.state_dict(optimizer=False))
+    assert set(state) == {"student", "teacher", "center"}
+    b = make(digits)
+    b.load_state_dict(state)
+    assert torch.equal(a.center, b.center)
+    assert all(torch.equal(x, y) for x, y in zip(a.teacher.parameters(), b.teacher.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(a.student.parameters(), b.student.parameters()))
+    assert not b.optimizers()[0].state  # the optimizer starts afresh

@@ -15,7 +15,7 @@ def histories(draw):
     steps = draw(st.lists(st.integers(1, 500), min_size=0, max_size=25, unique=True))
     out = []
     for s in sorted(steps):
-        tags = draw(st.frozensets(st.sampled_from(["pinned", "milestone", "preempt", "note"]), max_size=2))
+        tags = draw(st.frozensets(st.sampled_from(["pinned", "milestone", "preempt", "emergency", "note"]), max_size=2))
         out.append(Candidate(f"step_{s:09d}", s, s // 10, {"acc": draw(metric)}, tags, draw(st.booleans()) or True))
     return out
 
@@ -78,13 +78,30 @@ def test_keep_last_keeps_exactly_the_k_newest(history, k):
 @given(histories(), st.integers(1, 5), st.sampled_from(["max", "min"]))
 def test_keep_best_keeps_the_best_finite_values_only(history, k, mode):
     kept = [c for c in history if c.name in KeepBest(k, "acc", mode).keep(history)]
-    finite = [c for c in history if c.metrics["acc"] is not None and math.isfinite(c.metrics["acc"])]
+    finite = [c for c in history if c.metrics["acc"] is not None and math.isfinite(c.metrics["acc"])
+              and not c.tags & {"preempt", "emergency"}]
     assert len(kept) == min(k, len(finite))
     assert all(c in finite for c in kept)
     worst_kept = (min if mode == "max" else max)((c.metrics["acc"] for c in kept), default=None)
     for c in finite:
         if c not in kept and worst_kept is not None:
             assert (c.metrics["acc"] <= worst_kept) if mode == "max" else (c.metrics["acc"] >= worst_kept)
+
+
+@given(histories(), st.sampled_from(["max", "min"]))
+def test_best_is_never_an_emergency_or_preempt_save_and_ties_go_to_the_earlier_checkpoint(history, mode):
+    ranked = KeepBest(1, "acc", mode).ranked(history)
+    if not ranked:
+        return
+    best = ranked[0]
+    assert not best.tags & {"preempt", "emergency"}
+    assert all(c.step > best.step for c in ranked if c.metrics["acc"] == best.metrics["acc"] and c is not best)
+
+
+def test_a_tie_keeps_the_earlier_checkpoint_when_only_one_best_is_kept():
+    history = [Candidate("s64", 64, metrics={"bpb": 2.0}), Candidate("s69", 69, metrics={"bpb": 2.0}, tags=frozenset({"preempt"})),
+               Candidate("s72", 72, metrics={"bpb": 2.0}), Candidate("s80", 80, metrics={"bpb": 2.5})]
+    assert RetentionPolicy((KeepBest(1, "bpb", "min"), KeepLast(1))).select(history) == {"s64", "s80"}
 
 
 def test_no_pools_keeps_everything():

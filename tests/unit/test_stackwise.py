@@ -269,3 +269,18 @@ def test_validation_reports_the_held_out_unigram_baseline_beside_bits_per_byte()
     metrics = task.validate([task.collate([ds[i] for i in range(4)])], ctx(0))
     assert metrics["val/baseline_unigram_bpb"] == pytest.approx(corpus().unigram_val_bpb())
     assert 2.0 < metrics["val/baseline_unigram_bpb"] < 8.0
+
+
+def test_a_weights_only_state_rebuilds_the_grown_rack_with_a_fresh_optimizer():
+    grown = make(stack_precisions=["half", "full", "full"], lora={"enabled": True, "rank": 2, "alpha": 4.0})
+    train(grown, 0, 5)
+    state = grown.state_dict(optimizer=False)
+    assert "optimizer" not in state and "rack" in state
+    fresh = make(stack_precisions=["half", "full", "full"], lora={"enabled": True, "rank": 2, "alpha": 4.0})
+    fresh.load_state_dict(round_trip(state))
+    assert [s.to_json() for s in fresh.specs] == [s.to_json() for s in grown.specs]
+    assert [p.requires_grad for p in fresh.rack.parameters()] == [p.requires_grad for p in grown.rack.parameters()]
+    a, b = encode(grown.state_dict(optimizer=False))[0], encode(fresh.state_dict(optimizer=False))[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not fresh.optimizers()[0].state
+    train(fresh, 5, 6)  # and it trains on

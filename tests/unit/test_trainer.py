@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from waypoint.checkpoint import CheckpointManager, RetentionPolicy, SaveTriggers
 from waypoint.tasks.base import StepContext
 from waypoint.tracking.metrics import MetricsLog
-from waypoint.training.trainer import LoopConfig, NonFiniteLossError, Preempted, Trainer
+from waypoint.training.trainer import LoopConfig, MonitorError, NonFiniteLossError, Preempted, Trainer
 
 
 class Points(Dataset):
@@ -76,12 +76,13 @@ class Line:
         self.net.train()
         return {"val/mse": sum(errs) / len(errs)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), **({"opt": self.opt.state_dict()} if optimizer else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(dict(state["net"]))
-        self.opt.load_state_dict(state["opt"])
+        if "opt" in state:
+            self.opt.load_state_dict(state["opt"])
 
     def parameter_groups(self) -> dict[str, list[str]]:
         return {"net": ["net/1.weight", "net/1.bias"]}
@@ -159,3 +160,115 @@ def test_a_signal_during_validation_saves_the_pre_validation_state_and_validates
     reference.manager.close()
     digest = lambda d: CheckpointManager(d / "checkpoints", read_only=True).latest().digest  # noqa: E731
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+def test_a_checkpoint_holds_only_the_metrics_measured_at_its_own_step(tmp_path: Path) -> None:
+    trainer = make(tmp_path, Line(), every=4)
+    trainer.cfg.val_every_n_steps, trainer.cfg.val_every_n_epochs = 8, None
+    trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    assert {i.step: "val/mse" in i.metrics for i in mgr.list()} == {4: False, 8: True, 12: False, 16: True}
+    assert all("train/loss" in i.metrics for i in mgr.list())
+    assert mgr.best().step in (8, 16)
+
+
+def test_an_emergency_checkpoint_is_never_best_nor_what_resume_best_restores(tmp_path: Path) -> None:
+    trainer = make(tmp_path, Line(fail_at=6), every=4)
+    trainer.cfg.val_every_n_steps = 4
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    assert mgr.one("tag:emergency").step == 6
+    assert mgr.best().step == 4
+    assert mgr.restore_with_info("best")[1].step == 4
+
+
+def test_a_preempt_checkpoint_between_validations_is_never_best(tmp_path: Path) -> None:
+    def send(ctx: StepContext) -> None:
+        if ctx.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+    trainer = make(tmp_path, Line(on_step=send), every=4)
+    trainer.cfg.val_every_n_steps = 4
+    with pytest.raises(Preempted):
+        trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
+    preempt = mgr.one("tag:preempt")
+    assert preempt.step == 6 and "val/mse" not in preempt.metrics
+    assert mgr.best().step == 4 and [i.name for i in mgr.list() if "best" in i.derived_tags] == [mgr.best().name]
+
+
+def test_an_unknown_monitored_metric_stops_at_the_first_validation_naming_the_metrics_there_are(tmp_path: Path) -> None:
+    trainer = make(tmp_path, Line())
+    trainer.cfg.monitor, trainer.cfg.monitor_mode = "val/accuracy", "max"
+    trainer = Trainer(trainer.task, trainer.manager, trainer.triggers, trainer.cfg, device=torch.device("cpu"),
+                      metrics=trainer.metrics)
+    with pytest.raises(MonitorError, match=r"checkpoint.monitor=val/accuracy .* choose one of val/mse"):
+        trainer.fit()
+    trainer.manager.close()
+    assert not CheckpointManager(tmp_path / "checkpoints", read_only=True).list()  # nothing trained, nothing saved
+
+
+def test_the_non_finite_loss_message_says_where_a_rerun_starts(tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match=r"the newest checkpoint, step_000000004 \(step 4\), holds the last good state"):
+        make(tmp_path / "a", Line(nan_at=5)).fit()
+    with pytest.raises(NonFiniteLossError, match="no checkpoint has been saved yet, so running again starts from step 0"):
+        make(tmp_path / "b", Line(nan_at=2)).fit()
+
+
+def test_save_optimizer_false_saves_weights_only_and_a_resume_from_it_warns(tmp_path: Path, caplog) -> None:
+    trainer = make(tmp_path, Line(), steps=8)
+    trainer.cfg.save_optimizer = False
+    trainer.fit()
+    trainer.manager.close()
+    mgr = CheckpointManager(tmp_path / "checkpoints")
+    state, info = mgr.restore_with_info("latest")
+    mgr.close()
+    assert "weights_only" in info.tags and "opt" not in state["task"] and "net" in state["task"]
+    assert state["progress"]["step"] == 8
+    resumed = make(tmp_path, Line(), steps=16)
+    with caplog.at_level("WARNING"):
+        resumed.load_state_dict(state)
+    assert "optimizer restarts from scratch, so this resume is not exact" in caplog.text
+    resumed.fit()
+    resumed.manager.close()
+
+
+def checkpoint_group(name: str) -> Any:
+    """conf/checkpoint/<name>.yaml over its defaults, as train.py composes it."""
+    from omegaconf import OmegaConf
+
+    from waypoint.config import CheckpointConfig
+    conf = Path(__file__).resolve().parents[2] / "conf" / "checkpoint"
+    cfg = OmegaConf.structured(CheckpointConfig)
+    for layer in ("default", name):
+        doc = OmegaConf.load(conf / f"{layer}.yaml")
+        doc.pop("defaults", None)
+        cfg = OmegaConf.merge(cfg, doc)
+    return cfg
+
+
+def test_best_only_saves_only_on_improvement_and_at_the_end_and_keeps_the_best_and_the_newest(tmp_path: Path) -> None:
+    from waypoint.checkpoint.policy import Candidate
+    from waypoint.training import build
+
+    class Scripted(Line):
+        SCORES = {0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.2, 10: 2.0, 12: 2.5, 14: 2.2, 16: 2.8}  # improves at 2, 4, 10
+
+        def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
+            return {"val/mse": self.SCORES[ctx.step]}
+
+    ck = checkpoint_group("best_only")
+    task = Scripted()
+    task.setup(16, 8, torch.device("cpu"))
+    mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor="val/mse", mode="min")  # keep all: see every save
+    cfg = LoopConfig(total_steps=16, steps_per_epoch=8, batch_size=4, val_every_n_steps=2, progress_bar=False, async_save=False)
+    Trainer(task, mgr, build.save_triggers(ck, 8), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path)).fit()
+    infos = mgr.list()
+    mgr.close()
+    assert [i.step for i in infos] == [2, 4, 10, 16]  # not 8, the end of epoch 0: no improvement there
+    candidates = [Candidate(i.name, i.step, i.epoch, i.metrics, frozenset(i.tags)) for i in infos]
+    kept = build.retention_policy(ck, "val/mse", "min", 16).select(candidates)
+    assert kept == {i.name for i in infos if i.step in (10, 16)}

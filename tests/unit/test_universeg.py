@@ -154,3 +154,14 @@ def test_smoke_scale_runs_at_least_five_steps_per_second():
         task.optimizers()[0].step()
         task.optimizers()[0].zero_grad(set_to_none=True)
     assert 20 / (time.perf_counter() - start) >= 5.0
+
+
+def test_a_weights_only_state_restores_the_weights_and_a_fresh_optimizer():
+    a = smoke_task()
+    train_step(a, 0)
+    state = a.state_dict(optimizer=False)
+    assert set(state) == {"model"}
+    b = smoke_task()
+    b.load_state_dict(decode(*reversed(encode(state))))
+    assert all(torch.equal(va, vb) for va, vb in zip(a.state_dict()["model"].values(), b.state_dict()["model"].values()))
+    assert not b.optimizers()[0].state

@@ -51,7 +51,8 @@ def job_row(job: Path, sweep: Path) -> dict[str, Any]:
                 last, best = infos[-1], mgr.best()
                 row["monitor"] = mgr.monitor
                 row["steps"] = last.step
-                row["final"] = last.metrics.get(mgr.monitor or "")
+                # the last measured value: a checkpoint records the metric only when validated at its own step
+                row["final"] = next((i.metrics[mgr.monitor] for i in reversed(infos) if mgr.monitor in i.metrics), None)
                 row["best"] = best.metrics.get(mgr.monitor or "") if best else None
                 tags = set(last.tags)
                 row["status"] = ("finished" if tags & set(FINISHED_TAGS) else "preempted" if "preempt" in tags

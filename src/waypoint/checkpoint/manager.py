@@ -169,7 +169,11 @@ class CheckpointManager:
         return max(infos, key=lambda i: (i.step, i.name), default=None)
 
     def best(self) -> CheckpointInfo | None:
-        """The best checkpoint by the monitored metric, or None without a monitor."""
+        """The best checkpoint by the monitored metric, or None without a monitor.
+
+        Only checkpoints that recorded the metric compete (validated at their own step), never ``emergency`` or
+        ``preempt`` saves; a tie goes to the earlier checkpoint (``KeepBest.ranked``).
+        """
         if not self.monitor:
             return None
         ranked = KeepBest(1, self.monitor, self.mode).ranked(self._candidates())
@@ -214,7 +218,7 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ restoring
     def restore(self, selector: str = "latest", *, verify: bool = True) -> Any:
-        """The state saved in the checkpoint ``selector`` names (newest that verifies for latest/best)."""
+        """The state saved in the checkpoint ``selector`` names (for latest/best, the first in that order that verifies)."""
         return self.restore_with_info(selector, verify=verify)[0]
 
     def restore_with_info(self, selector: str = "latest", *, verify: bool = True) -> tuple[Any, CheckpointInfo]:

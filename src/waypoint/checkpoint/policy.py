@@ -51,6 +51,10 @@ def metric_value(c: Candidate, metric: str) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
+#: checkpoints saved because something went wrong or the run was stopped: they are never ``best``
+NEVER_BEST = frozenset({"emergency", "preempt"})
+
+
 def is_improvement(value: float | None, best: float | None, mode: str) -> bool:
     """Whether ``value`` beats ``best`` in ``mode`` ('max' or 'min'); a first finite value always does."""
     if value is None or not math.isfinite(value):
@@ -62,7 +66,12 @@ def is_improvement(value: float | None, best: float | None, mode: str) -> bool:
 
 @dataclass(frozen=True)
 class KeepBest:
-    """Keep the ``k`` best checkpoints by a monitored metric (ties: the newer wins)."""
+    """Keep the ``k`` best checkpoints by a monitored metric.
+
+    Only checkpoints that carry the metric compete (the trainer records a validation metric only in the
+    checkpoint saved at the step that validation ran), never ``emergency`` or ``preempt`` saves; on a tie
+    the earlier checkpoint wins (a later one with the same value adds nothing).
+    """
 
     k: int
     metric: str
@@ -73,10 +82,11 @@ class KeepBest:
             raise ValueError(f"KeepBest mode must be 'max' or 'min', not {self.mode!r}")
 
     def ranked(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        """Candidates with a finite metric, best first."""
-        scored = [c for c in candidates if c.valid and metric_value(c, self.metric) is not None]
+        """Candidates with a finite metric that may be best, best first (ties: earlier first)."""
+        scored = [c for c in candidates
+                  if c.valid and not (c.tags & NEVER_BEST) and metric_value(c, self.metric) is not None]
         sign = -1.0 if self.mode == "max" else 1.0
-        return sorted(scored, key=lambda c: (sign * metric_value(c, self.metric), -c.step, c.name))  # type: ignore[operator]
+        return sorted(scored, key=lambda c: (sign * metric_value(c, self.metric), c.step, c.name))  # type: ignore[operator]
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
         """The k best."""

@@ -66,11 +66,19 @@ class Task(Protocol):
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
         """Evaluate on an iterable of validation batches; must include ``self.monitor``."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything of the task that must survive a restart (modules, optimizers, extra buffers)."""
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """Everything of the task that must survive a restart (modules, optimizers, extra buffers).
+
+        With ``optimizer=False``: the same without optimizer state (``checkpoint.save_optimizer=false``); every
+        module's weights, buffers and structure (teacher, loss center, rack layout) are still included.
+        """
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from ``state_dict()`` output, rebuilding structure first if it changed."""
+        """Restore from ``state_dict()`` output, rebuilding structure first if it changed.
+
+        A state without optimizer state (``state_dict(optimizer=False)``) loads the weights and leaves the
+        optimizers as freshly built.
+        """
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Named groups of state keys for analysis (e.g. ``{"student": [...], "teacher": [...]}``)."""

@@ -255,16 +255,19 @@ class DinoTask:
         return {"val/knn_top1": acc}
 
     # -- state --------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Student and teacher (backbone, head), AdamW and the loss center."""
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """Student and teacher (backbone, head), AdamW (unless ``optimizer=False``) and the loss center."""
         student, teacher, opt = self._nets()
-        return {"student": {"backbone": student.backbone.state_dict(), "head": student.head.state_dict()},
-                "teacher": {"backbone": teacher.backbone.state_dict(), "head": teacher.head.state_dict()},
-                "optimizer": opt.state_dict(), "center": self.center}
+        state = {"student": {"backbone": student.backbone.state_dict(), "head": student.head.state_dict()},
+                 "teacher": {"backbone": teacher.backbone.state_dict(), "head": teacher.head.state_dict()},
+                 "center": self.center}
+        if optimizer:
+            state["optimizer"] = opt.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` saved."""
-        missing = [k for k in ("student", "teacher", "optimizer", "center") if k not in state]
+        """Restore what ``state_dict`` saved (a weights-only state keeps a fresh optimizer)."""
+        missing = [k for k in ("student", "teacher", "center") if k not in state]
         if missing:
             raise ValueError(f"this is not a DINO state: it lacks {missing}")
         student, teacher, opt = self._nets()
@@ -274,7 +277,8 @@ class DinoTask:
                 net.head.load_state_dict(dict(part["head"]))
         except RuntimeError as exc:
             raise ValueError(f"the saved DINO weights do not fit this model's sizes {self.size}: {str(exc).splitlines()[0]}") from None
-        opt.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
         self.center = state["center"].to(self.device).clone()
 
     # -- init_from (waypoint.training.init_from) -----------------------------------------------------

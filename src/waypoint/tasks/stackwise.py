@@ -288,23 +288,26 @@ class StackWiseTask:
         out.update({f"rack.head.{k}": v for k, v in rack.head.state_dict().items()})
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        """``rack/{meta,embed,stacks/<i>,head}``, ``optimizer``, and ``cache`` when the cache is on."""
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """``rack/{meta,embed,stacks/<i>,head}``, ``optimizer`` (unless ``optimizer=False``), and ``cache`` when on."""
         builder = self._builder()
-        state: dict[str, Any] = {"rack": builder.state_dict(), "optimizer": self.optimizers()[0].state_dict()}
+        state: dict[str, Any] = {"rack": builder.state_dict()}
+        if optimizer:
+            state["optimizer"] = self.optimizers()[0].state_dict()
         if self.cache is not None:
             state["cache"] = self.cache.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the rack saved in ``state`` (stacks, precisions, adapters, frozen flags), then load it all."""
-        if "rack" not in state or "optimizer" not in state:
-            raise StackStateError("this is not a Stack-Wise state: it lacks 'rack' or 'optimizer'")
+        if "rack" not in state:
+            raise StackStateError("this is not a Stack-Wise state: it lacks 'rack'")
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
         builder.load_state_dict(state["rack"])
         self.builder = builder
         self._after_structure_change()
-        self.optimizers()[0].load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # a weights-only state keeps the optimizer _after_structure_change built
+            self.optimizers()[0].load_state_dict(state["optimizer"])
         if self.cache is not None and "cache" in state:
             self.cache.load_state_dict(state["cache"], self.device)
 

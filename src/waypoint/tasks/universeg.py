@@ -203,13 +203,16 @@ class UniverSegTask:
         return {f"model.{k}": v for k, v in self._net().state_dict().items()}
 
     # -- state --------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """``{"model": network weights, "optimizer": AdamW state}``."""
-        return {"model": self._net().state_dict(), "optimizer": self._opt().state_dict()}
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """``{"model": network weights, "optimizer": AdamW state}`` (no ``optimizer`` with ``optimizer=False``)."""
+        state: dict[str, Any] = {"model": self._net().state_dict()}
+        if optimizer:
+            state["optimizer"] = self._opt().state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore weights and optimizer state saved by ``state_dict``."""
-        missing = [k for k in ("model", "optimizer") if k not in state]
+        """Restore weights and optimizer state saved by ``state_dict`` (a weights-only state keeps a fresh optimizer)."""
+        missing = [k for k in ("model",) if k not in state]
         if missing:
             raise ValueError(f"this is not a UniverSeg state: it lacks {missing}")
         try:
@@ -217,7 +220,8 @@ class UniverSegTask:
         except RuntimeError as exc:
             raise ValueError(f"the saved UniverSeg weights do not fit model.encoder_blocks={self.encoder_blocks} "
                              f"(set the same sizes as the saved run): {str(exc).splitlines()[0]}") from None
-        self._opt().load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            self._opt().load_state_dict(state["optimizer"])
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """``encoder`` (encoder CrossBlocks) and ``decoder`` (decoder CrossBlocks and the output conv)."""

@@ -112,3 +112,28 @@ def config_hash(cfg: dict) -> str:
     data = {k: v for k, v in (cfg.get("data") or {}).items() if k != "num_workers"}
     doc = json.dumps({"model": cfg.get("model"), "data": data, "seed": cfg.get("seed")}, sort_keys=True, default=str)
     return hashlib.sha256(doc.encode()).hexdigest()
+
+
+#: substrings of metric names where lower is better (the mode a custom ``checkpoint.monitor`` gets by default)
+LOWER_IS_BETTER = ("loss", "bpb", "mse", "error", "perplexity")
+
+
+def monitored_metric(ck: DictConfig, task_monitor: str, task_mode: str) -> tuple[str, str]:
+    """(metric, mode) that define ``best``: ``checkpoint.monitor``/``checkpoint.mode``, else the family's own.
+
+    A custom metric without a mode gets ``min`` when its name says lower is better (loss, bpb, ...); otherwise
+    the mode must be given. Whether the metric exists is only known at the first validation (the trainer checks).
+    """
+    monitor = str(ck.get("monitor") or task_monitor)
+    mode = ck.get("mode")
+    if mode is None:
+        if monitor == task_monitor:
+            mode = task_mode
+        elif any(word in monitor.lower() for word in LOWER_IS_BETTER):
+            mode = "min"
+        else:
+            raise ValueError(f"checkpoint.monitor={monitor} needs checkpoint.mode=max or checkpoint.mode=min "
+                             "(is a higher value better or a lower one?)")
+    if mode not in ("max", "min"):
+        raise ValueError(f"checkpoint.mode must be max or min, not '{mode}'")
+    return monitor, str(mode)

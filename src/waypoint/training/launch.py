@@ -21,7 +21,7 @@ from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
 from waypoint.training.state import seed_everything
-from waypoint.training.trainer import LoopConfig, NonFiniteLossError, Preempted, Trainer
+from waypoint.training.trainer import WEIGHTS_ONLY, LoopConfig, MonitorError, NonFiniteLossError, Preempted, Trainer
 
 #: model options that name another run's checkpoint, resolved here into a task constructor argument
 INIT_FROM = {"init_stacks_from": "init_stacks"}
@@ -64,10 +64,23 @@ def _restore_source(manager: CheckpointManager, mode: str) -> tuple[CheckpointMa
                 _say("resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
                      "Use resume=tag:emergency to continue from an emergency save.")
             return None
-        return manager, "latest"
+        return manager, _auto_selector(manager)
     if Path(mode.split("@")[0]).exists():
         return open_ref(mode)
     return manager, mode
+
+
+def _auto_selector(manager: CheckpointManager) -> str:
+    """``latest``, unless it is weights-only and an older full checkpoint exists: auto prefers an exact resume."""
+    latest = manager.latest()
+    if latest is None or WEIGHTS_ONLY not in latest.tags or "end" in latest.tags:
+        return "latest"
+    full = next((i for i in manager.resolve("latest") if WEIGHTS_ONLY not in i.tags), None)
+    if full is None:
+        return "latest"
+    _say(f"resume=auto: resuming from {full.name}, the newest checkpoint with optimizer state, for an exact resume; "
+         f"the newer {latest.name} holds weights only (resume=latest continues from it instead)")
+    return full.name
 
 
 def launch(cfg: DictConfig) -> None:
@@ -98,6 +111,9 @@ def launch(cfg: DictConfig) -> None:
     except NonFiniteLossError as exc:
         _say(f"error: {exc}")
         code = EXIT_NONFINITE
+    except MonitorError as exc:
+        _say(f"error: {exc}")
+        code = EXIT_USAGE
     except Aborted:
         _say("aborted by a second Ctrl-C; committed checkpoints are intact")
         code = EXIT_ABORTED
@@ -134,8 +150,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
     if not limits:
         raise ValueError("set trainer.max_epochs or trainer.max_steps to a positive number")
     total = min(limits)
-    policy = build.retention_policy(cfg.checkpoint, task.monitor, task.monitor_mode, total)
-    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=task.monitor, mode=task.monitor_mode)
+    monitor, mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
+    policy = build.retention_policy(cfg.checkpoint, monitor, mode, total)
+    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=monitor, mode=mode)
     metrics = MetricsLog(run_dir)
     try:
         source = _restore_source(manager, str(cfg.resume.mode))
@@ -156,7 +173,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                                      val_every_n_epochs=cfg.trainer.val_every_n_epochs, val_every_n_steps=cfg.trainer.val_every_n_steps,
                                      validate_at_start=cfg.trainer.validate_at_start, gradient_clip_val=cfg.trainer.gradient_clip_val,
                                      log_every_n_steps=cfg.trainer.log_every_n_steps, progress_bar=cfg.trainer.progress_bar,
-                                     async_save=cfg.checkpoint.async_save, seed=int(cfg.seed)),
+                                     async_save=cfg.checkpoint.async_save, seed=int(cfg.seed), monitor=monitor,
+                                     monitor_mode=mode, save_optimizer=bool(cfg.checkpoint.save_optimizer)),
                           device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
         if source is not None:
             _resume(trainer, manager, source, plain, bool(cfg.resume.allow_config_change))

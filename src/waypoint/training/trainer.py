@@ -5,6 +5,7 @@ boundary: optimizer step -> log -> validate if due -> save if a trigger fires ->
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from contextlib import nullcontext
@@ -23,6 +24,11 @@ from waypoint.tracking.progress import Progress as ProgressView
 from waypoint.training.signals import StopFlag
 from waypoint.training.state import Progress, rng_state, set_rng_state
 
+log = logging.getLogger(__name__)
+
+#: the stored tag of a checkpoint saved with ``checkpoint.save_optimizer=false``
+WEIGHTS_ONLY = "weights_only"
+
 
 class Preempted(Exception):
     """A stop signal was serviced: a ``preempt`` checkpoint was saved."""
@@ -35,6 +41,10 @@ class Preempted(Exception):
 
 class NonFiniteLossError(Exception):
     """The loss became NaN or infinite; nothing of that step was applied or saved."""
+
+
+class MonitorError(ValueError):
+    """The monitored metric (``checkpoint.monitor``) is not among the metrics validation returns: a config error."""
 
 
 class _StopInValidation(Exception):
@@ -57,6 +67,9 @@ class LoopConfig:
     progress_bar: bool = True
     async_save: bool = True
     seed: int = 0
+    monitor: str | None = None  # the metric that defines best / on-improvement saves (None: the task's own)
+    monitor_mode: str | None = None  # 'max' or 'min' (None: the task's own)
+    save_optimizer: bool = True  # False: checkpoints hold weights and progress, not optimizer state
 
 
 class Trainer:
@@ -78,20 +91,32 @@ class Trainer:
         self.val_set = task.val_dataset()
         self.last_val: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
+        self.last_val_step = self.last_train_step = -1  # the step each was measured at
+        self.monitor = cfg.monitor or task.monitor
+        self.monitor_mode = cfg.monitor_mode or task.monitor_mode
         self._rng_before_val: dict[str, Any] | None = None
         self.view: ProgressView | None = None
         self.emergency: Any = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The whole training state: task, data cursor and counters, RNG streams, loss scaler."""
-        state: dict[str, Any] = {"task": self.task.state_dict(), "progress": self.progress.to_state(), "rng": rng or rng_state()}
+        """The whole training state: task, data cursor and counters, RNG streams, loss scaler.
+
+        With ``save_optimizer=False`` the task gives its state without optimizer state and ``weights_only`` is set.
+        """
+        task_state = self.task.state_dict() if self.cfg.save_optimizer else self.task.state_dict(optimizer=False)
+        state: dict[str, Any] = {"task": task_state, "progress": self.progress.to_state(), "rng": rng or rng_state()}
+        if not self.cfg.save_optimizer:
+            state["weights_only"] = True
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` (the task must be set up)."""
+        if state.get("weights_only"):
+            log.warning("this checkpoint was saved without optimizer state (checkpoint.save_optimizer=false): the "
+                        "optimizer restarts from scratch, so this resume is not exact")
         self.task.load_state_dict(state["task"])
         self.progress = Progress.from_state(state["progress"])
         self.trigger_state = TriggerState(self.progress.step, time.time(), self.progress.best_value)
@@ -130,6 +155,8 @@ class Trainer:
         except (Preempted, NonFiniteLossError):
             raise
         except Exception as exc:
+            if isinstance(exc, MonitorError) and self.progress.step == 0:  # a config error before any training
+                raise
             try:
                 info = self.emergency_save()
                 self.emergency = info
@@ -171,8 +198,8 @@ class Trainer:
             loss, logs = self.task.training_step(batch, ctx)
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(f"the loss became {float(loss.detach())} at step {p.step + 1} (epoch {p.epoch}); "
-                                     "the step was not applied and the newest checkpoint holds the last good state. "
-                                     "Lower model.lr or set trainer.gradient_clip_val, then run the same command to resume.")
+                                     f"the step was not applied; {self._where_a_rerun_starts()}. "
+                                     "Lower model.lr or set trainer.gradient_clip_val, then run the same command again.")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             for opt in optimizers:
@@ -193,7 +220,7 @@ class Trainer:
             self.scaler.update()
         self.task.after_optimizer_step(ctx)
         p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
-        self.last_train = {k: float(v) for k, v in logs.items()}
+        self.last_train, self.last_train_step = {k: float(v) for k, v in logs.items()}, p.step
         lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
         if lr is not None:
             self.last_train.setdefault("train/lr", float(lr))
@@ -234,40 +261,59 @@ class Trainer:
             p.pending_validation = True
             self._preempt(rng=self._rng_before_val)
         p.pending_validation = False
-        self.last_val = {k: float(v) for k, v in metrics.items()}
-        if self.task.monitor not in self.last_val:
-            raise KeyError(f"{type(self.task).__name__}.validate() did not return its monitored metric '{self.task.monitor}'")
+        self.last_val, self.last_val_step = {k: float(v) for k, v in metrics.items()}, p.step
+        if self.monitor not in self.last_val:
+            raise MonitorError(f"checkpoint.monitor={self.monitor} is not a metric this model's validation reports; "
+                               f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}")
         self._log({"epoch": p.epoch, **self.last_val})
         assert self.view is not None
         self.view.write(f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items()))
         if p.step > 0:
-            self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.task.monitor])
+            self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.monitor])
         else:
-            self.trigger_state = self.triggers.after_validation(self.trigger_state, self.last_val[self.task.monitor], self.task.monitor_mode)
+            self.trigger_state = self.triggers.after_validation(self.trigger_state, self.last_val[self.monitor], self.monitor_mode)
             p.best_value = self.trigger_state.best_value
 
     def _maybe_save(self, epoch_end: bool, is_end: bool, monitored: float | None) -> None:
         p = self.progress
         reasons = self.triggers.due(self.trigger_state, step=p.step, total_steps=self.cfg.total_steps, now=time.time(),
                                     epoch_end=epoch_end, epochs_done=p.epoch, is_end=is_end, monitored=monitored,
-                                    mode=self.task.monitor_mode)
+                                    mode=self.monitor_mode)
         if monitored is not None:
-            self.trigger_state = self.triggers.after_validation(self.trigger_state, monitored, self.task.monitor_mode)
+            self.trigger_state = self.triggers.after_validation(self.trigger_state, monitored, self.monitor_mode)
             p.best_value = self.trigger_state.best_value
         if reasons:
             tags = tuple(t for t in ("milestone", "end") if t in reasons)
             self.save(tags, blocking=is_end or not self.cfg.async_save)
 
     def save(self, tags: tuple[str, ...], blocking: bool, rng: Mapping[str, Any] | None = None) -> Any:
-        """Save the training state now, with the latest metrics."""
+        """Save the training state now, with the metrics measured at this step only.
+
+        Train metrics are those of the step just taken; validation metrics only when validation ran at this step,
+        so a checkpoint never carries an earlier checkpoint's score (and cannot become ``best`` with it).
+        """
         p = self.progress
-        metrics = {**self.last_train, **self.last_val}
+        metrics = {**(self.last_train if self.last_train_step == p.step else {}),
+                   **(self.last_val if self.last_val_step == p.step else {})}
+        if not self.cfg.save_optimizer:
+            tags = (*tags, WEIGHTS_ONLY)
         info = self.manager.save(self.state_dict(rng), step=p.step, epoch=p.epoch, metrics=metrics, tags=tags,
                                  blocking=blocking, meta=self.meta)
         self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=time.time())
         if self.on_save is not None and info is not None:
             self.on_save(info, tags)
         return info
+
+    def _where_a_rerun_starts(self) -> str:
+        """Where running the same command again continues from, as a phrase (for the non-finite loss message)."""
+        try:
+            self.manager.wait()  # a background save still in flight counts once it committed
+        except Exception:
+            pass
+        latest = self.manager.latest()
+        if latest is None:
+            return "no checkpoint has been saved yet, so running again starts from step 0"
+        return f"the newest checkpoint, {latest.name} (step {latest.step}), holds the last good state and running again resumes from it"
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name
