@@ -254,11 +254,11 @@ def test_best_only_saves_only_on_improvement_and_at_the_end_and_keeps_the_best_a
     from waypoint.checkpoint.policy import Candidate
     from waypoint.training import build
 
-    class Scripted(Line):
-        SCORES = {0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.2, 10: 2.0, 12: 2.5, 14: 2.2, 16: 2.8}  # improves at 2, 4, 10
+    scores = {0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.2, 10: 2.0, 12: 2.5, 14: 2.2, 16: 2.8}  # improves at 2, 4, 10
 
+    class Scripted(Line):
         def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-            return {"val/mse": self.SCORES[ctx.step]}
+            return {"val/mse": scores[ctx.step]}
 
     ck = checkpoint_group("best_only")
     task = Scripted()
