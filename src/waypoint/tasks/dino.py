@@ -250,7 +250,7 @@ class DinoTask:
         if warning:
             log.warning(warning)
         return loss, {"train/loss": float(loss.detach()), "train/teacher_temp": temp, "train/teacher_entropy": entropy,
-                      "train/kl_teacher_student": kl}
+                      "train/kl_teacher_student": kl, "train/collapsed": float(self.collapse.collapsed)}
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Set lr and weight decay for this step; keep the last layer still during the first epochs."""

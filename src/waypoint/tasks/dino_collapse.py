@@ -48,6 +48,11 @@ class CollapseDetector:
             return "one-prototype"
         return ""
 
+    @property
+    def collapsed(self) -> bool:
+        """Whether the current streak has lasted ``patience`` steps (the run is collapsed now)."""
+        return bool(self.patience and self.kind and self.streak >= self.patience)
+
     def update(self, entropy: float, step: int) -> Optional[str]:
         """Feed the entropy of step ``step``; a warning sentence when a streak first reaches ``patience``."""
         if not self.patience:
