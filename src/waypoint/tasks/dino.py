@@ -4,9 +4,12 @@ A student ViT sees 2 global and several local crops; a teacher (EMA of the stude
 schedule) sees the 2 global crops; the student learns to match the teacher's centred, sharpened outputs.
 Schedules (cosine LR with warm-up, cosine weight decay, teacher momentum, teacher-temperature warm-up,
 last-layer freezing) are pure functions of the step, so the task's state is the two networks, AdamW and
-the loss center. Validation: weighted kNN top-1 of teacher CLS features (``val/knn_top1``, higher is
-better), with the training split as the bank. State layout: ``student/{backbone,head}``,
-``teacher/{backbone,head}``, ``optimizer``, ``center``.
+the loss center. Validation: weighted kNN top-1 of teacher features (``val/knn_top1``, higher is better;
+CLS token, or CLS with average-pooled patch tokens), with the training split as the bank; the first
+validation also logs kNN on raw pixels and of the untrained network with the same k and split. Every step
+logs the teacher's entropy and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when
+the entropy stays pinned at ln K or near 0. State layout: ``student/{backbone,head}``,
+``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
 """
 from __future__ import annotations
 

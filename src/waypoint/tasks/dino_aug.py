@@ -1,8 +1,10 @@
 """DINO multi-crop augmentation on tensors, with all randomness drawn from a per-sample generator.
 
 Two global crops (large scale range, full resolution) and several local crops (small scale range, low
-resolution), each with a random horizontal flip and brightness/contrast jitter; blur and solarization as
-in the original recipe (global 1: blur always; global 2: blur p=0.1, solarize p=0.2; locals: blur p=0.5).
+resolution), each with brightness/contrast jitter; blur and solarization as in the original recipe
+(global 1: blur always; global 2: blur p=0.1, solarize ``solarize_p``; locals: blur p=0.5) and a
+horizontal flip with probability ``flip_p`` (upstream 0.5 for both; 0 for digits, where a mirrored
+digit is another shape and an inverted stroke is not a stroke).
 """
 from __future__ import annotations
 
