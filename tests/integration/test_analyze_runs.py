@@ -49,6 +49,8 @@ def test_the_report_has_every_plot_and_a_self_contained_html(run_of, family: str
     assert "http://" not in html and "https://" not in html
     md = (report / "report.md").read_text()
     assert "Comparison step_000000008" in md
+    if family == "dino":  # the baselines DINO logs at its first validation stand beside its final kNN figure
+        assert re.search(r"Final val/knn_top1 [0-9.]+; baselines: raw_pixels [0-9.]+, untrained [0-9.]+", md)
     summary = json.loads((report / "summary.json").read_text())
     assert summary
 

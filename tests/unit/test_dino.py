@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -116,10 +117,52 @@ def test_a_weights_only_state_holds_student_teacher_and_center_but_no_optimizer(
     a = make(digits)
     step(a, batch_of(a), StepContext(0, 1, 20, 4, torch.device("cpu")))
     state = copy.deepcopy(a.state_dict(optimizer=False))
-    assert set(state) == {"student", "teacher", "center"}
+    assert set(state) == {"student", "teacher", "center", "collapse"}
     b = make(digits)
     b.load_state_dict(state)
     assert torch.equal(a.center, b.center)
     assert all(torch.equal(x, y) for x, y in zip(a.teacher.parameters(), b.teacher.parameters()))
     assert all(torch.equal(x, y) for x, y in zip(a.student.parameters(), b.student.parameters()))
     assert not b.optimizers()[0].state  # the optimizer starts afresh
+
+
+def val_loader(task: DinoTask) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(task.val_dataset(), batch_size=8, collate_fn=task.collate)
+
+
+def test_the_first_validation_reports_raw_pixel_and_untrained_baselines(digits: Digits) -> None:
+    task = make(digits)
+    first = task.validate(val_loader(task), StepContext(0, 0, 20, 4, torch.device("cpu")))
+    raw = knn_top1(digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels,
+                   task.cfg.knn_k, task.cfg.knn_temperature, 10)
+    assert first["val/knn_top1_raw_pixels"] == pytest.approx(raw, abs=1e-6)
+    assert first["val/knn_top1_untrained"] == first["val/knn_top1"]
+    later = task.validate(val_loader(task), StepContext(4, 1, 20, 4, torch.device("cpu")))
+    assert set(later) == {"val/knn_top1"}
+
+
+def test_the_untrained_baseline_is_the_initial_network_even_after_training(digits: Digits) -> None:
+    fresh = make(digits)
+    at_start = fresh.validate(val_loader(fresh), StepContext(0, 0, 20, 4, torch.device("cpu")))["val/knn_top1"]
+    trained = make(digits)
+    step(trained, batch_of(trained), StepContext(0, 1, 20, 4, torch.device("cpu")))
+    figures = trained.validate(val_loader(trained), StepContext(1, 1, 20, 4, torch.device("cpu")))
+    assert figures["val/knn_top1_untrained"] == at_start
+
+
+def test_a_uniform_teacher_is_reported_as_collapse(digits: Digits, caplog: pytest.LogCaptureFixture) -> None:
+    task = make(digits, warmup_teacher_temp=1e3, teacher_temp=1e3, collapse_patience=2)  # a temperature this hot is uniform
+    task.student.train()
+    with caplog.at_level("WARNING", logger="waypoint.tasks.dino"):
+        for i in range(3):
+            _, logs = task.training_step(batch_of(task, i), StepContext(i, 1, 20, 4, torch.device("cpu")))
+    assert logs["train/teacher_entropy"] == pytest.approx(math.log(task.size["out_dim"]), rel=1e-3)
+    assert "train/kl_teacher_student" in logs
+    warnings = [r for r in caplog.records if "collapse (uniform)" in r.getMessage()]
+    assert len(warnings) == 1 and "step 2" in warnings[0].getMessage()
+
+
+def test_cls_with_pooled_patch_tokens_doubles_the_feature(digits: Digits) -> None:
+    cls, both = make(digits), make(digits, knn_feature="cls+avg")
+    images = digits.val_images[:4] / 0.3
+    assert both.features(images).shape[1] == 2 * cls.features(images).shape[1]

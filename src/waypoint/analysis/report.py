@@ -7,7 +7,7 @@ from typing import Any
 
 from waypoint.checkpoint import CheckpointManager
 
-from . import plots
+from . import health, plots
 from .compare import diff_checkpoints
 from .evolution import (aggregate, groups_by_change, pair_distance, paired_keys, parameter_keys, stack_of,
                         storage_by_checkpoint, tensor_evolution, tensor_tables)
@@ -51,6 +51,11 @@ def run_sections(run_dir: Path, out: Path, compare: tuple[str, str] | None = Non
             summary["best"] = {"name": best.name, "step": best.step, "value": best.metrics.get(mgr.monitor)}
         if latest:
             summary["final"] = {"name": latest.name, "step": latest.step, "value": latest.metrics.get(mgr.monitor or "")}
+        text += health.baseline_lines(rows, mgr.monitor)
+        note = health.collapse_note(rows)
+        if note:
+            text.append(note)
+            summary["collapse"] = note
         overview = Section("Overview", text)
         overview.tables.append((["checkpoint", "step", "epoch", "tags", mgr.monitor or "metric"],
                                 [[i["name"], i["step"], i["epoch"], ",".join(i["tags"]), i["metrics"].get(mgr.monitor or "")]

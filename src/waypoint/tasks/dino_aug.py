@@ -1,8 +1,10 @@
 """DINO multi-crop augmentation on tensors, with all randomness drawn from a per-sample generator.
 
 Two global crops (large scale range, full resolution) and several local crops (small scale range, low
-resolution), each with a random horizontal flip and brightness/contrast jitter; blur and solarization as
-in the original recipe (global 1: blur always; global 2: blur p=0.1, solarize p=0.2; locals: blur p=0.5).
+resolution), each with brightness/contrast jitter; blur and solarization as in the original recipe
+(global 1: blur always; global 2: blur p=0.1, solarize ``solarize_p``; locals: blur p=0.5) and a
+horizontal flip with probability ``flip_p`` (upstream 0.5 for both; 0 for digits, where a mirrored
+digit is another shape and an inverted stroke is not a stroke).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class CropSpec:
     n_local: int = 4
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
+    flip_p: float = 0.0       # horizontal flip probability (0 for digits: a mirrored 2 is not a 2)
+    solarize_p: float = 0.0   # solarization probability of the second global crop (upstream 0.2)
 
 
 def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -60,9 +64,9 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)[0]
 
 
-def photometric(img: torch.Tensor, gen: torch.Generator, p_blur: float, p_solarize: float) -> torch.Tensor:
+def photometric(img: torch.Tensor, gen: torch.Generator, p_blur: float, p_solarize: float, p_flip: float = 0.5) -> torch.Tensor:
     """Flip, brightness/contrast jitter (p=0.8), blur and solarization."""
-    if _u(gen) < 0.5:
+    if _u(gen) < p_flip:
         img = img.flip(-1)
     if _u(gen) < 0.8:
         mean = img.mean()
@@ -76,9 +80,10 @@ def photometric(img: torch.Tensor, gen: torch.Generator, p_blur: float, p_solari
 
 def multi_crop(img: torch.Tensor, gen: torch.Generator, spec: CropSpec) -> dict[str, torch.Tensor]:
     """``{"global": (2, C, G, G), "local": (n_local, C, L, L)}``, normalised by ``normalise``."""
-    g1 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 1.0, 0.0)
-    g2 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 0.1, 0.2)
-    locs = [photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0) for _ in range(spec.n_local)]
+    g1 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 1.0, 0.0, spec.flip_p)
+    g2 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 0.1, spec.solarize_p, spec.flip_p)
+    locs = [photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0, spec.flip_p)
+            for _ in range(spec.n_local)]
     out = {"global": normalise(torch.stack([g1, g2]))}
     c = img.shape[0]
     out["local"] = normalise(torch.stack(locs)) if locs else torch.zeros(0, c, spec.local_size, spec.local_size)

@@ -18,6 +18,21 @@ def build_backbone(arch: str, img_size: int, in_chans: int, patch_size: int, emb
                              drop_path_rate=drop_path_rate, dynamic_img_size=True)
 
 
+def sincos_pos_embed(dim: int, grid: int, prefix_tokens: int = 1) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position codes (1, prefix + grid*grid, dim), zeros for the prefix (CLS) tokens.
+
+    Smooth in position, so bicubic interpolation to a local crop's smaller grid keeps their meaning, and of
+    the same scale as the patch tokens, so the untrained network already sees where each patch is.
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine position codes need model.embed_dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    parts = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
+    codes = torch.cat(parts, dim=1).float()
+    return torch.cat([torch.zeros(prefix_tokens, dim), codes]).unsqueeze(0)
+
+
 class DINOHead(nn.Module):
     """MLP (GELU) -> bottleneck -> L2 normalisation -> weight-normalised linear layer with its norm fixed to 1."""
 
