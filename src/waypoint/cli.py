@@ -115,7 +115,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     """One checkpoint's manifest summary: step, metrics, tags, notes, sizes, versions."""
     run, selector = parse_ref(args.ref)
     with open_store(run) as mgr:
-        info = next(i for i in mgr.list() if i.name == mgr.one(selector).name)
+        wanted = mgr.one(selector).name  # NoCheckpointError (one sentence) on an empty store
+        info = next(i for i in mgr.list() if i.name == wanted)
         manifest = mf.load(info.path)
     doc = {**info.to_json(), "path": str(info.path), "config_hash": manifest.get("config_hash"),
            "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions"), "meta": manifest.get("meta"),
@@ -226,6 +227,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _step_arg(text: str) -> int:
+    """An argparse type: a non-negative integer step."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer step") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a step cannot be negative (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``waypoint`` command."""
     parser = argparse.ArgumentParser(prog="waypoint", description="Inspect and manage Waypoint checkpoints.",
@@ -270,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import", cmd_import, "waypoint import ~/old/dino_epoch40.pth outputs/dino/imported")
     p.add_argument("file", metavar="FILE")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--step", type=int, default=None, help="step to record (default: from the file, else 0)")
+    p.add_argument("--step", type=_step_arg, default=None, help="step to record (default: from the file, else 0)")
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")

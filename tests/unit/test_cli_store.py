@@ -62,3 +62,27 @@ def test_missing_run_dir_is_a_usage_error_in_one_sentence(tmp_path, capsys):
 def test_console_script_runs_as_module(run_dir):
     proc = subprocess.run([sys.executable, "-m", "waypoint", "du", str(run_dir)], capture_output=True, text=True)
     assert proc.returncode == 0 and "3 checkpoints" in proc.stdout
+
+
+def test_import_of_a_file_recording_a_negative_step_is_refused_and_writes_no_checkpoint(tmp_path, capsys):
+    src = tmp_path / "neg.pth"
+    torch.save({"step": -5, "w": torch.ones(1)}, src)
+    assert main(["import", str(src), str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be negative" in err and "--step" in err and err.count("\n") == 1
+    assert not list((tmp_path / "run" / "checkpoints").glob("step_*"))
+
+
+def test_import_with_a_negative_step_option_is_a_usage_error(tmp_path, capsys):
+    src = tmp_path / "ok.pth"
+    torch.save({"w": torch.ones(1)}, src)
+    assert main(["import", str(src), str(tmp_path / "run"), "--step", "-1"]) == 2
+    assert "negative" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_show_on_an_empty_store_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert main(["show", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("waypoint: no checkpoint") and err.count("\n") == 1

@@ -15,7 +15,7 @@ from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
-from .store import CheckpointError, CheckpointStore
+from .store import CheckpointError, CheckpointStore, check_step
 from .writer import BackgroundWriter
 
 DERIVED_TAGS = frozenset({"latest", "best"})
@@ -70,6 +70,7 @@ class CheckpointManager:
              tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
         """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
         self.writer.wait()
+        step = check_step(step)
         tags = tuple(tags)
         for t in tags:
             self._check_tag(t)

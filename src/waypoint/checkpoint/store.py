@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import platform
 import re
@@ -40,6 +41,20 @@ from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
 
 CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
+CKPT_LIKE = "step_"  # any directory named like this may hold a manifest naming packs, listed or not
+
+
+def check_step(step: Any) -> int:
+    """``step`` as a non-negative int; a negative or non-integer step is refused (ValueError, one sentence)."""
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        step = operator.index(step)
+    except TypeError:
+        raise ValueError(f"a checkpoint step must be an integer, not {step!r}") from None
+    if step < 0:
+        raise ValueError(f"a checkpoint step cannot be negative (got {step})")
+    return step
 
 
 def _versions() -> dict[str, str]:
@@ -134,9 +149,29 @@ class CheckpointStore:
         return found
 
     def referenced_packs(self) -> set[str] | None:
-        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything)."""
+        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything).
+
+        A ``step_*`` directory that is not listed (its name does not parse, e.g. left by an older version)
+        still protects every pack its manifest names: collection never deletes data a directory on disk
+        names. When such a manifest cannot be read, nothing is collected.
+        """
         manifests = self.committed_manifests()
-        return None if manifests is None else {p for _path, m in manifests for p in m.get("packs", {})}
+        if manifests is None:
+            return None
+        refs = {p for _path, m in manifests for p in m.get("packs", {})}
+        listed = {path.name for path, _m in manifests}
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(CKPT_LIKE) and entry.name not in listed and entry.is_dir(follow_symlinks=False):
+                try:
+                    packs = mf.load(Path(entry.path), check=False).get("packs", {})
+                except mf.ManifestError:
+                    if any(os.scandir(entry.path)):
+                        return None
+                    continue
+                if not isinstance(packs, dict):
+                    return None
+                refs.update(packs)
+        return refs
 
     def _cleanup_stale(self) -> None:
         """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
@@ -180,6 +215,7 @@ class CheckpointStore:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure."""
         if not self.writable:
             raise CheckpointError("this store was opened read-only")
+        step = check_step(step)
         keys = list(tensors)
         pack: PackInfo | None = None
         staging: Path | None = None

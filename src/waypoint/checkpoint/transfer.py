@@ -97,6 +97,9 @@ def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: 
     layout = detect_layout(obj)
     state = obj if isinstance(obj, Mapping) else {"value": obj}
     found_step, epoch = _foreign_step(obj)
+    if step is None and found_step < 0:
+        raise CheckpointError(f"{path} records step {found_step}, and a checkpoint step cannot be negative; "
+                              "pass --step N to choose the step to record")
     info = mgr.save(dict(state), step=found_step if step is None else step, epoch=epoch, tags=("imported",),
                     meta={"imported_from": str(Path(path).resolve()), "layout": layout})
     assert info is not None
