@@ -76,6 +76,9 @@ class CheckpointStore:
         if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
             raise CheckpointError(f"{self.packs_dir} is a symbolic link, and the store never follows links; "
                                   "replace it with the directory it points to")
+        for path in (self.root, self.packs_dir):
+            if os.path.lexists(path) and not os.path.isdir(path):
+                raise CheckpointError(f"{path} is not a directory, so it cannot hold checkpoints; move it away")
         if writable:
             new_root = not self.root.exists()
             self.packs_dir.mkdir(parents=True, exist_ok=True)
