@@ -12,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from trainkit import committed, run_train, start_train, wait_for  # noqa: E402
 
+from waypoint.checkpoint import CheckpointManager  # noqa: E402
+
 RUN = ["model=dino", "data.num_workers=1", "trainer.max_epochs=4", "checkpoint.every_n_steps=2"]
 
 
@@ -33,11 +35,13 @@ def test_the_same_command_resumes_at_once_after_kill_9_with_a_data_worker_alive(
     proc.wait(timeout=30)
     try:
         alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+        assert alive, "no worker outlived the SIGKILL, so this run did not test the inherited descriptor"
+        with CheckpointManager(run_dir / "checkpoints"):  # while the orphaned worker still holds the descriptor
+            pass
         resumed = run_train(run_dir, *RUN, check=False)
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         assert "already being written" not in resumed.stderr
         assert "resuming from" in resumed.stderr
-        assert alive, "no worker outlived the SIGKILL, so this run did not test the inherited descriptor"
     finally:
         for w in workers:
             try:

@@ -35,7 +35,8 @@ from .cleanup import remove_stale
 from .codec import alias_keys
 from .durable import (canonical_json, fsync_dir, read_nofollow, rename_noreplace, replace_file_durable, rmtree_nofollow,
                       write_file_durable)
-from .errors import CheckpointError, CheckpointWriteError, DamagedCheckpointError, StoreLockedError
+from .errors import (CheckpointError, CheckpointNotDurableError, CheckpointWriteError, DamagedCheckpointError,
+                     StoreLockedError)
 from .integrity import entry_of, open_pack, read_state, verify_tensor
 from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
@@ -179,6 +180,8 @@ class CheckpointStore:
     def _cleanup_stale(self) -> None:
         """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
         remove_stale(self.root, self.packs_dir, self.checkpoint_dirs())
+        fsync_dir(self.packs_dir)  # a commit whose final syncs failed (or were cut off) becomes durable here
+        fsync_dir(self.root)
         self.gc_packs()  # collects nothing while any manifest is damaged: it might name the packs it needs
 
     def _sync_index(self) -> None:
@@ -222,6 +225,7 @@ class CheckpointStore:
         keys = list(tensors)
         pack: PackInfo | None = None
         staging: Path | None = None
+        sealed: bytes | None = None
         try:
             records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool)
             records = dict(zip(keys, records_list))
@@ -243,12 +247,19 @@ class CheckpointStore:
             staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
             staging.mkdir()
             write_file_durable(staging / mf.STATE_JSON, tree_bytes)
-            write_file_durable(staging / mf.MANIFEST, mf.seal(manifest))
+            sealed = mf.seal(manifest)
+            write_file_durable(staging / mf.MANIFEST, sealed)
             fsync_dir(staging)
             rename_noreplace(staging, self.root / name)
             staging = None
             fsync_dir(self.root)
         except BaseException as exc:
+            if sealed is not None and self._in_place(name, sealed):
+                # Committed: the new manifest is in place, so nothing it references may be deleted.
+                info = self._register(name, manifest, records_list, tensor_packs, packs)
+                if not isinstance(exc, OSError):
+                    raise  # an abort: the checkpoint stays; the next writable open makes it durable
+                return self._make_durable(info, exc)
             if staging is not None:
                 rmtree_nofollow(staging)
             if pack is not None and pack.name not in self.known.values():
@@ -258,12 +269,42 @@ class CheckpointStore:
                     f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
                     "nothing was committed and earlier checkpoints are intact") from exc
             raise
+        info = self._register(name, manifest, records_list, tensor_packs, packs)
+        self.write_index(f"checkpoint {name} is committed")
+        return info
+
+    def _in_place(self, name: str, sealed: bytes) -> bool:
+        """Whether ``name`` holds this very manifest: the commit rename happened (even if it reported an error)."""
+        try:
+            return read_nofollow(self.root / name / mf.MANIFEST) == sealed
+        except OSError:
+            return False
+
+    def _register(self, name: str, manifest: dict, records_list: list[TensorRecord], tensor_packs: dict[str, str],
+                  packs: dict[str, dict]) -> mf.CheckpointInfo:
+        """Record a committed checkpoint in memory: listed, and its tensors known for deduplication."""
         for rec in records_list:
             self.known.setdefault(rec.id, tensor_packs[rec.id])
         self.pack_meta.update(packs)
         info = mf.info_from(manifest, self.root / name)
         self.infos[name] = info
-        self.write_index(f"checkpoint {name} is committed")
+        return info
+
+    def _make_durable(self, info: mf.CheckpointInfo, first: OSError) -> mf.CheckpointInfo:
+        """A checkpoint renamed into place whose root fsync failed: try again; report what is known.
+
+        It is committed (listed, intact), so an error now must not say otherwise nor delete anything.
+        """
+        try:
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise CheckpointNotDurableError(
+                f"checkpoint {info.name} is committed and intact but not yet durable: syncing {self.root} failed "
+                f"twice ({exc.strerror or exc}); it may be lost on a power failure until the store is next opened "
+                "for writing, which syncs it again") from exc
+        warnings.warn(f"checkpoint {info.name} is committed; syncing {self.root} failed once "
+                      f"({first.strerror or first}) and succeeded on retry, so it is durable", stacklevel=3)
+        self.write_index(f"checkpoint {info.name} is committed")
         return info
 
     def _pack_entry(self, name: str, new: PackInfo | None) -> dict[str, Any]:
