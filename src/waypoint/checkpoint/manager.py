@@ -223,7 +223,17 @@ class CheckpointManager:
         """Re-hash everything; map each checkpoint name to its problems (empty when it verifies)."""
         self.writer.wait()
         seen: set[tuple[str, str]] = set()
-        return {i.name: ([i.problem] if not i.valid else self.store.verify(i.name, seen)) for i in self.store.infos.values()}
+        report: dict[str, list[str]] = {}
+        for info in list(self.store.infos.values()):
+            if not info.valid:  # look again: a reader may have seen a writer's deletion or repack half done
+                found = self.store.inspect(info.path)
+                if found is None:
+                    continue
+                info = found[0]
+            problems = [info.problem or "damaged"] if not info.valid else self.store.verify_current(info.name, seen)
+            if problems is not None:  # None: deleted by a live writer meanwhile, which is not damage
+                report[info.name] = problems
+        return report
 
     @staticmethod
     def _check_tag(tag: str) -> None:

@@ -15,12 +15,14 @@ that are mostly dead are rewritten by ``repack.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import operator
 import os
 import platform
 import re
+import stat
 import time
 import uuid
 import warnings
@@ -112,21 +114,20 @@ class CheckpointStore:
         return [p for _, _, p in sorted(found)]
 
     def rescan(self) -> None:
-        """Re-read every manifest: the in-memory registry and the dedup table."""
+        """Re-read every manifest: the in-memory registry and the dedup table.
+
+        Safe without the lock while a writer works: a checkpoint deleted meanwhile is left out, one whose
+        manifest was rewritten (by repack) is read again, and one whose packs are gone is listed invalid.
+        """
         self.infos.clear()
         self.known.clear()
         self.pack_meta.clear()
         self._unparsed = False
         for path in self.checkpoint_dirs():
-            try:
-                manifest = mf.load(path)
-                info = mf.info_from(manifest, path)
-            except (mf.ManifestError, KeyError, TypeError, ValueError) as exc:
-                m = CKPT_NAME.match(path.name)
-                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)), epoch=None, tags=(), metrics={},
-                                         digest="", logical_bytes=0, created_at=path.stat().st_mtime, path=path,
-                                         valid=False, problem=str(exc))
-                manifest = self._lenient_manifest(path)
+            found = self.inspect(path)
+            if found is None:
+                continue  # deleted while we looked: not damage
+            info, manifest = found
             self.infos[path.name] = info
             if manifest is None:
                 continue
@@ -134,6 +135,57 @@ class CheckpointStore:
                 for rec in manifest.get("tensors", {}).values():
                     self.known[rec["id"]] = rec["pack"]
                 self.pack_meta.update(manifest.get("packs", {}))
+
+    def inspect(self, path: Path, attempts: int = 5) -> tuple[mf.CheckpointInfo, dict | None] | None:
+        """A committed checkpoint's info (invalid when its manifest is damaged or a pack it names is missing)
+        and its manifest; None when the directory vanished meanwhile (a concurrent deletion)."""
+        for _ in range(attempts):
+            try:
+                before = read_nofollow(path / mf.MANIFEST)
+                manifest = mf.load(path)
+                info = mf.info_from(manifest, path)
+            except (mf.ManifestError, KeyError, TypeError, ValueError, OSError) as exc:
+                if not os.path.lexists(path):
+                    return None
+                try:
+                    created = path.stat().st_mtime
+                except FileNotFoundError:
+                    return None
+                m = CKPT_NAME.match(path.name)
+                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)) if m else -1, epoch=None, tags=(),
+                                         metrics={}, digest="", logical_bytes=0, created_at=created, path=path,
+                                         valid=False, problem=str(exc) if not isinstance(exc, OSError) else
+                                         f"{path.name}/{mf.MANIFEST} cannot be read ({exc.strerror or exc})")
+                return info, self._lenient_manifest(path)
+            missing = self._missing_packs(manifest)
+            if not missing:
+                return info, manifest
+            try:
+                if read_nofollow(path / mf.MANIFEST) != before:
+                    continue  # rewritten meanwhile (repack points it at other packs): look again
+            except FileNotFoundError:
+                return None
+            except OSError:
+                pass
+            if not os.path.lexists(path):
+                return None
+            return dataclasses.replace(info, valid=False, problem="; ".join(missing)), manifest
+        return dataclasses.replace(info, valid=False, problem="its manifest kept changing while it was read"), manifest
+
+    def _missing_packs(self, manifest: Mapping[str, Any]) -> list[str]:
+        """Packs a manifest names that are absent, not regular files, or of another size (a cheap check)."""
+        problems = []
+        for name, meta in manifest.get("packs", {}).items():
+            try:
+                st = os.lstat(self.packs_dir / name)
+            except FileNotFoundError:
+                problems.append(f"pack {name} is missing")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(f"pack {name} is not a regular file")
+            elif isinstance(meta, dict) and st.st_size != meta.get("bytes"):
+                problems.append(f"pack {name} does not match its recorded size")
+        return problems
 
     def _lenient_manifest(self, path: Path) -> dict | None:
         try:
@@ -462,6 +514,35 @@ class CheckpointStore:
             finally:
                 os.close(fd)
         return problems
+
+    def verify_current(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str] | None:
+        """``verify`` that tolerates a live writer (readers take no lock): None when the checkpoint was deleted
+        meanwhile; problems only when they persist with the very manifest they were found with (a pack deleted
+        after repack pointed the manifest elsewhere is looked at again, not reported)."""
+        path = self.root / name
+        problems: list[str] = []
+        for _ in range(5):
+            before = self._manifest_bytes(path)
+            if before is None:
+                return None
+            problems = self.verify(name, verified)
+            if not problems:
+                return []
+            after = self._manifest_bytes(path)
+            if after is None:
+                return None
+            if after == before:
+                return problems
+        return problems
+
+    def _manifest_bytes(self, path: Path) -> bytes | None:
+        """A manifest's bytes; None when its checkpoint is gone; b"" when unreadable (damage, not absence)."""
+        try:
+            return read_nofollow(path / mf.MANIFEST)
+        except FileNotFoundError:
+            return None if not os.path.lexists(path) else b""
+        except OSError:
+            return b""
 
     def _forget(self, ids: Iterable[str], pack_name: str) -> None:
         """Treat tensors damaged in ``pack_name`` as absent, so the next save that holds them writes them again
