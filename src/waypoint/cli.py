@@ -211,8 +211,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
     root = Path(args.run_dir) / "checkpoints" if Path(args.run_dir).name != "checkpoints" else Path(args.run_dir)
-    with CheckpointManager(root) as mgr:
-        doc = import_checkpoint(args.file, mgr, step=args.step)
+    from waypoint.checkpoint.transfer import ImportRefusedError
+    try:
+        with CheckpointManager(root) as mgr:
+            doc = import_checkpoint(args.file, mgr, step=args.step, force=args.force)
+    except ImportRefusedError as exc:
+        raise UsageError(str(exc)) from None
     _emit(args, doc, lambda: print(f"imported {args.file} ({doc['layout']}) as {doc['checkpoint']}"))
     return EXIT_OK
 
@@ -283,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--step", type=_step_arg, default=None, help="step to record (default: from the file, else 0)")
+    p.add_argument("--force", action="store_true", help="import into a run that holds training checkpoints")
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")

@@ -86,3 +86,36 @@ def test_show_on_an_empty_store_is_one_sentence(tmp_path, capsys):
     assert main(["show", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("waypoint: no checkpoint") and err.count("\n") == 1
+
+
+def test_an_imported_checkpoint_is_never_latest_unless_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    with CheckpointManager(run / "checkpoints") as mgr:
+        mgr.save({"own": torch.ones(2), "step": 10}, step=10)
+    torch.save({"global_step": 999, "state_dict": {"w": torch.zeros(3)}}, tmp_path / "foreign.ckpt")
+    assert main(["import", str(tmp_path / "foreign.ckpt"), str(run), "--force"]) == 0
+    with CheckpointManager(run / "checkpoints", read_only=True) as mgr:
+        assert mgr.latest().step == 10
+        assert mgr.restore("latest")["step"] == 10
+        assert torch.equal(mgr.restore("tag:imported")["state_dict"]["w"], torch.zeros(3))
+
+
+def test_import_into_a_run_with_training_checkpoints_needs_force_and_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    with CheckpointManager(run / "checkpoints") as mgr:
+        mgr.save({"own": torch.ones(2)}, step=10)
+    before = sorted(p.name for p in (run / "checkpoints").rglob("*"))
+    torch.save({"w": torch.zeros(3)}, tmp_path / "foreign.pth")
+    assert main(["import", str(tmp_path / "foreign.pth"), str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (run / "checkpoints").rglob("*")) == before
+
+
+def test_latest_of_a_run_holding_only_an_import_says_how_to_name_it(tmp_path, capsys):
+    torch.save({"w": torch.zeros(3)}, tmp_path / "foreign.pth")
+    assert main(["import", str(tmp_path / "foreign.pth"), str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run")]) == 2
+    assert "tag:imported" in capsys.readouterr().err
+    assert main(["show", f"{tmp_path / 'run'}@tag:imported"]) == 0

@@ -19,6 +19,8 @@ from .store import CheckpointError, CheckpointStore, check_step
 from .writer import BackgroundWriter
 
 DERIVED_TAGS = frozenset({"latest", "best"})
+#: checkpoints ``latest`` (and so ``resume=auto``) never takes unless named: saved by a failing run, or foreign
+NOT_LATEST = frozenset({"emergency", "imported"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -132,8 +134,8 @@ class CheckpointManager:
                 for i in self.store.infos.values() if i.valid]
 
     def latest(self) -> CheckpointInfo | None:
-        """The newest committed checkpoint with a sound manifest, not tagged ``emergency``."""
-        infos = [i for i in self.store.infos.values() if i.valid and "emergency" not in i.tags]
+        """The newest committed checkpoint with a sound manifest, not tagged ``emergency`` or ``imported``."""
+        infos = [i for i in self.store.infos.values() if i.valid and not NOT_LATEST & set(i.tags)]
         return max(infos, key=lambda i: (i.step, i.name), default=None)
 
     def best(self) -> CheckpointInfo | None:
@@ -158,7 +160,7 @@ class CheckpointManager:
         infos = [i for i in self.store.infos.values()]
         newest_first = sorted(infos, key=lambda i: (i.step, i.name), reverse=True)
         if selector == "latest":
-            return [i for i in newest_first if i.valid and "emergency" not in i.tags]
+            return [i for i in newest_first if i.valid and not NOT_LATEST & set(i.tags)]
         if selector == "best":
             if not self.monitor:
                 raise NoCheckpointError("'best' needs a monitored metric, and none is recorded in this store")
@@ -246,7 +248,10 @@ class CheckpointManager:
         """The single checkpoint a selector names first (NoCheckpointError when none)."""
         found = self.resolve(selector)
         if not found:
-            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
+            skipped = sorted({t for i in self.store.infos.values() for t in NOT_LATEST & set(i.tags)})
+            hint = (f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
+                    f"{' or '.join('tag:' + t for t in skipped)} or step:N") if selector == "latest" and skipped else ""
+            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}{hint}")
         return found[0]
 
     def tag(self, selector: str, tag: str, note: str | None = None) -> CheckpointInfo:

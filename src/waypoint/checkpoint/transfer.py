@@ -91,8 +91,22 @@ def _foreign_step(obj: Any) -> tuple[int, int | None]:
     return int(step), epoch
 
 
-def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None) -> dict[str, Any]:
-    """Import a foreign ``.pt/.pth/.ckpt`` file (weights-only unpickling) as a new checkpoint tagged ``imported``."""
+class ImportRefusedError(CheckpointError):
+    """An import that would mix a foreign checkpoint into a run's own (asks for ``force``)."""
+
+
+def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None,
+                      force: bool = False) -> dict[str, Any]:
+    """Import a foreign ``.pt/.pth/.ckpt`` file (weights-only unpickling) as a new checkpoint tagged ``imported``.
+
+    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
+    holds training checkpoints is refused unless ``force``.
+    """
+    own = [i.name for i in mgr.store.infos.values() if "imported" not in i.tags]
+    if own and not force:
+        raise ImportRefusedError(
+            f"{mgr.root} already holds {len(own)} training checkpoint(s); import into a new run directory, "
+            "or pass --force to add the foreign checkpoint there (resume=auto never takes it)")
     obj = load_foreign(path)
     layout = detect_layout(obj)
     state = obj if isinstance(obj, Mapping) else {"value": obj}
