@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
-from .durable import fsync_dir
+from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .foreign import load_foreign
 from .manager import CheckpointManager
 from .store import CheckpointError
@@ -49,22 +50,37 @@ def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathL
     """Write the tensors of one checkpoint (or of one part of it) to a safetensors or .pt file."""
     info = mgr.one(selector)
     tensors = part_tensors(mgr, info.name, part)
-    out = Path(out)
-    if out.exists():
-        raise CheckpointError(f"{out} already exists; choose another output path or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    if fmt == "safetensors":
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"waypoint_checkpoint": info.name, "step": str(info.step), "part": part or ""})
-    elif fmt == "pt":
-        torch.save(tensors, tmp)
-    else:
+    if fmt not in ("safetensors", "pt"):
         raise CheckpointError(f"unknown export format '{fmt}'; use safetensors or pt")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
+    out = Path(out)
+    if os.path.lexists(out):
+        raise CheckpointError(f"{out} already exists; choose another output path or remove it first")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh name, created exclusively without following links: a planted file or symlink is never written through.
+        tmp = out.with_name(f".tmp-{out.name}-{uuid.uuid4().hex[:12]}")
+        fd = create_exclusive(tmp)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {out} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if fmt == "safetensors":
+                f.write(save_safetensors({k: v.contiguous() for k, v in tensors.items()},
+                                         metadata={"waypoint_checkpoint": info.name, "step": str(info.step),
+                                                   "part": part or ""}))
+            else:
+                torch.save(tensors, f)
+            f.flush()
+            os.fsync(f.fileno())
+        rename_noreplace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise CheckpointError(f"{out} appeared while exporting; it was left alone") from None
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write {out} ({exc.strerror or exc})") from None
+        raise
     return {"checkpoint": info.name, "step": info.step, "part": part, "format": fmt, "path": str(out),
             "tensors": len(tensors), "bytes": out.stat().st_size}
 
