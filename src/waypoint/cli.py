@@ -223,12 +223,21 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
-    from waypoint.backup import backup_run
+    from waypoint.backup import BackupRefusedError, backup_run
     checkpoints_root(args.run_dir)
-    doc = backup_run(args.run_dir, args.dest)
-    _emit(args, doc, lambda: print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}; "
-                                   f"{doc['unchanged']} already there"))
-    return EXIT_OK
+    try:
+        doc = backup_run(args.run_dir, args.dest)
+    except BackupRefusedError as exc:
+        raise UsageError(str(exc)) from None
+
+    def text() -> None:
+        print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}"
+              + (f" ({len(doc['repaired'])} repaired at the destination)" if doc["repaired"] else "")
+              + f"; {doc['unchanged']} already there")
+        for rel, problem in doc["damaged"].items():
+            print(f"DAMAGED  {rel}: {problem} (not copied)")
+    _emit(args, doc, text)
+    return EXIT_FAILED if doc["damaged"] else EXIT_OK
 
 
 def _step_arg(text: str) -> int:
