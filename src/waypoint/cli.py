@@ -207,14 +207,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a foreign .pt/.pth/.ckpt file as a checkpoint (weights-only; code-executing pickles are refused)."""
-    from waypoint.checkpoint.transfer import import_checkpoint
+    from waypoint.checkpoint.transfer import ImportRefusedError, import_into
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
     root = Path(args.run_dir) / "checkpoints" if Path(args.run_dir).name != "checkpoints" else Path(args.run_dir)
-    from waypoint.checkpoint.transfer import ImportRefusedError
     try:
-        with CheckpointManager(root) as mgr:
-            doc = import_checkpoint(args.file, mgr, step=args.step, force=args.force)
+        doc = import_into(args.file, root, step=args.step, force=args.force, max_bytes=args.max_bytes)
     except ImportRefusedError as exc:
         raise UsageError(str(exc)) from None
     _emit(args, doc, lambda: print(f"imported {args.file} ({doc['layout']}) as {doc['checkpoint']}"))
@@ -297,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--step", type=_step_arg, default=None, help="step to record (default: from the file, else 0)")
     p.add_argument("--force", action="store_true", help="import into a run that holds training checkpoints")
+    p.add_argument("--max-bytes", type=_step_arg, default=None, metavar="N",
+                   help="allow the file to expand to N bytes (default: 4x its size plus 64 MiB)")
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")

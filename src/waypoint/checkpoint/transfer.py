@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from .durable import create_exclusive, fsync_dir, rename_noreplace
-from .foreign import load_foreign
+from .codec import UnsupportedValueError, encode
+from .foreign import read_foreign
 from .manager import CheckpointManager
 from .store import CheckpointError
 
@@ -111,27 +112,71 @@ class ImportRefusedError(CheckpointError):
     """An import that would mix a foreign checkpoint into a run's own (asks for ``force``)."""
 
 
-def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None,
-                      force: bool = False) -> dict[str, Any]:
-    """Import a foreign ``.pt/.pth/.ckpt`` file (weights-only unpickling) as a new checkpoint tagged ``imported``.
-
-    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
-    holds training checkpoints is refused unless ``force``.
-    """
+def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
     own = [i.name for i in mgr.store.infos.values() if "imported" not in i.tags]
     if own and not force:
         raise ImportRefusedError(
             f"{mgr.root} already holds {len(own)} training checkpoint(s); import into a new run directory, "
             "or pass --force to add the foreign checkpoint there (resume=auto never takes it)")
-    obj = load_foreign(path)
-    layout = detect_layout(obj)
-    state = obj if isinstance(obj, Mapping) else {"value": obj}
-    found_step, epoch = _foreign_step(obj)
+
+
+def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None,
+                      force: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
+    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``: weights-only, bounded) as a new checkpoint
+    tagged ``imported``.
+
+    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
+    holds training checkpoints is refused unless ``force``. Every failure is a one-sentence CheckpointError.
+    """
+    _refuse_unless_forced(mgr, force)
+    return _save_imported(path, read_foreign(path, max_bytes=max_bytes), mgr, step)
+
+
+def import_into(path: str | os.PathLike, root: str | os.PathLike, *, step: int | None = None, force: bool = False,
+                max_bytes: int | None = None) -> dict[str, Any]:
+    """``import_checkpoint`` into the checkpoints root ``root``, which is created (and locked) only once the
+    file has been read: a refused or unreadable file leaves the destination exactly as it was."""
+    root = Path(root)
+    if root.is_dir():
+        with CheckpointManager(root, read_only=True) as reader:
+            _refuse_unless_forced(reader, force)
+    state = read_foreign(path, max_bytes=max_bytes)
+    _step_to_record(path, state, step)  # refused before anything is created
+    _check_storable(path, state)
+    with CheckpointManager(root) as mgr:
+        _refuse_unless_forced(mgr, force)
+        return _save_imported(path, state, mgr, step)
+
+
+def _check_storable(path: str | os.PathLike, state: Any) -> None:
+    """A one-sentence CheckpointError when ``state`` holds a value the store cannot hold (nothing is copied)."""
+    try:
+        encode(state)
+    except UnsupportedValueError as exc:
+        raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to store") from None
+
+
+def _step_to_record(path: str | os.PathLike, state: Any, step: int | None) -> tuple[int, int | None]:
+    found_step, epoch = _foreign_step(state)
     if step is None and found_step < 0:
         raise CheckpointError(f"{path} records step {found_step}, and a checkpoint step cannot be negative; "
                               "pass --step N to choose the step to record")
-    info = mgr.save(dict(state), step=found_step if step is None else step, epoch=epoch, tags=("imported",),
-                    meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+    return (found_step if step is None else step), epoch
+
+
+def _save_imported(path: str | os.PathLike, state: dict[str, Any], mgr: CheckpointManager,
+                   step: int | None) -> dict[str, Any]:
+    layout = detect_layout(state if set(state) != {"value"} else state["value"])
+    step, epoch = _step_to_record(path, state, step)
+    try:
+        info = mgr.save(state, step=step, epoch=epoch, tags=("imported",),
+                        meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+    except UnsupportedValueError as exc:
+        raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to store") from None
     assert info is not None
     return {"checkpoint": info.name, "step": info.step, "layout": layout, "digest": info.digest,
             "logical_bytes": info.logical_bytes}
