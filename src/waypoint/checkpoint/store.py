@@ -181,7 +181,9 @@ class CheckpointStore:
             except FileNotFoundError:
                 problems.append(f"pack {name} is missing")
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
+                problems.append(f"pack {name} is a symbolic link")
+            elif not stat.S_ISREG(st.st_mode):
                 problems.append(f"pack {name} is not a regular file")
             elif isinstance(meta, dict) and st.st_size != meta.get("bytes"):
                 problems.append(f"pack {name} does not match its recorded size")
