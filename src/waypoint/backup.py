@@ -62,6 +62,8 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
     copied: list[str] = []
     repaired: list[str] = []
     damaged: dict[str, str] = {}
+    changed: list[str] = []  # deleted or rewritten by a live writer while the backup ran: copied next time
+    in_copy: set[str] = set()  # files the destination now holds as the source had them
     skipped = 0
     total_bytes = 0
 
@@ -71,35 +73,52 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
         there = fs.exists(target)
         if there and _remote_sha(fs, target) == sha:
             skipped += 1
+            in_copy.add(rel)
             return
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{target}.partial"
-        h = hashlib.sha256()
-        fd = open_regular(src)
+        h, size = hashlib.sha256(), 0
+        try:
+            fd = open_regular(src)
+        except FileNotFoundError:
+            changed.append(rel)
+            return
         try:
             with os.fdopen(fd, "rb") as f, fs.open(tmp, "wb") as out:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
                     out.write(chunk)
+                    size += len(chunk)
         except BaseException:
             if fs.exists(tmp):
                 fs.rm(tmp)
             raise
-        if h.hexdigest() != sha:  # changed since it was checked: leave the destination as it was
+        if h.hexdigest() != sha:  # rewritten since it was checked: leave the destination as it was
             fs.rm(tmp)
-            damaged[rel] = f"{rel} changed while it was copied; run the backup again"
+            changed.append(rel)
             return
         fs.mv(tmp, target)
+        in_copy.add(rel)
         copied.append(rel)
         if there:
             repaired.append(rel)
-        total_bytes += os.lstat(src).st_size
+        total_bytes += size
 
     for item in inventory(ck):
+        rel = f"checkpoints/{item.rel}"
         if item.sha256 is None:
-            damaged[f"checkpoints/{item.rel}"] = item.problem or "damaged"
+            damaged[rel] = item.problem or "damaged"
             continue
-        put(item.path, f"checkpoints/{item.rel}", item.sha256)
+        if not all(f"checkpoints/{n}" in in_copy for n in item.needs):
+            changed.append(rel)  # never a copied manifest whose packs are not in the copy
+            continue
+        put(item.path, rel, item.sha256)
+    for rel in changed:  # a checkpoint whose manifest was not copied must not appear half there
+        parts = rel.split("/")
+        manifest = f"{root}/checkpoints/{parts[1]}/manifest.json" if len(parts) == 3 else None
+        if manifest and parts[2] == "manifest.json" and not fs.exists(manifest):
+            fs.rm(manifest.rsplit("/", 1)[0], recursive=True)
+            copied[:] = [c for c in copied if not c.startswith(f"checkpoints/{parts[1]}/")]
     small = [(run / name, name) for name in RUN_FILES] if run is not None else []
     if run is not None and (run / ".hydra").is_dir():
         small += [(cfg, f".hydra/{cfg.name}") for cfg in sorted((run / ".hydra").glob("*.yaml"))]
@@ -111,4 +130,4 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
         put(path, rel, sha)
     packs = sum(1 for rel in copied if rel.startswith("checkpoints/packs/"))
     return {"dest": dest, "copied": copied, "repaired": repaired, "copied_bytes": total_bytes, "packs_copied": packs,
-            "unchanged": skipped, "damaged": damaged}
+            "unchanged": skipped, "damaged": damaged, "changed_during_backup": changed}

@@ -85,3 +85,29 @@ def test_a_destination_inside_the_source_is_refused(run, tmp_path, capsys, where
     assert "inside" in err and err.count("\n") == 1
     assert not (tmp_path / "run" / "backup").exists() and not (run / "checkpoints" / "b").exists()
 
+
+
+def test_backups_during_a_live_writer_report_no_damage_and_every_copy_verifies(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from test_readers_during_a_live_writer import WRITER
+    root = tmp_path / "run" / "checkpoints"
+    with CheckpointManager(root) as mgr:
+        mgr.save({"seed": __import__("torch").zeros(1)}, step=0)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "8"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    rounds, reports = 0, []
+    try:
+        while writer.poll() is None:
+            dest = tmp_path / "dest"
+            code, doc = backup(capsys, tmp_path / "run", dest)
+            reports.append((code, doc and doc["damaged"]))
+            with CheckpointManager(dest / "checkpoints", read_only=True) as copy:
+                bad = {n: p for n, p in copy.verify().items() if p}
+                assert not bad, (bad, doc)
+            rounds += 1
+    finally:
+        writer.communicate(timeout=60)
+    assert rounds >= 3
+    assert [r for r in reports if r != (0, {})] == []

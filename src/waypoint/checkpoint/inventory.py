@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest as mf
-from .durable import open_regular
+from .durable import open_regular, read_nofollow
 from .integrity import open_pack, read_state, verify_tensor
 from .packs import IntegrityError, TensorRecord
 from .store import CheckpointStore
@@ -30,6 +30,7 @@ class StoreFile:
     sha256: str | None       # of the whole file; None when it is unfit to copy
     size: int
     problem: str | None = None
+    needs: tuple[str, ...] = ()  # files (packs) that must be in the copy before this one (a manifest)
 
 
 def file_sha256(path: Path) -> tuple[str, int]:
@@ -63,7 +64,7 @@ def _pack_problem(store: CheckpointStore, name: str, manifest: dict) -> str | No
     return None
 
 
-def _entry(path: Path, rel: str, problem: str | None) -> StoreFile | None:
+def _entry(path: Path, rel: str, problem: str | None, needs: tuple[str, ...] = ()) -> StoreFile | None:
     if problem is not None:
         return StoreFile(rel, path, None, 0, problem)
     try:
@@ -72,45 +73,70 @@ def _entry(path: Path, rel: str, problem: str | None) -> StoreFile | None:
         return None
     except OSError as exc:
         return StoreFile(rel, path, None, 0, f"{rel} cannot be read ({exc.strerror or exc})")
-    return StoreFile(rel, path, sha, size)
+    return StoreFile(rel, path, sha, size, None, needs)
+
+
+def _checkpoint(store: CheckpointStore, path: Path, checked: dict[str, str | None]
+                ) -> tuple[str | None, dict, bytes] | None:
+    """(problem, manifest) of one checkpoint, its packs checked into ``checked``; None when a live writer
+    deleted it meanwhile. A problem seen with a manifest that changed meanwhile (repack) is looked at again."""
+    last = "its manifest kept changing while it was read"
+    for _ in range(5):
+        try:
+            before = read_nofollow(path / mf.MANIFEST)
+            manifest = mf.load(path)
+            read_state(path, manifest)
+        except (mf.ManifestError, IntegrityError, KeyError, TypeError, OSError) as exc:
+            if not os.path.lexists(path):
+                return None
+            last = str(exc)  # a manifest replaced while read (repack) fails once: look again
+            continue
+        problems = []
+        for name in sorted(manifest.get("packs", {})):
+            if name not in checked or checked[name] is not None:  # a bad one is looked at again
+                checked[name] = _pack_problem(store, name, manifest)
+            if checked[name]:
+                problems.append(checked[name])
+        if not problems:
+            return None if not os.path.lexists(path) else (None, manifest, before)
+        try:
+            if read_nofollow(path / mf.MANIFEST) != before:
+                continue
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass
+        if not os.path.lexists(path):
+            return None
+        return f"it names a damaged pack ({problems[0]})", manifest, before
+    return last, {"packs": {}}, b""
 
 
 def inventory(root: str | os.PathLike) -> list[StoreFile]:
     """Every file a copy of ``root`` needs, in copy order, each with its hash or its problem."""
     store = CheckpointStore(root, writable=False)
     try:
-        out: list[StoreFile] = []
         checked: dict[str, str | None] = {}
+        needed: list[str] = []
         tail: list[StoreFile] = []
         for path in store.checkpoint_dirs():
-            rel = path.name
-            try:
-                manifest = mf.load(path)
-                read_state(path, manifest)
-                problem = None
-            except (mf.ManifestError, IntegrityError, KeyError, TypeError) as exc:
-                if not os.path.lexists(path):
-                    continue  # deleted by a live writer
-                problem = str(exc)
-                manifest = {"packs": {}}
-            pack_problems = []
-            for name in sorted(manifest.get("packs", {})):
-                if name not in checked:
-                    checked[name] = _pack_problem(store, name, manifest)
-                    entry = _entry(store.packs_dir / name, f"packs/{name}", checked[name])
-                    if entry is not None:
-                        out.append(entry)
-                if checked[name]:
-                    pack_problems.append(checked[name])
-            if problem is None and pack_problems and not os.path.lexists(path):
-                continue
-            if problem is None and pack_problems:
-                problem = f"it names a damaged pack ({pack_problems[0]})"
+            found = _checkpoint(store, path, checked)
+            if found is None:
+                continue  # deleted by a live writer: not damage
+            problem, manifest, manifest_bytes = found
+            names = sorted(manifest.get("packs", {}))
+            needed += [p for p in names if p not in needed]
             for fname in (mf.STATE_JSON, mf.MANIFEST):
-                entry = _entry(path / fname, f"{rel}/{fname}", problem)
+                needs = tuple(f"packs/{p}" for p in names) + ((f"{path.name}/{mf.STATE_JSON}",) if fname == mf.MANIFEST
+                                                               else ())
+                entry = _entry(path / fname, f"{path.name}/{fname}", problem, needs)
+                if entry is not None and fname == mf.MANIFEST and entry.sha256:  # the very bytes checked above
+                    entry = StoreFile(entry.rel, path / fname, hashlib.sha256(manifest_bytes).hexdigest(),
+                                      len(manifest_bytes), None, needs)
                 if entry is not None:
                     tail.append(entry)
+        packs = [e for e in (_entry(store.packs_dir / p, f"packs/{p}", checked.get(p)) for p in needed) if e is not None]
         index = _entry(store.root / "index.json", "index.json", None)
-        return out + tail + ([index] if index is not None and index.sha256 else [])
+        return packs + tail + ([index] if index is not None and index.sha256 else [])
     finally:
         store.close()

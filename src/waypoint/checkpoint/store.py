@@ -139,14 +139,16 @@ class CheckpointStore:
     def inspect(self, path: Path, attempts: int = 5) -> tuple[mf.CheckpointInfo, dict | None] | None:
         """A committed checkpoint's info (invalid when its manifest is damaged or a pack it names is missing)
         and its manifest; None when the directory vanished meanwhile (a concurrent deletion)."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             try:
-                before = read_nofollow(path / mf.MANIFEST)
                 manifest = mf.load(path)
                 info = mf.info_from(manifest, path)
+                before = read_nofollow(path / mf.MANIFEST)
             except (mf.ManifestError, KeyError, TypeError, ValueError, OSError) as exc:
                 if not os.path.lexists(path):
                     return None
+                if attempt + 1 < attempts:
+                    continue  # replaced while it was read (a tag change, repack) fails once: look again
                 try:
                     created = path.stat().st_mtime
                 except FileNotFoundError:
