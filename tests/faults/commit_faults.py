@@ -16,13 +16,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
-import waypoint.checkpoint.durable as durable
+from waypoint.checkpoint import durable
 
 MODES = ("error", "abort", "kill")
 
@@ -69,7 +69,7 @@ class Syscalls:
             raise OSError(errno.EIO, "Input/output error (injected)")
 
     @contextmanager
-    def active(self) -> Iterator["Syscalls"]:
+    def active(self) -> Iterator[Syscalls]:
         real = {"pwrite": os.pwrite, "write": os.write, "fsync": os.fsync, "mkdir": os.mkdir,
                 "replace": os.replace, "renameat2": durable._renameat2}
         root = self.root

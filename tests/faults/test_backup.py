@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from faultkit import flip_bit, own_packs
 
 from waypoint.checkpoint import CheckpointManager

@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import CheckpointError, StoreLockedError
 
-_held: dict[tuple[int, int], "StoreLock"] = {}  # (st_dev, st_ino) of LOCK files this process holds
+_held: dict[tuple[int, int], StoreLock] = {}  # (st_dev, st_ino) of LOCK files this process holds
 _held_guard = threading.Lock()
 
 

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import save as save_safetensors
 
-from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .codec import UnsupportedValueError, encode
+from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .foreign import read_foreign
 from .manager import CheckpointManager
 from .store import CheckpointError
