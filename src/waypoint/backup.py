@@ -1,8 +1,12 @@
-"""Incremental backup of a run directory to a local directory or an fsspec URL.
+"""Incremental, verified backup of a run directory to a local directory or an fsspec URL.
 
 Order matters for a copy that is always usable: packs first (immutable, named by content), then each
-checkpoint's files (manifest last), then the index and the run's small files. Re-running copies only
-what the destination lacks or what changed (manifests whose tags changed).
+checkpoint's files (manifest last), then the index and the run's small files. Every file is checked
+as the store checks it before it is copied (``waypoint.checkpoint.inventory``): a damaged source file
+is reported and never copied (a good copy already at the destination stays), and a checkpoint is
+copied only when everything it names is sound. A file already at the destination is kept only when its
+SHA-256 equals the source's, so a damaged copy of the same size is repaired. Re-running copies only
+what the destination lacks or holds wrong.
 """
 from __future__ import annotations
 
@@ -13,67 +17,117 @@ from typing import Any
 
 import fsspec
 
-from waypoint.checkpoint.store import CKPT_NAME
+from waypoint.checkpoint.durable import open_regular
+from waypoint.checkpoint.inventory import file_sha256, inventory
+from waypoint.checkpoint.refs import checkpoints_root
 
 RUN_FILES = ("metrics.jsonl",)
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class BackupRefusedError(ValueError):
+    """A backup that cannot be made as asked (e.g. the destination lies inside the source)."""
+
+
+def _remote_sha(fs: Any, path: str) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with fs.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _inside(dest: Path, source: Path) -> bool:
+    dest, source = dest.resolve(), source.resolve()
+    return dest == source or source in dest.parents
 
 
 def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
-    """Copy a run's checkpoints (and metrics, Hydra config) to ``dest``; only what is missing or changed."""
-    run = Path(run_dir)
-    ck = run / "checkpoints"
+    """Copy a run's checkpoints (and metrics, Hydra config) to ``dest``; only what is missing or wrong there.
+
+    ``run_dir`` is a run directory or its ``checkpoints/`` directory (the whole run is copied either way).
+    The result's ``damaged`` maps each source file that was not copied to its problem.
+    """
+    ck = checkpoints_root(run_dir)
+    run = ck.parent if ck.name == "checkpoints" else None
     fs, root = fsspec.core.url_to_fs(dest)
-    root = root.rstrip("/")
+    root = root.rstrip("/") or "/"
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        source = run if run is not None else ck
+        if _inside(Path(root), source):
+            raise BackupRefusedError(f"the destination {dest} lies inside the run being backed up ({source}); "
+                                     "choose a destination outside it")
     copied: list[str] = []
+    repaired: list[str] = []
+    damaged: dict[str, str] = {}
+    changed: list[str] = []  # deleted or rewritten by a live writer while the backup ran: copied next time
+    in_copy: set[str] = set()  # files the destination now holds as the source had them
     skipped = 0
     total_bytes = 0
 
-    def put(src: Path, rel: str, immutable: bool) -> None:
+    def put(src: Path, rel: str, sha: str) -> None:
         nonlocal skipped, total_bytes
         target = f"{root}/{rel}"
-        if fs.exists(target):
-            same_size = fs.size(target) == src.stat().st_size
-            if immutable and same_size:
-                skipped += 1
-                return
-            if not immutable and same_size and _remote_sha(fs, target) == _sha(src):
-                skipped += 1
-                return
+        there = fs.exists(target)
+        if there and _remote_sha(fs, target) == sha:
+            skipped += 1
+            in_copy.add(rel)
+            return
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{target}.partial"
-        fs.put_file(str(src), tmp)
+        h, size = hashlib.sha256(), 0
+        try:
+            fd = open_regular(src)
+        except FileNotFoundError:
+            changed.append(rel)
+            return
+        try:
+            with os.fdopen(fd, "rb") as f, fs.open(tmp, "wb") as out:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+            raise
+        if h.hexdigest() != sha:  # rewritten since it was checked: leave the destination as it was
+            fs.rm(tmp)
+            changed.append(rel)
+            return
         fs.mv(tmp, target)
+        in_copy.add(rel)
         copied.append(rel)
-        total_bytes += src.stat().st_size
+        if there:
+            repaired.append(rel)
+        total_bytes += size
 
-    for pack in sorted((ck / "packs").glob("*.safetensors")):
-        put(pack, f"checkpoints/packs/{pack.name}", immutable=True)
-    for ckpt in sorted(p for p in ck.iterdir() if CKPT_NAME.match(p.name) and p.is_dir()):
-        for name in ("state.json", "manifest.json"):
-            if (ckpt / name).exists():
-                put(ckpt / name, f"checkpoints/{ckpt.name}/{name}", immutable=name == "state.json")
-    if (ck / "index.json").exists():
-        put(ck / "index.json", "checkpoints/index.json", immutable=False)
-    for name in RUN_FILES:
-        if (run / name).exists():
-            put(run / name, name, immutable=False)
-    for cfg in sorted((run / ".hydra").glob("*.yaml")) if (run / ".hydra").is_dir() else []:
-        put(cfg, f".hydra/{cfg.name}", immutable=False)
+    for item in inventory(ck):
+        rel = f"checkpoints/{item.rel}"
+        if item.sha256 is None:
+            damaged[rel] = item.problem or "damaged"
+            continue
+        if not all(f"checkpoints/{n}" in in_copy for n in item.needs):
+            changed.append(rel)  # never a copied manifest whose packs are not in the copy
+            continue
+        put(item.path, rel, item.sha256)
+    for rel in changed:  # a checkpoint whose manifest was not copied must not appear half there
+        parts = rel.split("/")
+        manifest = f"{root}/checkpoints/{parts[1]}/manifest.json" if len(parts) == 3 else None
+        if manifest and parts[2] == "manifest.json" and not fs.exists(manifest):
+            fs.rm(manifest.rsplit("/", 1)[0], recursive=True)
+            copied[:] = [c for c in copied if not c.startswith(f"checkpoints/{parts[1]}/")]
+    small = [(run / name, name) for name in RUN_FILES] if run is not None else []
+    if run is not None and (run / ".hydra").is_dir():
+        small += [(cfg, f".hydra/{cfg.name}") for cfg in sorted((run / ".hydra").glob("*.yaml"))]
+    for path, rel in small:
+        try:
+            sha, _size = file_sha256(path)
+        except FileNotFoundError:
+            continue
+        put(path, rel, sha)
     packs = sum(1 for rel in copied if rel.startswith("checkpoints/packs/"))
-    return {"dest": dest, "copied": copied, "copied_bytes": total_bytes, "packs_copied": packs, "unchanged": skipped}
-
-
-def _remote_sha(fs: Any, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return {"dest": dest, "copied": copied, "repaired": repaired, "copied_bytes": total_bytes, "packs_copied": packs,
+            "unchanged": skipped, "damaged": damaged, "changed_during_backup": changed}

@@ -118,7 +118,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     """One checkpoint's manifest summary: step, metrics, tags, notes, sizes, versions."""
     run, selector = parse_ref(args.ref)
     with open_store(run) as mgr:
-        info = next(i for i in mgr.list() if i.name == mgr.one(selector).name)
+        wanted = mgr.one(selector).name  # NoCheckpointError (one sentence) on an empty store
+        info = next(i for i in mgr.list() if i.name == wanted)
         manifest = mf.load(info.path)
     doc = {**info.to_json(), "path": str(info.path), "config_hash": manifest.get("config_hash"),
            "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions"), "meta": manifest.get("meta"),
@@ -221,24 +222,46 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a foreign .pt/.pth/.ckpt file as a checkpoint (weights-only; code-executing pickles are refused)."""
-    from waypoint.checkpoint.transfer import import_checkpoint
+    from waypoint.checkpoint.transfer import ImportRefusedError, import_into
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
     root = Path(args.run_dir) / "checkpoints" if Path(args.run_dir).name != "checkpoints" else Path(args.run_dir)
-    with CheckpointManager(root) as mgr:
-        doc = import_checkpoint(args.file, mgr, step=args.step)
+    try:
+        doc = import_into(args.file, root, step=args.step, force=args.force, max_bytes=args.max_bytes)
+    except ImportRefusedError as exc:
+        raise UsageError(str(exc)) from None
     _emit(args, doc, lambda: print(f"imported {args.file} ({doc['layout']}) as {doc['checkpoint']}"))
     return EXIT_OK
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
-    from waypoint.backup import backup_run
+    from waypoint.backup import BackupRefusedError, backup_run
     checkpoints_root(args.run_dir)
-    doc = backup_run(args.run_dir, args.dest)
-    _emit(args, doc, lambda: print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}; "
-                                   f"{doc['unchanged']} already there"))
-    return EXIT_OK
+    try:
+        doc = backup_run(args.run_dir, args.dest)
+    except BackupRefusedError as exc:
+        raise UsageError(str(exc)) from None
+
+    def text() -> None:
+        print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}"
+              + (f" ({len(doc['repaired'])} repaired at the destination)" if doc["repaired"] else "")
+              + f"; {doc['unchanged']} already there")
+        for rel, problem in doc["damaged"].items():
+            print(f"DAMAGED  {rel}: {problem} (not copied)")
+    _emit(args, doc, text)
+    return EXIT_FAILED if doc["damaged"] else EXIT_OK
+
+
+def _step_arg(text: str) -> int:
+    """An argparse type: a non-negative integer step."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer step") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a step cannot be negative (got {value})")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import", cmd_import, "waypoint import ~/old/dino_epoch40.pth outputs/dino/imported")
     p.add_argument("file", metavar="FILE")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--step", type=int, default=None, help="step to record (default: from the file, else 0)")
+    p.add_argument("--step", type=_step_arg, default=None, help="step to record (default: from the file, else 0)")
+    p.add_argument("--force", action="store_true", help="import into a run that holds training checkpoints")
+    p.add_argument("--max-bytes", type=_step_arg, default=None, metavar="N",
+                   help="allow the file to expand to N bytes (default: 4x its size plus 64 MiB)")
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")

@@ -122,3 +122,32 @@ def test_a_symlinked_packs_directory_is_refused_and_its_target_left_alone(two_st
     with pytest.raises(CheckpointError, match="symbolic link"):
         CheckpointManager(root, read_only=read_only)
     assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_export_never_writes_through_a_planted_temporary_file_symlink(two_step_store, tmp_path, fmt):
+    from waypoint.cli import main
+    root, _, s2 = two_step_store
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "out" / f"model.{fmt}"
+    out.parent.mkdir()
+    for name in (f".tmp-{out.name}", f".tmp-{out.name}.tmp"):  # the old fixed temporary name, and a variant
+        os.symlink(victim, out.parent / name)
+    assert main(["export", f"{root}@latest", str(out), "--format", fmt]) == 0
+    assert victim.read_text() == "precious"
+    assert not out.is_symlink() and out.stat().st_size > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, f".tmp-{out.name}", f".tmp-{out.name}.tmp"])
+
+
+def test_export_onto_a_planted_output_symlink_is_refused_and_its_target_untouched(two_step_store, tmp_path, capsys):
+    from waypoint.cli import main
+    root, _, _ = two_step_store
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "model.pt"
+    os.symlink(victim, out)
+    os.unlink(victim)  # a dangling link: exists() says False, yet writing through it would create the target
+    assert main(["export", f"{root}@latest", str(out), "--format", "pt"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert not victim.exists()

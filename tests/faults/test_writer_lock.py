@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from waypoint.checkpoint import CheckpointManager, StoreLockedError
+from waypoint.checkpoint import CheckpointError, CheckpointManager, StoreLockedError
 
 HOLDER = """
 import sys
 import torch
-from waypoint.checkpoint import CheckpointManager, StoreLockedError
+from waypoint.checkpoint import CheckpointError, CheckpointManager, StoreLockedError
 mgr = CheckpointManager(sys.argv[1])
 mgr.save({"w": torch.arange(4.0), "step": 1}, step=1)
 try:  # a second writer inside the holder's own process is refused too, and must not drop the lock
@@ -81,3 +81,59 @@ def test_lock_is_free_again_after_the_holder_is_sigkilled(holder):
         assert torch.equal(mgr.restore("latest")["w"], torch.arange(4.0))
         mgr.save({"w": torch.zeros(4), "step": 2}, step=2)
     assert (root / "step_000000002" / "manifest.json").exists()
+
+
+FORKING_HOLDER = """
+import os, sys, time
+import torch
+from waypoint.checkpoint import CheckpointManager
+mgr = CheckpointManager(sys.argv[1])
+mgr.save({"w": torch.arange(4.0), "step": 1}, step=1)
+child = os.fork()  # like a DataLoader worker: inherits every descriptor, the LOCK one included
+if child == 0:
+    fds = os.listdir("/proc/self/fd")
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_lock_is_free_at_once_after_a_sigkill_while_a_forked_child_still_holds_the_descriptor(tmp_path):
+    root = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(root)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        lock_inode = os.stat(root / "LOCK").st_ino
+        held = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
+        assert str(root / "LOCK") in held  # the child really holds the inherited descriptor
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert os.stat(root / "LOCK").st_ino == lock_inode
+        with CheckpointManager(root) as mgr:  # at once: no StoreLockedError naming the dead pid
+            mgr.save({"w": torch.zeros(4), "step": 2}, step=2)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert (root / "step_000000002" / "manifest.json").exists()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_in_one_sentence_and_its_target_untouched(tmp_path):
+    root = tmp_path / "ck"
+    root.mkdir()
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    os.symlink(target, root / "LOCK")
+    with pytest.raises(CheckpointError, match="symbolic link") as caught:
+        CheckpointManager(root)
+    assert "\n" not in str(caught.value)
+    assert target.read_text() == "keep"
+
+
+def test_a_packs_entry_that_is_a_file_is_refused_in_one_sentence(tmp_path):
+    root = tmp_path / "ck"
+    root.mkdir()
+    (root / "packs").write_text("not a directory")
+    for read_only in (False, True):
+        with pytest.raises(CheckpointError, match="not a directory"):
+            CheckpointManager(root, read_only=read_only)

@@ -62,3 +62,60 @@ def test_missing_run_dir_is_a_usage_error_in_one_sentence(tmp_path, capsys):
 def test_console_script_runs_as_module(run_dir):
     proc = subprocess.run([sys.executable, "-m", "waypoint", "du", str(run_dir)], capture_output=True, text=True)
     assert proc.returncode == 0 and "3 checkpoints" in proc.stdout
+
+
+def test_import_of_a_file_recording_a_negative_step_is_refused_and_writes_no_checkpoint(tmp_path, capsys):
+    src = tmp_path / "neg.pth"
+    torch.save({"step": -5, "w": torch.ones(1)}, src)
+    assert main(["import", str(src), str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be negative" in err and "--step" in err and err.count("\n") == 1
+    assert not list((tmp_path / "run" / "checkpoints").glob("step_*"))
+
+
+def test_import_with_a_negative_step_option_is_a_usage_error(tmp_path, capsys):
+    src = tmp_path / "ok.pth"
+    torch.save({"w": torch.ones(1)}, src)
+    assert main(["import", str(src), str(tmp_path / "run"), "--step", "-1"]) == 2
+    assert "negative" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_show_on_an_empty_store_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert main(["show", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("waypoint: no checkpoint") and err.count("\n") == 1
+
+
+def test_an_imported_checkpoint_is_never_latest_unless_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    with CheckpointManager(run / "checkpoints") as mgr:
+        mgr.save({"own": torch.ones(2), "step": 10}, step=10)
+    torch.save({"global_step": 999, "state_dict": {"w": torch.zeros(3)}}, tmp_path / "foreign.ckpt")
+    assert main(["import", str(tmp_path / "foreign.ckpt"), str(run), "--force"]) == 0
+    with CheckpointManager(run / "checkpoints", read_only=True) as mgr:
+        assert mgr.latest().step == 10
+        assert mgr.restore("latest")["step"] == 10
+        assert torch.equal(mgr.restore("tag:imported")["state_dict"]["w"], torch.zeros(3))
+
+
+def test_import_into_a_run_with_training_checkpoints_needs_force_and_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    with CheckpointManager(run / "checkpoints") as mgr:
+        mgr.save({"own": torch.ones(2)}, step=10)
+    before = sorted(p.name for p in (run / "checkpoints").rglob("*"))
+    torch.save({"w": torch.zeros(3)}, tmp_path / "foreign.pth")
+    assert main(["import", str(tmp_path / "foreign.pth"), str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (run / "checkpoints").rglob("*")) == before
+
+
+def test_latest_of_a_run_holding_only_an_import_says_how_to_name_it(tmp_path, capsys):
+    torch.save({"w": torch.zeros(3)}, tmp_path / "foreign.pth")
+    assert main(["import", str(tmp_path / "foreign.pth"), str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run")]) == 2
+    assert "tag:imported" in capsys.readouterr().err
+    assert main(["show", f"{tmp_path / 'run'}@tag:imported"]) == 0

@@ -134,3 +134,31 @@ def test_tied_tensors_are_stored_once_but_every_key_is_in_the_table(tmp_path):
     assert table["embed"]["id"] == table["head"]["id"]
     assert info.logical_bytes < 2 * w.numel() * 4
     assert out["embed"] is out["head"] and torch.equal(out["embed"], w)
+
+
+@pytest.mark.parametrize("step", [-1, -5])
+def test_a_negative_step_is_refused_and_nothing_is_written(tmp_path, step):
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        with pytest.raises(ValueError, match="cannot be negative"):
+            mgr.save({"w": torch.ones(3)}, step=step)
+        with pytest.raises(ValueError, match="cannot be negative"):
+            mgr.store.commit({"w": torch.ones(3)}, {"w": {"__tensor__": "w"}}, step=step, epoch=None, metrics=None,
+                             tags=(), meta={})
+    assert not any((tmp_path / "ck" / "packs").iterdir())
+    assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith("step_")]
+
+
+def test_a_pack_named_by_an_unlisted_step_directory_is_never_collected(tmp_path):
+    root = tmp_path / "ck"
+    with CheckpointManager(root) as mgr:
+        mgr.save({"w": torch.arange(5.0)}, step=3)
+    # what an older version left for a negative step: a committed checkpoint whose name does not list
+    os.rename(root / "step_000000003", root / "step_-00000003")
+    with CheckpointManager(root) as mgr:  # a writable open collects unreferenced packs
+        assert mgr.list() == []
+        mgr.save({"other": torch.zeros(2)}, step=4)
+        mgr.gc()
+    os.rename(root / "step_-00000003", root / "step_000000003")
+    with CheckpointManager(root, read_only=True) as mgr:
+        assert mgr.verify()["step_000000003"] == []
+        assert torch.equal(mgr.restore("step:3")["w"], torch.arange(5.0))

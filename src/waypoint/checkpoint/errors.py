@@ -14,5 +14,9 @@ class CheckpointWriteError(CheckpointError):
     """A save failed; nothing was committed and earlier checkpoints are intact."""
 
 
+class CheckpointNotDurableError(CheckpointWriteError):
+    """A save whose checkpoint is committed and listed, but whose last sync failed: it may not survive a power loss."""
+
+
 class DamagedCheckpointError(CheckpointError):
     """A committed checkpoint whose files do not verify."""

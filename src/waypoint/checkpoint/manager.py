@@ -15,10 +15,12 @@ from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
-from .store import CheckpointError, CheckpointStore
+from .store import CheckpointError, CheckpointStore, check_step
 from .writer import BackgroundWriter
 
 DERIVED_TAGS = frozenset({"latest", "best"})
+#: checkpoints ``latest`` (and so ``resume=auto``) never takes unless named: saved by a failing run, or foreign
+NOT_LATEST = frozenset({"emergency", "imported"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -75,6 +77,7 @@ class CheckpointManager:
              tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
         """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
         self.writer.wait()
+        step = check_step(step)
         tags = tuple(tags)
         for t in tags:
             self._check_tag(t)
@@ -164,8 +167,8 @@ class CheckpointManager:
                 for i in self.store.infos.values() if i.valid]
 
     def latest(self) -> CheckpointInfo | None:
-        """The newest committed checkpoint with a sound manifest, not tagged ``emergency``."""
-        infos = [i for i in self.store.infos.values() if i.valid and "emergency" not in i.tags]
+        """The newest committed checkpoint with a sound manifest, not tagged ``emergency`` or ``imported``."""
+        infos = [i for i in self.store.infos.values() if i.valid and not NOT_LATEST & set(i.tags)]
         return max(infos, key=lambda i: (i.step, i.name), default=None)
 
     def best(self) -> CheckpointInfo | None:
@@ -194,7 +197,7 @@ class CheckpointManager:
         infos = [i for i in self.store.infos.values()]
         newest_first = sorted(infos, key=lambda i: (i.step, i.name), reverse=True)
         if selector == "latest":
-            return [i for i in newest_first if i.valid and "emergency" not in i.tags]
+            return [i for i in newest_first if i.valid and not NOT_LATEST & set(i.tags)]
         if selector == "best":
             if not self.monitor:
                 raise NoCheckpointError("'best' needs a monitored metric, and none is recorded in this store")
@@ -259,7 +262,17 @@ class CheckpointManager:
         """Re-hash everything; map each checkpoint name to its problems (empty when it verifies)."""
         self.writer.wait()
         seen: set[tuple[str, str]] = set()
-        return {i.name: ([i.problem] if not i.valid else self.store.verify(i.name, seen)) for i in self.store.infos.values()}
+        report: dict[str, list[str]] = {}
+        for info in list(self.store.infos.values()):
+            if not info.valid:  # look again: a reader may have seen a writer's deletion or repack half done
+                found = self.store.inspect(info.path)
+                if found is None:
+                    continue
+                info = found[0]
+            problems = [info.problem or "damaged"] if not info.valid else self.store.verify_current(info.name, seen)
+            if problems is not None:  # None: deleted by a live writer meanwhile, which is not damage
+                report[info.name] = problems
+        return report
 
     @staticmethod
     def _check_tag(tag: str) -> None:
@@ -272,7 +285,10 @@ class CheckpointManager:
         """The single checkpoint a selector names first (NoCheckpointError when none)."""
         found = self.resolve(selector)
         if not found:
-            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
+            skipped = sorted({t for i in self.store.infos.values() for t in NOT_LATEST & set(i.tags)})
+            hint = (f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
+                    f"{' or '.join('tag:' + t for t in skipped)} or step:N") if selector == "latest" and skipped else ""
+            raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}{hint}")
         return found[0]
 
     def tag(self, selector: str, tag: str, note: str | None = None) -> CheckpointInfo:

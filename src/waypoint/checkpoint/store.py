@@ -15,11 +15,14 @@ that are mostly dead are rewritten by ``repack.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import operator
 import os
 import platform
 import re
+import stat
 import time
 import uuid
 import warnings
@@ -34,12 +37,27 @@ from .cleanup import remove_stale
 from .codec import alias_keys
 from .durable import (canonical_json, fsync_dir, read_nofollow, rename_noreplace, replace_file_durable, rmtree_nofollow,
                       write_file_durable)
-from .errors import CheckpointError, CheckpointWriteError, DamagedCheckpointError, StoreLockedError
+from .errors import (CheckpointError, CheckpointNotDurableError, CheckpointWriteError, DamagedCheckpointError,
+                     StoreLockedError)
 from .integrity import entry_of, open_pack, read_state, verify_tensor
 from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
 
 CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
+CKPT_LIKE = "step_"  # any directory named like this may hold a manifest naming packs, listed or not
+
+
+def check_step(step: Any) -> int:
+    """``step`` as a non-negative int; a negative or non-integer step is refused (ValueError, one sentence)."""
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        step = operator.index(step)
+    except TypeError:
+        raise ValueError(f"a checkpoint step must be an integer, not {step!r}") from None
+    if step < 0:
+        raise ValueError(f"a checkpoint step cannot be negative (got {step})")
+    return step
 
 
 def _versions() -> dict[str, str]:
@@ -61,6 +79,9 @@ class CheckpointStore:
         if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
             raise CheckpointError(f"{self.packs_dir} is a symbolic link, and the store never follows links; "
                                   "replace it with the directory it points to")
+        for path in (self.root, self.packs_dir):
+            if os.path.lexists(path) and not os.path.isdir(path):
+                raise CheckpointError(f"{path} is not a directory, so it cannot hold checkpoints; move it away")
         if writable:
             new_root = not self.root.exists()
             self.packs_dir.mkdir(parents=True, exist_ok=True)
@@ -93,21 +114,20 @@ class CheckpointStore:
         return [p for _, _, p in sorted(found)]
 
     def rescan(self) -> None:
-        """Re-read every manifest: the in-memory registry and the dedup table."""
+        """Re-read every manifest: the in-memory registry and the dedup table.
+
+        Safe without the lock while a writer works: a checkpoint deleted meanwhile is left out, one whose
+        manifest was rewritten (by repack) is read again, and one whose packs are gone is listed invalid.
+        """
         self.infos.clear()
         self.known.clear()
         self.pack_meta.clear()
         self._unparsed = False
         for path in self.checkpoint_dirs():
-            try:
-                manifest = mf.load(path)
-                info = mf.info_from(manifest, path)
-            except (mf.ManifestError, KeyError, TypeError, ValueError) as exc:
-                m = CKPT_NAME.match(path.name)
-                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)), epoch=None, tags=(), metrics={},
-                                         digest="", logical_bytes=0, created_at=path.stat().st_mtime, path=path,
-                                         valid=False, problem=str(exc))
-                manifest = self._lenient_manifest(path)
+            found = self.inspect(path)
+            if found is None:
+                continue  # deleted while we looked: not damage
+            info, manifest = found
             self.infos[path.name] = info
             if manifest is None:
                 continue
@@ -115,6 +135,61 @@ class CheckpointStore:
                 for rec in manifest.get("tensors", {}).values():
                     self.known[rec["id"]] = rec["pack"]
                 self.pack_meta.update(manifest.get("packs", {}))
+
+    def inspect(self, path: Path, attempts: int = 5) -> tuple[mf.CheckpointInfo, dict | None] | None:
+        """A committed checkpoint's info (invalid when its manifest is damaged or a pack it names is missing)
+        and its manifest; None when the directory vanished meanwhile (a concurrent deletion)."""
+        for attempt in range(attempts):
+            try:
+                manifest = mf.load(path)
+                info = mf.info_from(manifest, path)
+                before = read_nofollow(path / mf.MANIFEST)
+            except (mf.ManifestError, KeyError, TypeError, ValueError, OSError) as exc:
+                if not os.path.lexists(path):
+                    return None
+                if attempt + 1 < attempts:
+                    continue  # replaced while it was read (a tag change, repack) fails once: look again
+                try:
+                    created = path.stat().st_mtime
+                except FileNotFoundError:
+                    return None
+                m = CKPT_NAME.match(path.name)
+                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)) if m else -1, epoch=None, tags=(),
+                                         metrics={}, digest="", logical_bytes=0, created_at=created, path=path,
+                                         valid=False, problem=str(exc) if not isinstance(exc, OSError) else
+                                         f"{path.name}/{mf.MANIFEST} cannot be read ({exc.strerror or exc})")
+                return info, self._lenient_manifest(path)
+            missing = self._missing_packs(manifest)
+            if not missing:
+                return info, manifest
+            try:
+                if read_nofollow(path / mf.MANIFEST) != before:
+                    continue  # rewritten meanwhile (repack points it at other packs): look again
+            except FileNotFoundError:
+                return None
+            except OSError:
+                pass
+            if not os.path.lexists(path):
+                return None
+            return dataclasses.replace(info, valid=False, problem="; ".join(missing)), manifest
+        return dataclasses.replace(info, valid=False, problem="its manifest kept changing while it was read"), manifest
+
+    def _missing_packs(self, manifest: Mapping[str, Any]) -> list[str]:
+        """Packs a manifest names that are absent, not regular files, or of another size (a cheap check)."""
+        problems = []
+        for name, meta in manifest.get("packs", {}).items():
+            try:
+                st = os.lstat(self.packs_dir / name)
+            except FileNotFoundError:
+                problems.append(f"pack {name} is missing")
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                problems.append(f"pack {name} is a symbolic link")
+            elif not stat.S_ISREG(st.st_mode):
+                problems.append(f"pack {name} is not a regular file")
+            elif isinstance(meta, dict) and st.st_size != meta.get("bytes"):
+                problems.append(f"pack {name} does not match its recorded size")
+        return problems
 
     def _lenient_manifest(self, path: Path) -> dict | None:
         try:
@@ -134,13 +209,35 @@ class CheckpointStore:
         return found
 
     def referenced_packs(self) -> set[str] | None:
-        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything)."""
+        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything).
+
+        A ``step_*`` directory that is not listed (its name does not parse, e.g. left by an older version)
+        still protects every pack its manifest names: collection never deletes data a directory on disk
+        names. When such a manifest cannot be read, nothing is collected.
+        """
         manifests = self.committed_manifests()
-        return None if manifests is None else {p for _path, m in manifests for p in m.get("packs", {})}
+        if manifests is None:
+            return None
+        refs = {p for _path, m in manifests for p in m.get("packs", {})}
+        listed = {path.name for path, _m in manifests}
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(CKPT_LIKE) and entry.name not in listed and entry.is_dir(follow_symlinks=False):
+                try:
+                    packs = mf.load(Path(entry.path), check=False).get("packs", {})
+                except mf.ManifestError:
+                    if any(os.scandir(entry.path)):
+                        return None
+                    continue
+                if not isinstance(packs, dict):
+                    return None
+                refs.update(packs)
+        return refs
 
     def _cleanup_stale(self) -> None:
         """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
         remove_stale(self.root, self.packs_dir, self.checkpoint_dirs())
+        fsync_dir(self.packs_dir)  # a commit whose final syncs failed (or were cut off) becomes durable here
+        fsync_dir(self.root)
         self.gc_packs()  # collects nothing while any manifest is damaged: it might name the packs it needs
 
     def _sync_index(self) -> None:
@@ -180,9 +277,11 @@ class CheckpointStore:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure."""
         if not self.writable:
             raise CheckpointError("this store was opened read-only")
+        step = check_step(step)
         keys = list(tensors)
         pack: PackInfo | None = None
         staging: Path | None = None
+        sealed: bytes | None = None
         try:
             records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool)
             records = dict(zip(keys, records_list))
@@ -204,12 +303,19 @@ class CheckpointStore:
             staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
             staging.mkdir()
             write_file_durable(staging / mf.STATE_JSON, tree_bytes)
-            write_file_durable(staging / mf.MANIFEST, mf.seal(manifest))
+            sealed = mf.seal(manifest)
+            write_file_durable(staging / mf.MANIFEST, sealed)
             fsync_dir(staging)
             rename_noreplace(staging, self.root / name)
             staging = None
             fsync_dir(self.root)
         except BaseException as exc:
+            if sealed is not None and self._in_place(name, sealed):
+                # Committed: the new manifest is in place, so nothing it references may be deleted.
+                info = self._register(name, manifest, records_list, tensor_packs, packs)
+                if not isinstance(exc, OSError):
+                    raise  # an abort: the checkpoint stays; the next writable open makes it durable
+                return self._make_durable(info, exc)
             if staging is not None:
                 rmtree_nofollow(staging)
             if pack is not None and pack.name not in self.known.values():
@@ -219,12 +325,42 @@ class CheckpointStore:
                     f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
                     "nothing was committed and earlier checkpoints are intact") from exc
             raise
+        info = self._register(name, manifest, records_list, tensor_packs, packs)
+        self.write_index(f"checkpoint {name} is committed")
+        return info
+
+    def _in_place(self, name: str, sealed: bytes) -> bool:
+        """Whether ``name`` holds this very manifest: the commit rename happened (even if it reported an error)."""
+        try:
+            return read_nofollow(self.root / name / mf.MANIFEST) == sealed
+        except OSError:
+            return False
+
+    def _register(self, name: str, manifest: dict, records_list: list[TensorRecord], tensor_packs: dict[str, str],
+                  packs: dict[str, dict]) -> mf.CheckpointInfo:
+        """Record a committed checkpoint in memory: listed, and its tensors known for deduplication."""
         for rec in records_list:
             self.known.setdefault(rec.id, tensor_packs[rec.id])
         self.pack_meta.update(packs)
         info = mf.info_from(manifest, self.root / name)
         self.infos[name] = info
-        self.write_index(f"checkpoint {name} is committed")
+        return info
+
+    def _make_durable(self, info: mf.CheckpointInfo, first: OSError) -> mf.CheckpointInfo:
+        """A checkpoint renamed into place whose root fsync failed: try again; report what is known.
+
+        It is committed (listed, intact), so an error now must not say otherwise nor delete anything.
+        """
+        try:
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise CheckpointNotDurableError(
+                f"checkpoint {info.name} is committed and intact but not yet durable: syncing {self.root} failed "
+                f"twice ({exc.strerror or exc}); it may be lost on a power failure until the store is next opened "
+                "for writing, which syncs it again") from exc
+        warnings.warn(f"checkpoint {info.name} is committed; syncing {self.root} failed once "
+                      f"({first.strerror or first}) and succeeded on retry, so it is durable", stacklevel=3)
+        self.write_index(f"checkpoint {info.name} is committed")
         return info
 
     def _pack_entry(self, name: str, new: PackInfo | None) -> dict[str, Any]:
@@ -382,6 +518,35 @@ class CheckpointStore:
             finally:
                 os.close(fd)
         return problems
+
+    def verify_current(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str] | None:
+        """``verify`` that tolerates a live writer (readers take no lock): None when the checkpoint was deleted
+        meanwhile; problems only when they persist with the very manifest they were found with (a pack deleted
+        after repack pointed the manifest elsewhere is looked at again, not reported)."""
+        path = self.root / name
+        problems: list[str] = []
+        for _ in range(5):
+            before = self._manifest_bytes(path)
+            if before is None:
+                return None
+            problems = self.verify(name, verified)
+            if not problems:
+                return []
+            after = self._manifest_bytes(path)
+            if after is None:
+                return None
+            if after == before:
+                return problems
+        return problems
+
+    def _manifest_bytes(self, path: Path) -> bytes | None:
+        """A manifest's bytes; None when its checkpoint is gone; b"" when unreadable (damage, not absence)."""
+        try:
+            return read_nofollow(path / mf.MANIFEST)
+        except FileNotFoundError:
+            return None if not os.path.lexists(path) else b""
+        except OSError:
+            return b""
 
     def _forget(self, ids: Iterable[str], pack_name: str) -> None:
         """Treat tensors damaged in ``pack_name`` as absent, so the next save that holds them writes them again

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
-from .durable import fsync_dir
-from .foreign import load_foreign
+from .codec import UnsupportedValueError, encode
+from .durable import create_exclusive, fsync_dir, rename_noreplace
+from .foreign import read_foreign
 from .manager import CheckpointManager
 from .store import CheckpointError
 
@@ -49,22 +52,37 @@ def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathL
     """Write the tensors of one checkpoint (or of one part of it) to a safetensors or .pt file."""
     info = mgr.one(selector)
     tensors = part_tensors(mgr, info.name, part)
-    out = Path(out)
-    if out.exists():
-        raise CheckpointError(f"{out} already exists; choose another output path or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    if fmt == "safetensors":
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"waypoint_checkpoint": info.name, "step": str(info.step), "part": part or ""})
-    elif fmt == "pt":
-        torch.save(tensors, tmp)
-    else:
+    if fmt not in ("safetensors", "pt"):
         raise CheckpointError(f"unknown export format '{fmt}'; use safetensors or pt")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
+    out = Path(out)
+    if os.path.lexists(out):
+        raise CheckpointError(f"{out} already exists; choose another output path or remove it first")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh name, created exclusively without following links: a planted file or symlink is never written through.
+        tmp = out.with_name(f".tmp-{out.name}-{uuid.uuid4().hex[:12]}")
+        fd = create_exclusive(tmp)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {out} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if fmt == "safetensors":
+                f.write(save_safetensors({k: v.contiguous() for k, v in tensors.items()},
+                                         metadata={"waypoint_checkpoint": info.name, "step": str(info.step),
+                                                   "part": part or ""}))
+            else:
+                torch.save(tensors, f)
+            f.flush()
+            os.fsync(f.fileno())
+        rename_noreplace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise CheckpointError(f"{out} appeared while exporting; it was left alone") from None
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write {out} ({exc.strerror or exc})") from None
+        raise
     return {"checkpoint": info.name, "step": info.step, "part": part, "format": fmt, "path": str(out),
             "tensors": len(tensors), "bytes": out.stat().st_size}
 
@@ -91,14 +109,75 @@ def _foreign_step(obj: Any) -> tuple[int, int | None]:
     return int(step), epoch
 
 
-def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None) -> dict[str, Any]:
-    """Import a foreign ``.pt/.pth/.ckpt`` file (weights-only unpickling) as a new checkpoint tagged ``imported``."""
-    obj = load_foreign(path)
-    layout = detect_layout(obj)
-    state = obj if isinstance(obj, Mapping) else {"value": obj}
-    found_step, epoch = _foreign_step(obj)
-    info = mgr.save(dict(state), step=found_step if step is None else step, epoch=epoch, tags=("imported",),
-                    meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+class ImportRefusedError(CheckpointError):
+    """An import that would mix a foreign checkpoint into a run's own (asks for ``force``)."""
+
+
+def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
+    own = [i.name for i in mgr.store.infos.values() if "imported" not in i.tags]
+    if own and not force:
+        raise ImportRefusedError(
+            f"{mgr.root} already holds {len(own)} training checkpoint(s); import into a new run directory, "
+            "or pass --force to add the foreign checkpoint there (resume=auto never takes it)")
+
+
+def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None,
+                      force: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
+    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``: weights-only, bounded) as a new checkpoint
+    tagged ``imported``.
+
+    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
+    holds training checkpoints is refused unless ``force``. Every failure is a one-sentence CheckpointError.
+    """
+    _refuse_unless_forced(mgr, force)
+    return _save_imported(path, read_foreign(path, max_bytes=max_bytes), mgr, step)
+
+
+def import_into(path: str | os.PathLike, root: str | os.PathLike, *, step: int | None = None, force: bool = False,
+                max_bytes: int | None = None) -> dict[str, Any]:
+    """``import_checkpoint`` into the checkpoints root ``root``, which is created (and locked) only once the
+    file has been read: a refused or unreadable file leaves the destination exactly as it was."""
+    root = Path(root)
+    if root.is_dir():
+        with CheckpointManager(root, read_only=True) as reader:
+            _refuse_unless_forced(reader, force)
+    state = read_foreign(path, max_bytes=max_bytes)
+    _step_to_record(path, state, step)  # refused before anything is created
+    _check_storable(path, state)
+    with CheckpointManager(root) as mgr:
+        _refuse_unless_forced(mgr, force)
+        return _save_imported(path, state, mgr, step)
+
+
+def _check_storable(path: str | os.PathLike, state: Any) -> None:
+    """A one-sentence CheckpointError when ``state`` holds a value the store cannot hold (nothing is copied)."""
+    try:
+        encode(state)
+    except UnsupportedValueError as exc:
+        raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to store") from None
+
+
+def _step_to_record(path: str | os.PathLike, state: Any, step: int | None) -> tuple[int, int | None]:
+    found_step, epoch = _foreign_step(state)
+    if step is None and found_step < 0:
+        raise CheckpointError(f"{path} records step {found_step}, and a checkpoint step cannot be negative; "
+                              "pass --step N to choose the step to record")
+    return (found_step if step is None else step), epoch
+
+
+def _save_imported(path: str | os.PathLike, state: dict[str, Any], mgr: CheckpointManager,
+                   step: int | None) -> dict[str, Any]:
+    layout = detect_layout(state if set(state) != {"value"} else state["value"])
+    step, epoch = _step_to_record(path, state, step)
+    try:
+        info = mgr.save(state, step=step, epoch=epoch, tags=("imported",),
+                        meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+    except UnsupportedValueError as exc:
+        raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to store") from None
     assert info is not None
     return {"checkpoint": info.name, "step": info.step, "layout": layout, "digest": info.digest,
             "logical_bytes": info.logical_bytes}
