@@ -1,7 +1,10 @@
 """init_from: start a new run's model from a Waypoint checkpoint, an exported safetensors or a foreign .pth."""
 from __future__ import annotations
 
+import argparse
 from collections import OrderedDict
+
+import numpy as np
 
 import pytest
 import torch
@@ -53,7 +56,10 @@ def test_dino_from_a_pth_in_the_seed_docs_layout(digits, tmp_path):
     torch.save({"epoch": 3, "iteration": 12, "student_state_dict": OrderedDict(src.student.state_dict()),
                 "teacher_state_dict": OrderedDict(src.teacher.state_dict()),
                 "optimizer_state_dict": src.optimizer.state_dict(), "dino_loss_center": src.center.clone(),
-                "config": {"lr": 5e-4}, "metrics": {"loss": 2.5}, "timestamp": "2026-01-01T00:00:00"}, path)
+                "config": {"lr": 5e-4}, "metrics": {"loss": 2.5}, "timestamp": "2026-01-01T00:00:00",
+                # what the seed lesson's save_checkpoint also stores: numpy RNG state and the torch version
+                "rng_state": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                "torch_version": torch.__version__}, path)
     task = dino(digits, seed=0)
     report = init_weights(task, str(path))
     assert report.clean and len(report.loaded) == len(task.init_targets())
@@ -73,7 +79,8 @@ def test_dino_from_an_upstream_main_dino_pth_with_ddp_prefixes_and_old_weight_no
         return out
     path = tmp_path / "checkpoint.pth"
     torch.save({"student": upstream(src.student, "module."), "teacher": upstream(src.teacher, ""),
-                "optimizer": src.optimizer.state_dict(), "epoch": 4, "dino_loss": {"center": src.center.clone()}}, path)
+                "optimizer": src.optimizer.state_dict(), "epoch": 4, "dino_loss": {"center": src.center.clone()},
+                "args": argparse.Namespace(arch="vit_small", lr=5e-4, out_dim=65536)}, path)
     task = dino(digits, seed=0)
     report = init_weights(task, str(path))
     assert report.clean

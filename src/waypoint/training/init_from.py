@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from waypoint.checkpoint.foreign import load_foreign
+from waypoint.checkpoint.foreign import read_foreign
 from waypoint.checkpoint.refs import BadReferenceError, open_ref
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 #: key segments of training state that is not model weights (never reported as unexpected)
 NOT_WEIGHTS = frozenset({"optimizer", "optimizers", "optimizer_state_dict", "scheduler", "scheduler_state_dict",
                          "lr_scheduler", "lr_schedulers", "fp16_scaler", "scaler", "rng", "progress", "optimizer_states",
-                         "cache"})
+                         "cache", "rng_state", "rng_states", "cuda_rng_state", "torch_rng_state"})
 #: key segments that wrappers (DDP, torch.compile) insert
 WRAPPER_SEGMENTS = frozenset({"module", "_orig_mod"})
 #: leading segments of whole-model containers, dropped when the key does not match as it is
@@ -49,7 +49,7 @@ class InitFromError(ValueError):
 # ---------------------------------------------------------------------------------------------- reading
 def read_foreign_file(path: Path) -> Any:
     """A foreign PyTorch checkpoint, unpickled weights-only by the store (the one place that reads them)."""
-    return load_foreign(path)
+    return read_foreign(path)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
