@@ -10,7 +10,7 @@ import torch
 from waypoint.data.images import Digits
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.dino import DinoTask
-from waypoint.tasks.dino_model import knn_top1
+from waypoint.tasks.dino.model import knn_top1
 
 
 @pytest.fixture(scope="module")

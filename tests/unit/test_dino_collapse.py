@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from waypoint.tasks.dino_collapse import CollapseDetector
+from waypoint.tasks.dino.collapse import CollapseDetector
 
 K = 256
 UNIFORM = math.log(K)

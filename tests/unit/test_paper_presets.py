@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from waypoint.tasks.stackwise import PRESETS as STACKWISE_PRESETS
-from waypoint.tasks.stackwise_model import Dims, Stack
+from waypoint.tasks.stackwise.model import Dims, Stack
 from waypoint.tasks.universeg import PRESETS as UNIVERSEG_PRESETS
-from waypoint.tasks.universeg_net import UniverSegNet
+from waypoint.tasks.universeg.net import UniverSegNet
 
 UNIVERSEG_V1_PARAMS = 1.18e6  # the released UniverSeg v1 weights
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from waypoint.data.segshapes import FAMILIES, SegShapes, render_episode, sample_generator, task_spec
-from waypoint.tasks.universeg import collate_episodes
+from waypoint.data.segshapes import FAMILIES, SegShapes, render_episode, task_spec
+from waypoint.seeding import sample_generator
+from waypoint.tasks.common import stack_dicts as collate_episodes
 
 
 def same(a: dict, b: dict) -> bool:

@@ -12,7 +12,7 @@ from waypoint.data.segshapes import SegShapes
 from waypoint.data.text import TextCorpus
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tasks.stackwise import StackWiseTask
-from waypoint.tasks.stackwise_rack import StackStateError, extract_stack
+from waypoint.tasks.stackwise.rack import StackStateError, extract_stack
 
 CPU = torch.device("cpu")
 TOTAL = 12

@@ -12,7 +12,7 @@ from waypoint.data.segshapes import SegShapes
 from waypoint.data.text import TextCorpus
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tasks.universeg import UniverSegTask, hard_dice, soft_dice_loss
-from waypoint.tasks.universeg_net import CrossBlock, CrossConv2d, UniverSegNet
+from waypoint.tasks.universeg.net import CrossBlock, CrossConv2d, UniverSegNet
 
 CPU = torch.device("cpu")
 

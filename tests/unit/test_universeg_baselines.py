@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from waypoint.tasks.universeg_baselines import baseline_scores, mean_mask_dice, threshold_dice
+from waypoint.tasks.universeg.baselines import baseline_scores, mean_mask_dice, threshold_dice
 
 
 def _episode(polarity: int, seed: int = 0, size: int = 16, support: int = 4) -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@ items are a function of ``(task_seed, index)`` only, so every epoch and every ru
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,6 +18,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
+
+from waypoint.seeding import sample_generator
 
 FAMILIES = ("shape", "polarity", "size", "texture")
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle")
@@ -39,14 +40,6 @@ class SegShapesConfig:
     batch_size: int = 8
     max_items: Optional[int] = None
     num_workers: int = 0  # DataLoader worker processes; read by the trainer, not passed to the data class
-
-
-def sample_generator(*parts: Any) -> torch.Generator:
-    """A CPU generator seeded by a stable hash of ``parts`` (e.g. ``(seed, "train", epoch, index)``)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    gen = torch.Generator()
-    gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-    return gen
 
 
 def _u(gen: torch.Generator, lo: float, hi: float) -> float:

@@ -8,7 +8,6 @@ State layout: ``model/<module key>`` (network weights), ``optimizer/...`` (``tor
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
@@ -16,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from waypoint.data.segfolder import SegFolderConfig
-from waypoint.data.segshapes import SegShapesConfig, sample_generator
+from waypoint.data.segshapes import SegShapesConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.universeg_baselines import baseline_scores
-from waypoint.tasks.universeg_net import UniverSegNet
+from waypoint.tasks.common import preset_sizes, sample_generator, stack_dicts, warmup_cosine
+from waypoint.tasks.universeg.baselines import baseline_scores
+from waypoint.tasks.universeg.net import UniverSegNet
 
 #: sizes per ``scale``; a value set explicitly in the config wins over the preset
 PRESETS: dict[str, dict[str, Any]] = {
@@ -63,20 +63,6 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2.0 * inter / total.clamp_min(1.0), torch.ones_like(total))
 
 
-def warmup_cosine(step: int, total_steps: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate factor: linear warmup over ``warmup`` steps, then cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total_steps - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def collate_episodes(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack episode dicts key by key."""
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
-
-
 class UniverSegTask:
     """The UniverSeg family behind the Task contract (``waypoint.tasks.base.Task``)."""
 
@@ -89,12 +75,9 @@ class UniverSegTask:
         if unknown:
             raise ValueError(f"unknown model option(s) {unknown} for model=universeg; known: {sorted(known - {'_target_'})}")
         self.cfg = UniverSegConfig(**config)
-        if self.cfg.scale not in PRESETS:
-            raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
-        preset = PRESETS[self.cfg.scale]
-        self.encoder_blocks = list(self.cfg.encoder_blocks or preset["encoder_blocks"])
-        self.image_size = int(self.cfg.image_size or preset["image_size"])
-        self.support_size = int(self.cfg.support_size or preset["support_size"])
+        size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
+        self.encoder_blocks = list(size["encoder_blocks"])
+        self.image_size, self.support_size = int(size["image_size"]), int(size["support_size"])
         side = 2 ** (len(self.encoder_blocks) - 1)
         if self.image_size % side:
             raise ValueError(f"model.image_size {self.image_size} must be divisible by {side} for {len(self.encoder_blocks)} encoder blocks")
@@ -116,7 +99,7 @@ class UniverSegTask:
         """Held-out episodes."""
         return self.data.val_dataset(self.image_size, self.support_size)
 
-    collate = staticmethod(collate_episodes)
+    collate = staticmethod(stack_dicts)
 
     # -- modules ------------------------------------------------------------------------------------
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:

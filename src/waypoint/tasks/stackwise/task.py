@@ -11,7 +11,7 @@ Everything stochastic is a function of ``(seed, stack index)`` (initialisation) 
 the learning rate is a function of the step, so ``state_dict``/``load_state_dict`` resume bit-identically,
 also right after an append. ``load_state_dict`` rebuilds the rack's structure from ``rack/meta``.
 Validation: bits per byte on held-out text (``val/bpb``, lower is better). State layout:
-``waypoint.tasks.stackwise_rack``.
+``waypoint.tasks.stackwise.rack``.
 """
 from __future__ import annotations
 
@@ -23,15 +23,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from waypoint.data.segshapes import sample_generator
 from waypoint.data.text import TextConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.stackwise_cache import ActivationCache
-from waypoint.tasks.stackwise_model import LINEAR_NAMES, VOCAB, Dims, Rack
-from waypoint.tasks.stackwise_rack import (PRECISIONS, StackSpec, StackStateError, dtype_name, extract_stack, parse_init_stacks,
+from waypoint.tasks.common import preset_sizes, stack_dicts, warmup_cosine
+from waypoint.tasks.stackwise.cache import ActivationCache
+from waypoint.tasks.stackwise.model import LINEAR_NAMES, VOCAB, Dims, Rack
+from waypoint.tasks.stackwise.rack import (PRECISIONS, StackSpec, StackStateError, dtype_name, extract_stack, parse_init_stacks,
                                            precision_dtype)
-from waypoint.tasks.stackwise_build import RackBuilder
-from waypoint.tasks.universeg import warmup_cosine
+from waypoint.tasks.stackwise.build import RackBuilder
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"d_model": 128, "n_heads": 4, "d_ff": 384, "blocks_per_stack": 2, "seq_len": 128, "target_stacks": 3},
@@ -105,8 +104,6 @@ class StackWiseTask:
         if isinstance(config.get("lora"), Mapping):
             config["lora"] = LoRAConfig(**config["lora"])
         self.cfg = StackWiseConfig(**config)
-        if self.cfg.scale not in PRESETS:
-            raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
         bad = [p for p in [self.cfg.precision, *(self.cfg.stack_precisions or [])] if p not in PRECISIONS]
         if bad:
             raise ValueError(f"model.precision and model.stack_precisions must be one of {list(PRECISIONS)}, got {bad}")
@@ -116,7 +113,7 @@ class StackWiseTask:
             raise ValueError(f"model.strategy must be one of {list(STRATEGIES)}, got '{self.cfg.strategy}'")
         if self.cfg.strategy == "end_to_end" and self.cfg.init_stacks_from:
             raise ValueError("model.strategy=end_to_end trains the whole rack from scratch; it cannot take model.init_stacks_from")
-        size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
+        size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.dims = Dims(int(size["d_model"]), int(size["n_heads"]), int(size["d_ff"]), int(size["seq_len"]))
         self.blocks_per_stack, self.target_stacks = int(size["blocks_per_stack"]), int(size["target_stacks"])
         if self.cfg.init_stacks_from and init_stacks is None:
@@ -140,10 +137,7 @@ class StackWiseTask:
         """Held-out byte windows."""
         return self.data.val_dataset(self.dims.seq_len)
 
-    @staticmethod
-    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Stack windows and their dataset indices."""
-        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    collate = staticmethod(stack_dicts)  # windows and their dataset indices
 
     # -- structure ----------------------------------------------------------------------------------
     def _builder(self) -> RackBuilder:

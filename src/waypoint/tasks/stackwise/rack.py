@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from waypoint.tasks.stackwise_model import Dims, LoRA, Stack
+from waypoint.tasks.stackwise.model import Dims, LoRA, Stack
 
 PRECISIONS = ("full", "half")
 STACK_PREFIX = "rack/stacks/"

@@ -23,11 +23,11 @@ import timm
 import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
-from waypoint.data.segshapes import sample_generator
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.dino_collapse import CollapseDetector
-from waypoint.tasks.dino_aug import CropSpec, EvalImages, MultiCropImages, normalise
-from waypoint.tasks.dino_model import DINOHead, sincos_pos_embed, StudentTeacherNet, build_backbone, dino_loss, knn_top1, param_groups
+from waypoint.tasks.common import cosine, preset_sizes, sample_generator, stack_dicts
+from waypoint.tasks.dino.collapse import CollapseDetector
+from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropImages, normalise
+from waypoint.tasks.dino.model import DINOHead, sincos_pos_embed, StudentTeacherNet, build_backbone, dino_loss, knn_top1, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,6 @@ class DinoConfig:
     collapse_tolerance: float = 0.01  # fraction of ln(K): entropy above (1 - tol) ln K is uniform, below tol ln K one-prototype
 
 
-def cosine(start: float, end: float, step: int, total: int) -> float:
-    """Cosine interpolation from ``start`` (step 0) to ``end`` (step ``total``)."""
-    progress = min(1.0, max(0.0, step / max(1, total)))
-    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
-
-
 def _check_sizes(size: Mapping[str, int]) -> None:
     """Refuse widths the backbone cannot build, naming the option."""
     for key, value in size.items():
@@ -130,9 +124,7 @@ class DinoTask:
         if unknown:
             raise ValueError(f"unknown model option(s) {unknown} for model=dino; known: {sorted(known - {'_target_'})}")
         self.cfg = DinoConfig(**{k: (list(v) if k.endswith("_scale") else v) for k, v in config.items()})
-        if self.cfg.scale not in PRESETS:
-            raise ValueError(f"model.scale must be one of {sorted(PRESETS)}, got '{self.cfg.scale}'")
-        size = {k: getattr(self.cfg, k) if getattr(self.cfg, k) is not None else v for k, v in PRESETS[self.cfg.scale].items()}
+        size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.size = {k: int(v) for k, v in size.items()}
         _check_sizes(self.size)
         if not timm.is_model(self.cfg.arch):
@@ -168,10 +160,7 @@ class DinoTask:
         """Held-out images with labels (queries of the kNN evaluation)."""
         return EvalImages(self.data.val_images, self.data.val_labels)
 
-    @staticmethod
-    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Stack item dicts key by key."""
-        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    collate = staticmethod(stack_dicts)
 
     # -- modules ------------------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:

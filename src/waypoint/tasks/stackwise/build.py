@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from waypoint.data.segshapes import sample_generator
-from waypoint.tasks.stackwise_model import Dims, Rack, Stack, attach_lora, init_stack
-from waypoint.tasks.stackwise_rack import (InitStacks, StackSpec, StackStateError, dtype_from_name, stack_from_tensors,
+from waypoint.tasks.common import sample_generator
+from waypoint.tasks.stackwise.model import Dims, Rack, Stack, attach_lora, init_stack
+from waypoint.tasks.stackwise.rack import (InitStacks, StackSpec, StackStateError, dtype_from_name, stack_from_tensors,
                                            stack_spec_of)
 
 META_FORMAT = "waypoint.stackwise/1"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from waypoint.data.segshapes import sample_generator
+from waypoint.tasks.common import sample_generator
 
 
 @dataclass(frozen=True)
