@@ -36,10 +36,14 @@ KNN_FEATURES = ("cls", "cls+avg")
 POS_EMBED_INITS = ("sincos", "trunc_normal")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"embed_dim": 32, "depth": 3, "num_heads": 2, "out_dim": 256, "hidden_dim": 256, "bottleneck_dim": 64,
-                "n_local_crops": 4},
-    "smoke": {"embed_dim": 32, "depth": 2, "num_heads": 2, "out_dim": 256, "hidden_dim": 64, "bottleneck_dim": 32,
-              "n_local_crops": 2},
+    "default": {"embed_dim": 32, "depth": 3, "num_heads": 2, "patch_size": 4, "out_dim": 256, "hidden_dim": 256,
+                "bottleneck_dim": 64, "n_local_crops": 4},
+    "smoke": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 4, "out_dim": 256, "hidden_dim": 64,
+              "bottleneck_dim": 32, "n_local_crops": 2},
+    # upstream DINO ViT-S/16: 21.7M backbone, head 2048-2048-256 + weight-normalised 65536-way last layer,
+    # 10 local crops (the paper's best multi-crop); with experiment=dino_paper for the rest of the recipe
+    "paper": {"embed_dim": 384, "depth": 12, "num_heads": 6, "patch_size": 16, "out_dim": 65536, "hidden_dim": 2048,
+              "bottleneck_dim": 256, "n_local_crops": 10},
 }
 
 
@@ -55,7 +59,8 @@ class DinoConfig:
     _target_: str = "waypoint.tasks.dino.DinoTask"
     scale: str = "default"
     arch: str = "vit_tiny_patch16_224"  # timm architecture; the sizes below override its defaults
-    patch_size: int = 4
+    patch_size: Optional[int] = None
+    local_size: Optional[int] = None  # side of the local crops in pixels; None = half the image (upstream: 96 for 224)
     embed_dim: Optional[int] = None
     depth: Optional[int] = None
     num_heads: Optional[int] = None
@@ -132,10 +137,12 @@ class DinoTask:
         if getattr(data, "kind", None) != "images":
             raise ValueError(f"model=dino needs image data (data=digits or data=imagefolder), got {type(data).__name__}")
         img = int(data.train_images.shape[-1])
-        if img % self.cfg.patch_size or (img // 2) % self.cfg.patch_size:
-            raise ValueError(f"data.image_size {img} and its half must be divisible by model.patch_size {self.cfg.patch_size}")
+        patch, local = self.size["patch_size"], int(self.cfg.local_size or img // 2)
+        if img % patch or local % patch or not 0 < local <= img:
+            raise ValueError(f"data.image_size {img} and the local crop size {local} (model.local_size, default half the image) "
+                             f"must be divisible by model.patch_size {patch}, with local <= image")
         self.data, self.seed = data, int(seed)
-        self.crops = CropSpec(img, img // 2, self.size["n_local_crops"],
+        self.crops = CropSpec(img, local, self.size["n_local_crops"],
                               _check_range("global_scale", self.cfg.global_scale), _check_range("local_scale", self.cfg.local_scale),
                               float(self.cfg.flip_p), float(self.cfg.solarize_p))
         self.student: Optional[StudentTeacherNet] = None
@@ -165,13 +172,13 @@ class DinoTask:
     # -- modules ------------------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:
         """``timm.create_model(arch, pretrained=False, **kwargs)`` arguments that rebuild the backbone."""
-        return {"img_size": self.crops.global_size, "in_chans": int(self.data.channels), "patch_size": self.cfg.patch_size,
+        return {"img_size": self.crops.global_size, "in_chans": int(self.data.channels), "patch_size": self.size["patch_size"],
                 "embed_dim": self.size["embed_dim"], "depth": self.size["depth"], "num_heads": self.size["num_heads"]}
 
     def _net(self, drop_path: float) -> StudentTeacherNet:
         backbone = build_backbone(self.cfg.arch, drop_path_rate=drop_path, **self.backbone_kwargs())
         if self.cfg.pos_embed_init == "sincos":  # learnable still; only the starting point changes
-            grid = self.crops.global_size // self.cfg.patch_size
+            grid = self.crops.global_size // self.size["patch_size"]
             with torch.no_grad():
                 backbone.pos_embed.copy_(sincos_pos_embed(self.size["embed_dim"], grid, backbone.pos_embed.shape[1] - grid * grid))
         head = DINOHead(self.size["embed_dim"], self.size["out_dim"], self.size["hidden_dim"], self.size["bottleneck_dim"],
