@@ -1,11 +1,14 @@
 """CheckpointManager: save / restore / list / verify / tag / gc over one checkpoints root."""
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -20,6 +23,18 @@ from .writer import BackgroundWriter
 
 DERIVED_TAGS = frozenset({"latest", "best"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What one committed save did; ``CheckpointManager.on_commit`` receives one per commit, async ones included."""
+
+    info: CheckpointInfo
+    blocking: bool
+    seconds: float  # from the call to save() until the commit (and retention) finished
+    bytes_written: int  # new pack bytes plus the checkpoint's own files; deduplicated tensors cost nothing
+    deleted: tuple[str, ...] = ()  # checkpoints retention deleted after this commit
 
 
 class NoCheckpointError(CheckpointError):
@@ -53,6 +68,8 @@ class CheckpointManager:
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
         self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
+        #: called after every commit (on the writer thread for async saves); its failure never fails a save
+        self.on_commit: Callable[[SaveReport], None] | None = None
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
@@ -69,6 +86,7 @@ class CheckpointManager:
     def save(self, state: Any, step: int, epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
              tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
         """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
+        started = time.monotonic()
         self.writer.wait()
         tags = tuple(tags)
         for t in tags:
@@ -81,9 +99,9 @@ class CheckpointManager:
         meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
         if blocking:
-            return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
+            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, True)
         tensors = self._stage(tensors)
-        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta), f"step {step}")
+        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, False), f"step {step}")
         return None
 
     def _stage(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,14 +129,25 @@ class CheckpointManager:
         return staged
 
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
-                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
+                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
+                started: float | None = None, blocking: bool = True) -> CheckpointInfo:
+        packs_before = set(self.store.pack_meta)
         info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
+        written = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
+        written += sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+        deleted: tuple[str, ...] = ()
         try:
-            self._apply_retention(self.policy)
+            deleted = tuple(self._apply_retention(self.policy)[0])
         except OSError as exc:  # the save itself succeeded: what retention left is collected later
             warnings.warn(f"checkpoint {info.name} is committed, but retention could not finish "
                           f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
                           "removed when the store is next opened for writing", stacklevel=2)
+        if self.on_commit is not None:
+            seconds = time.monotonic() - started if started is not None else 0.0
+            try:
+                self.on_commit(SaveReport(info, blocking, seconds, written, deleted))
+            except Exception:  # an observer (a log, a tracker) must never fail a committed save
+                log.exception("the on_commit hook failed for %s", info.name)
         return info
 
     def wait(self) -> None:

@@ -5,7 +5,7 @@ boundary: optimizer step -> log -> validate if due -> save if a trigger fires ->
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,6 +22,8 @@ from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.progress import Progress as ProgressView
 from waypoint.training.signals import StopFlag
 from waypoint.training.state import Progress, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
 
 
 class Preempted(Exception):
@@ -133,10 +135,10 @@ class Trainer:
             try:
                 info = self.emergency_save()
                 self.emergency = info
-                print(f"{type(exc).__name__} at step {self.progress.step}: saved emergency checkpoint {info.name} "
-                      "(resume=tag:emergency continues from it)", file=sys.stderr, flush=True)
+                log.error("%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
+                          type(exc).__name__, self.progress.step, info.name)
             except Exception as save_exc:
-                print(f"the emergency save failed too: {save_exc}", file=sys.stderr, flush=True)
+                log.error("the emergency save failed too: %s", save_exc)
             raise
 
     def _fit(self) -> None:
@@ -231,7 +233,9 @@ class Trainer:
             raise KeyError(f"{type(self.task).__name__}.validate() did not return its monitored metric '{self.task.monitor}'")
         self._log({"epoch": p.epoch, **self.last_val})
         assert self.view is not None
-        self.view.write(f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items()))
+        line = f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
+        self.view.write(line)
+        log.debug("validation at %s", line)
         if p.step > 0:
             self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.task.monitor])
         else:
@@ -263,6 +267,7 @@ class Trainer:
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name
+        log.info("%s received at step %d: saving a preempt checkpoint", name, self.progress.step)
         info = self.save(("preempt",), blocking=True, rng=rng)
         raise Preempted(name, self.progress.step, info.name if info is not None else None)
 
