@@ -39,11 +39,12 @@ def test_train_log_tells_the_runs_story(finished: Path) -> None:
     assert "done: 8 steps" in log
 
 
-def test_a_resume_with_another_seed_is_refused_and_changes_nothing(finished: Path) -> None:
+@pytest.mark.parametrize("overrides, says", [(("seed=1",), "-seed: 0\n+seed: 1"), (("resume=never",), "resume=never but")])
+def test_a_refused_command_changes_nothing_in_the_run_dir(overrides: tuple[str, ...], says: str, finished: Path) -> None:
     before = snapshot(finished)
-    proc = run_train(finished, *RUN, "seed=1", "trainer.max_steps=12", check=False)
+    proc = run_train(finished, *RUN, *overrides, "trainer.max_steps=12", check=False)
     assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
-    assert "-seed: 0" in proc.stderr and "+seed: 1" in proc.stderr
+    assert says in proc.stderr
     assert snapshot(finished) == before
 
 

@@ -87,6 +87,7 @@ def launch(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         code = _launch(cfg, run_dir, flag)
+        log.debug("exit code %d", code)
     finally:
         logs.stop()
     if code:
@@ -201,8 +202,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
                 manager.protect(resumed[1].name)
             trainer.metrics.truncate_after(trainer.progress.step)
             where = "" if resumed[0] is manager else f" of {resumed[0].root}"
-            log.info("resuming from %s%s (step %d, epoch %d; resume=%s)", resumed[1].name, where, trainer.progress.step,
-                     trainer.progress.epoch, mode)
+            why = "the newest checkpoint that verifies, resume=auto" if mode == "auto" else f"resume={mode}"
+            log.info("resuming from %s%s (step %d, epoch %d; %s)", resumed[1].name, where, trainer.progress.step,
+                     trainer.progress.epoch, why)
         else:
             if not manager.list():  # rows of an attempt that died before its first checkpoint
                 metrics.truncate_after(-1)
@@ -222,7 +224,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
 def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool, total: int) -> bool:
     """Look at the run dir read-only, before taking the writer lock: True when the run is already finished;
     ConfigChangedError when the checkpoint it would resume from was trained with another model/data/seed."""
-    if not root.is_dir() or mode == "never":
+    if not root.is_dir():
         return False
     with CheckpointManager(root, read_only=True) as peek:
         source = _restore_source(peek, mode, quiet=True)
