@@ -58,6 +58,6 @@ def test_an_error_that_is_not_a_bad_config_exits_1_with_its_traceback_in_train_l
     # a model target that builds something that is not a task: the run fails inside our code, not in the config check
     proc = run_train(tmp_path / "run", "model=universeg", "model._target_=builtins.dict", check=False)
     assert proc.returncode == EXIT_ERROR, proc.stderr[-2000:]
-    assert "error: unexpected error" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: unexpected AttributeError before training started" in proc.stderr and "Traceback" not in proc.stderr
     log = (tmp_path / "run" / "train.log").read_text()
     assert "Traceback (most recent call last)" in log and "AttributeError" in log

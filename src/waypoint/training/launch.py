@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +150,14 @@ def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
 
 
 def _bug(run_dir: Path, when: str) -> int:
-    """An error that is neither a bad config nor a store error: a bug. The traceback goes to train.log."""
-    path = logs.attach_file(run_dir)
-    log.exception("unexpected error %s (a bug, not a configuration problem); the traceback is in %s", when, path)
+    """An error that is neither a bad config nor a store error (a bug, most likely): exit 1, traceback in train.log."""
+    exc = sys.exc_info()[1]
+    try:
+        where = f"; the traceback is in {logs.attach_file(run_dir)}"
+    except OSError:  # the run dir cannot be written: the traceback goes to stderr instead
+        traceback.print_exc()
+        where = ""
+    log.exception("unexpected %s %s: %s%s", type(exc).__name__, when, exc, where)
     return EXIT_ERROR
 
 
