@@ -197,7 +197,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
                                      log_every_n_steps=cfg.trainer.log_every_n_steps, progress_bar=cfg.trainer.progress_bar,
                                      async_save=cfg.checkpoint.async_save, seed=int(cfg.seed)),
                           device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
-        resumed = _resume(trainer, manager, source, plain, allow_change) if source is not None else None
+        resumed = _resume(trainer, source, plain, allow_change) if source is not None else None
         # every check passed: from here on the run dir is this run's
         logs.attach_file(run_dir)
         hydra = HydraConfig.instance().cfg
@@ -244,7 +244,7 @@ def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool,
                 source[0].close()
         if first is None:
             return False
-        _check_config(first, plain, allow_change)
+        _check_config(first, plain, allow_change, quiet=True)  # _resume says it, once
         if source[0] is peek and source[1] == "latest" and "end" in first.tags and first.step >= total:
             log.info("already finished: %s is the end of this run (%d steps); nothing to do", first.name, first.step)
             return True
@@ -270,7 +270,7 @@ def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = Fals
         log.warning("resuming %s with a changed config (resume.allow_config_change=true):\n%s", info.name, diff)
 
 
-def _resume(trainer: Trainer, manager: CheckpointManager, source: tuple[CheckpointManager, str], plain: dict,
+def _resume(trainer: Trainer, source: tuple[CheckpointManager, str], plain: dict,
             allow_change: bool) -> tuple[CheckpointManager, Any]:
     """Restore the state ``source`` names into the trainer (damaged checkpoints are skipped with a warning)."""
     src, selector = source
