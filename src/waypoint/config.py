@@ -19,6 +19,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from waypoint.training.signals import EXIT_USAGE
+
 TASK_MODULES = ("waypoint.tasks.dino", "waypoint.tasks.universeg", "waypoint.tasks.stackwise")
 
 
@@ -184,8 +186,6 @@ def validate(cfg: DictConfig) -> None:
     if not _select(cfg, "trainer.max_epochs") and not _select(cfg, "trainer.max_steps"):
         raise ConfigError("trainer.max_epochs and trainer.max_steps are both null; set one of them to a positive number")
 
-
-EXIT_USAGE = 2  # waypoint.training.signals.EXIT_USAGE, kept here so that train.py's start imports no torch
 
 
 def describe_hydra_error(exc: BaseException) -> str:

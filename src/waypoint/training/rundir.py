@@ -57,15 +57,21 @@ def run_name(overrides: Iterable[str], model_in_path: str | None = None) -> str:
     return name or "default"
 
 
+def _model_choice(overrides: Iterable[str]) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides if _key(o) == "model" and "=" in o), None)
+
+
+def _is_sweep(value: str | None) -> bool:
+    return value is not None and bool(_SWEEP_VALUE.search(value))
+
+
 def job_name(overrides: Iterable[str], command_line: Iterable[str]) -> str:
     """The directory of one sweep job inside its sweep directory.
 
     The sweep directory names the model unless the sweep sweeps over ``model`` itself; then the job name does.
     """
-    model_swept = any(_key(a) == "model" and _SWEEP_VALUE.search(a.split("=", 1)[1]) for a in command_line if "=" in a)
     overrides = list(overrides)
-    model = next((o.split("=", 1)[1] for o in overrides if _key(o) == "model" and "=" in o), None)
-    return run_name(overrides, model_in_path=None if model_swept else model)
+    return run_name(overrides, model_in_path=None if _is_sweep(_model_choice(command_line)) else _model_choice(overrides))
 
 
 def sweep_name(overrides: Iterable[str]) -> str:
@@ -74,9 +80,8 @@ def sweep_name(overrides: Iterable[str]) -> str:
     The sweep directory sits under ``multirun/<model>/``, so a fixed ``model=X`` is not repeated.
     """
     overrides = list(overrides)
-    model = next((o.split("=", 1)[1] for o in overrides if _key(o) == "model" and "=" in o), None)
-    swept = model is not None and bool(_SWEEP_VALUE.search(model))
-    return run_name(overrides, model_in_path=None if swept else model)
+    model = _model_choice(overrides)
+    return run_name(overrides, model_in_path=None if _is_sweep(model) else model)
 
 
 class ConfigChangedError(ConfigError):
