@@ -82,3 +82,14 @@ def test_sigterm_while_starting_a_finished_run_exits_0(finished: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_OK, out[-2000:]
     assert "already finished" in out and "SIGTERM received" in out
+
+
+def test_sigterm_right_after_done_exits_0(tmp_path: Path) -> None:
+    proc = start_train(tmp_path / "run", *RUN)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("done:"):
+            proc.send_signal(signal.SIGTERM)  # the process is closing its files and exiting
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_OK, out[-2000:]
