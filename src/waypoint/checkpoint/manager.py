@@ -131,10 +131,9 @@ class CheckpointManager:
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
                 metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
                 started: float | None = None, blocking: bool = True) -> CheckpointInfo:
-        packs_before = set(self.store.pack_meta)
+        packs_before = set(self.store.pack_meta) if self.on_commit is not None else set()
         info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
-        written = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
-        written += sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+        written = self._bytes_written(info, packs_before) if self.on_commit is not None else 0
         deleted: tuple[str, ...] = ()
         try:
             deleted = tuple(self._apply_retention(self.policy)[0])
@@ -149,6 +148,14 @@ class CheckpointManager:
             except Exception:  # an observer (a log, a tracker) must never fail a committed save
                 log.exception("the on_commit hook failed for %s", info.name)
         return info
+
+    def _bytes_written(self, info: CheckpointInfo, packs_before: set[str]) -> int:
+        """Bytes a commit wrote: the packs it added plus its own files (0 when they cannot be measured)."""
+        try:
+            new_packs = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
+            return new_packs + sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+        except OSError:
+            return 0
 
     def wait(self) -> None:
         """Block until a background save finished; raise if it failed."""
