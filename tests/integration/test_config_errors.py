@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from trainkit import REPO, run_train, train_cmd
 
 from waypoint.training.signals import EXIT_ERROR, EXIT_USAGE
