@@ -4,19 +4,30 @@ Running the same command again resumes the run from its newest checkpoint that v
 """
 from __future__ import annotations
 
+import os
 import sys
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from waypoint.training.signals import listen
 
-from waypoint.config import register
-from waypoint.training.rundir import run_name, sweep_name
+if __name__ == "__main__":
+    listen()  # from the first moment on, SIGTERM/SIGINT/SIGUSR1 are serviced (exit 75), never a bare death
+
+import hydra  # noqa: E402 - after the signal handlers: importing takes seconds
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from waypoint.config import register  # noqa: E402
+from waypoint.training.rundir import job_name, run_name, sweep_name  # noqa: E402
 
 register()
-OmegaConf.register_new_resolver("waypoint_run_name", lambda overrides: run_name(overrides), replace=True)
-# the sweep dir is a function of the whole command line (jobs re-resolve it with their own overrides)
-OmegaConf.register_new_resolver("waypoint_sweep_name", lambda _: sweep_name(a for a in sys.argv[1:] if not a.startswith("-")),
+OmegaConf.register_new_resolver("waypoint_run_name", lambda overrides, name: run_name(overrides, model_in_path=name),
                                 replace=True)
+# the sweep dir is a function of the whole command line (jobs re-resolve it with their own overrides)
+OmegaConf.register_new_resolver("waypoint_sweep_name", lambda _: sweep_name(_command_line()), replace=True)
+OmegaConf.register_new_resolver("waypoint_job_name", lambda overrides: job_name(overrides, _command_line()), replace=True)
+
+
+def _command_line() -> list[str]:
+    return [a for a in sys.argv[1:] if not a.startswith("-")]
 
 
 #: ``GROUP=VALUE`` on the command line is shorthand for ``GROUP.FIELD=VALUE``
@@ -39,5 +50,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from waypoint.config import hydra_errors_exit_2
     sys.argv = _resume_shorthand(sys.argv)
-    main()
+    with hydra_errors_exit_2(full_error=bool(os.environ.get("HYDRA_FULL_ERROR"))):
+        main()

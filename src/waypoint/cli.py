@@ -28,6 +28,17 @@ class UsageError(Exception):
     """A bad argument or path; exit code 2."""
 
 
+def count(text: str) -> int:
+    """An argparse type: an integer >= 0 (argparse turns the ValueError into a usage error naming the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 def checkpoints_root(run_dir: str) -> Path:
     """The ``checkpoints/`` directory of a run dir (a checkpoints dir itself is accepted too)."""
     try:
@@ -298,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--note", default=None, help="a note stored with the tag change")
     p = add("gc", cmd_gc, "waypoint gc outputs/dino/run --keep-last 3 --dry-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--keep-last", type=int, default=None, help="keep only the N newest (plus pinned, best, latest)")
+    p.add_argument("--keep-last", type=count, default=None, help="keep only the N newest (plus pinned, best, latest)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
     p = add("rm", cmd_rm, "waypoint rm outputs/dino/run@step:400")
     p.add_argument("ref", metavar="REF")

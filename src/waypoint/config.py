@@ -2,18 +2,33 @@
 
 Every group yaml under ``conf/`` names its schema first in its defaults list, so a misspelt key or a wrong
 type fails at start with the key's name. Task modules export ``CONFIG_SCHEMAS`` (``"group/name" -> dataclass``)
-for their model and data configs; ``register()`` collects them.
+for their model and data configs; ``register()`` collects them. ``validate()`` checks the values the schemas
+cannot (ranges), and every refusal of a configuration or input is a ``ConfigError`` naming the key.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from waypoint.training.signals import EXIT_USAGE
 
 TASK_MODULES = ("waypoint.tasks.dino", "waypoint.tasks.universeg", "waypoint.tasks.stackwise")
+
+
+class ConfigError(ValueError):
+    """A configuration value or an input (path, file, checkpoint) that cannot be used; the message names the key.
+
+    train.py turns it into exit code 2 and one sentence, without a traceback. Anything else that escapes is a bug.
+    """
 
 
 @dataclass
@@ -127,3 +142,98 @@ def register() -> None:
         for key, node in schemas.items():
             group, name = key.rsplit("/", 1)
             cs.store(group=group, name=name, node=node)
+
+
+#: (key, accepts null, smallest value, largest value or None, what to say); ranges are inclusive
+_RANGES: tuple[tuple[str, bool, float, float | None, str], ...] = (
+    ("seed", False, 0, 2**32 - 1, "an integer in [0, 2**32 - 1]"),
+    ("trainer.max_epochs", True, 1, None, "a positive integer or null"),
+    ("trainer.max_steps", True, 1, None, "a positive integer or null"),
+    ("trainer.val_every_n_epochs", True, 1, None, "a positive integer or null"),
+    ("trainer.val_every_n_steps", True, 1, None, "a positive integer or null"),
+    ("trainer.log_every_n_steps", False, 1, None, "a positive integer"),
+    ("checkpoint.every_n_steps", True, 1, None, "a positive integer or null"),
+    ("checkpoint.every_n_epochs", True, 1, None, "a positive integer or null"),
+    ("checkpoint.keep_last", True, 0, None, "an integer >= 0 or null"),
+    ("checkpoint.keep_best", True, 0, None, "an integer >= 0 or null"),
+    ("checkpoint.keep_every_n_steps", True, 1, None, "a positive integer or null"),
+    ("hardware.num_threads", True, 1, None, "a positive integer or null (torch's default)"),
+    ("data.batch_size", False, 1, None, "a positive integer"),
+    ("data.num_workers", False, 0, None, "an integer >= 0"),
+    ("data.max_items", True, 1, None, "a positive integer or null (all items)"),
+)
+#: (key, accepts null, what to say) for values that must be strictly positive floats
+_POSITIVE: tuple[tuple[str, bool, str], ...] = (
+    ("trainer.gradient_clip_val", True, "a positive number or null (no clipping)"),
+    ("checkpoint.every_n_minutes", True, "a positive number or null"),
+)
+_CHOICES = {"hardware.device": ("cpu", "cuda", "auto"), "hardware.precision": ("32", "bf16", "16")}
+_MISSING = object()
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values the schemas accept but a run cannot use (ConfigError naming the key); changes nothing."""
+    for key, nullable, low, high, want in _RANGES:
+        value = _select(cfg, key)
+        if value is _MISSING or (value is None and nullable):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise ConfigError(f"{key} must be {want}, got {value}")
+    for key, nullable, want in _POSITIVE:
+        value = _select(cfg, key)
+        if value is _MISSING or (value is None and nullable):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{key} must be {want}, got {value}")
+    for key, choices in _CHOICES.items():
+        value = _select(cfg, key)
+        if value is not _MISSING and str(value) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{value}'")
+    for key in ("checkpoint.milestone_steps", "checkpoint.milestone_epochs"):
+        bad = [v for v in _select(cfg, key) or () if not isinstance(v, int) or v < 1]
+        if bad:
+            raise ConfigError(f"{key} must list positive integers, got {bad}")
+    bad_fractions = [f for f in _select(cfg, "checkpoint.milestone_fractions") or () if not 0 < float(f) <= 1]
+    if bad_fractions:
+        raise ConfigError(f"checkpoint.milestone_fractions must lie in (0, 1], got {bad_fractions}")
+    if not _select(cfg, "trainer.max_epochs") and not _select(cfg, "trainer.max_steps"):
+        raise ConfigError("trainer.max_epochs and trainer.max_steps are both null; set one of them to a positive number")
+
+
+
+def describe_hydra_error(exc: BaseException) -> str:
+    """One sentence naming the key for an error Hydra raised while composing the config."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, choice = exc.missing_cfg_file.rsplit("/", 1)
+        options = [o for o in exc.options or () if not o.endswith("_schema")]
+        return f"{group}={choice} is not a config of '{group}'; choose one of {', '.join(options)}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    key = getattr(cause, "full_key", None)
+    first = (str(getattr(cause, "msg", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+    if key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        return f"{key} is not a config key; check its spelling (python train.py --cfg job lists every key)"
+    if key and isinstance(cause, ValidationError):
+        return f"{key}: {first[:1].lower()}{first[1:]}"
+    return first if not key else f"{key}: {first}"
+
+
+@contextlib.contextmanager
+def hydra_errors_exit_2(full_error: bool = False) -> Iterator[None]:
+    """Around ``hydra.main``: a config Hydra cannot compose exits 2 with one sentence instead of 1 and a wall of text.
+
+    Hydra reports its errors itself unless HYDRA_FULL_ERROR is set; it is set here so they reach this handler.
+    ``full_error`` (the user set HYDRA_FULL_ERROR) lets everything through with Hydra's full traceback.
+    """
+    if full_error:
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {describe_hydra_error(exc)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)

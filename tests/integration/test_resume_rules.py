@@ -40,6 +40,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_
     proc = run_train(run_dir, *RUN)
     assert "warning" in proc.stderr and newest.name in proc.stderr, proc.stderr[-2000:]
     assert "resuming from" in proc.stderr
+    log = (run_dir / "train.log").read_text()
+    assert f"skipping damaged checkpoint {newest.name}" in log and "resuming from" in log
     good = json.loads((committed(finished)[-1] / "manifest.json").read_text())["digest"]
     redone = [p for p in committed(run_dir) if p.name.startswith("step_000000016.")]
     assert redone, "the end checkpoint was not written again beside the damaged one"

@@ -35,3 +35,17 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_unfinished_one
     skip = subprocess.run(sweep_cmd(tmp_path), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert (skip.stdout + skip.stderr).count("already finished") == 2
     assert time.monotonic() - t0 < 120
+
+
+def test_a_sweep_over_a_model_hyperparameter_gives_one_finished_run_per_value(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "model=universeg", "model.lr=0.001,0.003", *SMOKE,
+           "trainer.max_steps=4", f"hydra.sweep.dir={tmp_path}"]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert jobs == ["experiment=smoke,model.lr=0.001", "experiment=smoke,model.lr=0.003"]
+    for job in jobs:
+        assert final_digest(tmp_path / job)[0] == 4
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already finished") == 2, again.stderr[-3000:]

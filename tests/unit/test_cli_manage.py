@@ -67,6 +67,13 @@ def test_gc_dry_run_deletes_nothing(run_dir, capsys):
     assert len(run_json(capsys, "ls", str(run_dir))[1]) == 4
 
 
+def test_gc_refuses_a_negative_keep_last_naming_the_option(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["gc", str(run_dir), "--keep-last", "-1"]) == 2
+    assert "--keep-last: must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert len(run_json(capsys, "ls", str(run_dir))[1]) == 4
+
+
 def test_export_part_as_safetensors_strips_the_prefix(run_dir, tmp_path, capsys):
     out = tmp_path / "teacher.safetensors"
     code, doc = run_json(capsys, "export", f"{run_dir}@best", str(out), "--part", "task/teacher/backbone")

@@ -133,3 +133,24 @@ def test_async_saves_reuse_snapshot_buffers_without_mixing_states(tmp_path):
         first, second = mgr.restore("step:1"), mgr.restore("step:2")
     assert torch.equal(first["a"], w) and torch.equal(first["b"], w)
     assert torch.equal(second["a"], torch.full((6,), 7.0)) and torch.equal(second["b"], torch.full((6,), 9.0))
+
+
+def test_every_commit_is_reported_once_with_its_bytes_time_mode_and_retention(tmp_path):
+    reports = []
+    with CheckpointManager(tmp_path / "ck", RetentionPolicy((KeepLast(1),))) as mgr:
+        mgr.on_commit(reports.append)
+        big = torch.arange(4096, dtype=torch.float32)
+        mgr.save({"big": big, "step": 1}, step=1)
+        mgr.save({"big": big, "step": 2}, step=2, blocking=False)  # the tensor is stored already
+        mgr.wait()
+    assert [(r.info.step, r.blocking) for r in reports] == [(1, True), (2, False)]
+    assert reports[0].bytes_written > big.numel() * 4 > reports[1].bytes_written > 0
+    assert all(r.seconds >= 0 for r in reports)
+    assert reports[0].deleted == () and reports[1].deleted == ("step_000000001",)
+
+
+def test_a_failing_commit_observer_never_fails_the_save(tmp_path):
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        mgr.on_commit(lambda report: 1 / 0)
+        assert mgr.save({"w": torch.ones(2)}, step=1).step == 1
+        assert mgr.restore("latest")["w"].sum() == 2

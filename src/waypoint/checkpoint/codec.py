@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import CheckpointError
+
 _MARKERS = ("__tensor__", "__ndarray__", "__alias__", "__tuple__", "__dict__", "__float__", "__numpy_scalar__")
 
 
-class UnsupportedValueError(TypeError):
+class UnsupportedValueError(CheckpointError, TypeError):
     """A state value that is neither a tensor nor JSON-representable."""
 
 

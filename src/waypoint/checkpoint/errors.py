@@ -1,4 +1,7 @@
-"""The store's errors; every message is one sentence meant for people."""
+"""The store's errors: one hierarchy under ``CheckpointError``; every message is one sentence meant for people.
+
+Callers catch ``CheckpointError`` to report any store failure; the subclasses say which kind it was.
+"""
 from __future__ import annotations
 
 
@@ -18,5 +21,13 @@ class CheckpointNotDurableError(CheckpointWriteError):
     """A save whose checkpoint is committed and listed, but whose last sync failed: it may not survive a power loss."""
 
 
-class DamagedCheckpointError(CheckpointError):
-    """A committed checkpoint whose files do not verify."""
+class BackgroundSaveError(CheckpointError):
+    """A save that ran in the background failed; raised at the next call or at close()."""
+
+
+class IntegrityError(CheckpointError):
+    """Stored bytes do not match their recorded hash, size or structure."""
+
+
+class ManifestError(CheckpointError):
+    """A manifest that is missing, unreadable or fails its own checksum."""

@@ -1,9 +1,12 @@
 """CheckpointManager: save / restore / list / verify / tag / gc over one checkpoints root."""
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -22,6 +25,18 @@ DERIVED_TAGS = frozenset({"latest", "best"})
 #: checkpoints ``latest`` (and so ``resume=auto``) never takes unless named: saved by a failing run, or foreign
 NOT_LATEST = frozenset({"emergency", "imported"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What one committed save did; ``CheckpointManager.on_commit`` receives one per commit, async ones included."""
+
+    info: CheckpointInfo
+    blocking: bool
+    seconds: float  # from the call to save() until the commit (and retention) finished
+    bytes_written: int  # new pack bytes plus the checkpoint's own files; deduplicated tensors cost nothing
+    deleted: tuple[str, ...] = ()  # checkpoints retention deleted after this commit
 
 
 class NoCheckpointError(CheckpointError):
@@ -59,7 +74,7 @@ class CheckpointManager:
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
         self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
-        self._listeners: list[Callable[[CheckpointInfo], None]] = []
+        self._listeners: list[Callable[[SaveReport], None]] = []  # on_commit: after every commit, async ones too
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
@@ -76,6 +91,7 @@ class CheckpointManager:
     def save(self, state: Any, step: int, epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
              tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
         """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
+        started = time.monotonic()
         self.writer.wait()
         step = check_step(step)
         tags = tuple(tags)
@@ -89,9 +105,9 @@ class CheckpointManager:
         meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
         if blocking:
-            return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
+            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, True)
         tensors = self._stage(tensors)
-        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta), f"step {step}")
+        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, False), f"step {step}")
         return None
 
     def _stage(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,30 +135,45 @@ class CheckpointManager:
         return staged
 
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
-                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
+                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
+                started: float | None = None, blocking: bool = True) -> CheckpointInfo:
+        packs_before = set(self.store.pack_meta) if self._listeners else set()
         info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
+        written = self._bytes_written(info, packs_before) if self._listeners else 0
+        deleted: tuple[str, ...] = ()
         try:
-            self._apply_retention(self.policy)
+            deleted = tuple(self._apply_retention(self.policy)[0])
         except OSError as exc:  # the save itself succeeded: what retention left is collected later
             warnings.warn(f"checkpoint {info.name} is committed, but retention could not finish "
                           f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
                           "removed when the store is next opened for writing", stacklevel=2)
-        self._notify(info)
+        if self._listeners:
+            seconds = time.monotonic() - started if started is not None else 0.0
+            self._notify(SaveReport(info, blocking, seconds, written, deleted))
         return info
 
-    def on_commit(self, listener: Callable[[CheckpointInfo], None]) -> None:
-        """Call ``listener(info)`` after every committed save, blocking or background (then on the writer thread).
+    def on_commit(self, listener: Callable[[SaveReport], None]) -> None:
+        """Call ``listener(report)`` after every committed save, blocking or background (then on the writer thread).
 
-        A listener's failure is reported as a warning and never fails the save.
+        The ``SaveReport`` says which checkpoint, how long the save took, the bytes it wrote and what retention
+        deleted. A listener's failure is logged and never fails the save.
         """
         self._listeners.append(listener)
 
-    def _notify(self, info: CheckpointInfo) -> None:
+    def _notify(self, report: SaveReport) -> None:
         for listener in self._listeners:
             try:
-                listener(info)
-            except Exception as exc:  # noqa: BLE001 - a tracker must not turn a committed save into a failure
-                warnings.warn(f"checkpoint {info.name} is committed; a commit listener failed: {exc}", stacklevel=2)
+                listener(report)
+            except Exception:  # noqa: BLE001 - an observer (a log, a tracker) must never fail a committed save
+                log.exception("checkpoint %s is committed; a commit listener failed", report.info.name)
+
+    def _bytes_written(self, info: CheckpointInfo, packs_before: set[str]) -> int:
+        """Bytes a commit wrote: the packs it added plus its own files (0 when they cannot be measured)."""
+        try:
+            new_packs = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
+            return new_packs + sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+        except OSError:
+            return 0
 
     def checkpoint_files(self, name: str) -> list[Path]:
         """The files holding the bytes of checkpoint ``name``: its directory's files, then the packs it uses.

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .durable import canonical_json, read_nofollow
+from .errors import ManifestError
 from .packs import TensorRecord
 
 MANIFEST = "manifest.json"
 STATE_JSON = "state.json"
 FORMAT = "waypoint-checkpoint-1"
-
-
-class ManifestError(Exception):
-    """A manifest that is missing, unreadable or fails its own checksum."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .durable import create_exclusive, fsync_dir, rename_noreplace
+from .errors import IntegrityError
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -53,10 +54,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _madvise = getattr(_libc, "madvise", None)
 if _madvise is not None:
     _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-
-
-class IntegrityError(Exception):
-    """Stored bytes do not match their recorded hash, size or structure."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:

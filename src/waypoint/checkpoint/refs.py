@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import manifest as mf
+from .errors import CheckpointError
 from .manager import CheckpointManager
 
 
-class BadReferenceError(ValueError):
+class BadReferenceError(CheckpointError, ValueError):
     """A path that holds no checkpoints."""
 
 

@@ -37,8 +37,7 @@ from .cleanup import remove_stale
 from .codec import alias_keys
 from .durable import (canonical_json, fsync_dir, read_nofollow, rename_noreplace, replace_file_durable, rmtree_nofollow,
                       write_file_durable)
-from .errors import (CheckpointError, CheckpointNotDurableError, CheckpointWriteError, DamagedCheckpointError,
-                     StoreLockedError)
+from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import entry_of, open_pack, read_state, verify_tensor
 from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
@@ -576,4 +575,4 @@ class CheckpointStore:
 
 
 __all__ = ["CheckpointStore", "CheckpointError", "StoreLockedError", "CheckpointWriteError",
-           "DamagedCheckpointError", "IntegrityError", "content_id"]
+           "IntegrityError", "content_id"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-
-class BackgroundSaveError(Exception):
-    """A save that ran in the background failed; raised at the next call or at close()."""
+from .errors import BackgroundSaveError
 
 
 class BackgroundWriter:

@@ -8,17 +8,15 @@ training thread (at the next ``log`` or at ``finish``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import secrets
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 
-def _warn(message: str) -> None:
-    """One line on stderr; never stops the run."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 class WandbRun:
@@ -32,7 +30,7 @@ class WandbRun:
         try:
             import wandb  # optional: pip install 'waypoint[wandb]'
         except ImportError:
-            _warn("logger=wandb: the wandb package is not installed (pip install wandb); logging to metrics.jsonl only")
+            log.warning("logger=wandb: the wandb package is not installed (pip install wandb); logging to metrics.jsonl only")
             return
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
@@ -44,7 +42,7 @@ class WandbRun:
                                   settings=wandb.Settings(init_timeout=20, console="off"))
             self._wandb = wandb
         except Exception as exc:  # no network, bad credentials, ... : the run goes on
-            _warn(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
+            log.warning(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
             self.run = None
 
     @property
@@ -60,7 +58,7 @@ class WandbRun:
         try:
             self.run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=int(row["step"]))
         except Exception as exc:
-            _warn(f"wandb logging failed ({exc}); turning wandb off for this run")
+            log.warning(f"wandb logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
     def committed(self, info: Any, files: Iterable[Path]) -> None:
@@ -96,7 +94,7 @@ class WandbRun:
                 art.add_reference(f"file://{f}", name=entry, checksum=False)
             self.run.log_artifact(art, aliases=list(dict.fromkeys(aliases)))
         except Exception as exc:
-            _warn(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
+            log.warning(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
             self.run = None
 
     def finish(self, exit_code: int = 0) -> None:

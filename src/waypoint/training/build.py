@@ -5,7 +5,7 @@ import contextlib
 import functools
 import hashlib
 import json
-import sys
+import logging
 from typing import Any, Callable
 
 import torch
@@ -15,35 +15,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint.policy import (KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
                                         SaveTriggers)
+from waypoint.config import ConfigError
 
-
-def _warn(message: str) -> None:
-    """One line on stderr; never stops the run."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any], torch.amp.GradScaler | None]:
-    """The device, an autocast context factory and a loss scaler (fp16 on CUDA only), with CPU fallback."""
+    """The device, an autocast context factory and a loss scaler (fp16 on CUDA only), with CPU fallback.
+
+    The values were checked by ``waypoint.config.validate``.
+    """
     if hw.num_threads:
         torch.set_num_threads(int(hw.num_threads))
-    want = str(hw.device)
-    if want not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"hardware.device must be cpu, cuda or auto, not '{want}'")
-    precision = str(hw.precision)
-    if precision not in ("32", "bf16", "16"):
-        raise ValueError(f"hardware.precision must be 32, bf16 or 16, not '{precision}'")
+    want, precision = str(hw.device), str(hw.precision)
     cuda = torch.cuda.is_available()
     if want == "cuda" and not cuda:
-        _warn("hardware=gpu asked for CUDA but no GPU is visible; running on the CPU in fp32")
+        log.warning("hardware=gpu asked for CUDA but no GPU is visible; running on the CPU in fp32")
         want, precision = "cpu", "32"
     device = torch.device("cuda" if want in ("cuda", "auto") and cuda else "cpu")
     if hw.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        _warn("this GPU has no bf16; using fp16 autocast with loss scaling")
+        log.warning("this GPU has no bf16; using fp16 autocast with loss scaling")
         precision = "16"
     if device.type == "cpu" and precision == "16":
-        _warn("fp16 training needs CUDA; using bf16 autocast on the CPU")
+        log.warning("fp16 training needs CUDA; using bf16 autocast on the CPU")
         precision = "bf16"
     if precision == "32":
         return device, contextlib.nullcontext, None
@@ -73,9 +69,6 @@ def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) 
 
 def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
     """Save triggers from the ``checkpoint`` group; milestone epochs become steps."""
-    for frac in ck.milestone_fractions:
-        if not 0 < float(frac) <= 1:
-            raise ValueError(f"checkpoint.milestone_fractions must lie in (0, 1], got {frac}")
     steps = [int(s) for s in ck.milestone_steps] + [int(e) * steps_per_epoch for e in ck.milestone_epochs]
     return SaveTriggers(every_n_steps=ck.every_n_steps, every_n_epochs=ck.every_n_epochs, every_n_minutes=ck.every_n_minutes,
                         on_improvement=bool(ck.on_improvement), at_end=bool(ck.at_end),
@@ -83,12 +76,19 @@ def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a component's own error (bad path, bad value) through unwrapped."""
+    """``hydra.utils.instantiate`` where a component refusing its arguments (a bad value, a bad path) is a ConfigError.
+
+    A component's constructor validates the configuration it is given, so its ValueError or OSError is the
+    user's input, reported in one sentence; any other error is a bug and keeps its traceback.
+    """
     try:
         return hydra_instantiate(cfg, **kwargs)
     except InstantiationException as exc:
-        if isinstance(exc.__cause__, (ValueError, OSError)):
-            raise exc.__cause__ from None
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        if isinstance(cause, (ValueError, OSError)):
+            raise ConfigError(str(cause)) from cause
         raise
 
 
@@ -97,8 +97,6 @@ def build_data(data_cfg: DictConfig) -> tuple[Any, int]:
     plain = OmegaConf.to_container(data_cfg, resolve=True)
     assert isinstance(plain, dict)
     workers = int(plain.pop("num_workers", 0) or 0)
-    if workers < 0:
-        raise ValueError(f"data.num_workers must be >= 0, got {workers}")
     return instantiate(plain), workers
 
 

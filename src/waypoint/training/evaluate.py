@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint.policy import SaveTriggers
 from waypoint.checkpoint.refs import open_ref
+from waypoint.config import ConfigError
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.training import build
 from waypoint.training.rundir import ConfigChangedError, config_diff
@@ -31,12 +31,8 @@ log = logging.getLogger(__name__)
 EVAL_FILE = "eval.jsonl"
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(ConfigError):
     """eval_only was asked for without a checkpoint to evaluate."""
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def source_ref(mode: str) -> str:
@@ -66,7 +62,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         warnings.simplefilter("always")
         state, info = src.restore_with_info(selector)
     for w in caught:
-        _say(f"warning: {w.message}")
+        log.warning("%s", w.message)
     saved = mf.load(info.path, check=False).get("meta", {})
     diff = config_diff(saved.get("config") or {}, plain, sections=("model",))
     if diff and not cfg.resume.allow_config_change:

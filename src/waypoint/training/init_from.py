@@ -26,6 +26,7 @@ import torch
 
 from waypoint.checkpoint.foreign import read_foreign
 from waypoint.checkpoint.refs import BadReferenceError, open_ref
+from waypoint.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ CONTAINERS = ("state_dict.", "model_state_dict.", "task.")
 _SHOWN = 4
 
 
-class InitFromError(ValueError):
+class InitFromError(ConfigError):
     """The init_from source cannot initialise this model (unreadable, nothing matches, or strict and a mismatch)."""
 
 

@@ -1,10 +1,17 @@
-"""From a composed config to a finished (or resumed, or preempted) run: the body of train.py."""
+"""From a composed config to a finished (or resumed, or preempted) run: the body of train.py.
+
+Order: check the config, build the task, look at the run dir *read-only* (is it finished? does the saved
+model/data/seed agree?), take the writer lock, restore. Only then does anything in the run dir change
+(``.hydra/``, ``train.log``, ``metrics.jsonl``, checkpoints), so exit 2 means nothing there changed.
+Exit codes: ``waypoint.training.signals``.
+"""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
-import warnings
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +20,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager
 from waypoint.checkpoint import manifest as mf
-from waypoint.checkpoint.refs import BadReferenceError, open_ref
+from waypoint.checkpoint.manager import SaveReport
+from waypoint.checkpoint.refs import open_ref
+from waypoint.config import ConfigError, validate
+from waypoint.tracking import logs
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
 from waypoint.training import build, init_from
 from waypoint.training.evaluate import evaluate
-from waypoint.training.rundir import ConfigChangedError, config_diff
-from waypoint.training.signals import EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE, Aborted
+from waypoint.training.rundir import ConfigChangedError, config_diff, save_hydra_files
+from waypoint.training.signals import (EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Aborted,
+                                       StopFlag, listen)
 from waypoint.training.state import seed_everything
 from waypoint.training.trainer import WEIGHTS_ONLY, LoopConfig, MonitorError, NonFiniteLossError, Preempted, Trainer
 
+log = logging.getLogger(__name__)
+
 #: model options that name another run's checkpoint, resolved here into a task constructor argument
 INIT_FROM = {"init_stacks_from": "init_stacks"}
-USER_ERRORS = (ValueError, KeyError, CheckpointError, FileNotFoundError, ConfigChangedError, BadReferenceError)
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+#: errors that mean "this configuration or input cannot be used": exit 2, one sentence, nothing changed
+USER_ERRORS = (ConfigError, CheckpointError)
 
 
 def git_commit() -> str | None:
@@ -50,27 +60,27 @@ def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
     return extra
 
 
-def _restore_source(manager: CheckpointManager, mode: str) -> tuple[CheckpointManager, str] | None:
+def _restore_source(manager: CheckpointManager, mode: str, quiet: bool = False) -> tuple[CheckpointManager, str] | None:
     """Which store and selector to resume from, or None for a fresh start."""
-    has_any = bool(manager.store.infos)
+    has_any = bool(manager.list())
     if mode == "never":
         if has_any:
-            raise ValueError(f"resume=never but {manager.root} already holds checkpoints; run without resume=never to "
-                             "continue it, or start fresh elsewhere with hydra.run.dir=<new dir> (or delete that directory)")
+            raise ConfigError(f"resume=never but {manager.root} already holds checkpoints; run without resume=never to "
+                              "continue it, or start fresh elsewhere with hydra.run.dir=<new dir> (or delete that directory)")
         return None
     if mode == "auto":
         if manager.latest() is None:
-            if has_any:
-                _say("resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
-                     "Use resume=tag:emergency to continue from an emergency save.")
+            if has_any and not quiet:
+                log.info("resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
+                         "Use resume=tag:emergency to continue from an emergency save.")
             return None
-        return manager, _auto_selector(manager)
+        return manager, _auto_selector(manager, quiet)
     if Path(mode.split("@")[0]).exists():
         return open_ref(mode)
     return manager, mode
 
 
-def _auto_selector(manager: CheckpointManager) -> str:
+def _auto_selector(manager: CheckpointManager, quiet: bool = False) -> str:
     """``latest``, unless it is weights-only and an older full checkpoint exists: auto prefers an exact resume."""
     latest = manager.latest()
     if latest is None or WEIGHTS_ONLY not in latest.tags or "end" in latest.tags:
@@ -78,62 +88,99 @@ def _auto_selector(manager: CheckpointManager) -> str:
     full = next((i for i in manager.resolve("latest") if WEIGHTS_ONLY not in i.tags), None)
     if full is None:
         return "latest"
-    _say(f"resume=auto: resuming from {full.name}, the newest checkpoint with optimizer state, for an exact resume; "
-         f"the newer {latest.name} holds weights only (resume=latest continues from it instead)")
+    if not quiet:
+        log.info("resume=auto: resuming from %s, the newest checkpoint with optimizer state, for an exact resume; the newer "
+                 "%s holds weights only (resume=latest continues from it instead)", full.name, latest.name)
     return full.name
 
 
 def launch(cfg: DictConfig) -> None:
     """Run one job; exits with the codes documented in ``waypoint.training.signals``."""
+    flag = listen()
+    logs.start()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.trainer.get("eval_only"):
-        try:
+    try:
+        code = _launch(cfg, run_dir, flag)
+        log.debug("exit code %d", code)
+    finally:
+        logs.stop()
+    if code:
+        raise SystemExit(code)
+
+
+def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
+    try:
+        validate(cfg)
+        if cfg.trainer.get("eval_only"):  # validate one checkpoint of another run; nothing is trained
             evaluate(cfg, run_dir)
-        except USER_ERRORS as exc:
-            _say(f"error: {exc}")
-            sys.exit(EXIT_USAGE)
-        return
+            return EXIT_OK
+        prepared = _prepare(cfg, run_dir)
+    except USER_ERRORS as exc:  # raised before anything in the run dir changed, and nothing does now
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except Aborted:
+        log.error("aborted by a second Ctrl-C before training started; nothing was changed")
+        return EXIT_ABORTED
+    except Exception:
+        return _bug(run_dir, "before training started")
+    if prepared is None:
+        if flag.requested:
+            log.info("%s received: the run is already finished, nothing to save", flag.name)
+        return EXIT_OK
+    trainer, wandb_run, metrics = prepared
+    trainer.flag = flag
+    code, started = EXIT_OK, time.time()
     try:
-        trainer, wandb_run, metrics = _prepare(cfg, run_dir)
-    except USER_ERRORS as exc:
-        _say(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    if trainer is None:
-        return
-    code, started = 0, time.time()
-    try:
-        trainer.fit()
-        trainer.manager.wait()
-        _say(f"done: {trainer.progress.step} steps in {time.time() - started:.1f}s; run dir {run_dir}")
+        if flag.requested:  # a signal while starting: nothing was trained since the newest checkpoint
+            log.info("%s received before training started: nothing new to save; run the same command again to resume",
+                     flag.name)
+            code = EXIT_PREEMPTED
+        else:
+            trainer.fit()
+            trainer.manager.wait()
+            log.info("done: %d steps in %.1fs; run dir %s", trainer.progress.step, time.time() - started, run_dir)
+            if flag.requested:
+                log.info("%s received after the run finished; nothing to save", flag.name)
     except Preempted as exc:
-        _say(str(exc))
+        log.info("%s", exc)
         code = EXIT_PREEMPTED
     except NonFiniteLossError as exc:
-        _say(f"error: {exc}")
+        log.error("%s", exc)
         code = EXIT_NONFINITE
     except MonitorError as exc:
-        _say(f"error: {exc}")
+        log.error("%s", exc)
         code = EXIT_USAGE
     except Aborted:
-        _say("aborted by a second Ctrl-C; committed checkpoints are intact")
+        log.error("aborted by a second Ctrl-C; committed checkpoints are intact")
         code = EXIT_ABORTED
-    except Exception:
-        code = EXIT_ERROR  # the trainer saved an emergency checkpoint; Hydra prints the error
-        raise
+    except Exception:  # the trainer saved an emergency checkpoint
+        code = _bug(run_dir, f"at step {trainer.progress.step}")
     finally:
         try:
             trainer.manager.close()
         except Exception as exc:
-            _say(f"error: a background save failed: {exc}")
+            log.error("a background save failed: %s", exc)
             code = code or EXIT_ERROR
         metrics.close()
         if wandb_run is not None:
             wandb_run.finish(code)
-    if code:
-        sys.exit(code)
+    return code
 
 
-def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun | None, MetricsLog]:
+def _bug(run_dir: Path, when: str) -> int:
+    """An error that is neither a bad config nor a store error (a bug, most likely): exit 1, traceback in train.log."""
+    exc = sys.exc_info()[1]
+    try:
+        where = f"; the traceback is in {logs.attach_file(run_dir)}"
+    except OSError:  # the run dir cannot be written: the traceback goes to stderr instead
+        traceback.print_exc()
+        where = ""
+    log.exception("unexpected %s %s: %s%s", type(exc).__name__, when, exc, where)
+    return EXIT_ERROR
+
+
+def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, MetricsLog] | None:
+    """Build the run and restore it; None when it is already finished. Writes nothing until every check passed."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     device, autocast, scaler = build.device_and_precision(cfg.hardware)
@@ -144,26 +191,20 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
     batch_size = int(data.batch_size)
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
-                         "lower data.batch_size or raise data.max_items")
+        raise ConfigError(f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
+                          "lower data.batch_size or raise data.max_items")
     limits = [n for n in ((cfg.trainer.max_epochs or 0) * steps_per_epoch, cfg.trainer.max_steps or 0) if n > 0]
-    if not limits:
-        raise ValueError("set trainer.max_epochs or trainer.max_steps to a positive number")
     total = min(limits)
-    monitor, mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
-    policy = build.retention_policy(cfg.checkpoint, monitor, mode, total)
-    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=monitor, mode=mode)
+    mode = str(cfg.resume.mode)
+    allow_change = bool(cfg.resume.allow_config_change)
+    if _finished_or_refused(run_dir / "checkpoints", mode, plain, allow_change, total):
+        return None
+    monitor, monitor_mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
+    policy = build.retention_policy(cfg.checkpoint, monitor, monitor_mode, total)
+    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=monitor, mode=monitor_mode)
     metrics = MetricsLog(run_dir)
     try:
-        source = _restore_source(manager, str(cfg.resume.mode))
-        if source is not None:
-            first = _first_sound(*source)
-            if first is not None:
-                _check_config(first, plain, bool(cfg.resume.allow_config_change))
-                if source[0] is manager and source[1] == "latest" and "end" in first.tags and first.step >= total:
-                    _say(f"already finished: {first.name} is the end of this run ({first.step} steps); nothing to do")
-                    manager.close()
-                    return None, None, metrics
+        source = _restore_source(manager, mode)
         task.setup(total, steps_per_epoch, device)
         meta = {"config": {k: plain.get(k) for k in ("model", "data", "trainer", "checkpoint", "hardware", "seed", "name")},
                 "config_hash": build.config_hash(plain), "git_commit": git_commit(), "total_steps": total,
@@ -174,19 +215,32 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                                      validate_at_start=cfg.trainer.validate_at_start, gradient_clip_val=cfg.trainer.gradient_clip_val,
                                      log_every_n_steps=cfg.trainer.log_every_n_steps, progress_bar=cfg.trainer.progress_bar,
                                      async_save=cfg.checkpoint.async_save, seed=int(cfg.seed), monitor=monitor,
-                                     monitor_mode=mode, save_optimizer=bool(cfg.checkpoint.save_optimizer)),
+                                     monitor_mode=monitor_mode, save_optimizer=bool(cfg.checkpoint.save_optimizer)),
                           device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
-        if source is not None:
-            _resume(trainer, manager, source, plain, bool(cfg.resume.allow_config_change))
+        resumed = _resume(trainer, source, plain, allow_change) if source is not None else None
+        # every check passed: from here on the run dir is this run's
+        logs.attach_file(run_dir)
+        hydra = HydraConfig.instance().cfg
+        save_hydra_files(run_dir, cfg, hydra, hydra.hydra.overrides.task)
+        _log_config(cfg, run_dir)
+        manager.on_commit(_log_save)
+        if resumed is not None:
+            if resumed[0] is manager:
+                manager.protect(resumed[1].name)
+            trainer.metrics.truncate_after(trainer.progress.step)
+            where = "" if resumed[0] is manager else f" of {resumed[0].root}"
+            why = "the newest checkpoint that verifies, resume=auto" if mode == "auto" else f"resume={mode}"
+            log.info("resuming from %s%s (step %d, epoch %d; %s)", resumed[1].name, where, trainer.progress.step,
+                     trainer.progress.epoch, why)
             if cfg.init_from.ref:
-                _say(f"init_from={cfg.init_from.ref} is not applied: the run resumes from its own checkpoint")
+                log.info("init_from=%s is not applied: the run resumes from its own checkpoint", cfg.init_from.ref)
         else:
-            if not manager.store.infos:  # rows of an attempt that died before its first checkpoint
+            if not manager.list():  # rows of an attempt that died before its first checkpoint
                 metrics.truncate_after(-1)
             if cfg.init_from.ref:
                 report = init_from.init_weights(task, str(cfg.init_from.ref), strict=bool(cfg.init_from.strict))
                 trainer.meta["init_from"] = report.to_json()  # the table is logged by init_weights
-            _say(f"starting {cfg.name} in {run_dir}: {total} steps ({steps_per_epoch} per epoch) on {device}")
+            log.info("starting %s in %s: %d steps (%d per epoch) on %s", cfg.name, run_dir, total, steps_per_epoch, device)
     except BaseException:
         manager.close()
         raise
@@ -196,8 +250,31 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer | None, WandbRun |
                              plain, name=run_dir.name)
         trainer.on_log = wandb_run.log
         run = wandb_run
-        manager.on_commit(lambda info: run.committed(info, manager.checkpoint_files(info.name)))  # async saves too
+        manager.on_commit(lambda report: run.committed(report.info, manager.checkpoint_files(report.info.name)))  # async too
     return trainer, wandb_run, metrics
+
+
+def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool, total: int) -> bool:
+    """Look at the run dir read-only, before taking the writer lock: True when the run is already finished;
+    ConfigChangedError when the checkpoint it would resume from was trained with another model/data/seed."""
+    if not root.is_dir():
+        return False
+    with CheckpointManager(root, read_only=True) as peek:
+        source = _restore_source(peek, mode, quiet=True)
+        if source is None:
+            return False
+        try:
+            first = _first_sound(*source)
+        finally:
+            if source[0] is not peek:
+                source[0].close()
+        if first is None:
+            return False
+        _check_config(first, plain, allow_change, quiet=True)  # _resume says it, once
+        if source[0] is peek and source[1] == "latest" and "end" in first.tags and first.step >= total:
+            log.info("already finished: %s is the end of this run (%d steps); nothing to do", first.name, first.step)
+            return True
+    return False
 
 
 def _first_sound(manager: CheckpointManager, selector: str) -> Any:
@@ -209,28 +286,51 @@ def _first_sound(manager: CheckpointManager, selector: str) -> Any:
 
 
 def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = False) -> None:
-    """Refuse a changed model/data config with a diff, unless allowed."""
+    """Refuse a changed model/data/seed with a diff, unless allowed."""
     saved = mf.load(info.path, check=False).get("meta", {}).get("config") or {}
     diff = config_diff(saved, plain)
     if diff and not allow_change:
-        raise ConfigChangedError(f"the model/data config differs from the one {info.name} was trained with; "
+        raise ConfigChangedError(f"the model/data/seed config differs from the one {info.name} was trained with; "
                                  f"start a new run (another hydra.run.dir) or pass resume.allow_config_change=true:\n{diff}")
     if diff and not quiet:
-        _say(f"warning: resuming {info.name} with a changed config (resume.allow_config_change=true):\n{diff}")
+        log.warning("resuming %s with a changed config (resume.allow_config_change=true):\n%s", info.name, diff)
 
 
-def _resume(trainer: Trainer, manager: CheckpointManager, source: tuple[CheckpointManager, str], plain: dict,
-            allow_change: bool) -> None:
+def _resume(trainer: Trainer, source: tuple[CheckpointManager, str], plain: dict,
+            allow_change: bool) -> tuple[CheckpointManager, Any]:
+    """Restore the state ``source`` names into the trainer (damaged checkpoints are skipped with a warning)."""
     src, selector = source
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        state, info = src.restore_with_info(selector)
-    for w in caught:
-        _say(f"warning: {w.message}")
-    _check_config(info, plain, allow_change, quiet=True)
-    trainer.load_state_dict(state)
-    if src is manager:
-        manager.protect(info.name)
-    trainer.metrics.truncate_after(trainer.progress.step)
-    where = "" if src is manager else f" of {src.root}"
-    _say(f"resuming from {info.name}{where} (step {trainer.progress.step}, epoch {trainer.progress.epoch})")
+    state, info = src.restore_with_info(selector)
+    _check_config(info, plain, allow_change)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        log.debug("loading %s failed", info.name, exc_info=True)
+        raise ConfigError(f"{info.name} does not hold a state this run can resume ({type(exc).__name__}: {exc}); "
+                          "choose another checkpoint with resume=... or start a new run") from exc
+    return src, info
+
+
+def _log_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The config summary at the top of this attempt's part of train.log (the file only)."""
+    overrides = list(HydraConfig.get().overrides.task)
+    log.debug("run dir %s; command-line overrides: %s", run_dir, " ".join(overrides) or "(none)")
+    log.debug("config:\n%s", OmegaConf.to_yaml({k: cfg[k] for k in ("model", "data", "trainer", "checkpoint", "hardware",
+                                                                      "resume", "seed", "name")}, resolve=True).rstrip())
+
+
+def _log_save(report: SaveReport) -> None:
+    info = report.info
+    log.info("saved %s (step %d%s): %s in %.2fs, %s", info.name, info.step,
+             f", tags {','.join(info.tags)}" if info.tags else "", _size(report.bytes_written), report.seconds,
+             "blocking" if report.blocking else "async")
+    if report.deleted:
+        log.info("retention deleted %s", ", ".join(report.deleted))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"

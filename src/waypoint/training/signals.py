@@ -4,10 +4,14 @@ Exit codes of ``train.py`` (documented in README.md):
 
 * 0   finished (or already finished)
 * 1   an uncaught error (an ``emergency`` checkpoint was saved when training had started)
-* 2   bad configuration or input (nothing was trained or changed)
+* 2   bad configuration or input (nothing was trained, nothing in the run directory changed)
 * 3   the loss became non-finite (the newest checkpoint still holds the last good state)
-* 75  preempted: SIGTERM, SIGUSR1 or a first Ctrl-C saved a ``preempt`` checkpoint (EX_TEMPFAIL: requeue me)
+* 75  preempted: SIGTERM, SIGUSR1 or a first Ctrl-C saved a ``preempt`` checkpoint (EX_TEMPFAIL: requeue me);
+      also when the signal came before training started (nothing new to save)
 * 130 aborted by a second Ctrl-C (no save; committed checkpoints are intact)
+
+train.py installs the handlers as it starts (``listen``), so a signal during start-up or after the run
+finished is a flag too, never the default "die with 128 + signum".
 """
 from __future__ import annotations
 
@@ -24,11 +28,15 @@ class Aborted(BaseException):
 
 
 class StopFlag:
-    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts."""
+    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts.
+
+    Entering it again while installed is a no-op (the outermost ``with`` restores the old handlers).
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
+        self._depth = 0
 
     @property
     def requested(self) -> bool:
@@ -47,11 +55,27 @@ class StopFlag:
             self.signum = signum
 
     def __enter__(self) -> "StopFlag":
-        for sig in STOP_SIGNALS:
-            self._old[sig] = signal.signal(sig, self._handle)
+        if self._depth == 0:
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+_PROCESS_FLAG: StopFlag | None = None
+
+
+def listen() -> StopFlag:
+    """The process's stop flag, installed on first call and kept for the life of the process (train.py)."""
+    global _PROCESS_FLAG
+    if _PROCESS_FLAG is None:
+        _PROCESS_FLAG = StopFlag().__enter__()
+    return _PROCESS_FLAG

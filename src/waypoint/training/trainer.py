@@ -6,7 +6,6 @@ boundary: optimizer step -> log -> validate if due -> save if a trigger fires ->
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from waypoint.checkpoint import CheckpointManager
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
+from waypoint.config import ConfigError
 from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
@@ -43,7 +43,7 @@ class NonFiniteLossError(Exception):
     """The loss became NaN or infinite; nothing of that step was applied or saved."""
 
 
-class MonitorError(ValueError):
+class MonitorError(ConfigError):
     """The monitored metric (``checkpoint.monitor``) is not among the metrics validation returns: a config error."""
 
 
@@ -160,10 +160,10 @@ class Trainer:
             try:
                 info = self.emergency_save()
                 self.emergency = info
-                print(f"{type(exc).__name__} at step {self.progress.step}: saved emergency checkpoint {info.name} "
-                      "(resume=tag:emergency continues from it)", file=sys.stderr, flush=True)
+                log.error("%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
+                          type(exc).__name__, self.progress.step, info.name)
             except Exception as save_exc:
-                print(f"the emergency save failed too: {save_exc}", file=sys.stderr, flush=True)
+                log.error("the emergency save failed too: %s", save_exc)
             raise
 
     def _fit(self) -> None:
@@ -267,7 +267,9 @@ class Trainer:
                                f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}")
         self._log({"epoch": p.epoch, **self.last_val})
         assert self.view is not None
-        self.view.write(f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items()))
+        line = f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
+        self.view.write(line)
+        log.debug("validation at %s", line)
         if p.step > 0:
             self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.monitor])
         else:
@@ -317,6 +319,7 @@ class Trainer:
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name
+        log.info("%s received at step %d: saving a preempt checkpoint", name, self.progress.step)
         info = self.save(("preempt",), blocking=True, rng=rng)
         raise Preempted(name, self.progress.step, info.name if info is not None else None)
 
