@@ -11,12 +11,13 @@ import torch
 
 from . import codec
 from . import manifest as mf
+from . import packs
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .store import CheckpointError, CheckpointStore
-from .writer import BackgroundWriter
+from .writer import BackgroundWriter, Snapshots
 
 DERIVED_TAGS = frozenset({"latest", "best"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -26,23 +27,21 @@ class NoCheckpointError(CheckpointError):
     """Nothing matches the selector (or nothing that verifies)."""
 
 
-def _snapshot(t: torch.Tensor) -> torch.Tensor:
-    """A private contiguous CPU copy of a tensor, taken on the caller's thread."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        return t.to("cpu", copy=True).contiguous()
-    return t.clone(memory_format=torch.contiguous_format)
-
-
 class CheckpointManager:
     """Save and restore nested training state in a crash-safe, deduplicating store.
 
     ``monitor``/``mode`` name the metric that defines ``best``. ``policy`` is the retention policy
     applied after every commit (keep everything when None).
+
+    Every save keeps a private host copy of the saved tensors (about the state's size in memory), so
+    the next save compares each tensor with it at memcmp speed and neither hashes nor writes the ones
+    that did not change; async saves need the copy anyway. ``snapshot_blocking=False`` makes blocking
+    saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
     """
 
     def __init__(self, root: str | os.PathLike, policy: RetentionPolicy | None = None, *,
-                 monitor: str | None = None, mode: str = "max", read_only: bool = False) -> None:
+                 monitor: str | None = None, mode: str = "max", read_only: bool = False,
+                 snapshot_blocking: bool = True) -> None:
         self.store = CheckpointStore(root, writable=not read_only)
         self.root = self.store.root
         self.policy = policy
@@ -52,7 +51,8 @@ class CheckpointManager:
         self.policy = self.policy or RetentionPolicy()
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
-        self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
+        self.snapshots = Snapshots()  # the last save's tensors: compared, and reused as buffers, by the next
+        self.snapshot_blocking = snapshot_blocking
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
@@ -80,39 +80,22 @@ class CheckpointManager:
             meta.setdefault("mode", self.mode)
         meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
-        if blocking:
+        if blocking and not self.snapshot_blocking:
             return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
-        tensors = self._stage(tensors)
-        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta), f"step {step}")
+        # Copies into the previous save's buffers (no fresh pages to fault in), skipping unchanged tensors;
+        # safe because the save above waited for the previous background save, the only other reader.
+        staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH)
+        if blocking:
+            return self._commit(staged, tree, step, epoch, metrics, tags, meta, ids)
+        self.writer.submit(lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids), f"step {step}")
         return None
 
-    def _stage(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Private CPU copies for a background save, into the previous save's buffers where they fit.
-
-        Reusing buffers avoids faulting in fresh pages at every save; it is safe because ``save`` waits
-        for the previous background save (the only reader of these buffers) before copying.
-        """
-        staged: dict[str, torch.Tensor] = {}
-        seen: dict[int, torch.Tensor] = {}
-        used: set[int] = set()
-        for key, t in tensors.items():
-            if id(t) in seen:  # tied tensors stay one object
-                staged[key] = seen[id(t)]
-                continue
-            buf = self._staging.get(key)
-            if (buf is not None and id(buf) not in used and buf.dtype == t.dtype and buf.shape == t.shape
-                    and t.device.type == "cpu"):
-                buf.copy_(t.detach())
-            else:
-                buf = _snapshot(t)
-            used.add(id(buf))
-            staged[key] = seen[id(t)] = buf
-        self._staging = staged
-        return staged
-
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
-                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any]) -> CheckpointInfo:
-        info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
+                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
+                ids: Mapping[str, str | None] | None = None) -> CheckpointInfo:
+        info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta, ids=ids)
+        if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
+            self.snapshots.learn(self.store.last_ids)
         try:
             self._apply_retention(self.policy)
         except OSError as exc:  # the save itself succeeded: what retention left is collected later
