@@ -134,3 +134,11 @@ def test_tied_tensors_are_stored_once_but_every_key_is_in_the_table(tmp_path):
     assert table["embed"]["id"] == table["head"]["id"]
     assert info.logical_bytes < 2 * w.numel() * 4
     assert out["embed"] is out["head"] and torch.equal(out["embed"], w)
+
+
+def test_manifest_names_its_content_hash_and_every_id_says_blake3(tmp_path):
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        info = mgr.save({"w": torch.ones(3), "i": torch.arange(4)}, step=1)
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    assert manifest["format"] == "waypoint-checkpoint-2" and manifest["content_hash"] == "blake3"
+    assert all(t["id"].startswith("b3:") and len(t["id"]) == 67 for t in manifest["tensors"].values())

@@ -329,8 +329,8 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
         final = packs_dir / f"{header_sha}.safetensors"
         try:
             rename_noreplace(tmp, final)
-        except FileExistsError:  # the identical pack exists already (same header => same tensors)
-            tmp.unlink()
+        except FileExistsError:  # a pack with this header exists: the same tensors, but its bytes may be the
+            os.replace(tmp, final)  # damaged copy the store forgot, so the fresh one takes its place
         fsync_dir(packs_dir)
         return records, PackInfo(final.name, size, header_sha)
     except BaseException:

@@ -127,6 +127,11 @@ class Snapshots:
             if key in self._bufs:
                 self._ids[key] = cid
 
+    @property
+    def nbytes(self) -> int:
+        """Host memory the copies hold."""
+        return sum(t.numel() * t.element_size() for t in {id(t): t for t in self._bufs.values()}.values())
+
     def clear(self) -> None:
         """Drop every copy (and the memory it holds)."""
         self._bufs, self._ids = {}, {}
