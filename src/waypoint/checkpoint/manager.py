@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -84,7 +86,7 @@ class CheckpointManager:
             return self._commit(tensors, tree, step, epoch, metrics, tags, meta)
         # Copies into the previous save's buffers (no fresh pages to fault in), skipping unchanged tensors;
         # safe because the save above waited for the previous background save, the only other reader.
-        staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH)
+        staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH, wait=not blocking)
         if blocking:
             return self._commit(staged, tree, step, epoch, metrics, tags, meta, ids)
         self.writer.submit(lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids), f"step {step}")
@@ -92,8 +94,12 @@ class CheckpointManager:
 
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
                 metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
-                ids: Mapping[str, str | None] | None = None) -> CheckpointInfo:
-        info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta, ids=ids)
+                ids: Mapping[str, str | Future | None] | None = None) -> CheckpointInfo:
+        try:
+            info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta,
+                                     ids=ids)
+        finally:  # even a failed save returns only once no staging job still writes the copies
+            futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
         if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
             self.snapshots.learn(self.store.last_ids)
         try:

@@ -29,6 +29,7 @@ import struct
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -256,12 +257,13 @@ class _PackSink:
 
 
 def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Callable[[str], bool],
-               pool: ThreadPoolExecutor, ids: Sequence[str | None] | None = None
+               pool: ThreadPoolExecutor, ids: Sequence[str | Future | None] | None = None
                ) -> tuple[list[TensorRecord], PackInfo | None]:
     """Hash every tensor; write those not ``is_known`` into one new pack; return records and the pack.
 
     ``ids`` may give a tensor's content id where the caller can prove it (its bytes equal bytes hashed
-    before, or were just verified against that id): such a tensor is not hashed again. Hashing of later
+    before, or were just verified against that id): such a tensor is not hashed again; or a Future of its
+    id, computed by the caller's job that also fills the tensor (read only once the id is there). Hashing of later
     tensors overlaps with writing earlier ones. The pack is written to a temporary name, fsynced, then
     renamed to ``<header sha256>.safetensors`` and the directory fsynced.
     """
@@ -273,7 +275,9 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     for t, m, cid in zip(cpu, metas, ids if ids is not None else [None] * len(cpu)):
         fut = by_object.get(id(t))
         if fut is None:
-            if cid is None:
+            if isinstance(cid, Future):
+                fut = cid
+            elif cid is None:
                 fut = pool.submit(content_id, m[0], m[1], raw_bytes(t))
             else:
                 fut = Future()
@@ -289,8 +293,9 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     entries: list[tuple[str, str, Sequence[int], int, int]] = []
     in_pack: set[str] = set()
     sink: _PackSink | None = None
-    fd = create_exclusive(tmp)
+    fd = -1
     try:
+        fd = create_exclusive(tmp)
         direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
         # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
         reserved = _header(((f"{i:0{_ID_WIDTH}d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
@@ -336,6 +341,7 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     except BaseException:
         for f in futures:
             f.cancel()
+        futures_wait(futures)  # a job still running may be filling a tensor the caller reuses
         if sink is not None:
             sink.close()
         if fd >= 0:

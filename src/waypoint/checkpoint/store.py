@@ -178,10 +178,10 @@ class CheckpointStore:
     # ------------------------------------------------------------------ commit
     def commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, *, step: int, epoch: int | None,
                metrics: Mapping[str, Any] | None, tags: Iterable[str], meta: Mapping[str, Any],
-               ids: Mapping[str, str | None] | None = None) -> mf.CheckpointInfo:
+               ids: Mapping[str, Any] | None = None) -> mf.CheckpointInfo:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
 
-        ``ids`` gives the content id of tensors the caller proved unchanged (not hashed again);
+        ``ids`` gives the content id (or a Future of it) of tensors the caller proved unchanged or hashed;
         ``last_ids`` holds every tensor's id afterwards.
         """
         if not self.writable:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as futures_wait
 from typing import Any, Callable, Mapping
 
 import torch
 
-from .packs import hash_algorithm
+from . import packs
+from .packs import dtype_name, hash_algorithm, raw_bytes
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _memcmp = getattr(_libc, "memcmp", None)
@@ -94,10 +96,17 @@ class Snapshots:
         self._bufs: dict[str, torch.Tensor] = {}
         self._ids: dict[str, str] = {}  # key -> content id of the bytes self._bufs[key] holds
 
-    def stage(self, tensors: Mapping[str, torch.Tensor], pool: Executor, algorithm: str
-              ) -> tuple[dict[str, torch.Tensor], dict[str, str | None]]:
-        """The copies a save writes from, and per key the content id when provably unchanged (else None)."""
-        jobs: list[tuple[str, torch.Tensor, torch.Tensor | None, str | None]] = []
+    def stage(self, tensors: Mapping[str, torch.Tensor], pool: Executor, algorithm: str, *, wait: bool = True
+              ) -> tuple[dict[str, torch.Tensor], dict[str, str | None | Future]]:
+        """The copies a save writes from, and per key the content id of what it holds.
+
+        With ``wait`` (a background save: the caller may change its tensors once this returns) every copy
+        is taken before returning, and a key's id is None unless the tensor was provably unchanged. Without
+        (a blocking save) the comparisons and copies run on ``pool`` after returning, each followed by
+        hashing when the tensor changed, and a key's id is a Future of its id: the save writes tensor i
+        while later ones are still being compared (it must wait for every future, even when failing).
+        """
+        jobs: list[tuple[str, torch.Tensor, torch.Tensor, bool, str | None]] = []
         first: dict[int, str] = {}  # tied tensors arrive as one object under several keys: one copy
         used: set[int] = set()
         for key, t in tensors.items():
@@ -113,12 +122,19 @@ class Snapshots:
                 prev = self._ids.get(key)
                 if prev is not None and hash_algorithm(prev) != algorithm:
                     prev = None  # an id of another algorithm is never reused
-            jobs.append((key, t, buf, prev))
-        done = dict(pool.map(_stage_one, jobs))
-        staged = {k: done[first[id(t)]][0] for k, t in tensors.items()}
-        ids = {k: done[first[id(t)]][1] for k, t in tensors.items()}
-        self._bufs = staged
-        self._ids = {k: v for k, v in ids.items() if v is not None}
+            fresh = buf is None
+            if fresh:  # its pages are faulted in by the copy, on a pool thread
+                buf = torch.empty(t.shape, dtype=t.dtype, device="cpu")
+            jobs.append((key, t, buf, fresh, prev))
+        by_key = {j[0]: j for j in jobs}
+        staged = {k: by_key[first[id(t)]][2] for k, t in tensors.items()}
+        self._bufs, self._ids = staged, {}  # ids are learned again once the save succeeded
+        futures = {j[0]: pool.submit(_stage_one, *j[1:], None if wait else algorithm) for j in jobs}
+        if wait:
+            futures_wait(futures.values())  # all of them, even when one failed: none may still be copying
+            ids: dict[str, str | None | Future] = {k: futures[first[id(t)]].result() for k, t in tensors.items()}
+        else:
+            ids = {k: futures[first[id(t)]] for k, t in tensors.items()}
         return staged, ids
 
     def learn(self, ids: Mapping[str, str]) -> None:
@@ -137,13 +153,14 @@ class Snapshots:
         self._bufs, self._ids = {}, {}
 
 
-def _stage_one(job: tuple[str, torch.Tensor, torch.Tensor | None, str | None]
-               ) -> tuple[str, tuple[torch.Tensor, str | None]]:
-    key, t, buf, prev = job
+def _stage_one(t: torch.Tensor, buf: torch.Tensor, fresh: bool, prev: str | None, algorithm: str | None) -> str | None:
+    """Compare ``t`` with its copy ``buf`` and copy it there when it differs; its content id when known
+    (``prev`` when unchanged), else, with ``algorithm``, the hash of the copy, else None."""
     t = t.detach()
-    if buf is None:
-        return key, (_snapshot(t), None)
-    if t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg() and same_bytes(t, buf):
-        return key, (buf, prev)  # prev is None when the copy's id was never learned: hashed then
-    buf.copy_(t)
-    return key, (buf, None)
+    if fresh or not (t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg()
+                     and same_bytes(t, buf)):
+        buf.copy_(t)
+        prev = None
+    if prev is None and algorithm is not None:
+        return packs.content_id(dtype_name(buf.dtype), tuple(buf.shape), raw_bytes(buf), algorithm)
+    return prev
