@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from waypoint.checkpoint import CheckpointManager
-from waypoint.checkpoint import packs
+from waypoint.checkpoint import CheckpointManager, packs
 
 
 @pytest.fixture

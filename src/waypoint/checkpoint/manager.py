@@ -11,9 +11,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from . import codec
+from . import codec, packs
 from . import manifest as mf
-from . import packs
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .repack import bytes_freed_by_deleting, repack_sparse
