@@ -115,7 +115,7 @@ def incremental_saves(state: Any, work: Path, repeats: int) -> tuple[dict[str, l
     state: the copies of the last save are compared and reused), then one with 75% of the tensors
     unchanged. The same again with ``snapshot_blocking=False`` (no retained copy: every tensor hashed)."""
     out: dict[str, list[float]] = {k: [] for k in ("first_s", "full_s", "second_s", "full_bytes", "second_bytes",
-                                                   "nocopy_full_s", "nocopy_second_s", "copy_bytes")}
+                                                   "nocopy_first_s", "nocopy_full_s", "nocopy_second_s", "copy_bytes")}
     changed: dict[str, float] = {}
     for r in range(repeats):
         full = h.all_changed(state, r)
@@ -148,6 +148,7 @@ def incremental_saves(state: Any, work: Path, repeats: int) -> tuple[dict[str, l
                 out["second_bytes"].append(second_bytes)
                 out["copy_bytes"].append(held)
             else:
+                out["nocopy_first_s"].append(first_s)
                 out["nocopy_full_s"].append(full_s)
                 out["nocopy_second_s"].append(second_s)
         del second, full
@@ -230,6 +231,8 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
     row("restore_noverify_vs_torch", "restore throughput (verify=False)", "GiB/s",
         gib / rs["restore-waypoint-noverify"], "torch.load", gib / tl, tl / rs["restore-waypoint-noverify"])
     steady = med(inc["full_s"])
+    row("save_first_nocopy", "1st save of a store, no retained copy", "s", med(inc["nocopy_first_s"]), "with copy",
+        med(inc["first_s"]), med([a / b for a, b in zip(inc["nocopy_first_s"], inc["first_s"])]))
     row("save_steady", "save, all changed (2nd save of a store)", "s", steady, "1st save", med(inc["first_s"]),
         med([a / b for a, b in zip(inc["full_s"], inc["first_s"])]))
     row("save_steady_nocopy", "  same, no retained copy", "s", med(inc["nocopy_full_s"]), "with copy", steady,
