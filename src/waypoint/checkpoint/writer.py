@@ -62,14 +62,6 @@ class BackgroundWriter:
             raise BackgroundSaveError(f"the background save of {self._what} failed: {err}") from err
 
 
-def _snapshot(t: torch.Tensor) -> torch.Tensor:
-    """A private contiguous CPU copy of a tensor, taken on the caller's thread."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        return t.to("cpu", copy=True).contiguous()
-    return t.clone(memory_format=torch.contiguous_format)
-
-
 def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two contiguous CPU tensors of one dtype and shape hold the same bytes (memcmp, stops at
     the first difference; a float compare would call -0.0 equal to 0.0 and NaN unequal to itself)."""
