@@ -69,6 +69,11 @@ def with_quarter_changed(state: dict[str, Any], salt: int) -> tuple[dict[str, An
                                        "bytes_fraction": nbytes / state_bytes(state)}
 
 
+def all_changed(state: dict[str, Any], salt: int) -> dict[str, Any]:
+    """A copy of ``state`` in which every tensor holds new values (what an epoch of training does)."""
+    return {**state, "model": {k: t + (1.0 + salt) for k, t in state["model"].items()}}
+
+
 # ---------------------------------------------------------------------------- files and disk
 def dir_bytes(path: Path) -> int:
     """Apparent size of every file under ``path``."""

@@ -54,8 +54,8 @@ def test_an_unknown_monitored_metric_is_a_config_error_naming_the_metrics_there_
     proc = run_train(tmp_path / "run", "model=universeg", "checkpoint.monitor=val/accuracy", "checkpoint.mode=max",
                      check=False)
     assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
-    assert "checkpoint.monitor=val/accuracy is not a metric this model's validation reports; choose one of val/dice, val/loss" \
-        in proc.stderr
+    assert "checkpoint.monitor=val/accuracy is not a metric this model's validation reports; choose one of " in proc.stderr
+    assert "val/dice, val/loss" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

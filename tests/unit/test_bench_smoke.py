@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = ["save_vs_torch", "save_vs_disk", "restore_vs_torch", "restore_noverify_vs_torch", "incremental_bytes",
-        "incremental_time", "async_blocked", "async_durable", "rss_save", "rss_restore"]
+KEYS = ["save_vs_torch", "save_vs_disk", "restore_vs_torch", "restore_noverify_vs_torch", "save_first_nocopy",
+        "save_steady", "save_steady_nocopy", "incremental_bytes", "incremental_time", "incremental_time_nocopy", "async_blocked_first",
+        "async_blocked", "async_durable", "rss_save", "rss_restore"]
 WITH_TARGET = {"save_vs_torch", "save_vs_disk", "restore_vs_torch", "incremental_bytes", "incremental_time",
                "async_blocked", "rss_save", "rss_restore"}
 

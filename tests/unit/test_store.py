@@ -162,3 +162,11 @@ def test_a_pack_named_by_an_unlisted_step_directory_is_never_collected(tmp_path)
     with CheckpointManager(root, read_only=True) as mgr:
         assert mgr.verify()["step_000000003"] == []
         assert torch.equal(mgr.restore("step:3")["w"], torch.arange(5.0))
+
+
+def test_manifest_names_its_content_hash_and_every_id_says_blake3(tmp_path):
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        info = mgr.save({"w": torch.ones(3), "i": torch.arange(4)}, step=1)
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    assert manifest["format"] == "waypoint-checkpoint-2" and manifest["content_hash"] == "blake3"
+    assert all(t["id"].startswith("b3:") and len(t["id"]) == 67 for t in manifest["tensors"].values())

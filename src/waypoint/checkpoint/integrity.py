@@ -1,6 +1,7 @@
 """Reading a checkpoint's files as the store trusts them: regular files only (a symlink, a directory or a
 FIFO in their place is damage, never followed or waited on), each checked against what the manifest
-recorded (size, SHA-256 of state.json and of every pack header, content id of every tensor).
+recorded (size, SHA-256 of state.json and of every pack header, content id of every tensor, re-hashed
+with the algorithm the id and its manifest name: BLAKE3 for format 2, SHA-256 for format 1).
 
 Every problem is an ``IntegrityError`` whose message names the file, so ``verify`` can report it and
 ``restore("latest")`` can skip the checkpoint with a warning.
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 from . import manifest as mf
 from .durable import open_regular, read_nofollow
-from .packs import IntegrityError, TensorRecord
+from .packs import HASH_NAMES, ContentHasher, IntegrityError, TensorRecord, hash_algorithm
 
 _VERIFY_CHUNK = 16 << 20
 _MAX_HEADER = 100 << 20
@@ -97,7 +98,8 @@ def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorR
     entry = entries.get(rec.id)
     if entry is None or entry["data_offsets"][1] - entry["data_offsets"][0] != rec.nbytes:
         return f"pack {pack_name} lacks tensor {rec.id[:12]}"
-    h = hashlib.sha256(f"{rec.dtype}{list(rec.shape)}".encode())
+    algorithm = hash_algorithm(rec.id)
+    h = ContentHasher(algorithm, rec.dtype, rec.shape, rec.nbytes)  # big ones on several threads
     pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
     while pos < end:
         try:
@@ -108,4 +110,5 @@ def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorR
             return f"pack {pack_name} is truncated"
         h.update(chunk)
         pos += len(chunk)
-    return None if h.hexdigest() == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its SHA-256"
+    return None if h.id == rec.id else \
+        f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"

@@ -6,20 +6,22 @@ import os
 import re
 import time
 import warnings
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from . import codec
+from . import codec, packs
 from . import manifest as mf
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .store import CheckpointError, CheckpointStore, check_step
-from .writer import BackgroundWriter
+from .writer import BackgroundWriter, Snapshots
 
 DERIVED_TAGS = frozenset({"latest", "best"})
 #: checkpoints ``latest`` (and so ``resume=auto``) never takes unless named: saved by a failing run, or foreign
@@ -47,23 +49,21 @@ class ProtectedCheckpointError(CheckpointError):
     """A checkpoint that is pinned, best, latest or being resumed from, deleted without ``force``."""
 
 
-def _snapshot(t: torch.Tensor) -> torch.Tensor:
-    """A private contiguous CPU copy of a tensor, taken on the caller's thread."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        return t.to("cpu", copy=True).contiguous()
-    return t.clone(memory_format=torch.contiguous_format)
-
-
 class CheckpointManager:
     """Save and restore nested training state in a crash-safe, deduplicating store.
 
     ``monitor``/``mode`` name the metric that defines ``best``. ``policy`` is the retention policy
     applied after every commit (keep everything when None).
+
+    Every save keeps a private host copy of the saved tensors (about the state's size in memory), so
+    the next save compares each tensor with it at memcmp speed and neither hashes nor writes the ones
+    that did not change; async saves need the copy anyway. ``snapshot_blocking=False`` makes blocking
+    saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
     """
 
     def __init__(self, root: str | os.PathLike, policy: RetentionPolicy | None = None, *,
-                 monitor: str | None = None, mode: str = "max", read_only: bool = False) -> None:
+                 monitor: str | None = None, mode: str = "max", read_only: bool = False,
+                 snapshot_blocking: bool = True) -> None:
         self.store = CheckpointStore(root, writable=not read_only)
         self.root = self.store.root
         self.policy = policy
@@ -73,7 +73,8 @@ class CheckpointManager:
         self.policy = self.policy or RetentionPolicy()
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
-        self._staging: dict[str, torch.Tensor] = {}  # snapshot buffers reused by the next async save
+        self.snapshots = Snapshots()  # the last save's tensors: compared, and reused as buffers, by the next
+        self.snapshot_blocking = snapshot_blocking
         self._listeners: list[Callable[[SaveReport], None]] = []  # on_commit: after every commit, async ones too
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
@@ -104,41 +105,29 @@ class CheckpointManager:
             meta.setdefault("mode", self.mode)
         meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
+        if blocking and not self.snapshot_blocking:
+            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, None, started, True)
+        # Copies into the previous save's buffers (no fresh pages to fault in), skipping unchanged tensors;
+        # safe because the save above waited for the previous background save, the only other reader.
+        staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH, wait=not blocking)
         if blocking:
-            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, True)
-        tensors = self._stage(tensors)
-        self.writer.submit(lambda: self._commit(tensors, tree, step, epoch, metrics, tags, meta, started, False), f"step {step}")
+            return self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, True)
+        self.writer.submit(lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, False),
+                           f"step {step}")
         return None
-
-    def _stage(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Private CPU copies for a background save, into the previous save's buffers where they fit.
-
-        Reusing buffers avoids faulting in fresh pages at every save; it is safe because ``save`` waits
-        for the previous background save (the only reader of these buffers) before copying.
-        """
-        staged: dict[str, torch.Tensor] = {}
-        seen: dict[int, torch.Tensor] = {}
-        used: set[int] = set()
-        for key, t in tensors.items():
-            if id(t) in seen:  # tied tensors stay one object
-                staged[key] = seen[id(t)]
-                continue
-            buf = self._staging.get(key)
-            if (buf is not None and id(buf) not in used and buf.dtype == t.dtype and buf.shape == t.shape
-                    and t.device.type == "cpu"):
-                buf.copy_(t.detach())
-            else:
-                buf = _snapshot(t)
-            used.add(id(buf))
-            staged[key] = seen[id(t)] = buf
-        self._staging = staged
-        return staged
 
     def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
                 metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
-                started: float | None = None, blocking: bool = True) -> CheckpointInfo:
+                ids: Mapping[str, str | Future | None] | None = None, started: float | None = None,
+                blocking: bool = True) -> CheckpointInfo:
         packs_before = set(self.store.pack_meta) if self._listeners else set()
-        info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta)
+        try:
+            info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta,
+                                     ids=ids)
+        finally:  # even a failed save returns only once no staging job still writes the copies
+            futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
+        if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
+            self.snapshots.learn(self.store.last_ids)
         written = self._bytes_written(info, packs_before) if self._listeners else 0
         deleted: tuple[str, ...] = ()
         try:

@@ -5,17 +5,20 @@ import hashlib
 import json
 import math
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .durable import canonical_json, read_nofollow
 from .errors import ManifestError
-from .packs import TensorRecord
+from .packs import TensorRecord, hash_algorithm
 
 MANIFEST = "manifest.json"
 STATE_JSON = "state.json"
-FORMAT = "waypoint-checkpoint-1"
+FORMAT = "waypoint-checkpoint-2"      # names its tensors' hash in "content_hash" (BLAKE3)
+FORMAT_SHA256 = "waypoint-checkpoint-1"  # the first format: SHA-256 content ids, no "content_hash" field
+_ID_FORMS = {"blake3": re.compile(r"^b3:[0-9a-f]{64}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,12 @@ def build(*, name: str, step: int, epoch: int | None, created_at: float, tags: t
           meta: Mapping[str, Any], versions: Mapping[str, str]) -> dict[str, Any]:
     """Assemble a manifest dict (without its self-checksum)."""
     unique = {r.id: r.nbytes for r in records.values()}
+    algorithms = {hash_algorithm(r.id) for r in records.values()}
+    if len(algorithms) > 1:
+        raise ValueError("a checkpoint's tensor ids must all come from one hash algorithm")
+    legacy = algorithms == {"sha256"}  # only when format-1 ids are forced: the manifest format 1 wrote
     return {
-        "format": FORMAT, "name": name, "step": step, "epoch": epoch, "created_at": created_at,
+        "format": FORMAT_SHA256 if legacy else FORMAT, **({} if legacy else {"content_hash": "blake3"}), "name": name, "step": step, "epoch": epoch, "created_at": created_at,
         "tags": sorted(set(tags)), "metrics": metrics,
         "config_hash": meta.get("config_hash"), "git_commit": meta.get("git_commit"),
         "meta": {k: v for k, v in meta.items() if k not in ("config_hash", "git_commit")},
@@ -108,13 +115,35 @@ def load(ckpt_dir: Path, *, check: bool = True) -> dict[str, Any]:
         manifest = json.loads(raw)
     except ValueError:
         raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not valid JSON (damaged)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_SHA256):
         raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not a waypoint manifest")
     if check:
         body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
         if hashlib.sha256(canonical_json(body)).hexdigest() != manifest.get("manifest_sha256"):
             raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} fails its checksum (damaged)")
+        check_ids(manifest, ckpt_dir.name)
     return manifest
+
+
+def content_hash(manifest: Mapping[str, Any]) -> str:
+    """The hash algorithm of a manifest's tensor ids: ``blake3`` (format 2) or ``sha256`` (format 1)."""
+    return "sha256" if manifest.get("format") == FORMAT_SHA256 else manifest.get("content_hash", "?")
+
+
+def check_ids(manifest: Mapping[str, Any], name: str) -> None:
+    """Refuse a manifest whose tensor ids are not all of the form its named algorithm computes.
+
+    Verification re-hashes each tensor with the algorithm its id names, so this check is what makes
+    that algorithm the manifest's: a format-2 manifest can never send a tensor to SHA-256, nor the reverse.
+    """
+    algorithm = content_hash(manifest)
+    form = _ID_FORMS.get(algorithm)
+    if form is None:
+        raise ManifestError(f"{name}/{MANIFEST} names an unknown content hash '{algorithm}'")
+    tensors = manifest.get("tensors")
+    if not isinstance(tensors, dict) or not all(isinstance(t, dict) and isinstance(t.get("id"), str)
+                                                and form.match(t["id"]) for t in tensors.values()):
+        raise ManifestError(f"{name}/{MANIFEST} holds tensor ids that are not {algorithm} ids")
 
 
 def info_from(manifest: Mapping[str, Any], path: Path) -> CheckpointInfo:

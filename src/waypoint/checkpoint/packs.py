@@ -1,9 +1,12 @@
 """Content-addressed tensor packs in the safetensors file format.
 
-A tensor's content id is ``sha256(b"<DTYPE><shape>" + raw bytes)``, e.g. the hash of ``b"F32[3, 4]"``
-followed by the 48 data bytes. A pack holds the tensors one save added, each named by its id, so any
-safetensors reader (``safe_open``) can open a pack. A pack's integrity is its size, the SHA-256 of its
-header and the id of every tensor in it: together they cover every byte, in one hashing pass.
+A tensor's content id is ``"b3:" + blake3(b"<DTYPE><shape>" + raw bytes)`` in hex, e.g. the BLAKE3 of
+``b"F32[3, 4]"`` followed by the 48 data bytes (format 2). Stores written before format 2 name tensors
+by ``sha256(b"<DTYPE><shape>" + raw bytes)`` in hex, without a prefix: such ids stay readable and are
+verified with SHA-256. The prefix makes an id name its own algorithm, so a SHA-256 id never equals a
+BLAKE3 id and dedup never mistakes one for the other. A pack holds the tensors one save added, each
+named by its id, so any safetensors reader (``safe_open``) can open a pack. A pack's integrity is its
+size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte.
 
 Writing hashes tensors on worker threads while the main thread streams the new ones' bytes, in pack
 order, into two alternating aligned buffers that an I/O thread writes out (no serialised copy of the
@@ -26,10 +29,12 @@ import struct
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+import blake3
 import torch
 
 from .durable import create_exclusive, fsync_dir, rename_noreplace
@@ -43,7 +48,12 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.complex64: "C64",
 }
 DTYPES: dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
-PACK_FORMAT = "waypoint-pack-1"
+PACK_FORMAT = "waypoint-pack-2"  # 1: SHA-256 ids only; 2: BLAKE3 ids ("b3:..."), SHA-256 ids of format 1 too
+CONTENT_HASH = "blake3"      # the algorithm of the ids new saves compute ("sha256": what format 1 wrote)
+BLAKE3_PREFIX = "b3:"
+_ID_WIDTH = 67               # the longest id ("b3:" + 64 hex digits), for reserving header room
+_MT_MIN = 8 << 20            # tensors at least this big are hashed by BLAKE3 on several threads
+HASH_NAMES = {"blake3": "BLAKE3", "sha256": "SHA-256"}
 _READ_CHUNK = 256 << 10     # hashing works on pieces this big, each still in the CPU cache when hashed
 _ALIGN = 4096               # O_DIRECT alignment of offsets, lengths and buffers (covers 512 B and 4 KiB sectors)
 _DIRECT_MIN = 4 << 20       # packs at least this big are written with O_DIRECT where possible
@@ -75,16 +85,44 @@ def raw_bytes(tensor: torch.Tensor) -> memoryview:
 _local = threading.local()
 
 
-def content_id(dtype: str, shape: Sequence[int], data: memoryview) -> str:
-    """The content id of a tensor: SHA-256 of its dtype, shape and bytes.
+def hash_algorithm(cid: str) -> str:
+    """The algorithm a content id was computed with: ``blake3`` ("b3:" prefix) or ``sha256`` (bare hex)."""
+    return "blake3" if cid.startswith(BLAKE3_PREFIX) else "sha256"
 
-    Big tensors are hashed in cache-sized pieces, each first copied into a per-thread buffer: SHA-256
-    then reads from the CPU cache, which is about a third faster than hashing straight from memory.
+
+class ContentHasher:
+    """Incremental content id of one tensor: feed its bytes with ``update``, then read ``id``."""
+
+    def __init__(self, algorithm: str, dtype: str, shape: Sequence[int], nbytes: int) -> None:
+        prefix = f"{dtype}{list(shape)}".encode()
+        if algorithm == "blake3":
+            self._h: Any = blake3.blake3(prefix, max_threads=blake3.blake3.AUTO if nbytes >= _MT_MIN else 1)
+            self._prefix = BLAKE3_PREFIX
+        elif algorithm == "sha256":
+            self._h, self._prefix = hashlib.sha256(prefix), ""
+        else:
+            raise ValueError(f"unknown content hash '{algorithm}'")
+
+    def update(self, data: memoryview | bytes) -> None:
+        self._h.update(data)
+
+    @property
+    def id(self) -> str:
+        return self._prefix + self._h.hexdigest()
+
+
+def content_id(dtype: str, shape: Sequence[int], data: memoryview, algorithm: str | None = None) -> str:
+    """The content id of a tensor: the hash (``CONTENT_HASH`` unless named) of its dtype, shape and bytes.
+
+    BLAKE3 hashes a big tensor in one call on several threads. SHA-256 hashes it in cache-sized pieces,
+    each first copied into a per-thread buffer: it then reads from the CPU cache, which is about a third
+    faster than hashing straight from memory.
     """
-    h = hashlib.sha256(f"{dtype}{list(shape)}".encode())
-    if len(data) <= _READ_CHUNK:
+    algorithm = algorithm or CONTENT_HASH
+    h = ContentHasher(algorithm, dtype, shape, len(data))
+    if algorithm != "sha256" or len(data) <= _READ_CHUNK:
         h.update(data)
-        return h.hexdigest()
+        return h.id
     buf = getattr(_local, "buf", None)
     if buf is None:
         buf = _local.buf = memoryview(bytearray(_READ_CHUNK))
@@ -92,7 +130,7 @@ def content_id(dtype: str, shape: Sequence[int], data: memoryview) -> str:
         n = min(_READ_CHUNK, len(data) - start)
         buf[:n] = data[start:start + n]
         h.update(buf[:n])
-    return h.hexdigest()
+    return h.id
 
 
 def to_cpu_contiguous(tensor: torch.Tensor) -> torch.Tensor:
@@ -124,7 +162,9 @@ class PackInfo:
 
 def _header(entries: Iterable[tuple[str, str, Sequence[int], int, int]], pad_to: int = 0, align: int = 8) -> bytes:
     """Safetensors header bytes (length prefix included), space-padded so the data starts ``align``-aligned."""
-    header = {"__metadata__": {"format": PACK_FORMAT}}
+    entries = list(entries)
+    legacy = all(hash_algorithm(e[0]) == "sha256" for e in entries)  # a pack format 1 could have written
+    header = {"__metadata__": {"format": "waypoint-pack-1" if legacy else PACK_FORMAT}}
     for cid, dtype, shape, begin, end in entries:
         header[cid] = {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, end]}
     body = json.dumps(header, separators=(",", ":")).encode()
@@ -214,18 +254,33 @@ class _PackSink:
 
 
 def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Callable[[str], bool],
-               pool: ThreadPoolExecutor) -> tuple[list[TensorRecord], PackInfo | None]:
+               pool: ThreadPoolExecutor, ids: Sequence[str | Future | None] | None = None
+               ) -> tuple[list[TensorRecord], PackInfo | None]:
     """Hash every tensor; write those not ``is_known`` into one new pack; return records and the pack.
 
-    Hashing of later tensors overlaps with writing earlier ones. The pack is written to a temporary
-    name, fsynced, then renamed to ``<header sha256>.safetensors`` and the directory fsynced.
+    ``ids`` may give a tensor's content id where the caller can prove it (its bytes equal bytes hashed
+    before, or were just verified against that id): such a tensor is not hashed again; or a Future of its
+    id, computed by the caller's job that also fills the tensor (read only once the id is there). Hashing of later
+    tensors overlaps with writing earlier ones. The pack is written to a temporary name, fsynced, then
+    renamed to ``<header sha256>.safetensors`` and the directory fsynced.
     """
     converted: dict[int, torch.Tensor] = {}  # tied tensors arrive as one object under several keys
     cpu = [converted.setdefault(id(t), to_cpu_contiguous(t)) for t in tensors]
     metas = [(dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size()) for t in cpu]
     by_object: dict[int, Future] = {}
-    futures = [by_object.setdefault(id(t), pool.submit(content_id, m[0], m[1], raw_bytes(t))) if id(t) not in by_object
-               else by_object[id(t)] for t, m in zip(cpu, metas)]
+    futures: list[Future] = []
+    for t, m, cid in zip(cpu, metas, ids if ids is not None else [None] * len(cpu)):
+        fut = by_object.get(id(t))
+        if fut is None:
+            if isinstance(cid, Future):
+                fut = cid
+            elif cid is None:
+                fut = pool.submit(content_id, m[0], m[1], raw_bytes(t))
+            else:
+                fut = Future()
+                fut.set_result(cid)
+            by_object[id(t)] = fut
+        futures.append(fut)
     offsets, pos = [], 0
     for dtype, shape, nbytes in metas:
         offsets.append((pos, pos + nbytes))
@@ -235,11 +290,12 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
     entries: list[tuple[str, str, Sequence[int], int, int]] = []
     in_pack: set[str] = set()
     sink: _PackSink | None = None
-    fd = create_exclusive(tmp)
+    fd = -1
     try:
+        fd = create_exclusive(tmp)
         direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
         # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
-        reserved = _header(((f"{i:064d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
+        reserved = _header(((f"{i:0{_ID_WIDTH}d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
                            align=_ALIGN if direct else 8)
         sink = _PackSink(fd, len(reserved), pos, direct)
         pos = 0
@@ -275,13 +331,14 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
         final = packs_dir / f"{header_sha}.safetensors"
         try:
             rename_noreplace(tmp, final)
-        except FileExistsError:  # the identical pack exists already (same header => same tensors)
-            tmp.unlink()
+        except FileExistsError:  # a pack with this header exists: the same tensors, but its bytes may be the
+            os.replace(tmp, final)  # damaged copy the store forgot, so the fresh one takes its place
         fsync_dir(packs_dir)
         return records, PackInfo(final.name, size, header_sha)
     except BaseException:
         for f in futures:
             f.cancel()
+        futures_wait(futures)  # a job still running may be filling a tensor the caller reuses
         if sink is not None:
             sink.close()
         if fd >= 0:
@@ -341,11 +398,12 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     if not verify:
         _pread_into(fd, view, data_start + begin, record)
         return out
-    h = hashlib.sha256(f"{record.dtype}{list(record.shape)}".encode())
+    algorithm = hash_algorithm(record.id)
+    h = ContentHasher(algorithm, record.dtype, record.shape, 0)  # one thread: the pieces are small
     for start in range(0, record.nbytes, _READ_CHUNK):
         piece = view[start:start + _READ_CHUNK]
         _pread_into(fd, piece, data_start + begin + start, record)
         h.update(piece)
-    if h.hexdigest() != record.id:
-        raise IntegrityError(f"tensor {record.id[:12]} does not match its SHA-256")
+    if h.id != record.id:
+        raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
     return out

@@ -137,7 +137,8 @@ def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> l
             given_up.append(pack)
         if tensors:
             ids = list(tensors)
-            _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool)
+            _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool,
+                                        ids)  # just verified against these ids: not hashed again, algorithm kept
             assert info is not None
             store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}
             redirect.update({key: info.name for key in copied})

@@ -93,6 +93,7 @@ class CheckpointStore:
         self.known: dict[str, str] = {}  # tensor content id -> pack name, from committed manifests
         self.pack_meta: dict[str, dict] = {}  # pack name -> {"bytes", "header_sha256"}, from manifests
         self.infos: dict[str, mf.CheckpointInfo] = {}
+        self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
         try:
             self.rescan()
             if writable:
@@ -272,8 +273,13 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ commit
     def commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, *, step: int, epoch: int | None,
-               metrics: Mapping[str, Any] | None, tags: Iterable[str], meta: Mapping[str, Any]) -> mf.CheckpointInfo:
-        """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure."""
+               metrics: Mapping[str, Any] | None, tags: Iterable[str], meta: Mapping[str, Any],
+               ids: Mapping[str, Any] | None = None) -> mf.CheckpointInfo:
+        """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
+
+        ``ids`` gives the content id (or a Future of it) of tensors the caller proved unchanged or hashed;
+        ``last_ids`` holds every tensor's id afterwards.
+        """
         if not self.writable:
             raise CheckpointError("this store was opened read-only")
         step = check_step(step)
@@ -282,8 +288,10 @@ class CheckpointStore:
         staging: Path | None = None
         sealed: bytes | None = None
         try:
-            records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool)
+            records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool,
+                                            [ids.get(k) for k in keys] if ids else None)
             records = dict(zip(keys, records_list))
+            self.last_ids = {k: r.id for k, r in records.items()}
             tensor_packs = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
             tree_bytes = canonical_json(tree)
             digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
