@@ -117,7 +117,9 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
         parts = rel.split("/")
         manifest = f"{root}/checkpoints/{parts[1]}/manifest.json" if len(parts) == 3 else None
         if manifest and parts[2] == "manifest.json" and not fs.exists(manifest):
-            fs.rm(manifest.rsplit("/", 1)[0], recursive=True)
+            folder = manifest.rsplit("/", 1)[0]
+            if fs.exists(folder):  # nothing of it may have been copied at all
+                fs.rm(folder, recursive=True)
             copied[:] = [c for c in copied if not c.startswith(f"checkpoints/{parts[1]}/")]
     small = [(run / name, name) for name in RUN_FILES] if run is not None else []
     if run is not None and (run / ".hydra").is_dir():
