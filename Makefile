@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?=
 
-.PHONY: install train test test-all test-faults bench results analyze clean help
+.PHONY: install lint train test test-all test-faults bench results analyze clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install waypoint (editable) with dev extras
+
+lint: $(STAMP)  ## ruff check and ruff format --check (run by CI before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 train: $(STAMP)  ## short real DINO training on the embedded digits data (a few minutes on 2 CPU cores)
 	$(PY) train.py trainer.max_epochs=40

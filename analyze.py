@@ -1,4 +1,5 @@
 """Hydra entry: a run dir or a sweep dir -> report (Markdown + self-contained HTML + PNG plots)."""
+
 from __future__ import annotations
 
 import sys
@@ -31,6 +32,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"analyze.py: {target} is not a directory; pass run=<run or sweep dir>")
     if is_sweep_dir(target):
         from waypoint.analysis.sweep import build_sweep_report
+
         result = build_sweep_report(target)
         print(f"sweep report of {len(result['jobs'])} jobs: {result['html']}")
         return

@@ -2,6 +2,7 @@
 
 Running the same command again resumes the run from its newest checkpoint that verifies. See README.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ from waypoint.config import register  # noqa: E402
 from waypoint.training.rundir import job_name, run_name, sweep_name  # noqa: E402
 
 register()
-OmegaConf.register_new_resolver("waypoint_run_name", lambda overrides, name: run_name(overrides, model_in_path=name),
-                                replace=True)
+OmegaConf.register_new_resolver(
+    "waypoint_run_name", lambda overrides, name: run_name(overrides, model_in_path=name), replace=True
+)
 # the sweep dir is a function of the whole command line (jobs re-resolve it with their own overrides)
 OmegaConf.register_new_resolver("waypoint_sweep_name", lambda _: sweep_name(_command_line()), replace=True)
 OmegaConf.register_new_resolver("waypoint_job_name", lambda overrides: job_name(overrides, _command_line()), replace=True)
@@ -36,9 +38,11 @@ SHORTHANDS = {"resume": "mode", "init_from": "ref"}
 
 def _resume_shorthand(argv: list[str]) -> list[str]:
     """``resume=VALUE`` is shorthand for ``resume.mode=VALUE``, ``init_from=REF`` for ``init_from.ref=REF``."""
+
     def expand(arg: str) -> str:
         key, eq, value = arg.partition("=")
         return f"{key}.{SHORTHANDS[key]}={value}" if eq and key in SHORTHANDS else arg
+
     return [expand(a) for a in argv]
 
 
@@ -46,11 +50,13 @@ def _resume_shorthand(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     """Run (or resume) one training job."""
     from waypoint.training.launch import launch
+
     launch(cfg)
 
 
 if __name__ == "__main__":
     from waypoint.config import hydra_errors_exit_2
+
     sys.argv = _resume_shorthand(sys.argv)
     with hydra_errors_exit_2(full_error=bool(os.environ.get("HYDRA_FULL_ERROR"))):
         main()

@@ -4,6 +4,7 @@ CPU-load accounting, and the fresh-process measurements (peak RSS and restore ti
 Run as a script it is one such fresh process: ``_io_helpers.py KIND PATH SIZE_MIB`` performs one
 operation and prints a JSON line ``{"seconds", "baseline_rss", "maxrss_before", "peak_rss", ...}``.
 """
+
 from __future__ import annotations
 
 import errno
@@ -62,11 +63,14 @@ def with_quarter_changed(state: dict[str, Any], salt: int) -> tuple[dict[str, An
     """A copy of ``state`` in which every 4th tensor (in size order, so ~25% of the bytes too) holds new
     values; the other 75% are the very same tensors. Returns the copy and what changed."""
     order = sorted(state["model"], key=lambda k: state["model"][k].numel())
-    changed = set(order[salt % 4::4])
+    changed = set(order[salt % 4 :: 4])
     model = {k: (t + (1.0 + salt) if k in changed else t) for k, t in state["model"].items()}
     nbytes = sum(model[k].numel() * 4 for k in changed)
-    return {**state, "model": model}, {"tensors": len(changed), "tensor_fraction": len(changed) / len(order),
-                                       "bytes_fraction": nbytes / state_bytes(state)}
+    return {**state, "model": model}, {
+        "tensors": len(changed),
+        "tensor_fraction": len(changed) / len(order),
+        "bytes_fraction": nbytes / state_bytes(state),
+    }
 
 
 def all_changed(state: dict[str, Any], salt: int) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def disk_write(path: Path, nbytes: int, direct: bool = False) -> float:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | getattr(os, "O_DIRECT", 0))
         left = nbytes
         while left > 0:  # whole 4 KiB blocks (O_DIRECT): may write up to 4 KiB more than nbytes
-            left -= os.write(fd, view[:-(-min(left, _CHUNK) // 4096) * 4096])
+            left -= os.write(fd, view[: -(-min(left, _CHUNK) // 4096) * 4096])
         os.fsync(fd)
     except OSError as exc:
         if direct and exc.errno == errno.EINVAL:  # the filesystem does not do O_DIRECT
@@ -158,8 +162,13 @@ def fs_info(path: Path) -> dict[str, Any]:
             if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
                 best = (mnt, fstype, dev)
     st = os.statvfs(path)
-    return {"dir": real, "mount": best[0], "fstype": best[1], "device": best[2],
-            "free_gib": round(st.f_bavail * st.f_frsize / GiB, 1)}
+    return {
+        "dir": real,
+        "mount": best[0],
+        "fstype": best[1],
+        "device": best[2],
+        "free_gib": round(st.f_bavail * st.f_frsize / GiB, 1),
+    }
 
 
 class CpuLoad:
@@ -225,8 +234,15 @@ def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
     if mgr is not None:
         mgr.close()
     nbytes = state_bytes(state if state is not None else out)
-    return {"kind": kind, "seconds": seconds, "state_bytes": nbytes, "baseline_rss": baseline,
-            "maxrss_before": before, "peak_rss": peak, "peak_above_baseline": peak - baseline}
+    return {
+        "kind": kind,
+        "seconds": seconds,
+        "state_bytes": nbytes,
+        "baseline_rss": baseline,
+        "maxrss_before": before,
+        "peak_rss": peak,
+        "peak_above_baseline": peak - baseline,
+    }
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Usage: ``.venv/bin/python bench/analyze_memory.py [--state-mib 48] [--counts 10,
 Writes ``bench/results/analyze_memory.json``; run dirs live in a temp dir under ``bench/results/`` (the
 repository's filesystem) and are deleted at the end unless ``--keep``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,17 +57,25 @@ print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "maxrss_kib": u.ru_ma
 def network(width: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """A small ViT-like parameter dict: stem, ``DEPTH`` blocks (qkv, proj, fc1, fc2, norm), head."""
     d = width
-    net = {"patch_embed.proj.weight": torch.randn(d, 3 * 16 * 16, generator=gen) * 0.02,
-           "pos_embed": torch.randn(1, 197, d, generator=gen) * 0.02, "cls_token": torch.zeros(1, 1, d)}
+    net = {
+        "patch_embed.proj.weight": torch.randn(d, 3 * 16 * 16, generator=gen) * 0.02,
+        "pos_embed": torch.randn(1, 197, d, generator=gen) * 0.02,
+        "cls_token": torch.zeros(1, 1, d),
+    }
     for b in range(DEPTH):
         p = f"blocks.{b}."
-        net[p + "attn.qkv.weight"] = torch.randn(3 * d, d, generator=gen) * d ** -0.5
-        net[p + "attn.proj.weight"] = torch.randn(d, d, generator=gen) * d ** -0.5
-        net[p + "mlp.fc1.weight"] = torch.randn(4 * d, d, generator=gen) * d ** -0.5
+        net[p + "attn.qkv.weight"] = torch.randn(3 * d, d, generator=gen) * d**-0.5
+        net[p + "attn.proj.weight"] = torch.randn(d, d, generator=gen) * d**-0.5
+        net[p + "mlp.fc1.weight"] = torch.randn(4 * d, d, generator=gen) * d**-0.5
         net[p + "mlp.fc2.weight"] = torch.randn(d, 4 * d, generator=gen) * (4 * d) ** -0.5
         net[p + "norm1.weight"] = torch.ones(d)
-    net.update({"norm.weight": torch.ones(d), "head.weight": torch.randn(4 * d, d, generator=gen) * d ** -0.5,
-                "head.bias": torch.zeros(4 * d)})
+    net.update(
+        {
+            "norm.weight": torch.ones(d),
+            "head.weight": torch.randn(4 * d, d, generator=gen) * d**-0.5,
+            "head.bias": torch.zeros(4 * d),
+        }
+    )
     return net
 
 
@@ -74,7 +83,7 @@ def width_for(state_mib: float) -> int:
     """The width (a multiple of 8) whose student + teacher state is closest to ``state_mib`` MiB of fp32."""
     per_d2 = 2 * (DEPTH * 12 + 4) * 4  # bytes per d^2: blocks (12 d^2 each) + head (4 d^2), two networks
     per_d = 2 * (768 + 197 + 1 + DEPTH + 1 + 4) * 4
-    d = (-per_d + math.sqrt(per_d ** 2 + 4 * per_d2 * state_mib * MiB)) / (2 * per_d2)
+    d = (-per_d + math.sqrt(per_d**2 + 4 * per_d2 * state_mib * MiB)) / (2 * per_d2)
     return max(8, int(round(d / 8)) * 8)
 
 
@@ -98,14 +107,20 @@ def build_run(run_dir: Path, n: int, width: int, seed: int = 0) -> dict[str, Any
                 log.log({"step": s, "epoch": i - 1, "time": t0 + s * 0.1, "train/loss": 5.0 / (1 + s / 200)})
             acc = 0.9 - 0.5 / (1 + i) + 0.01 * float(torch.rand((), generator=gen))
             log.log({"step": step, "epoch": i - 1, "time": t0 + step * 0.1, "val/acc": acc, "val/loss": 1 - acc})
-            state = {"task": {"student": student, "teacher": teacher, "center": center},
-                     "progress": {"step": step, "epoch": i - 1, "batch_in_epoch": 0}}
-            mgr.save(state, step=step, epoch=i - 1, metrics={"val/acc": acc, "val/loss": 1 - acc},
-                     tags=("end",) if i == n else ())
+            state = {
+                "task": {"student": student, "teacher": teacher, "center": center},
+                "progress": {"step": step, "epoch": i - 1, "batch_in_epoch": 0},
+            }
+            mgr.save(
+                state, step=step, epoch=i - 1, metrics={"val/acc": acc, "val/loss": 1 - acc}, tags=("end",) if i == n else ()
+            )
     log.close()
     tensors = [*student.values(), *teacher.values(), center]
-    return {"state_bytes": sum(t.numel() * t.element_size() for t in tensors),
-            "largest_tensor_bytes": max(t.numel() * t.element_size() for t in tensors), "tensors": len(tensors)}
+    return {
+        "state_bytes": sum(t.numel() * t.element_size() for t in tensors),
+        "largest_tensor_bytes": max(t.numel() * t.element_size() for t in tensors),
+        "tensors": len(tensors),
+    }
 
 
 def measure(cmd: list[str], log_path: Path) -> dict[str, float]:
@@ -115,13 +130,18 @@ def measure(cmd: list[str], log_path: Path) -> dict[str, float]:
     high-water mark across exec), so spawning from this torch-laden process would floor every figure at
     our own RSS; a fresh ``python -S`` (~10 MiB) spawns instead and reports its own RSS as that floor.
     """
-    out = subprocess.run([sys.executable, "-S", "-c", SPAWNER, str(log_path), *cmd], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", SPAWNER, str(log_path), *cmd], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     res = json.loads(out.strip().splitlines()[-1])
     if res["rc"] != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({res['rc']}):\n{log_path.read_text()[-3000:]}")
-    return {"peak_rss_bytes": res["maxrss_kib"] * 1024.0, "wall_s": res["wall_s"], "cpu_s": res["cpu_s"],
-            "spawner_rss_bytes": res["spawner_rss_kib"] * 1024.0}
+    return {
+        "peak_rss_bytes": res["maxrss_kib"] * 1024.0,
+        "wall_s": res["wall_s"],
+        "cpu_s": res["cpu_s"],
+        "spawner_rss_bytes": res["spawner_rss_kib"] * 1024.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -143,40 +163,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in counts:
             t0 = time.perf_counter()
             runs[n] = {"dir": work / f"run-{n}", **build_run(work / f"run-{n}", n, width)}
-            print(f"built N={n}: {runs[n]['state_bytes'] / MiB:.1f} MiB state in {runs[n]['tensors']} tensors "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"built N={n}: {runs[n]['state_bytes'] / MiB:.1f} MiB state in {runs[n]['tensors']} tensors "
+                f"({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
         base_runs: list[dict[str, float]] = []
         samples: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
         for r in range(args.repeats):  # interleaved, so drift affects every N alike
             base_runs.append(measure([python, "-c", BASELINE_CODE], work / "baseline.log"))
             for n in counts:
                 samples[n].append(measure([python, "analyze.py", f"run={runs[n]['dir']}"], work / f"analyze-{n}.log"))
-                print(f"  repeat {r + 1}: N={n} peak {samples[n][-1]['peak_rss_bytes'] / MiB:.0f} MiB, "
-                      f"{samples[n][-1]['wall_s']:.1f} s", flush=True)
+                print(
+                    f"  repeat {r + 1}: N={n} peak {samples[n][-1]['peak_rss_bytes'] / MiB:.0f} MiB, "
+                    f"{samples[n][-1]['wall_s']:.1f} s",
+                    flush=True,
+                )
         base = statistics.median(b["peak_rss_bytes"] for b in base_runs)
         rows = []
         for n in counts:
             peak = statistics.median(s["peak_rss_bytes"] for s in samples[n])
             st = runs[n]["state_bytes"]
-            rows.append({"checkpoints": n, "state_bytes": st, "largest_tensor_bytes": runs[n]["largest_tensor_bytes"],
-                         "tensors": runs[n]["tensors"], "peak_rss_bytes": peak, "above_baseline_bytes": peak - base,
-                         "ratio_to_state": (peak - base) / st, "wall_s": statistics.median(s["wall_s"] for s in samples[n]),
-                         "cpu_s": statistics.median(s["cpu_s"] for s in samples[n]),
-                         "samples": samples[n]})
-        growth = ((rows[-1]["peak_rss_bytes"] - rows[0]["peak_rss_bytes"]) / (counts[-1] - counts[0])
-                  if len(rows) > 1 and counts[-1] != counts[0] else None)
-        lines = [f"analyze.py peak RSS (median of {args.repeats}; baseline = importing analyze.py's stack: "
-                 f"{base / MiB:.0f} MiB)",
-                 f"{'N':>4} {'state MiB':>10} {'peak RSS MiB':>13} {'above base MiB':>15} {'x state':>8} {'wall s':>7} {'cpu s':>6}"]
-        lines += [f"{r['checkpoints']:>4} {r['state_bytes'] / MiB:>10.1f} {r['peak_rss_bytes'] / MiB:>13.0f} "
-                  f"{r['above_baseline_bytes'] / MiB:>15.0f} {r['ratio_to_state']:>8.2f} {r['wall_s']:>7.1f} {r['cpu_s']:>6.1f}" for r in rows]
+            rows.append(
+                {
+                    "checkpoints": n,
+                    "state_bytes": st,
+                    "largest_tensor_bytes": runs[n]["largest_tensor_bytes"],
+                    "tensors": runs[n]["tensors"],
+                    "peak_rss_bytes": peak,
+                    "above_baseline_bytes": peak - base,
+                    "ratio_to_state": (peak - base) / st,
+                    "wall_s": statistics.median(s["wall_s"] for s in samples[n]),
+                    "cpu_s": statistics.median(s["cpu_s"] for s in samples[n]),
+                    "samples": samples[n],
+                }
+            )
+        growth = (
+            (rows[-1]["peak_rss_bytes"] - rows[0]["peak_rss_bytes"]) / (counts[-1] - counts[0])
+            if len(rows) > 1 and counts[-1] != counts[0]
+            else None
+        )
+        lines = [
+            f"analyze.py peak RSS (median of {args.repeats}; baseline = importing analyze.py's stack: {base / MiB:.0f} MiB)",
+            f"{'N':>4} {'state MiB':>10} {'peak RSS MiB':>13} {'above base MiB':>15} {'x state':>8} {'wall s':>7} {'cpu s':>6}",
+        ]
+        lines += [
+            f"{r['checkpoints']:>4} {r['state_bytes'] / MiB:>10.1f} {r['peak_rss_bytes'] / MiB:>13.0f} "
+            f"{r['above_baseline_bytes'] / MiB:>15.0f} {r['ratio_to_state']:>8.2f} {r['wall_s']:>7.1f} {r['cpu_s']:>6.1f}"
+            for r in rows
+        ]
         if growth is not None:
-            lines.append(f"growth: {growth / MiB:+.2f} MiB per extra checkpoint (N={counts[0]} -> N={counts[-1]}); "
-                         f"largest tensor {rows[0]['largest_tensor_bytes'] / MiB:.1f} MiB fp32")
+            lines.append(
+                f"growth: {growth / MiB:+.2f} MiB per extra checkpoint (N={counts[0]} -> N={counts[-1]}); "
+                f"largest tensor {rows[0]['largest_tensor_bytes'] / MiB:.1f} MiB fp32"
+            )
         print("\n".join(lines))
-        result = {"python": python, "torch": torch.__version__, "cpus": os.cpu_count(), "state_mib_arg": args.state_mib,
-                  "width": width, "repeats": args.repeats, "work_dir": str(work), "baseline_rss_bytes": base, "baseline_samples": base_runs,
-                  "growth_bytes_per_checkpoint": growth, "rows": rows, "table": lines}
+        result = {
+            "python": python,
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "state_mib_arg": args.state_mib,
+            "width": width,
+            "repeats": args.repeats,
+            "work_dir": str(work),
+            "baseline_rss_bytes": base,
+            "baseline_samples": base_runs,
+            "growth_bytes_per_checkpoint": growth,
+            "rows": rows,
+            "table": lines,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=str))
         print(f"wrote {args.out}")

@@ -37,6 +37,7 @@ Timings depend on what else the machine runs: the CPU time other processes took 
 printed and saved. Nothing here asserts timings. Usage: ``.venv/bin/python bench/checkpoint_io.py [--size-mib 1024]
 [--repeats 3] [--dir DIR] [--out bench/results/checkpoint_io.json] [--keep]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _io_helpers as h  # noqa: E402
-from _io_helpers import GiB, MiB, REPO  # noqa: E402
+from _io_helpers import REPO, GiB, MiB  # noqa: E402
+
 from waypoint.checkpoint import CheckpointManager  # noqa: E402
 
 HELPERS = Path(h.__file__).resolve()
@@ -67,7 +70,7 @@ def log(msg: str) -> None:
 
 
 def rotated(items: list[str], r: int) -> list[str]:
-    return items[r % len(items):] + items[:r % len(items)]
+    return items[r % len(items) :] + items[: r % len(items)]
 
 
 def settle() -> None:
@@ -82,8 +85,12 @@ SPAWNER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returnc
 
 def run_child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
     """Run one ``_io_helpers.child`` measurement in a fresh process; its JSON result."""
-    proc = subprocess.run([sys.executable, "-S", "-c", SPAWNER, sys.executable, str(HELPERS), kind, str(path),
-                           str(size_mib)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", SPAWNER, sys.executable, str(HELPERS), kind, str(path), str(size_mib)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -93,12 +100,18 @@ def run_child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
 def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, list[float]]:
     """Blocking saves: the disk (buffered and O_DIRECT), torch.save + fsync, Waypoint. Leaves state.pt
     and wp-full/ behind for the restores."""
-    targets = {"disk": work / "disk.bin", "disk-direct": work / "disk.bin", "torch": work / "state.pt",
-               "waypoint": work / "wp-full"}
-    ops: dict[str, Callable[[], float]] = {"disk": lambda: h.disk_write(targets["disk"], nbytes),
-                                           "disk-direct": lambda: h.disk_write(targets["disk"], nbytes, direct=True),
-                                           "torch": lambda: h.torch_save(targets["torch"], state),
-                                           "waypoint": lambda: h.waypoint_save(targets["waypoint"], state)}
+    targets = {
+        "disk": work / "disk.bin",
+        "disk-direct": work / "disk.bin",
+        "torch": work / "state.pt",
+        "waypoint": work / "wp-full",
+    }
+    ops: dict[str, Callable[[], float]] = {
+        "disk": lambda: h.disk_write(targets["disk"], nbytes),
+        "disk-direct": lambda: h.disk_write(targets["disk"], nbytes, direct=True),
+        "torch": lambda: h.torch_save(targets["torch"], state),
+        "waypoint": lambda: h.waypoint_save(targets["waypoint"], state),
+    }
     out: dict[str, list[float]] = {k: [] for k in ops}
     for r in range(repeats):
         for name in rotated(list(ops), r):
@@ -114,8 +127,20 @@ def incremental_saves(state: Any, work: Path, repeats: int) -> tuple[dict[str, l
     """Into one new store, blocking saves: the first (fresh copies), one with every tensor changed (steady
     state: the copies of the last save are compared and reused), then one with 75% of the tensors
     unchanged. The same again with ``snapshot_blocking=False`` (no retained copy: every tensor hashed)."""
-    out: dict[str, list[float]] = {k: [] for k in ("first_s", "full_s", "second_s", "full_bytes", "second_bytes",
-                                                   "nocopy_first_s", "nocopy_full_s", "nocopy_second_s", "copy_bytes")}
+    out: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "first_s",
+            "full_s",
+            "second_s",
+            "full_bytes",
+            "second_bytes",
+            "nocopy_first_s",
+            "nocopy_full_s",
+            "nocopy_second_s",
+            "copy_bytes",
+        )
+    }
     changed: dict[str, float] = {}
     for r in range(repeats):
         full = h.all_changed(state, r)
@@ -152,10 +177,12 @@ def incremental_saves(state: Any, work: Path, repeats: int) -> tuple[dict[str, l
                 out["nocopy_full_s"].append(full_s)
                 out["nocopy_second_s"].append(second_s)
         del second, full
-        log(f"  rep {r}: first {out['first_s'][-1]:.3f} s, all-changed {out['full_s'][-1]:.3f} s, 75%-unchanged "
+        log(
+            f"  rep {r}: first {out['first_s'][-1]:.3f} s, all-changed {out['full_s'][-1]:.3f} s, 75%-unchanged "
             f"{out['second_s'][-1]:.3f} s (store grew {out['second_bytes'][-1] / MiB:.1f} of "
             f"{out['full_bytes'][-1] / MiB:.1f} MiB); without a retained copy: all-changed "
-            f"{out['nocopy_full_s'][-1]:.3f} s, 75%-unchanged {out['nocopy_second_s'][-1]:.3f} s")
+            f"{out['nocopy_full_s'][-1]:.3f} s, 75%-unchanged {out['nocopy_second_s'][-1]:.3f} s"
+        )
     return out, changed
 
 
@@ -179,17 +206,24 @@ def async_saves(state: Any, work: Path, repeats: int, steady: int = 3) -> dict[s
                 out["durable_s" if i == 0 else "steady_durable_s"].append(durable)
                 del current
         shutil.rmtree(root)
-        log(f"  rep {r}: first save: caller blocked {out['blocked_s'][-1]:.3f} s, durable after "
+        log(
+            f"  rep {r}: first save: caller blocked {out['blocked_s'][-1]:.3f} s, durable after "
             f"{out['durable_s'][-1]:.3f} s; later saves: blocked "
-            + ", ".join(f"{x:.3f}" for x in out["steady_blocked_s"][-steady:]) + " s, durable after "
-            + ", ".join(f"{x:.3f}" for x in out["steady_durable_s"][-steady:]) + " s")
+            + ", ".join(f"{x:.3f}" for x in out["steady_blocked_s"][-steady:])
+            + " s, durable after "
+            + ", ".join(f"{x:.3f}" for x in out["steady_durable_s"][-steady:])
+            + " s"
+        )
     return out
 
 
 def fresh_process_runs(work: Path, size_mib: float, repeats: int) -> dict[str, list[dict[str, Any]]]:
     """Restores (warm page cache) and saves, each in a fresh process: time and peak RSS."""
-    restores = {"restore-waypoint": work / "wp-full", "restore-waypoint-noverify": work / "wp-full",
-                "restore-torch": work / "state.pt"}
+    restores = {
+        "restore-waypoint": work / "wp-full",
+        "restore-waypoint-noverify": work / "wp-full",
+        "restore-torch": work / "state.pt",
+    }
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in [*restores, "save-waypoint", "save-torch"]}
     for r in range(repeats):
         for kind in rotated(list(restores), r):
@@ -199,8 +233,10 @@ def fresh_process_runs(work: Path, size_mib: float, repeats: int) -> dict[str, l
             settle()
             out[kind].append(run_child(kind, target, size_mib))
             h.remove(target)
-        log("  rep {}: ".format(r) + ", ".join(f"{k} {v[-1]['seconds']:.3f} s / +{v[-1]['peak_above_baseline'] / MiB:.0f} MiB"
-                                              for k, v in out.items()))
+        log(
+            f"  rep {r}: "
+            + ", ".join(f"{k} {v[-1]['seconds']:.3f} s / +{v[-1]['peak_above_baseline'] / MiB:.0f} MiB" for k, v in out.items())
+        )
     return out
 
 
@@ -209,52 +245,163 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
     """The table: one row per figure, with its reference, ratio, target and whether the target is met."""
     med, gib = statistics.median, nbytes / GiB
     sv, ts = med(full["waypoint"]), med(full["torch"])
-    dk, disk_name = min((med(full["disk"]), "disk seq write+fsync"), (med(full["disk-direct"]), "disk O_DIRECT write+fsync"),
-                        key=lambda x: x[0] if x[0] == x[0] else float("inf"))  # the faster way (NaN: unsupported)
+    dk, disk_name = min(
+        (med(full["disk"]), "disk seq write+fsync"),
+        (med(full["disk-direct"]), "disk O_DIRECT write+fsync"),
+        key=lambda x: x[0] if x[0] == x[0] else float("inf"),
+    )  # the faster way (NaN: unsupported)
     rs = {k: med([x["seconds"] for x in v]) for k, v in fresh.items()}
     rss = {k: med([x["peak_above_baseline"] for x in v]) for k, v in fresh.items()}
     rows: list[dict[str, Any]] = []
 
-    def row(key: str, name: str, unit: str, wp: float, ref_name: str, ref: float, ratio: float,
-            target: str | None = None) -> None:
+    def row(
+        key: str, name: str, unit: str, wp: float, ref_name: str, ref: float, ratio: float, target: str | None = None
+    ) -> None:
         met = None if target is None else (ratio >= float(target[3:-1]) if target[0] == ">" else ratio <= float(target[3:-1]))
-        rows.append({"key": key, "figure": name, "unit": unit, "waypoint": wp, "reference_name": ref_name,
-                     "reference": ref, "ratio": ratio, "target": target, "met": met})
+        rows.append(
+            {
+                "key": key,
+                "figure": name,
+                "unit": unit,
+                "waypoint": wp,
+                "reference_name": ref_name,
+                "reference": ref,
+                "ratio": ratio,
+                "target": target,
+                "met": met,
+            }
+        )
 
-    row("save_vs_torch", "save throughput (1st save of a store)", "GiB/s", gib / sv, "torch.save+fsync", gib / ts,
-        ts / sv, ">= 1.0x")
-    row("save_vs_disk", "save throughput (1st save of a store)", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv,
-        ">= 0.7x")
+    row(
+        "save_vs_torch",
+        "save throughput (1st save of a store)",
+        "GiB/s",
+        gib / sv,
+        "torch.save+fsync",
+        gib / ts,
+        ts / sv,
+        ">= 1.0x",
+    )
+    row("save_vs_disk", "save throughput (1st save of a store)", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv, ">= 0.7x")
     tl = rs["restore-torch"]
-    row("restore_vs_torch", "restore throughput (verified, default)", "GiB/s", gib / rs["restore-waypoint"],
-        "torch.load", gib / tl, tl / rs["restore-waypoint"], ">= 2.0x")
-    row("restore_noverify_vs_torch", "restore throughput (verify=False)", "GiB/s",
-        gib / rs["restore-waypoint-noverify"], "torch.load", gib / tl, tl / rs["restore-waypoint-noverify"])
+    row(
+        "restore_vs_torch",
+        "restore throughput (verified, default)",
+        "GiB/s",
+        gib / rs["restore-waypoint"],
+        "torch.load",
+        gib / tl,
+        tl / rs["restore-waypoint"],
+        ">= 2.0x",
+    )
+    row(
+        "restore_noverify_vs_torch",
+        "restore throughput (verify=False)",
+        "GiB/s",
+        gib / rs["restore-waypoint-noverify"],
+        "torch.load",
+        gib / tl,
+        tl / rs["restore-waypoint-noverify"],
+    )
     steady = med(inc["full_s"])
-    row("save_first_nocopy", "1st save of a store, no retained copy", "s", med(inc["nocopy_first_s"]), "with copy",
-        med(inc["first_s"]), med([a / b for a, b in zip(inc["nocopy_first_s"], inc["first_s"])]))
-    row("save_steady", "save, all changed (2nd save of a store)", "s", steady, "1st save", med(inc["first_s"]),
-        med([a / b for a, b in zip(inc["full_s"], inc["first_s"])]))
-    row("save_steady_nocopy", "  same, no retained copy", "s", med(inc["nocopy_full_s"]), "with copy", steady,
-        med([a / b for a, b in zip(inc["nocopy_full_s"], inc["full_s"])]))
-    row("incremental_bytes", "75%-unchanged save: bytes written", "MiB", med(inc["second_bytes"]) / MiB,
-        "all-changed save", med(inc["full_bytes"]) / MiB,
-        med([a / b for a, b in zip(inc["second_bytes"], inc["full_bytes"])]), "<= 0.26x")
-    row("incremental_time", "75%-unchanged save: time", "s", med(inc["second_s"]), "all-changed save", steady,
-        med([a / b for a, b in zip(inc["second_s"], inc["full_s"])]), "<= 0.30x")
-    row("incremental_time_nocopy", "  same, no retained copy", "s", med(inc["nocopy_second_s"]),
-        "all-changed, no copy", med(inc["nocopy_full_s"]),
-        med([a / b for a, b in zip(inc["nocopy_second_s"], inc["nocopy_full_s"])]))
-    row("async_blocked_first", "async save: caller blocked, 1st save", "s", med(asy["blocked_s"]),
-        "blocking 1st save", sv, med(asy["blocked_s"]) / sv)
-    row("async_blocked", "async save: caller blocked, later saves", "s", med(asy["steady_blocked_s"]),
-        "blocking all-changed save", steady, med(asy["steady_blocked_s"]) / steady, "<= 0.10x")
-    row("async_durable", "async save: until durable, later saves", "s", med(asy["steady_durable_s"]),
-        "blocking all-changed save", steady, med(asy["steady_durable_s"]) / steady)
-    for key, kind, ref, label in (("rss_save", "save-waypoint", "save-torch", "peak RSS above baseline: save"),
-                                  ("rss_restore", "restore-waypoint", "restore-torch", "peak RSS above baseline: restore")):
-        row(key, label, "MiB", rss[kind] / MiB, f"state size ({ref}: {rss[ref] / MiB:.0f} MiB)", nbytes / MiB,
-            rss[kind] / nbytes, "<= 1.1x")
+    row(
+        "save_first_nocopy",
+        "1st save of a store, no retained copy",
+        "s",
+        med(inc["nocopy_first_s"]),
+        "with copy",
+        med(inc["first_s"]),
+        med([a / b for a, b in zip(inc["nocopy_first_s"], inc["first_s"])]),
+    )
+    row(
+        "save_steady",
+        "save, all changed (2nd save of a store)",
+        "s",
+        steady,
+        "1st save",
+        med(inc["first_s"]),
+        med([a / b for a, b in zip(inc["full_s"], inc["first_s"])]),
+    )
+    row(
+        "save_steady_nocopy",
+        "  same, no retained copy",
+        "s",
+        med(inc["nocopy_full_s"]),
+        "with copy",
+        steady,
+        med([a / b for a, b in zip(inc["nocopy_full_s"], inc["full_s"])]),
+    )
+    row(
+        "incremental_bytes",
+        "75%-unchanged save: bytes written",
+        "MiB",
+        med(inc["second_bytes"]) / MiB,
+        "all-changed save",
+        med(inc["full_bytes"]) / MiB,
+        med([a / b for a, b in zip(inc["second_bytes"], inc["full_bytes"])]),
+        "<= 0.26x",
+    )
+    row(
+        "incremental_time",
+        "75%-unchanged save: time",
+        "s",
+        med(inc["second_s"]),
+        "all-changed save",
+        steady,
+        med([a / b for a, b in zip(inc["second_s"], inc["full_s"])]),
+        "<= 0.30x",
+    )
+    row(
+        "incremental_time_nocopy",
+        "  same, no retained copy",
+        "s",
+        med(inc["nocopy_second_s"]),
+        "all-changed, no copy",
+        med(inc["nocopy_full_s"]),
+        med([a / b for a, b in zip(inc["nocopy_second_s"], inc["nocopy_full_s"])]),
+    )
+    row(
+        "async_blocked_first",
+        "async save: caller blocked, 1st save",
+        "s",
+        med(asy["blocked_s"]),
+        "blocking 1st save",
+        sv,
+        med(asy["blocked_s"]) / sv,
+    )
+    row(
+        "async_blocked",
+        "async save: caller blocked, later saves",
+        "s",
+        med(asy["steady_blocked_s"]),
+        "blocking all-changed save",
+        steady,
+        med(asy["steady_blocked_s"]) / steady,
+        "<= 0.10x",
+    )
+    row(
+        "async_durable",
+        "async save: until durable, later saves",
+        "s",
+        med(asy["steady_durable_s"]),
+        "blocking all-changed save",
+        steady,
+        med(asy["steady_durable_s"]) / steady,
+    )
+    for key, kind, ref, label in (
+        ("rss_save", "save-waypoint", "save-torch", "peak RSS above baseline: save"),
+        ("rss_restore", "restore-waypoint", "restore-torch", "peak RSS above baseline: restore"),
+    ):
+        row(
+            key,
+            label,
+            "MiB",
+            rss[kind] / MiB,
+            f"state size ({ref}: {rss[ref] / MiB:.0f} MiB)",
+            nbytes / MiB,
+            rss[kind] / nbytes,
+            "<= 1.1x",
+        )
     return rows
 
 
@@ -263,8 +410,10 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [head, "-" * (len(head) + 20)]
     for r in rows:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
-        lines.append(f"{r['figure']:42s} {r['waypoint']:10.3f} {r['reference']:10.3f}  {r['ratio']:5.2f}x  "
-                     f"{r['target'] or '':8s} {met:4s} {r['unit']}; vs {r['reference_name']}")
+        lines.append(
+            f"{r['figure']:42s} {r['waypoint']:10.3f} {r['reference']:10.3f}  {r['ratio']:5.2f}x  "
+            f"{r['target'] or '':8s} {met:4s} {r['unit']}; vs {r['reference_name']}"
+        )
     return lines
 
 
@@ -272,8 +421,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=float, default=1024, help="state size in MiB (default 1024)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are reported (default 3)")
-    ap.add_argument("--dir", type=Path, default=REPO / "bench" / "results" / "tmp",
-                    help="parent of the temporary work dir (default: bench/results/tmp, the repo's filesystem)")
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=REPO / "bench" / "results" / "tmp",
+        help="parent of the temporary work dir (default: bench/results/tmp, the repo's filesystem)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "checkpoint_io.json")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     args = ap.parse_args()
@@ -311,23 +464,40 @@ def main() -> None:
         fresh = fresh_process_runs(work, args.size_mib, args.repeats)
         rows = build_rows(nbytes, full, inc, asy, fresh)
         other = load.other_cores()
-        lines = [f"Checkpoint I/O: {len(sizes)} fp32 tensors, {nbytes / GiB:.3f} GiB (tensors {sizes[0] / 1024:.0f} KiB"
-                 f" .. {sizes[-1] / MiB:.0f} MiB, median {sizes[len(sizes) // 2] / 1024:.0f} KiB); medians of "
-                 f"{args.repeats} runs",
-                 f"work dir {work} ({fs['fstype']} on {fs['device']}, mount {fs['mount']}); restores read WARM "
-                 "page cache (both sides), each in a fresh process",
-                 f"{os.cpu_count()} CPUs; other processes used {other:.2f} cores on average during the run; "
-                 f"restored state equals saved: {equal}", "", *table(rows)]
+        lines = [
+            f"Checkpoint I/O: {len(sizes)} fp32 tensors, {nbytes / GiB:.3f} GiB (tensors {sizes[0] / 1024:.0f} KiB"
+            f" .. {sizes[-1] / MiB:.0f} MiB, median {sizes[len(sizes) // 2] / 1024:.0f} KiB); medians of "
+            f"{args.repeats} runs",
+            f"work dir {work} ({fs['fstype']} on {fs['device']}, mount {fs['mount']}); restores read WARM "
+            "page cache (both sides), each in a fresh process",
+            f"{os.cpu_count()} CPUs; other processes used {other:.2f} cores on average during the run; "
+            f"restored state equals saved: {equal}",
+            "",
+            *table(rows),
+        ]
         print("\n".join(lines))
-        doc = {"env": {"fs": fs, "state_bytes": nbytes, "n_tensors": len(sizes), "tensor_bytes_min_median_max":
-                       [sizes[0], sizes[len(sizes) // 2], sizes[-1]], "repeats": args.repeats,
-                       "cpu_count": os.cpu_count(), "other_processes_cores": round(other, 3),
-                       "loadavg_start_end": [loadavg_start, os.getloadavg()[0]], "torch": torch.__version__,
-                       "python": platform.python_version(), "kernel": platform.release(), "page_cache": "warm",
-                       "restored_state_equal": equal, "incremental_changed": changed,
-                       "seconds_total": round(time.perf_counter() - t_start, 1)},
-               "rows": rows, "table": lines,
-               "samples": {"full_saves_s": full, "incremental": inc, "async": asy, "fresh_process": fresh}}
+        doc = {
+            "env": {
+                "fs": fs,
+                "state_bytes": nbytes,
+                "n_tensors": len(sizes),
+                "tensor_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
+                "repeats": args.repeats,
+                "cpu_count": os.cpu_count(),
+                "other_processes_cores": round(other, 3),
+                "loadavg_start_end": [loadavg_start, os.getloadavg()[0]],
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "kernel": platform.release(),
+                "page_cache": "warm",
+                "restored_state_equal": equal,
+                "incremental_changed": changed,
+                "seconds_total": round(time.perf_counter() - t_start, 1),
+            },
+            "rows": rows,
+            "table": lines,
+            "samples": {"full_saves_s": full, "incremental": inc, "async": asy, "fresh_process": fresh},
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=1))
         log(f"[bench] wrote {args.out} in {time.perf_counter() - t_start:.0f} s")

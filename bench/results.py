@@ -6,7 +6,8 @@ baseline, the same final rack trained end to end for the same number of steps) i
 directories under ``--dir`` (default ``bench/results/runs``), then reads each run's ``metrics.jsonl``:
 
 - the monitored metric at the first validation (the untrained network), at the end and at its best;
-- every ``val/baseline_*`` (and ``<metric>_*``, e.g. ``val/knn_top1_raw_pixels``) figure the task logged (computed by the task from the same held-out data:
+- every ``val/baseline_*`` (and ``<metric>_*``, e.g. ``val/knn_top1_raw_pixels``) figure the task logged
+  (computed by the task from the same held-out data:
   raw-pixel and untrained kNN for DINO, support-set mean mask and fitted threshold for UniverSeg, the
   held-out unigram bits/byte for Stack-Wise);
 - steps and wall time of the run (the shared 2-core machine makes wall times noisy: say so when quoting).
@@ -17,6 +18,7 @@ It asserts nothing about the values.
 
 Usage: ``.venv/bin/python bench/results.py [--smoke] [--only dino,universeg,stackwise] [--dir DIR]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 FAMILIES: dict[str, list[tuple[str, list[str], str, str]]] = {
     "dino": [("dino", ["model=dino", "trainer.max_epochs=40"], "val/knn_top1", "max")],
     "universeg": [("universeg", ["model=universeg"], "val/dice", "max")],
-    "stackwise": [("stackwise (progressive)", ["model=stackwise"], "val/bpb", "min"),
-                  ("stackwise (end-to-end baseline)", ["model=stackwise", "model.strategy=end_to_end"], "val/bpb", "min")],
+    "stackwise": [
+        ("stackwise (progressive)", ["model=stackwise"], "val/bpb", "min"),
+        ("stackwise (end-to-end baseline)", ["model=stackwise", "model.strategy=end_to_end"], "val/bpb", "min"),
+    ],
 }
 
 
@@ -66,9 +70,16 @@ def summarise(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, A
             if (key.startswith("val/baseline_") or key.startswith(metric + "_")) and key not in baselines:
                 baselines[key] = value
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
-    return {"metric": metric, "mode": mode, "untrained": val[0][metric] if val[0].get("step", 0) == 0 else None,
-            "final": val[-1][metric], "best": best[metric], "best_step": best.get("step"), "steps": steps,
-            "baselines": baselines}
+    return {
+        "metric": metric,
+        "mode": mode,
+        "untrained": val[0][metric] if val[0].get("step", 0) == 0 else None,
+        "final": val[-1][metric],
+        "best": best[metric],
+        "best_step": best.get("step"),
+        "steps": steps,
+        "baselines": baselines,
+    }
 
 
 def run_one(name: str, overrides: list[str], run_dir: Path, smoke: bool) -> tuple[int, float, str]:
@@ -90,8 +101,13 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def fmt(value: Optional[float]) -> str:
@@ -100,18 +116,27 @@ def fmt(value: Optional[float]) -> str:
 
 def markdown(results: list[dict[str, Any]], info: dict[str, Any], smoke: bool) -> str:
     """The README table."""
-    lines = [f"Measured by `bench/results.py{' --smoke' if smoke else ''}` on {info['cpus']} CPUs "
-             f"({info['platform']}, torch {info['torch']}, CUDA {'yes' if info['cuda'] else 'no'}).", "",
-             "| run | metric | untrained | final | best (step) | baselines | steps | wall time |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured by `bench/results.py{' --smoke' if smoke else ''}` on {info['cpus']} CPUs "
+        f"({info['platform']}, torch {info['torch']}, CUDA {'yes' if info['cuda'] else 'no'}).",
+        "",
+        "| run | metric | untrained | final | best (step) | baselines | steps | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['name']} | {r['error']} | | | | | | {r['wall_s']:.0f} s |")
             continue
-        base = ", ".join(f"{k.removeprefix('val/baseline_').removeprefix(r['metric'] + '_')} {v:.3f}"
-                         for k, v in r["baselines"].items()) or "-"
-        lines.append(f"| {r['name']} | `{r['metric']}` ({r['mode']}) | {fmt(r['untrained'])} | {fmt(r['final'])} | "
-                     f"{fmt(r['best'])} ({r['best_step']}) | {base} | {r['steps']} | {r['wall_s'] / 60:.1f} min |")
+        base = (
+            ", ".join(
+                f"{k.removeprefix('val/baseline_').removeprefix(r['metric'] + '_')} {v:.3f}" for k, v in r["baselines"].items()
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {r['name']} | `{r['metric']}` ({r['mode']}) | {fmt(r['untrained'])} | {fmt(r['final'])} | "
+            f"{fmt(r['best'])} ({r['best_step']}) | {base} | {r['steps']} | {r['wall_s'] / 60:.1f} min |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,2 +1,3 @@
 """Waypoint: training that cannot lose work."""
+
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ copied only when everything it names is sound. A file already at the destination
 SHA-256 equals the source's, so a damaged copy of the same size is repaired. Re-running copies only
 what the destination lacks or holds wrong.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,9 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         source = run if run is not None else ck
         if _inside(Path(root), source):
-            raise BackupRefusedError(f"the destination {dest} lies inside the run being backed up ({source}); "
-                                     "choose a destination outside it")
+            raise BackupRefusedError(
+                f"the destination {dest} lies inside the run being backed up ({source}); choose a destination outside it"
+            )
     copied: list[str] = []
     repaired: list[str] = []
     damaged: dict[str, str] = {}
@@ -131,5 +133,13 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
             continue
         put(path, rel, sha)
     packs = sum(1 for rel in copied if rel.startswith("checkpoints/packs/"))
-    return {"dest": dest, "copied": copied, "repaired": repaired, "copied_bytes": total_bytes, "packs_copied": packs,
-            "unchanged": skipped, "damaged": damaged, "changed_during_backup": changed}
+    return {
+        "dest": dest,
+        "copied": copied,
+        "repaired": repaired,
+        "copied_bytes": total_bytes,
+        "packs_copied": packs,
+        "unchanged": skipped,
+        "damaged": damaged,
+        "changed_during_backup": changed,
+    }

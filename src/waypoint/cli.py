@@ -5,6 +5,7 @@ directory (meaning its latest checkpoint) or ``RUN_DIR@SELECTOR`` with a selecto
 ``step:N``, ``tag:NAME`` or a checkpoint name. Exit codes: 0 ok, 1 a check failed, 2 usage error, 141 the
 reader of the output went away (``| head``), quietly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,12 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError
+from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError, refs
 from waypoint.checkpoint import manifest as mf
-from waypoint.checkpoint import refs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)
@@ -93,8 +94,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for i in infos:
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
             status = "" if i.valid else f"  DAMAGED: {i.problem}"
-            print(f"{i.name:<18} {i.step:>8} {'-' if i.epoch is None else i.epoch:>5}  {_human(i.logical_bytes):>9}  "
-                  f"{created:<19}  {i.digest[:12]:<12}  [{','.join(i.all_tags) or '-'}] {_metrics_text(i.metrics)}{status}")
+            print(
+                f"{i.name:<18} {i.step:>8} {'-' if i.epoch is None else i.epoch:>5}  {_human(i.logical_bytes):>9}  "
+                f"{created:<19}  {i.digest[:12]:<12}  [{','.join(i.all_tags) or '-'}] {_metrics_text(i.metrics)}{status}"
+            )
+
     _emit(args, [i.to_json() for i in infos], text)
     return EXIT_OK
 
@@ -109,6 +113,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for name, problems in report.items():
             print(f"{'ok      ' if not problems else 'DAMAGED '} {name}" + (f": {'; '.join(problems)}" if problems else ""))
         print(f"{len(report) - len(bad)} of {len(report)} checkpoints verify" + (f"; damaged: {', '.join(bad)}" if bad else ""))
+
     _emit(args, {"ok": not bad, "checked": len(report), "damaged": bad}, text)
     return EXIT_FAILED if bad else EXIT_OK
 
@@ -118,10 +123,20 @@ def cmd_du(args: argparse.Namespace) -> int:
     with open_store(args.run_dir) as mgr:
         infos = [i for i in mgr.list() if i.valid]
         logical, physical = sum(i.logical_bytes for i in infos), mgr.store.physical_bytes()
-    doc = {"checkpoints": len(infos), "logical_bytes": logical, "physical_bytes": physical,
-           "ratio": round(physical / logical, 4) if logical else None}
-    _emit(args, doc, lambda: print(f"{len(infos)} checkpoints: logical {_human(logical)}, physical {_human(physical)}"
-                                   + (f" ({doc['ratio']:.2f}x of logical)" if logical else "")))
+    doc = {
+        "checkpoints": len(infos),
+        "logical_bytes": logical,
+        "physical_bytes": physical,
+        "ratio": round(physical / logical, 4) if logical else None,
+    }
+    _emit(
+        args,
+        doc,
+        lambda: print(
+            f"{len(infos)} checkpoints: logical {_human(logical)}, physical {_human(physical)}"
+            + (f" ({doc['ratio']:.2f}x of logical)" if logical else "")
+        ),
+    )
     return EXIT_OK
 
 
@@ -132,10 +147,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         wanted = mgr.one(selector).name  # NoCheckpointError (one sentence) on an empty store
         info = next(i for i in mgr.list() if i.name == wanted)
         manifest = mf.load(info.path)
-    doc = {**info.to_json(), "path": str(info.path), "config_hash": manifest.get("config_hash"),
-           "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions"), "meta": manifest.get("meta"),
-           "notes": manifest.get("notes", []), "tensors": len(manifest["tensors"]), "packs": sorted(manifest["packs"]),
-           "packs_bytes": sum(p["bytes"] for p in manifest["packs"].values())}
+    doc = {
+        **info.to_json(),
+        "path": str(info.path),
+        "config_hash": manifest.get("config_hash"),
+        "git_commit": manifest.get("git_commit"),
+        "versions": manifest.get("versions"),
+        "meta": manifest.get("meta"),
+        "notes": manifest.get("notes", []),
+        "tensors": len(manifest["tensors"]),
+        "packs": sorted(manifest["packs"]),
+        "packs_bytes": sum(p["bytes"] for p in manifest["packs"].values()),
+    }
 
     def text() -> None:
         print(f"{info.name}  step {info.step}  epoch {info.epoch}  tags [{','.join(info.all_tags) or '-'}]")
@@ -145,6 +168,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  config    {doc['config_hash'] or '-'}  git {doc['git_commit'] or '-'}  versions {doc['versions']}")
         for n in doc["notes"]:
             print(f"  note      {time.strftime('%Y-%m-%d %H:%M', time.localtime(n['at']))} {n['note']}")
+
     _emit(args, doc, text)
     return EXIT_OK
 
@@ -152,15 +176,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     """Per-tensor changes, added/removed keys and JSON-state differences between two checkpoints."""
     from waypoint.analysis.compare import diff_checkpoints
+
     (run_a, sel_a), (run_b, sel_b) = parse_ref(args.a), parse_ref(args.b)
     with open_store(run_a) as mgr_a, open_store(run_b) as mgr_b:
         doc = diff_checkpoints(mgr_a, sel_a, mgr_b, sel_b)
 
     def text() -> None:
-        print(f"{doc['a']} (step {doc['a_step']}) -> {doc['b']} (step {doc['b_step']})"
-              + ("  identical state" if doc["same_state"] else ""))
-        print(f"  tensors: {len(doc['changed'])} changed, {doc['unchanged']} unchanged, {len(doc['added'])} added, "
-              f"{len(doc['removed'])} removed, {len(doc['dtype_or_shape_changed'])} reshaped")
+        print(
+            f"{doc['a']} (step {doc['a_step']}) -> {doc['b']} (step {doc['b_step']})"
+            + ("  identical state" if doc["same_state"] else "")
+        )
+        print(
+            f"  tensors: {len(doc['changed'])} changed, {doc['unchanged']} unchanged, {len(doc['added'])} added, "
+            f"{len(doc['removed'])} removed, {len(doc['dtype_or_shape_changed'])} reshaped"
+        )
         for row in doc["changed"][: args.top]:
             print(f"  {row['rel_change']:10.3e}  {row['key']}")
         for key in doc["added"][: args.top]:
@@ -171,6 +200,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"  json {row['path']}: {_short(row['a'])} -> {_short(row['b'])}")
         for k, m in doc["metrics"].items():
             print(f"  metric {k}: {m['a']} -> {m['b']}")
+
     _emit(args, doc, text)
     return EXIT_OK
 
@@ -203,8 +233,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with open_store(args.run_dir, write=True) as mgr:
         report = mgr.gc(keep_last=args.keep_last, dry_run=args.dry_run)
     listed = f"{len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}"
-    text = (f"would delete {listed}; would free at least {_human(report['freed_bytes'])}" if args.dry_run else
-            f"deleted {listed}; {len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}")
+    text = (
+        f"would delete {listed}; would free at least {_human(report['freed_bytes'])}"
+        if args.dry_run
+        else f"deleted {listed}; {len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}"
+    )
     _emit(args, report, lambda: print(text))
     return EXIT_OK
 
@@ -215,25 +248,37 @@ def cmd_rm(args: argparse.Namespace) -> int:
     with open_store(run, write=not args.dry_run) as mgr:
         report = mgr.delete(selector, force=args.force, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
-    _emit(args, report, lambda: print(f"{verb} {report['deleted']} (step {report['step']})"
-                                      + (f", which was {' and '.join(report['was'])}" if report["was"] else "")
-                                      + f"; {'would free at least' if args.dry_run else 'freed'} {_human(report['freed_bytes'])}"))
+    _emit(
+        args,
+        report,
+        lambda: print(
+            f"{verb} {report['deleted']} (step {report['step']})"
+            + (f", which was {' and '.join(report['was'])}" if report["was"] else "")
+            + f"; {'would free at least' if args.dry_run else 'freed'} {_human(report['freed_bytes'])}"
+        ),
+    )
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint (or one part of it) to a safetensors or .pt file."""
     from waypoint.checkpoint.transfer import export_checkpoint
+
     run, selector = parse_ref(args.ref)
     with open_store(run) as mgr:
         doc = export_checkpoint(mgr, selector, args.out, part=args.part, fmt=args.format)
-    _emit(args, doc, lambda: print(f"exported {doc['tensors']} tensors of {doc['checkpoint']} to {doc['path']} ({_human(doc['bytes'])})"))
+    _emit(
+        args,
+        doc,
+        lambda: print(f"exported {doc['tensors']} tensors of {doc['checkpoint']} to {doc['path']} ({_human(doc['bytes'])})"),
+    )
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a foreign .pt/.pth/.ckpt file as a checkpoint (weights-only; code-executing pickles are refused)."""
     from waypoint.checkpoint.transfer import ImportRefusedError, import_into
+
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
     root = Path(args.run_dir) / "checkpoints" if Path(args.run_dir).name != "checkpoints" else Path(args.run_dir)
@@ -248,6 +293,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
     from waypoint.backup import BackupRefusedError, backup_run
+
     checkpoints_root(args.run_dir)
     try:
         doc = backup_run(args.run_dir, args.dest)
@@ -255,11 +301,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     def text() -> None:
-        print(f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}"
-              + (f" ({len(doc['repaired'])} repaired at the destination)" if doc["repaired"] else "")
-              + f"; {doc['unchanged']} already there")
+        print(
+            f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}"
+            + (f" ({len(doc['repaired'])} repaired at the destination)" if doc["repaired"] else "")
+            + f"; {doc['unchanged']} already there"
+        )
         for rel, problem in doc["damaged"].items():
             print(f"DAMAGED  {rel}: {problem} (not copied)")
+
     _emit(args, doc, text)
     return EXIT_FAILED if doc["damaged"] else EXIT_OK
 
@@ -277,9 +326,12 @@ def _step_arg(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``waypoint`` command."""
-    parser = argparse.ArgumentParser(prog="waypoint", description="Inspect and manage Waypoint checkpoints.",
-                                     epilog="REF: a checkpoint dir, a run dir (its latest) or RUN_DIR@SELECTOR. "
-                                            "Exit codes: 0 ok, 1 check failed, 2 usage error.")
+    parser = argparse.ArgumentParser(
+        prog="waypoint",
+        description="Inspect and manage Waypoint checkpoints.",
+        epilog="REF: a checkpoint dir, a run dir (its latest) or RUN_DIR@SELECTOR. "
+        "Exit codes: 0 ok, 1 check failed, 2 usage error.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable, example: str, *, json_out: bool = True) -> argparse.ArgumentParser:
@@ -290,18 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    for name, fn, example in (("ls", cmd_ls, "waypoint ls outputs/dino/run --json"),
-                              ("verify", cmd_verify, "waypoint verify outputs/dino/run"),
-                              ("du", cmd_du, "waypoint du outputs/stackwise/run --json")):
+    for name, fn, example in (
+        ("ls", cmd_ls, "waypoint ls outputs/dino/run --json"),
+        ("verify", cmd_verify, "waypoint verify outputs/dino/run"),
+        ("du", cmd_du, "waypoint du outputs/stackwise/run --json"),
+    ):
         add(name, fn, example).add_argument("run_dir", metavar="RUN_DIR", help="a run directory or its checkpoints/ directory")
     add("show", cmd_show, "waypoint show outputs/dino/run@best").add_argument("ref", metavar="REF")
     p = add("diff", cmd_diff, "waypoint diff outputs/dino/run@step:100 outputs/dino/run@latest")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--top", type=int, default=15, help="rows of each kind to print (default 15)")
-    for name, fn, example in (("tag", cmd_tag, "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'used in fig 3'"),
-                              ("untag", cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3"),
-                              ("pin", cmd_pin, "waypoint pin outputs/dino/run@best --note 'submitted model'")):
+    for name, fn, example in (
+        ("tag", cmd_tag, "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'used in fig 3'"),
+        ("untag", cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3"),
+        ("pin", cmd_pin, "waypoint pin outputs/dino/run@best --note 'submitted model'"),
+    ):
         p = add(name, fn, example)
         p.add_argument("ref", metavar="REF")
         if name != "pin":
@@ -325,8 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--step", type=_step_arg, default=None, help="step to record (default: from the file, else 0)")
     p.add_argument("--force", action="store_true", help="import into a run that holds training checkpoints")
-    p.add_argument("--max-bytes", type=_step_arg, default=None, metavar="N",
-                   help="allow the file to expand to N bytes (default: 4x its size plus 64 MiB)")
+    p.add_argument(
+        "--max-bytes",
+        type=_step_arg,
+        default=None,
+        metavar="N",
+        help="allow the file to expand to N bytes (default: 4x its size plus 64 MiB)",
+    )
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")

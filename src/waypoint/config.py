@@ -5,14 +5,16 @@ type fails at start with the key's name. Task modules export ``CONFIG_SCHEMAS`` 
 for their model and data configs; ``register()`` collects them. ``validate()`` checks the values the schemas
 cannot (ranges), and every refusal of a configuration or input is a ``ConfigError`` naming the key.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
@@ -129,8 +131,12 @@ def register() -> None:
     """Register the run schema, the group schemas and every task module's schemas."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    for group, node in (("trainer", TrainerConfig), ("checkpoint", CheckpointConfig),
-                        ("hardware", HardwareConfig), ("logger", LoggerConfig)):
+    for group, node in (
+        ("trainer", TrainerConfig),
+        ("checkpoint", CheckpointConfig),
+        ("hardware", HardwareConfig),
+        ("logger", LoggerConfig),
+    ):
         cs.store(group=group, name=f"{group}_schema", node=node)
     for module in TASK_MODULES:
         try:
@@ -202,7 +208,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"checkpoint.milestone_fractions must lie in (0, 1], got {bad_fractions}")
     if not _select(cfg, "trainer.max_epochs") and not _select(cfg, "trainer.max_steps"):
         raise ConfigError("trainer.max_epochs and trainer.max_steps are both null; set one of them to a positive number")
-
 
 
 def describe_hydra_error(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 A leaf module (standard library and torch only) so that both the data sources and the model families
 draw from it without importing each other.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -11,6 +11,7 @@ step_*``...). A first pass records the events of a commit; then each event is re
 
 The store itself is never patched: only the operating system's answers change.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,8 +71,14 @@ class Syscalls:
 
     @contextmanager
     def active(self) -> Iterator[Syscalls]:
-        real = {"pwrite": os.pwrite, "write": os.write, "fsync": os.fsync, "mkdir": os.mkdir,
-                "replace": os.replace, "renameat2": durable._renameat2}
+        real = {
+            "pwrite": os.pwrite,
+            "write": os.write,
+            "fsync": os.fsync,
+            "mkdir": os.mkdir,
+            "replace": os.replace,
+            "renameat2": durable._renameat2,
+        }
         root = self.root
 
         def pwrite(fd, data, offset):
@@ -106,7 +113,12 @@ class Syscalls:
             yield self
         finally:
             os.pwrite, os.write, os.fsync, os.mkdir, os.replace = (
-                real["pwrite"], real["write"], real["fsync"], real["mkdir"], real["replace"])
+                real["pwrite"],
+                real["write"],
+                real["fsync"],
+                real["mkdir"],
+                real["replace"],
+            )
             durable._renameat2 = real["renameat2"]
 
 
@@ -122,6 +134,7 @@ def states() -> tuple[dict, dict]:
 def commit_step_2(root: Path, calls: Syscalls) -> object:
     """Open the store (outside the injection), then commit step 2 with the system calls wrapped."""
     from waypoint.checkpoint import CheckpointManager
+
     mgr = CheckpointManager(root)
     try:
         with calls.active():

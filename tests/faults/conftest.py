@@ -1,4 +1,5 @@
 """Fixtures of the fault tests (real processes, real files; the store is never mocked)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ from waypoint.checkpoint import CheckpointManager  # noqa: E402
 def run_python(code: str, *args: str, timeout: float = 120, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (faultkit importable); returns the completed process."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, **kw)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"child failed with exit code {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

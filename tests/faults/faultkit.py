@@ -4,6 +4,7 @@ inspection of a checkpoints root straight from the files (independent of the sto
 Imported by the tests (via conftest.py, which puts this folder on sys.path) and by the child
 processes they start (save_zygote.py, child scripts).
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,9 @@ def assert_state_equal(got: Any, want: Any, path: str = "") -> None:
     if isinstance(want, torch.Tensor):
         assert isinstance(got, torch.Tensor), f"{path}: not a tensor"
         assert got.dtype == want.dtype and got.shape == want.shape, f"{path}: dtype/shape differ"
-        assert torch.equal(got.reshape(-1).view(torch.uint8), want.contiguous().reshape(-1).view(torch.uint8)), \
+        assert torch.equal(got.reshape(-1).view(torch.uint8), want.contiguous().reshape(-1).view(torch.uint8)), (
             f"{path}: bytes differ"
+        )
     elif isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), f"{path}: keys differ"
         for k in want:
@@ -128,7 +130,7 @@ def pack_data_offset(pack: Path, tensor_id: str) -> int:
     """File offset of the first data byte of tensor ``tensor_id`` in ``pack``."""
     raw = pack.read_bytes()
     length = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     return 8 + length + header[tensor_id]["data_offsets"][0]
 
 

@@ -7,14 +7,13 @@ tensors, through a non-blocking save). With LIMIT the child sets RLIMIT_FSIZE (S
 writes fail with EFBIG) after the first save; without it the root is expected to sit on a tiny
 filesystem (ENOSPC). Prints one JSON report on stdout.
 """
+
 import json
-import os
 import resource
 import signal
 import sys
 
 import torch
-
 from faultkit import debris
 
 from waypoint.checkpoint import BackgroundSaveError, CheckpointManager, CheckpointWriteError

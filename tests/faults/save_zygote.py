@@ -8,6 +8,7 @@ Line protocol on stdin/stdout:
     spawn ROOT SEED   ->  pid PID        (fork a child that saves into ROOT forever)
     reap PID          ->  status STATUS  (waitpid; the raw wait status)
 """
+
 import os
 import sys
 import traceback
@@ -15,6 +16,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import faultkit  # noqa: E402  (imports torch)
+
 import waypoint.checkpoint  # noqa: E402,F401  (imported before forking)
 
 

@@ -1,4 +1,5 @@
 """`waypoint backup`: verified before it is copied, repaired at the destination by content, never into itself."""
+
 from __future__ import annotations
 
 import json
@@ -85,17 +86,18 @@ def test_a_destination_inside_the_source_is_refused(run, tmp_path, capsys, where
     assert not (tmp_path / "run" / "backup").exists() and not (run / "checkpoints" / "b").exists()
 
 
-
 def test_backups_during_a_live_writer_report_no_damage_and_every_copy_verifies(tmp_path, capsys):
     import subprocess
     import sys
 
     from test_readers_during_a_live_writer import WRITER
+
     root = tmp_path / "run" / "checkpoints"
     with CheckpointManager(root) as mgr:
         mgr.save({"seed": __import__("torch").zeros(1)}, step=0)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "8"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     rounds, reports = 0, []
     try:
         while writer.poll() is None:

@@ -2,6 +2,7 @@
 (pack write, pack fsync, pack rename, packs/ fsync, staging mkdir and writes, their fsyncs, the commit
 rename, the root fsync after it, the index) leaves either the new checkpoint, verified, or nothing; never
 a listed checkpoint with missing data."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from commit_faults import Syscalls, commit_step_2, states
 from faultkit import assert_state_equal
 
@@ -35,10 +35,20 @@ def base(tmp_path_factory):
 
 def test_the_recorded_commit_walks_every_step_of_the_protocol(base):
     _, events = base
-    expected = ["write packs/.tmp-*", "fsync packs/.tmp-*", "rename packs/.tmp-* -> packs/<pack>", "fsync packs",
-                "mkdir .staging-*", "write .staging-*/state.json", "fsync .staging-*/state.json",
-                "write .staging-*/manifest.json", "fsync .staging-*/manifest.json", "fsync .staging-*",
-                "rename .staging-* -> step_000000002", "fsync ."]
+    expected = [
+        "write packs/.tmp-*",
+        "fsync packs/.tmp-*",
+        "rename packs/.tmp-* -> packs/<pack>",
+        "fsync packs",
+        "mkdir .staging-*",
+        "write .staging-*/state.json",
+        "fsync .staging-*/state.json",
+        "write .staging-*/manifest.json",
+        "fsync .staging-*/manifest.json",
+        "fsync .staging-*",
+        "rename .staging-* -> step_000000002",
+        "fsync .",
+    ]
     positions = [events.index(e) for e in expected]
     assert positions == sorted(positions), events
 
@@ -128,8 +138,12 @@ for i in range(n):
 @pytest.mark.slow
 def test_a_sigkill_at_each_commit_step_leaves_the_new_checkpoint_verified_or_nothing(base, tmp_path):
     root, events = base
-    proc = subprocess.run([sys.executable, "-c", KILL_CHILD, str(root), str(tmp_path), str(HERE), str(len(events))],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_CHILD, str(root), str(tmp_path), str(HERE), str(len(events))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = dict(line.split() for line in proc.stdout.split("\n") if line)
     assert len(statuses) == len(events)

@@ -4,6 +4,7 @@ The ``two_step_store`` fixture (conftest.py) holds step 1 {shared, own} and step
 ``shared`` is deduplicated into step 1's pack, so step 2's own pack holds only its new tensor and
 damage to it belongs to step 2 alone, while damage to step 1's pack hits both checkpoints.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-from faultkit import (assert_state_equal, flip_bit, manifest, own_packs, pack_data_offset, pack_of, tensor_id,
-                      truncate)
+from faultkit import assert_state_equal, flip_bit, own_packs, pack_data_offset, pack_of, tensor_id, truncate
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager, CheckpointStore, NoCheckpointError
 
@@ -41,25 +40,30 @@ def _in_manifest(root: Path, name: str, needle: str, skip: int = 0) -> int:
 # Each damage hits only files that belong to checkpoint ``name`` (its own pack, its manifest, its state).
 DAMAGE = {
     "pack data: one bit flipped": lambda root, name: flip_bit(
-        only_pack_of(root, name), pack_data_offset(only_pack_of(root, name), tensor_id(root, name, "own")) + 101, 3),
+        only_pack_of(root, name), pack_data_offset(only_pack_of(root, name), tensor_id(root, name, "own")) + 101, 3
+    ),
     "pack data: last byte flipped": lambda root, name: flip_bit(only_pack_of(root, name), -1, 7),
     "pack header: bit flipped in its JSON": lambda root, name: flip_bit(only_pack_of(root, name), 20, 1),
     "pack header: bit flipped in its padding": lambda root, name: flip_bit(
-        only_pack_of(root, name), _data_start(only_pack_of(root, name)) - 1, 0),
+        only_pack_of(root, name), _data_start(only_pack_of(root, name)) - 1, 0
+    ),
     "pack header: length prefix flipped": lambda root, name: flip_bit(only_pack_of(root, name), 0, 4),
     "pack: truncated by one byte": lambda root, name: truncate(only_pack_of(root, name), -1),
     "pack: truncated to its header": lambda root, name: truncate(only_pack_of(root, name), _data_start(only_pack_of(root, name))),
     "pack: emptied": lambda root, name: truncate(only_pack_of(root, name), 0),
     "pack: deleted": lambda root, name: only_pack_of(root, name).unlink(),
     "manifest.json: bit flipped in the digest": lambda root, name: flip_bit(
-        root / name / "manifest.json", _in_manifest(root, name, '"digest": "', 10), 0),
+        root / name / "manifest.json", _in_manifest(root, name, '"digest": "', 10), 0
+    ),
     "manifest.json: bit flipped in the step": lambda root, name: flip_bit(
-        root / name / "manifest.json", _in_manifest(root, name, '"step": '), 0),
+        root / name / "manifest.json", _in_manifest(root, name, '"step": '), 0
+    ),
     "manifest.json: truncated": lambda root, name: truncate(root / name / "manifest.json", -20),
     "manifest.json: emptied": lambda root, name: truncate(root / name / "manifest.json", 0),
     "manifest.json: deleted": lambda root, name: (root / name / "manifest.json").unlink(),
     "state.json: one bit flipped": lambda root, name: flip_bit(
-        root / name / "state.json", (root / name / "state.json").stat().st_size // 2, 2),
+        root / name / "state.json", (root / name / "state.json").stat().st_size // 2, 2
+    ),
     "state.json: truncated by one byte": lambda root, name: truncate(root / name / "state.json", -1),
     "state.json: deleted": lambda root, name: (root / name / "state.json").unlink(),
     # Not a regular file where one belongs: refused, never read (a FIFO would block a naive open forever).
@@ -109,7 +113,8 @@ def test_restoring_the_damaged_checkpoint_by_name_is_refused(two_step_store, kin
 # ----------------------------------------------------------------------------- shared (deduplicated) packs
 SHARED_DAMAGE = {
     "data of the shared tensor flipped": lambda root: flip_bit(
-        pack_of(root, OLD, "shared"), pack_data_offset(pack_of(root, OLD, "shared"), tensor_id(root, OLD, "shared")) + 7, 5),
+        pack_of(root, OLD, "shared"), pack_data_offset(pack_of(root, OLD, "shared"), tensor_id(root, OLD, "shared")) + 7, 5
+    ),
     "shared pack header flipped": lambda root: flip_bit(pack_of(root, OLD, "shared"), 30, 2),
     "shared pack truncated": lambda root: truncate(pack_of(root, OLD, "shared"), -1),
 }
@@ -183,12 +188,10 @@ def test_every_single_bit_flip_in_a_pack_header_is_detected(two_step_store):
 # ----------------------------------------------------------------------------- the CLI
 def test_cli_verify_exits_1_naming_the_damaged_checkpoint_and_0_when_intact(two_step_store):
     root, _, _ = two_step_store
-    ok = subprocess.run([sys.executable, "-m", "waypoint", "verify", str(root)], capture_output=True, text=True,
-                        timeout=120)
+    ok = subprocess.run([sys.executable, "-m", "waypoint", "verify", str(root)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     DAMAGE["pack data: one bit flipped"](root, NEW)
-    bad = subprocess.run([sys.executable, "-m", "waypoint", "verify", str(root)], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "waypoint", "verify", str(root)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert NEW in bad.stdout and f"DAMAGED  {OLD}" not in bad.stdout
 

@@ -3,6 +3,7 @@
 Real child processes hit real limits: RLIMIT_FSIZE (EFBIG, SIGXFSZ ignored) everywhere, and, where
 ``unshare -rm`` can mount a private tmpfs, a genuinely full filesystem (ENOSPC).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from faultkit import debris
 
 from waypoint.checkpoint import CheckpointManager
@@ -45,11 +45,11 @@ def assert_clean_failure(report: dict, expected_type: str) -> None:
     assert all(p == [] for p in report["verify_after"].values())
 
 
-@pytest.mark.parametrize("mode, expected_type", [("tensors", "CheckpointWriteError"),
-                                                 ("json", "CheckpointWriteError"),
-                                                 ("background", "BackgroundSaveError")])
-def test_file_size_limit_mid_save_is_one_clear_error_and_earlier_checkpoints_survive(python, tmp_path, mode,
-                                                                                     expected_type):
+@pytest.mark.parametrize(
+    "mode, expected_type",
+    [("tensors", "CheckpointWriteError"), ("json", "CheckpointWriteError"), ("background", "BackgroundSaveError")],
+)
+def test_file_size_limit_mid_save_is_one_clear_error_and_earlier_checkpoints_survive(python, tmp_path, mode, expected_type):
     root = tmp_path / "ck"
     report = run_fill_child(python, root, mode, FSIZE_LIMIT)
     assert_clean_failure(report, expected_type)
@@ -67,8 +67,12 @@ def _private_tmpfs_available() -> str | None:
     if shutil.which("unshare") is None:
         return "the unshare command is not installed"
     try:
-        probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || exit 9"],
-                               capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || exit 9"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unshare -rm failed: {exc}"
     if probe.returncode != 0:
@@ -86,15 +90,20 @@ def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp
         mount -t tmpfs -o size=4m tmpfs "$1" || exit 90
         cd "$2" && exec "$3" -c "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')" "$4" "$1/ck" tensors
     """)
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(mnt), str(HERE), sys.executable,
-                           str(FILL_CHILD)], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE)})
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(mnt), str(HERE), sys.executable, str(FILL_CHILD)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert_clean_failure(report, "CheckpointWriteError")
     assert "No space left on device" in report["error"]["message"]
-    assert report["free_after"] >= report["free_before"] - (64 << 10), \
+    assert report["free_after"] >= report["free_before"] - (64 << 10), (
         f"the failed save kept {report['free_before'] - report['free_after']} bytes of the full disk"
+    )
 
 
 INDEX_AFTER_COMMIT = """
@@ -126,7 +135,8 @@ def _save_with_an_index_that_cannot_grow(python, root: Path, mode: str) -> dict:
     committed = (root / "step_000000041" / "manifest.json").exists()
     assert committed, "fixture: step 41 should have been committed before the index write:\n" + proc.stderr[-2000:]
     assert proc.returncode == 0, (
-        "save() raised although its checkpoint was committed (only index.json failed):\n" + proc.stderr[-2000:])
+        "save() raised although its checkpoint was committed (only index.json failed):\n" + proc.stderr[-2000:]
+    )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["name"] == "step_000000041"
     assert report["warnings"], "the index that could not be rewritten was not reported"

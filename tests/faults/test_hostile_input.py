@@ -1,5 +1,6 @@
 """Hostile or broken input to `waypoint import` and the other commands: one sentence, exit 1 or 2 as
 documented, bounded time and memory, and nothing written. One table, one row per input."""
+
 from __future__ import annotations
 
 import os
@@ -34,6 +35,7 @@ def nested(depth: int) -> Callable[[Path], None]:
             torch.save({"deep": value}, path)
         finally:
             sys.setrecursionlimit(old)
+
     return build
 
 
@@ -47,6 +49,7 @@ def shared_references(path: Path) -> None:
 
 def deflated(numel: int) -> Callable[[Path], None]:
     """A real torch.save file whose members are recompressed with deflate: tiny on disk, big in memory."""
+
     def build(path: Path) -> None:
         plain = path.with_name("plain.pt")
         torch.save({"w": torch.zeros(numel)}, plain)
@@ -54,6 +57,7 @@ def deflated(numel: int) -> Callable[[Path], None]:
             for info in src.infolist():
                 dst.writestr(info.filename, src.read(info.filename))
         plain.unlink()
+
     return build
 
 
@@ -173,6 +177,7 @@ def test_a_broken_store_or_destination_is_one_sentence_with_the_documented_exit_
 @pytest.mark.parametrize("damage", ["LOCK symlink", "packs file"])
 def test_train_py_on_a_store_with_a_broken_lock_or_packs_exits_2_in_one_sentence(tmp_path, damage):
     import subprocess
+
     repo = Path(__file__).resolve().parents[2]
     root = tmp_path / "run" / "checkpoints"
     root.mkdir(parents=True)
@@ -180,9 +185,14 @@ def test_train_py_on_a_store_with_a_broken_lock_or_packs_exits_2_in_one_sentence
         (root / "LOCK").symlink_to(tmp_path / "elsewhere")
     else:
         (root / "packs").write_text("x")
-    proc = subprocess.run([sys.executable, str(repo / "train.py"), "experiment=smoke", "model=universeg",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=repo, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "experiment=smoke", "model=universeg", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert any(line.startswith("error: ") and str(root) in line for line in proc.stderr.splitlines()), proc.stderr

@@ -1,4 +1,5 @@
 """A foreign checkpoint imported (with --force) into a training run never poisons `resume=auto`."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """index.json is derived: damage to it is never an integrity failure, and reopening rebuilds it."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import os
 
 import pytest
 import torch
-
 from faultkit import flip_bit, manifest, truncate
 
 from waypoint.checkpoint import CheckpointManager
@@ -36,8 +36,9 @@ GARBLE = {
     "bit flipped into invalid JSON": lambda p: flip_bit(p, 0, 0),  # '{' -> 'z'
     "random bytes": lambda p: p.write_bytes(os.urandom(300)),
     "valid JSON of another shape": lambda p: p.write_text('{"checkpoints": 5}'),
-    "lists a checkpoint that does not exist": lambda p: p.write_text(json.dumps(
-        {"format": "waypoint-index-1", "checkpoints": [{"name": "step_000000099", "step": 99}]})),
+    "lists a checkpoint that does not exist": lambda p: p.write_text(
+        json.dumps({"format": "waypoint-index-1", "checkpoints": [{"name": "step_000000099", "step": 99}]})
+    ),
 }
 
 

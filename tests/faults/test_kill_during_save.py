@@ -6,6 +6,7 @@ manifest, keep-last-3 retention deletes checkpoints, collects packs and repacks
 mostly-dead ones (rewriting manifests). The test kills each child
 with SIGKILL after a random delay, then reopens the store and checks it from the files.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from faultkit import assert_state_equal, committed_dirs, debris, make_state, pack_files, referenced_packs
 
 from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
@@ -32,8 +32,9 @@ class Zygote:
 
     def __init__(self, stderr_path: Path) -> None:
         self.stderr = open(stderr_path, "w+")
-        self.proc = subprocess.Popen([sys.executable, str(ZYGOTE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ZYGOTE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1
+        )
 
     def _ask(self, line: str) -> str:
         self.proc.stdin.write(line + "\n")
@@ -92,8 +93,9 @@ def kill_loop(tmp_path: Path, kills: int, max_delay: float, seed: int) -> dict[s
             time.sleep(rng.uniform(0.0, max_delay))
             os.kill(pid, signal.SIGKILL)
             status = zygote.reap(pid)
-            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
                 f"child {i} ended on its own (wait status {status}) before the kill:\n{zygote.errors()}"
+            )
             stats["kills"] += 1
             stats["mid_write"] += bool(root.exists() and debris(root))
             stats["latest"] = check_after_reopen(root, stats["latest"])

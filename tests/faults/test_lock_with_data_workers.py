@@ -1,5 +1,6 @@
 """`kill -9` of a training run whose DataLoader workers inherited the lock descriptor: the same
 command run at once goes on (the forked workers outlive their parent for seconds but hold no lock)."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def _children(pid: int) -> list[int]:
 def test_the_same_command_resumes_at_once_after_kill_9_with_a_data_worker_alive(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start_train(run_dir, *RUN)
-    assert wait_for(lambda: bool(committed(run_dir)) and bool(_children(proc.pid)), proc), \
+    assert wait_for(lambda: bool(committed(run_dir)) and bool(_children(proc.pid)), proc), (
         "the run ended before its first checkpoint with a worker alive"
+    )
     workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)  # the main process only: its workers live on for a while
     proc.wait(timeout=30)

@@ -3,6 +3,7 @@
 Every malicious file here would create MARKER if it were unpickled by a plain ``pickle.load`` /
 ``torch.load(weights_only=False)``; the control test shows that, so the marker's absence means refusal.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -105,8 +106,9 @@ def test_cli_import_of_a_malicious_file_exits_1_with_one_line_and_no_marker(tmp_
     marker, path = tmp_path / "MARKER", tmp_path / "evil.pth"
     torch_zip_with_os_system(path, marker)
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "waypoint", "import", str(path), str(run)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "waypoint", "import", str(path), str(run)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,5 +1,6 @@
 """Lock-free readers (`verify`, `ls`, `du`) while a writer saves, applies retention, repacks and collects
 packs: a checkpoint or pack deleted meanwhile is not damage, and real damage is still reported."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def test_verify_ls_and_du_report_no_damage_while_a_writer_deletes_checkpoints_an
     root = tmp_path / "ck"
     with CheckpointManager(root) as mgr:
         mgr.save({"seed": torch.zeros(1)}, step=0)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "8"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     false_reports, rounds, checked = [], 0, 0
     try:
         while writer.poll() is None:

@@ -1,12 +1,12 @@
 """Leftovers of interrupted saves (staging dirs, temp packs, trash, orphan packs) are never read as
 checkpoints, and a writer's open removes them under the lock without following symlinks."""
+
 from __future__ import annotations
 
 import shutil
 
 import pytest
 import torch
-
 from faultkit import debris, manifest, pack_files, referenced_packs
 
 from waypoint.checkpoint import CheckpointManager

@@ -3,6 +3,7 @@
 Each planted link points at a byte-identical copy of the file it replaces, kept outside the store:
 content checks alone would accept it, so a refusal proves the store did not follow the link.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ import shutil
 import warnings
 
 import pytest
-
 from faultkit import assert_state_equal, own_packs
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager
@@ -127,6 +127,7 @@ def test_a_symlinked_packs_directory_is_refused_and_its_target_left_alone(two_st
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
 def test_export_never_writes_through_a_planted_temporary_file_symlink(two_step_store, tmp_path, fmt):
     from waypoint.cli import main
+
     root, _, s2 = two_step_store
     victim = tmp_path / "victim"
     victim.write_text("precious")
@@ -142,6 +143,7 @@ def test_export_never_writes_through_a_planted_temporary_file_symlink(two_step_s
 
 def test_export_onto_a_planted_output_symlink_is_refused_and_its_target_untouched(two_step_store, tmp_path, capsys):
     from waypoint.cli import main
+
     root, _, _ = two_step_store
     victim = tmp_path / "victim"
     victim.write_text("precious")

@@ -1,4 +1,5 @@
 """One writer per checkpoints root: a second writer gets a clear error, a SIGKILLed holder frees the lock."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,13 @@ sys.stdin.read()  # hold the lock until killed
 def holder(tmp_path):
     """A live process holding the writer lock of tmp_path/ck (after saving step 1)."""
     root = tmp_path / "ck"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line.strip())
@@ -101,8 +107,13 @@ sys.stdin.read()
 
 def test_lock_is_free_at_once_after_a_sigkill_while_a_forked_child_still_holds_the_descriptor(tmp_path):
     root = tmp_path / "ck"
-    proc = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(root)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     child = int(proc.stdout.readline())
     try:
         lock_inode = os.stat(root / "LOCK").st_ino

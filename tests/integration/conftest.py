@@ -1,4 +1,5 @@
 """Fixtures of the integration tests (helpers live in trainkit.py)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """analyze.py on real smoke runs: every plot, a self-contained HTML report, comparisons and sweep tables."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from trainkit import REPO, SMOKE, run_train
 
 PLOTS = ["metrics.png", "timeline.png", "storage.png", "evolution.png"]
@@ -32,6 +32,7 @@ def run_of(tmp_path_factory: pytest.TempPathFactory):
             cache[family] = tmp_path_factory.mktemp(family) / "run"
             run_train(cache[family], f"model={family}", "trainer.max_epochs=3", "checkpoint=all")
         return cache[family]
+
     return get
 
 
@@ -64,8 +65,14 @@ def test_make_analyze_picks_the_newest_run_under_outputs(run_of, tmp_path: Path)
 def test_a_sweep_dir_gets_a_job_table_and_overlaid_curves(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sweep = tmp_path / "sweep"
-    subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "model=universeg", *SMOKE, "seed=0,1",
-                    f"hydra.sweep.dir={sweep}"], cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "model=universeg", *SMOKE, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     analyze(f"run={sweep}")
     md = (sweep / "report" / "report.md").read_text()
     assert "seed=0" in md and "seed=1" in md and "finished" in md
@@ -80,8 +87,12 @@ def ensure_chromium() -> str | None:
         return CHROMIUM
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     return CHROMIUM if Path(CHROMIUM).exists() else None
 
 
@@ -100,10 +111,26 @@ def test_the_html_report_renders_offline_in_headless_chromium_with_every_image_l
     analyze(f"run={run}")
     page = tmp_path / "report.html"
     page.write_text((run / "report" / "report.html").read_text().replace("</body>", PROBE + "</body>"))
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     body = re.search(r"<body[^>]*>", proc.stdout)
     assert body, proc.stderr[-2000:]
     images = int(re.search(r'data-images="(\d+)"', body.group(0)).group(1))

@@ -1,10 +1,10 @@
 """Which checkpoint is `best`: only one validated at its own step, by the configured metric; best_only keeps just that."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from trainkit import metrics_rows, run_train
 
 from waypoint.checkpoint import CheckpointManager
@@ -25,8 +25,14 @@ def first_best(values: dict[int, float], mode: str) -> int:
 
 def test_checkpoints_between_validations_carry_no_score_and_best_is_a_validated_one(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_train(run_dir, "model=universeg", "checkpoint.every_n_steps=4", "trainer.val_every_n_steps=8",
-              "trainer.val_every_n_epochs=null", "checkpoint.keep_all=true")
+    run_train(
+        run_dir,
+        "model=universeg",
+        "checkpoint.every_n_steps=4",
+        "trainer.val_every_n_steps=8",
+        "trainer.val_every_n_epochs=null",
+        "checkpoint.keep_all=true",
+    )
     scores = validated(run_dir, "val/dice")
     assert set(scores) == {0, 8, 16}
     mgr = CheckpointManager(run_dir / "checkpoints", read_only=True)
@@ -40,8 +46,14 @@ def test_checkpoints_between_validations_carry_no_score_and_best_is_a_validated_
 
 def test_best_only_with_a_configured_monitor_keeps_the_best_by_it_and_the_end(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_train(run_dir, "model=universeg", "checkpoint=best_only", "checkpoint.monitor=val/loss", "checkpoint.mode=min",
-              "trainer.val_every_n_steps=2")
+    run_train(
+        run_dir,
+        "model=universeg",
+        "checkpoint=best_only",
+        "checkpoint.monitor=val/loss",
+        "checkpoint.mode=min",
+        "trainer.val_every_n_steps=2",
+    )
     losses = {s: v for s, v in validated(run_dir, "val/loss").items() if s > 0}
     mgr = CheckpointManager(run_dir / "checkpoints", read_only=True)
     assert (mgr.monitor, mgr.mode) == ("val/loss", "min")
@@ -51,8 +63,7 @@ def test_best_only_with_a_configured_monitor_keeps_the_best_by_it_and_the_end(tm
 
 
 def test_an_unknown_monitored_metric_is_a_config_error_naming_the_metrics_there_are(tmp_path: Path) -> None:
-    proc = run_train(tmp_path / "run", "model=universeg", "checkpoint.monitor=val/accuracy", "checkpoint.mode=max",
-                     check=False)
+    proc = run_train(tmp_path / "run", "model=universeg", "checkpoint.monitor=val/accuracy", "checkpoint.mode=max", check=False)
     assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
     assert "checkpoint.monitor=val/accuracy is not a metric this model's validation reports; choose one of " in proc.stderr
     assert "val/dice, val/loss" in proc.stderr

@@ -1,4 +1,5 @@
 """Every `waypoint` command on real smoke runs of each model family."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from trainkit import committed, run_train, waypoint
 
 FAMILIES = {"dino": "task/teacher/", "universeg": "task/model/", "stackwise": "task/rack/stacks/0/"}

@@ -1,4 +1,5 @@
 """A bad configuration fails at start: exit 2, one sentence naming the key, nothing written. A bug is not a bad config."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,15 @@ BAD = [
 def test_every_bad_value_exits_2_with_one_sentence_naming_the_key(tmp_path: Path) -> None:
     commands = [train_cmd(tmp_path / f"run{i}", "model=universeg", override)[2:] for i, (override, _key) in enumerate(BAD)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(FORKS), str(REPO / "train.py")], input=json.dumps(commands), cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(FORKS), str(REPO / "train.py")],
+        input=json.dumps(commands),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for i, ((override, key), result) in enumerate(zip(BAD, json.loads(proc.stdout))):
         err = result["stderr"]

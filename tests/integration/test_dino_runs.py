@@ -1,11 +1,11 @@
 """DINO through train.py: milestone retention, and the teacher backbone exported for timm."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import timm
-
 from trainkit import run_train, waypoint
 
 
@@ -28,7 +28,18 @@ def test_the_exported_teacher_backbone_loads_into_timm(tmp_path: Path) -> None:
     proc = waypoint("export", f"{run}@best", str(out), "--part", "task/teacher/backbone/")
     assert proc.returncode == 0, proc.stderr
     from safetensors.torch import load_file
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, in_chans=1,
-                              patch_size=4, embed_dim=32, depth=2, num_heads=2, dynamic_img_size=True)
+
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        in_chans=1,
+        patch_size=4,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        dynamic_img_size=True,
+    )
     missing, unexpected = model.load_state_dict(load_file(str(out)), strict=True)
     assert not missing and not unexpected

@@ -1,4 +1,5 @@
 """trainer.eval_only=true: validate one checkpoint of another run, train nothing, change nothing there."""
+
 from __future__ import annotations
 
 import fcntl
@@ -6,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from trainkit import run_train
 
 from waypoint.checkpoint import CheckpointManager

@@ -1,12 +1,12 @@
 """SIGKILL at a random step after the first checkpoint + the same command = the uninterrupted run's final digest."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from trainkit import committed, final_digest, kill_after, metrics_rows, run_train, start_train
 
 #: mid-epoch saves (8 steps per epoch, a checkpoint every 3 steps), 4 epochs
@@ -25,6 +25,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple
             run_train(run_dir, *FAMILIES[family], *RUN)
             cache[family] = final_digest(run_dir)
         return cache[family]
+
     return get
 
 
@@ -32,7 +33,11 @@ def _killed_then_resumed(tmp_path: Path, args: list[str], rng: random.Random) ->
     for attempt in range(4):
         run_dir = tmp_path / f"run{attempt}"
         proc = start_train(run_dir, *args)
-        if kill_after(proc, lambda: bool(committed(run_dir)), delay=rng.uniform(0.0, 0.6 / (attempt + 1))):
+        if kill_after(
+            proc,
+            lambda: bool(committed(run_dir)),  # noqa: B023 - polled before the next attempt
+            delay=rng.uniform(0.0, 0.6 / (attempt + 1)),
+        ):
             break
     else:
         pytest.fail("every attempt finished before it could be killed after its first checkpoint")
@@ -43,8 +48,9 @@ def _killed_then_resumed(tmp_path: Path, args: list[str], rng: random.Random) ->
 
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_sigkill_and_the_same_command_give_the_uninterrupted_final_digest(family: str, workers: int, tmp_path: Path,
-                                                                          reference: Callable, rng: random.Random) -> None:
+def test_sigkill_and_the_same_command_give_the_uninterrupted_final_digest(
+    family: str, workers: int, tmp_path: Path, reference: Callable, rng: random.Random
+) -> None:
     args = [*FAMILIES[family], *RUN, f"data.num_workers={workers}"]
     run_dir = _killed_then_resumed(tmp_path, args, rng)
     assert final_digest(run_dir) == reference(family)

@@ -1,11 +1,11 @@
 """hardware=gpu without a GPU falls back to the CPU with one clear message; bf16 autocast runs on the CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-
 from trainkit import final_digest, run_train
 
 

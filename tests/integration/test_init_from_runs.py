@@ -1,4 +1,5 @@
 """train.py init_from=REF: a new run starts from foreign weights; the run dir and manifest name the source."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from trainkit import REPO, committed, run_train
 
 from waypoint.data.images import Digits
@@ -19,9 +19,18 @@ def seed_docs_pth(path: Path) -> DinoTask:
     """A DINO .pth in the seed docs' layout, from a smoke-size DINO task with seed 11."""
     task = DinoTask(Digits(max_items=64), seed=11, scale="smoke")
     task.setup(total_steps=4, steps_per_epoch=4, device=torch.device("cpu"))
-    torch.save({"epoch": 1, "iteration": 4, "student_state_dict": OrderedDict(task.student.state_dict()),
-                "teacher_state_dict": OrderedDict(task.teacher.state_dict()), "dino_loss_center": task.center + 0.25,
-                "optimizer_state_dict": task.optimizer.state_dict(), "config": {"arch": "vit"}}, path)
+    torch.save(
+        {
+            "epoch": 1,
+            "iteration": 4,
+            "student_state_dict": OrderedDict(task.student.state_dict()),
+            "teacher_state_dict": OrderedDict(task.teacher.state_dict()),
+            "dino_loss_center": task.center + 0.25,
+            "optimizer_state_dict": task.optimizer.state_dict(),
+            "config": {"arch": "vit"},
+        },
+        path,
+    )
     return task
 
 
@@ -29,8 +38,14 @@ def test_dino_run_starts_from_a_seed_docs_pth(tmp_path: Path) -> None:
     pth = tmp_path / "checkpoint_best.pth"
     seed_docs_pth(pth)
     run_dir = tmp_path / "run"
-    proc = run_train(run_dir, "model=dino", "trainer.max_steps=1", "trainer.validate_at_start=false",
-                     "checkpoint.async_save=false", f"init_from={pth}")
+    proc = run_train(
+        run_dir,
+        "model=dino",
+        "trainer.max_steps=1",
+        "trainer.validate_at_start=false",
+        "checkpoint.async_save=false",
+        f"init_from={pth}",
+    )
     assert f"init_from {pth} (foreign)" in proc.stdout + proc.stderr
     assert f"init_from {pth} (foreign)" in (run_dir / "train.log").read_text()
     manifest = json.loads((committed(run_dir)[0] / "manifest.json").read_text())
@@ -39,6 +54,7 @@ def test_dino_run_starts_from_a_seed_docs_pth(tmp_path: Path) -> None:
 
 def test_init_from_is_part_of_the_run_name() -> None:
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("train_entry", REPO / "train.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
@@ -54,13 +70,15 @@ def test_stackwise_run_starts_from_an_exported_stack_file(tmp_path: Path) -> Non
     from waypoint.checkpoint import CheckpointManager
     from waypoint.data.text import TextCorpus
     from waypoint.tasks.stackwise import StackWiseTask
+
     src = StackWiseTask(TextCorpus(max_bytes=40_000), seed=9, scale="smoke")
     src.setup(total_steps=4, steps_per_epoch=4, device=torch.device("cpu"))
     stack = tmp_path / "stack0.safetensors"  # what `waypoint export RUN --part task/rack/stacks/0` writes
     save_file({k: v.contiguous() for k, v in src.rack.stacks[0].state_dict().items()}, str(stack))
     run_dir = tmp_path / "child"
-    run_train(run_dir, "model=stackwise", "trainer.max_steps=2", "trainer.validate_at_start=false",
-              f"model.init_stacks_from={stack}")
+    run_train(
+        run_dir, "model=stackwise", "trainer.max_steps=2", "trainer.validate_at_start=false", f"model.init_stacks_from={stack}"
+    )
     with CheckpointManager(run_dir / "checkpoints", read_only=True) as mgr:
         state = mgr.restore("latest")
     saved = state["task"]["rack"]["stacks"]["0"]

@@ -1,4 +1,5 @@
 """SIGTERM / SIGUSR1 / Ctrl-C: a `preempt` checkpoint and exit code 75 within seconds; the same command resumes."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from trainkit import committed, final_digest, run_train, start_train, wait_for
 
 from waypoint.training.signals import EXIT_PREEMPTED

@@ -1,4 +1,5 @@
 """bench/results.py regenerates the README's results table; its smoke version runs here so it cannot rot."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_results_script_writes_json_and_a_table_with_every_family_and_its_baselines(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "results.py"), "--smoke", "--dir", str(tmp_path / "runs"),
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "results.py"), "--smoke", "--dir", str(tmp_path / "runs"), "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     doc = json.loads((tmp_path / "results.json").read_text())
     rows = {r["name"]: r for r in doc["results"]}

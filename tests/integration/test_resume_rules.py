@@ -1,11 +1,11 @@
 """What the same command does with a run dir that already holds checkpoints."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from trainkit import committed, final_digest, run_train, waypoint
 
 from waypoint.training.signals import EXIT_USAGE
@@ -30,6 +30,7 @@ def test_the_same_command_on_a_finished_run_does_nothing_in_seconds(finished: Pa
 
 def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_the_same(finished: Path, tmp_path: Path) -> None:
     import shutil
+
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
     newest = committed(run_dir)[-1]
@@ -52,6 +53,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_
 
 def test_a_damaged_pack_is_written_again_by_the_resumed_run(finished: Path, tmp_path: Path) -> None:
     import shutil
+
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
     docs = [json.loads((p / "manifest.json").read_text()) for p in committed(run_dir)]
@@ -85,6 +87,7 @@ def test_resume_never_refuses_a_run_dir_with_checkpoints(finished: Path) -> None
 
 def test_resume_from_a_selector_continues_from_that_checkpoint(finished: Path, tmp_path: Path) -> None:
     import shutil
+
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
     proc = run_train(run_dir, *RUN, "resume=step:8")

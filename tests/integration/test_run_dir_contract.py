@@ -1,4 +1,5 @@
 """What a command does to its run dir: a refused one changes nothing; train.log tells the story; signals at start-up."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,19 +8,24 @@ import time
 from pathlib import Path
 
 import pytest
-
 from trainkit import committed, run_train, start_train, wait_for
 
 from waypoint.training.signals import EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 
-RUN = ["model=universeg", "trainer.max_steps=8", "checkpoint.every_n_steps=2", "checkpoint.keep_last=1",
-       "trainer.val_every_n_steps=4"]
+RUN = [
+    "model=universeg",
+    "trainer.max_steps=8",
+    "checkpoint.every_n_steps=2",
+    "checkpoint.keep_last=1",
+    "trainer.val_every_n_steps=4",
+]
 
 
 def snapshot(run_dir: Path) -> dict[str, str]:
     """Every file under the run dir (LOCK, .hydra/, train.log, checkpoints) by content hash."""
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run_dir.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +60,14 @@ def test_a_command_refused_by_the_writer_lock_leaves_the_live_runs_files_alone(t
     try:
         assert wait_for(lambda: bool(committed(run_dir)), live), "the live run ended before its first checkpoint"
         hydra = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
-        proc = run_train(run_dir, "model=universeg", "trainer.max_epochs=40", "checkpoint.every_n_steps=2",
-                         "trainer.log_every_n_steps=1", check=False)
+        proc = run_train(
+            run_dir,
+            "model=universeg",
+            "trainer.max_epochs=40",
+            "checkpoint.every_n_steps=2",
+            "trainer.log_every_n_steps=1",
+            check=False,
+        )
         assert proc.returncode == EXIT_USAGE and "already being written by pid" in proc.stderr, proc.stderr[-2000:]
         assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == hydra
         assert "already being written" not in (run_dir / "train.log").read_text()

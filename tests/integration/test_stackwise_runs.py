@@ -1,4 +1,5 @@
 """Stack-Wise through train.py: growth, exact resume after an append, frozen stacks stored once, stack reuse."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from trainkit import committed, final_digest, kill_after, metrics_rows, run_train, start_train, waypoint
 
 from waypoint.checkpoint import CheckpointManager
@@ -33,8 +33,13 @@ def stack_ids(doc: dict, i: int) -> dict[str, str]:
 
 
 def test_a_kill_right_after_a_stack_was_appended_resumes_to_the_uninterrupted_digest(tmp_path: Path) -> None:
-    args = ["model=stackwise", "model.target_stacks=3", "trainer.max_epochs=4", "checkpoint.every_n_steps=5",
-            "trainer.log_every_n_steps=1"]
+    args = [
+        "model=stackwise",
+        "model.target_stacks=3",
+        "trainer.max_epochs=4",
+        "checkpoint.every_n_steps=5",
+        "trainer.log_every_n_steps=1",
+    ]
     run_train(tmp_path / "ref", *args)
     run_dir = tmp_path / "run"
     proc = start_train(run_dir, *args)
@@ -61,6 +66,7 @@ def test_frozen_stacks_are_written_once_and_du_shows_the_saving(grown: Path) -> 
 def test_restoring_a_checkpoint_rebuilds_the_grown_rack(grown: Path) -> None:
     from waypoint.data.text import TextCorpus
     from waypoint.tasks.stackwise import StackWiseTask
+
     mgr = CheckpointManager(grown / "checkpoints", read_only=True)
     state, info = mgr.restore_with_info("latest")
     saved = json.loads((info.path / "manifest.json").read_text())["meta"]["config"]
@@ -82,7 +88,7 @@ def test_a_stack_exports_to_safetensors_and_seeds_a_new_run(grown: Path, tmp_pat
     assert proc.returncode == 0, proc.stderr
     tensors = load_file(str(out))
     final = manifests(grown)[-1]
-    assert set(tensors) == {k[len("task/rack/stacks/0/"):] for k in final["tensors"] if k.startswith("task/rack/stacks/0/")}
+    assert set(tensors) == {k[len("task/rack/stacks/0/") :] for k in final["tensors"] if k.startswith("task/rack/stacks/0/")}
 
     child = tmp_path / "child"
     run_train(child, "model=stackwise", "trainer.max_epochs=2", f"model.init_stacks_from={grown}")

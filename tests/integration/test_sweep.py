@@ -1,4 +1,5 @@
 """`train.py -m`: each job has a deterministic dir under the sweep dir; re-running the sweep resumes per job."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ def sweep_cmd(root: Path) -> list[str]:
 def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_unfinished_one(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job0, job1 = tmp_path / "experiment=smoke,seed=0", tmp_path / "experiment=smoke,seed=1"
-    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     assert wait_for(lambda: bool(committed(job1)), proc), "the sweep ended before job 1 saved"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -39,8 +47,16 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_unfinished_one
 
 def test_a_sweep_over_a_model_hyperparameter_gives_one_finished_run_per_value(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "model=universeg", "model.lr=0.001,0.003", *SMOKE,
-           "trainer.max_steps=4", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "model=universeg",
+        "model.lr=0.001,0.003",
+        *SMOKE,
+        "trainer.max_steps=4",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())

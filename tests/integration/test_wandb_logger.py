@@ -1,10 +1,10 @@
 """logger=wandb: offline by default, same wandb run id on resume, checkpoints referenced (not copied)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from trainkit import run_train
 
 pytest.importorskip("wandb", reason="wandb is an optional extra (pip install 'waypoint[wandb]')")

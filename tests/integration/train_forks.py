@@ -6,6 +6,7 @@ For tables of commands that end at start-up (bad configurations).
 
 Usage: python train_forks.py TRAIN_PY < JSON list of argument lists  ->  JSON list of {"code", "stderr"}
 """
+
 import io
 import json
 import os
@@ -33,6 +34,7 @@ def _child(train_py: str, args: list[str], err_path: str) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - as the interpreter would: traceback, exit 1
         import traceback
+
         traceback.print_exc()
         code = 1
     sys.stderr.flush()

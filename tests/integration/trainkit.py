@@ -1,4 +1,5 @@
 """Helpers for subprocess runs of train.py (real processes, real run directories)."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pytest
 
@@ -33,8 +34,15 @@ def run_train(run_dir: Path, *overrides: str, timeout: float = 300, check: bool 
 def start_train(run_dir: Path, *overrides: str) -> subprocess.Popen:
     """Start train.py in the background."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(train_cmd(run_dir, *overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=True)
+    return subprocess.Popen(
+        train_cmd(run_dir, *overrides),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def committed(run_dir: Path) -> list[Path]:
@@ -91,4 +99,3 @@ def metrics_rows(run_dir: Path) -> list[dict]:
 def waypoint(*args: str) -> subprocess.CompletedProcess:
     """Run the ``waypoint`` command."""
     return subprocess.run([sys.executable, "-m", "waypoint", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-

@@ -1,4 +1,5 @@
 """Report notes from metrics.jsonl rows: collapse flagged by the task, baselines beside the monitored metric."""
+
 from __future__ import annotations
 
 from waypoint.analysis.health import baseline_lines, collapse_note
@@ -20,8 +21,10 @@ def test_a_healthy_run_has_no_collapse_note() -> None:
 
 
 def test_baselines_stand_beside_the_final_metric() -> None:
-    rows = [{"step": 0, "val/knn_top1": 0.73, "val/knn_top1_raw_pixels": 0.961, "val/knn_top1_untrained": 0.73},
-            {"step": 880, "val/knn_top1": 0.95}]
+    rows = [
+        {"step": 0, "val/knn_top1": 0.73, "val/knn_top1_raw_pixels": 0.961, "val/knn_top1_untrained": 0.73},
+        {"step": 880, "val/knn_top1": 0.95},
+    ]
     assert baseline_lines(rows, "val/knn_top1") == ["Final val/knn_top1 0.95; baselines: raw_pixels 0.961, untrained 0.73."]
 
 

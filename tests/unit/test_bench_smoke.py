@@ -1,4 +1,5 @@
 """bench/checkpoint_io.py runs end to end on a small state and writes every figure (never judges timings)."""
+
 import json
 import math
 import subprocess
@@ -6,18 +7,55 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = ["save_vs_torch", "save_vs_disk", "restore_vs_torch", "restore_noverify_vs_torch", "save_first_nocopy",
-        "save_steady", "save_steady_nocopy", "incremental_bytes", "incremental_time", "incremental_time_nocopy", "async_blocked_first",
-        "async_blocked", "async_durable", "rss_save", "rss_restore"]
-WITH_TARGET = {"save_vs_torch", "save_vs_disk", "restore_vs_torch", "incremental_bytes", "incremental_time",
-               "async_blocked", "rss_save", "rss_restore"}
+KEYS = [
+    "save_vs_torch",
+    "save_vs_disk",
+    "restore_vs_torch",
+    "restore_noverify_vs_torch",
+    "save_first_nocopy",
+    "save_steady",
+    "save_steady_nocopy",
+    "incremental_bytes",
+    "incremental_time",
+    "incremental_time_nocopy",
+    "async_blocked_first",
+    "async_blocked",
+    "async_durable",
+    "rss_save",
+    "rss_restore",
+]
+WITH_TARGET = {
+    "save_vs_torch",
+    "save_vs_disk",
+    "restore_vs_torch",
+    "incremental_bytes",
+    "incremental_time",
+    "async_blocked",
+    "rss_save",
+    "rss_restore",
+}
 
 
 def test_checkpoint_io_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "checkpoint_io.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_io.py"), "--size-mib", "16",
-                           "--repeats", "1", "--dir", str(tmp_path / "work"), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "checkpoint_io.py"),
+            "--size-mib",
+            "16",
+            "--repeats",
+            "1",
+            "--dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     rows = {r["key"]: r for r in doc["rows"]}

@@ -1,4 +1,5 @@
 """`waypoint show/diff/tag/untag/pin/gc/export/import/backup` on stores written through the API."""
+
 import json
 import os
 
@@ -18,8 +19,12 @@ def run_dir(tmp_path):
         for i, acc in enumerate((0.1, 0.9, 0.4, 0.5), start=1):
             with torch.no_grad():
                 net[1].weight.mul_(1.1)
-            mgr.save({"task": {"teacher": {f"backbone.{k}": v for k, v in net.state_dict().items()}},
-                      "trainer": {"step": 10 * i}}, 10 * i, epoch=i, metrics={"acc": acc})
+            mgr.save(
+                {"task": {"teacher": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, "trainer": {"step": 10 * i}},
+                10 * i,
+                epoch=i,
+                metrics={"acc": acc},
+            )
     return tmp_path / "run"
 
 
@@ -40,7 +45,7 @@ def test_diff_names_changed_layers_and_json_changes(run_dir, capsys):
     assert code == 0
     assert [r["key"] for r in doc["changed"]] == ["task/teacher/backbone.1.weight"]
     assert doc["unchanged"] == 3
-    assert pytest.approx(doc["changed"][0]["rel_change"], rel=1e-6) == 1.1 ** 3 - 1
+    assert pytest.approx(doc["changed"][0]["rel_change"], rel=1e-6) == 1.1**3 - 1
     assert {"path": "trainer/step", "a": 10, "b": 40} in doc["json_changes"]
     assert doc["metrics"]["acc"]["delta"] == pytest.approx(0.4)
 
@@ -91,8 +96,10 @@ def test_export_refuses_to_overwrite(run_dir, tmp_path):
 
 def test_import_foreign_checkpoint_layout(tmp_path, capsys):
     net = torch.nn.Linear(3, 2)
-    torch.save({"student_state_dict": net.state_dict(), "teacher_state_dict": net.state_dict(), "epoch": 7,
-                "step": 700}, tmp_path / "old.pth")
+    torch.save(
+        {"student_state_dict": net.state_dict(), "teacher_state_dict": net.state_dict(), "epoch": 7, "step": 700},
+        tmp_path / "old.pth",
+    )
     code, doc = run_json(capsys, "import", str(tmp_path / "old.pth"), str(tmp_path / "imported"))
     assert code == 0 and doc["layout"] == "student-teacher" and doc["step"] == 700
     state = CheckpointManager(tmp_path / "imported" / "checkpoints", read_only=True).restore("tag:imported")

@@ -1,4 +1,5 @@
 """`waypoint rm REF`: delete one checkpoint, refusing pinned, best and latest unless --force."""
+
 import json
 
 import pytest

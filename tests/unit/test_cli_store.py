@@ -1,4 +1,5 @@
 """`waypoint ls/verify/du` on a store written through the API."""
+
 import json
 import subprocess
 import sys
@@ -15,8 +16,7 @@ def run_dir(tmp_path):
     frozen = torch.randn(200, 200)
     with CheckpointManager(tmp_path / "run" / "checkpoints", monitor="acc", mode="max") as mgr:
         for step, acc in ((10, 0.5), (20, 0.8), (30, 0.6)):
-            mgr.save({"frozen": frozen, "live": torch.randn(50, 50), "step": step}, step, epoch=step // 10,
-                     metrics={"acc": acc})
+            mgr.save({"frozen": frozen, "live": torch.randn(50, 50), "step": step}, step, epoch=step // 10, metrics={"acc": acc})
     return tmp_path / "run"
 
 

@@ -1,4 +1,5 @@
 """The codec turns nested training state into tensors + JSON and back, losslessly, without pickle."""
+
 import math
 import random
 

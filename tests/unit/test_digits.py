@@ -1,4 +1,5 @@
 """scikit-learn's digits as DINO's embedded data: shapes, a fixed disjoint split, max_items, clear errors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """DINO task: multi-crop determinism, EMA teacher, frozen last layer, kNN, state round trip, data splits."""
+
 from __future__ import annotations
 
 import copy
@@ -101,13 +102,16 @@ def test_an_unknown_option_is_named(digits: Digits) -> None:
         DinoTask(digits, seed=0, embed_dimm=8)
 
 
-@pytest.mark.parametrize("option, message", [
-    ({"embed_dim": 30, "num_heads": 4}, "model.embed_dim 30 must be divisible by model.num_heads 4"),
-    ({"depth": 0}, "model.depth must be at least 1"),
-    ({"arch": "vit_tinyy"}, "model.arch 'vit_tinyy' is not a timm architecture"),
-    ({"local_scale": [0.5, 0.1]}, r"model.local_scale must be two area fractions"),
-    ({"global_scale": [0.0, 1.0]}, r"model.global_scale must be two area fractions"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"embed_dim": 30, "num_heads": 4}, "model.embed_dim 30 must be divisible by model.num_heads 4"),
+        ({"depth": 0}, "model.depth must be at least 1"),
+        ({"arch": "vit_tinyy"}, "model.arch 'vit_tinyy' is not a timm architecture"),
+        ({"local_scale": [0.5, 0.1]}, r"model.local_scale must be two area fractions"),
+        ({"global_scale": [0.0, 1.0]}, r"model.global_scale must be two area fractions"),
+    ],
+)
 def test_an_impossible_size_or_range_is_one_clear_sentence(digits: Digits, option: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DinoTask(digits, seed=0, **option)
@@ -133,8 +137,15 @@ def val_loader(task: DinoTask) -> torch.utils.data.DataLoader:
 def test_the_first_validation_reports_raw_pixel_and_untrained_baselines(digits: Digits) -> None:
     task = make(digits)
     first = task.validate(val_loader(task), StepContext(0, 0, 20, 4, torch.device("cpu")))
-    raw = knn_top1(digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels,
-                   task.cfg.knn_k, task.cfg.knn_temperature, 10)
+    raw = knn_top1(
+        digits.train_images.flatten(1),
+        digits.train_labels,
+        digits.val_images.flatten(1),
+        digits.val_labels,
+        task.cfg.knn_k,
+        task.cfg.knn_temperature,
+        10,
+    )
     assert first["val/knn_top1_raw_pixels"] == pytest.approx(raw, abs=1e-6)
     assert first["val/knn_top1_untrained"] == first["val/knn_top1"]
     later = task.validate(val_loader(task), StepContext(4, 1, 20, 4, torch.device("cpu")))

@@ -1,4 +1,5 @@
 """DINO collapse detection: pure logic over the teacher's entropy, one value per step."""
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,9 @@ def test_restored_counters_continue_the_streak() -> None:
     assert b.update(UNIFORM, 6) is not None
 
 
-@pytest.mark.parametrize("kw, message", [({"patience": -1}, "collapse_patience"), ({"patience": 5, "tolerance": 0.0}, "collapse_tolerance")])
+@pytest.mark.parametrize(
+    "kw, message", [({"patience": -1}, "collapse_patience"), ({"patience": 5, "tolerance": 0.0}, "collapse_tolerance")]
+)
 def test_an_impossible_setting_is_named(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CollapseDetector(K, **kw)

@@ -1,11 +1,11 @@
 """Parameter evolution is computed exactly, streaming, and frozen tensors are flat."""
+
 import math
 
 import pytest
 import torch
 
-from waypoint.analysis.evolution import (aggregate, pair_distance, paired_keys, stack_of, storage_by_checkpoint,
-                                         tensor_evolution)
+from waypoint.analysis.evolution import aggregate, pair_distance, paired_keys, stack_of, storage_by_checkpoint, tensor_evolution
 from waypoint.checkpoint import CheckpointManager
 
 
@@ -15,9 +15,15 @@ def mgr(tmp_path):
     with CheckpointManager(tmp_path / "ck") as m:
         for step, scale in ((1, 1.0), (2, 2.0), (3, 4.0)):
             live = torch.ones(4, 4) * scale
-            m.save({"model": {"stacks": {"0": {"w.weight": frozen}, "1": {"w.weight": live}}},
-                    "student": {"l.weight": live + 1}, "teacher": {"l.weight": live},
-                    "optimizer": {"m": live * 3}}, step)
+            m.save(
+                {
+                    "model": {"stacks": {"0": {"w.weight": frozen}, "1": {"w.weight": live}}},
+                    "student": {"l.weight": live + 1},
+                    "teacher": {"l.weight": live},
+                    "optimizer": {"m": live * 3},
+                },
+                step,
+            )
     return CheckpointManager(tmp_path / "ck", read_only=True)
 
 
@@ -60,9 +66,22 @@ def test_lora_adapters_are_reported_apart_from_the_frozen_stack_they_adapt(tmp_p
     base = torch.randn(8, 8)
     with CheckpointManager(tmp_path / "ck") as m:
         for step in (1, 2, 3):
-            m.save({"task": {"rack": {"stacks": {"0": {"blocks.0.attn.W_q.weight": base,
-                                                       "blocks.0.attn.W_q.lora.down": torch.ones(2, 8) * step,
-                                                       "blocks.0.attn.W_q.lora.up": torch.ones(8, 2) * step}}}}}, step)
+            m.save(
+                {
+                    "task": {
+                        "rack": {
+                            "stacks": {
+                                "0": {
+                                    "blocks.0.attn.W_q.weight": base,
+                                    "blocks.0.attn.W_q.lora.down": torch.ones(2, 8) * step,
+                                    "blocks.0.attn.W_q.lora.up": torch.ones(8, 2) * step,
+                                }
+                            }
+                        }
+                    }
+                },
+                step,
+            )
     with CheckpointManager(tmp_path / "ck", read_only=True) as mgr:
         rows = aggregate(tensor_evolution(mgr), stack_of)
     moved = {r["group"]: r["rel_update"] for r in rows if r["step"] == 3}

@@ -1,4 +1,5 @@
 """A user's folder of images (root/<class>/*.png|jpg) for DINO: classes, channels, split, one clear sentence per mistake."""
+
 from __future__ import annotations
 
 from pathlib import Path

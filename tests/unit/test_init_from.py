@@ -1,11 +1,11 @@
 """init_from: start a new run's model from a Waypoint checkpoint, an exported safetensors or a foreign .pth."""
+
 from __future__ import annotations
 
 import argparse
 from collections import OrderedDict
 
 import numpy as np
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -53,13 +53,23 @@ def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_dino_from_a_pth_in_the_seed_docs_layout(digits, tmp_path):
     src = trained_dino(digits)
     path = tmp_path / "checkpoint_best.pth"
-    torch.save({"epoch": 3, "iteration": 12, "student_state_dict": OrderedDict(src.student.state_dict()),
-                "teacher_state_dict": OrderedDict(src.teacher.state_dict()),
-                "optimizer_state_dict": src.optimizer.state_dict(), "dino_loss_center": src.center.clone(),
-                "config": {"lr": 5e-4}, "metrics": {"loss": 2.5}, "timestamp": "2026-01-01T00:00:00",
-                # what the seed lesson's save_checkpoint also stores: numpy RNG state and the torch version
-                "rng_state": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-                "torch_version": torch.__version__}, path)
+    torch.save(
+        {
+            "epoch": 3,
+            "iteration": 12,
+            "student_state_dict": OrderedDict(src.student.state_dict()),
+            "teacher_state_dict": OrderedDict(src.teacher.state_dict()),
+            "optimizer_state_dict": src.optimizer.state_dict(),
+            "dino_loss_center": src.center.clone(),
+            "config": {"lr": 5e-4},
+            "metrics": {"loss": 2.5},
+            "timestamp": "2026-01-01T00:00:00",
+            # what the seed lesson's save_checkpoint also stores: numpy RNG state and the torch version
+            "rng_state": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "torch_version": torch.__version__,
+        },
+        path,
+    )
     task = dino(digits, seed=0)
     report = init_weights(task, str(path))
     assert report.clean and len(report.loaded) == len(task.init_targets())
@@ -77,10 +87,19 @@ def test_dino_from_an_upstream_main_dino_pth_with_ddp_prefixes_and_old_weight_no
                 k = k.replace(new, old)
             out[prefix + k] = v
         return out
+
     path = tmp_path / "checkpoint.pth"
-    torch.save({"student": upstream(src.student, "module."), "teacher": upstream(src.teacher, ""),
-                "optimizer": src.optimizer.state_dict(), "epoch": 4, "dino_loss": {"center": src.center.clone()},
-                "args": argparse.Namespace(arch="vit_small", lr=5e-4, out_dim=65536)}, path)
+    torch.save(
+        {
+            "student": upstream(src.student, "module."),
+            "teacher": upstream(src.teacher, ""),
+            "optimizer": src.optimizer.state_dict(),
+            "epoch": 4,
+            "dino_loss": {"center": src.center.clone()},
+            "args": argparse.Namespace(arch="vit_small", lr=5e-4, out_dim=65536),
+        },
+        path,
+    )
     task = dino(digits, seed=0)
     report = init_weights(task, str(path))
     assert report.clean
@@ -107,10 +126,14 @@ def test_a_bare_backbone_fills_student_and_teacher_and_strict_refuses_it(digits,
 def test_shape_mismatches_are_reported_and_nothing_matching_is_refused(digits, tmp_path):
     src = trained_dino(digits)
     path = tmp_path / "weights.safetensors"
-    save_file({f"student.{k}": v.contiguous() for k, v in src.student.state_dict().items()} | {"foo.bar": torch.ones(2)}, str(path))
+    save_file(
+        {f"student.{k}": v.contiguous() for k, v in src.student.state_dict().items()} | {"foo.bar": torch.ones(2)}, str(path)
+    )
     task = dino(digits, seed=0, out_dim=128)
     report = init_weights(task, str(path))
-    assert [k for k, _, _ in report.mismatched] == [f"student.head.last_layer.parametrizations.weight.original{i}" for i in (0, 1)]
+    assert [k for k, _, _ in report.mismatched] == [
+        f"student.head.last_layer.parametrizations.weight.original{i}" for i in (0, 1)
+    ]
     assert report.unexpected == ["foo.bar"] and report.missing == ["center"]
     assert report.derived and all(k.startswith("teacher.") for k in report.derived)
     assert same(task.student.backbone, src.student.backbone) and same(task.teacher.backbone, src.student.backbone)
@@ -143,14 +166,23 @@ def stackwise(seed: int, **kw) -> StackWiseTask:
 
 def test_stackwise_stack_from_an_exported_stack_file(tmp_path):
     from waypoint.cli import main
+
     src = stackwise(seed=5)
     with CheckpointManager(tmp_path / "run" / "checkpoints") as mgr:
         mgr.save({"task": src.state_dict()}, 4)
     out = tmp_path / "stack0.safetensors"
     assert main(["export", str(tmp_path / "run"), str(out), "--part", "task/rack/stacks/0"]) == 0
     state = stacks_state(str(out))
-    task = StackWiseTask(TextCorpus(max_bytes=40_000), seed=6, init_stacks=state, scale="smoke", target_stacks=3,
-                         append_at=[2, 4], warmup_steps=2, init_stacks_from=str(out))
+    task = StackWiseTask(
+        TextCorpus(max_bytes=40_000),
+        seed=6,
+        init_stacks=state,
+        scale="smoke",
+        target_stacks=3,
+        append_at=[2, 4],
+        warmup_steps=2,
+        init_stacks_from=str(out),
+    )
     task.setup(total_steps=12, steps_per_epoch=12, device=CPU)
     assert [s.source for s in task.specs] == ["init", "fresh"]
     assert same(task.rack.stacks[0], src.rack.stacks[0])

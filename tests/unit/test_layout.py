@@ -1,4 +1,5 @@
 """The import direction of ARCHITECTURE.md, checked on the source: families stay apart, data stays below tasks."""
+
 from __future__ import annotations
 
 import ast
@@ -41,6 +42,9 @@ def test_data_imports_nothing_from_tasks_or_training_and_defines_no_seeding_help
 
 def test_the_store_imports_nothing_of_ours_outside_the_checkpoint_package():
     for path in (SRC / "checkpoint").rglob("*.py"):
-        ours = sorted(m for m in imports_of(path)  # the package root only gives its version
-                      if m.startswith("waypoint.") and not m.startswith("waypoint.checkpoint"))
+        ours = sorted(
+            m
+            for m in imports_of(path)  # the package root only gives its version
+            if m.startswith("waypoint.") and not m.startswith("waypoint.checkpoint")
+        )
         assert not ours, f"{path.relative_to(SRC)} imports {ours}"

@@ -1,9 +1,17 @@
 """CheckpointManager: selectors, tags, retention after commit, async saves."""
+
 import pytest
 import torch
 
-from waypoint.checkpoint import (BackgroundSaveError, CheckpointManager, KeepBest, KeepLast, NoCheckpointError,
-                                 RetentionPolicy, UnsupportedValueError)
+from waypoint.checkpoint import (
+    BackgroundSaveError,
+    CheckpointManager,
+    KeepBest,
+    KeepLast,
+    NoCheckpointError,
+    RetentionPolicy,
+    UnsupportedValueError,
+)
 
 
 def save_series(mgr, steps, metric=None):
@@ -98,6 +106,7 @@ def test_async_save_returns_before_writing_and_snapshot_is_isolated(tmp_path):
 def test_failed_async_save_raises_at_next_call(tmp_path):
     import resource
     import signal
+
     mgr = CheckpointManager(tmp_path / "ck")
     mgr.save({"w": torch.ones(1)}, step=1)
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)

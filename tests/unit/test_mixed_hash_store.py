@@ -3,6 +3,7 @@ code writes BLAKE3 ids (format 2), and damage in either kind of checkpoint is fo
 
 The format-1 store is a fixture written by the format-1 code itself (tests/fixtures/make_sha256_store.py).
 """
+
 import json
 import shutil
 import sys
@@ -50,7 +51,7 @@ def flip_tensor_bit(root: Path, name: str, key: str) -> None:
     pack = root / "packs" / t["pack"]
     raw = bytearray(pack.read_bytes())
     header_len = int.from_bytes(raw[:8], "little")
-    raw[8 + header_len + json.loads(raw[8:8 + header_len])[t["id"]]["data_offsets"][0]] ^= 1
+    raw[8 + header_len + json.loads(raw[8 : 8 + header_len])[t["id"]]["data_offsets"][0]] ^= 1
     pack.write_bytes(bytes(raw))
 
 

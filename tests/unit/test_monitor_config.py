@@ -1,4 +1,5 @@
 """checkpoint.monitor / checkpoint.mode: which metric defines best, and in which direction."""
+
 from __future__ import annotations
 
 import pytest

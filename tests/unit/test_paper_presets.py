@@ -1,4 +1,5 @@
 """``model.scale=paper``: the upstream sizes, built empty on the meta device and counted."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,16 @@ def test_stackwise_paper_stack_holds_four_full_width_blocks():
 def test_dino_paper_preset_backbone_is_vit_s16_with_upstreams_parameter_count():
     p = DINO_PRESETS["paper"]
     with torch.device("meta"):
-        backbone = build_backbone("vit_small_patch16_224", img_size=224, in_chans=3, patch_size=p["patch_size"],
-                                  embed_dim=p["embed_dim"], depth=p["depth"], num_heads=p["num_heads"], drop_path_rate=0.1)
+        backbone = build_backbone(
+            "vit_small_patch16_224",
+            img_size=224,
+            in_chans=3,
+            patch_size=p["patch_size"],
+            embed_dim=p["embed_dim"],
+            depth=p["depth"],
+            num_heads=p["num_heads"],
+            drop_path_rate=0.1,
+        )
         head = DINOHead(p["embed_dim"], p["out_dim"], p["hidden_dim"], p["bottleneck_dim"])
     assert abs(count(backbone) - DINO_VIT_S16_PARAMS) / DINO_VIT_S16_PARAMS < 0.01
     assert head.last_layer.weight.shape[0] == 65536 and p["n_local_crops"] == 10

@@ -1,4 +1,5 @@
 """Repacking: deleting checkpoints gives their bytes back even when surviving checkpoints share their packs."""
+
 import json
 import warnings
 
@@ -11,8 +12,11 @@ from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
 def progressive_state(step: int) -> dict:
     """A Stack-Wise-like state: ``stack0`` frozen after step 1, ``moments`` new every step and 4x bigger."""
     g = torch.Generator().manual_seed(step)
-    return {"stack0": torch.arange(64 * 256, dtype=torch.float32).reshape(64, 256),
-            "moments": torch.randn(256, 256, generator=g), "step": step}
+    return {
+        "stack0": torch.arange(64 * 256, dtype=torch.float32).reshape(64, 256),
+        "moments": torch.randn(256, 256, generator=g),
+        "step": step,
+    }
 
 
 def tensor_bytes(root) -> int:
@@ -55,7 +59,7 @@ def test_every_surviving_checkpoint_restores_exactly_after_repacks(tmp_path):
 def flip_tensor_bit(pack, tensor_id: str) -> None:
     raw = bytearray(pack.read_bytes())
     header_len = int.from_bytes(raw[:8], "little")
-    begin = json.loads(raw[8:8 + header_len])[tensor_id]["data_offsets"][0]
+    begin = json.loads(raw[8 : 8 + header_len])[tensor_id]["data_offsets"][0]
     raw[8 + header_len + begin] ^= 1
     pack.write_bytes(bytes(raw))
 
@@ -105,6 +109,7 @@ def test_an_interrupted_repack_loses_nothing_and_the_next_pass_finishes_it_witho
     import errno
 
     from waypoint.checkpoint import repack
+
     root = tmp_path / "ck"
     real = repack.replace_file_durable
     calls = []

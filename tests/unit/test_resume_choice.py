@@ -1,4 +1,5 @@
 """Which checkpoint resume=auto continues from when some checkpoints hold weights only."""
+
 from __future__ import annotations
 
 from pathlib import Path

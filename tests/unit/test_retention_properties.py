@@ -1,11 +1,22 @@
 """Retention is a pure union of pools; these properties hold for any checkpoint history."""
+
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waypoint.checkpoint import (Candidate, KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged,
-                                 RetentionPolicy, SaveTriggers, TriggerState, milestone_steps)
+from waypoint.checkpoint import (
+    Candidate,
+    KeepBest,
+    KeepEveryN,
+    KeepLast,
+    KeepMilestones,
+    KeepTagged,
+    RetentionPolicy,
+    SaveTriggers,
+    TriggerState,
+    milestone_steps,
+)
 
 metric = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32))
 
@@ -72,14 +83,17 @@ def test_delete_and_keep_partition_the_history(history, policy):
 @given(histories(), st.integers(0, 10))
 def test_keep_last_keeps_exactly_the_k_newest(history, k):
     kept = KeepLast(k).keep(history)
-    assert kept == {c.name for c in sorted(history, key=lambda c: c.step)[len(history) - min(k, len(history)):]}
+    assert kept == {c.name for c in sorted(history, key=lambda c: c.step)[len(history) - min(k, len(history)) :]}
 
 
 @given(histories(), st.integers(1, 5), st.sampled_from(["max", "min"]))
 def test_keep_best_keeps_the_best_finite_values_only(history, k, mode):
     kept = [c for c in history if c.name in KeepBest(k, "acc", mode).keep(history)]
-    finite = [c for c in history if c.metrics["acc"] is not None and math.isfinite(c.metrics["acc"])
-              and not c.tags & {"preempt", "emergency"}]
+    finite = [
+        c
+        for c in history
+        if c.metrics["acc"] is not None and math.isfinite(c.metrics["acc"]) and not c.tags & {"preempt", "emergency"}
+    ]
     assert len(kept) == min(k, len(finite))
     assert all(c in finite for c in kept)
     worst_kept = (min if mode == "max" else max)((c.metrics["acc"] for c in kept), default=None)
@@ -99,8 +113,12 @@ def test_best_is_never_an_emergency_or_preempt_save_and_ties_go_to_the_earlier_c
 
 
 def test_a_tie_keeps_the_earlier_checkpoint_when_only_one_best_is_kept():
-    history = [Candidate("s64", 64, metrics={"bpb": 2.0}), Candidate("s69", 69, metrics={"bpb": 2.0}, tags=frozenset({"preempt"})),
-               Candidate("s72", 72, metrics={"bpb": 2.0}), Candidate("s80", 80, metrics={"bpb": 2.5})]
+    history = [
+        Candidate("s64", 64, metrics={"bpb": 2.0}),
+        Candidate("s69", 69, metrics={"bpb": 2.0}, tags=frozenset({"preempt"})),
+        Candidate("s72", 72, metrics={"bpb": 2.0}),
+        Candidate("s80", 80, metrics={"bpb": 2.5}),
+    ]
     assert RetentionPolicy((KeepBest(1, "bpb", "min"), KeepLast(1))).select(history) == {"s64", "s80"}
 
 
@@ -117,8 +135,10 @@ def test_milestone_pool_keeps_fractions_of_the_planned_run():
 
 def test_policy_round_trips_through_json():
     from waypoint.checkpoint.policy import policy_from_json, policy_to_json
-    policy = RetentionPolicy((KeepLast(2), KeepBest(1, "acc", "min"),
-                              KeepMilestones(fractions=frozenset({0.5, 1.0}), total_steps=8), KeepEveryN(4)))
+
+    policy = RetentionPolicy(
+        (KeepLast(2), KeepBest(1, "acc", "min"), KeepMilestones(fractions=frozenset({0.5, 1.0}), total_steps=8), KeepEveryN(4))
+    )
     history = [Candidate(f"s{i}", i, metrics={"acc": (i * 7) % 5}) for i in range(1, 9)]
     assert policy_from_json(policy_to_json(policy)).select(history) == policy.select(history)
 

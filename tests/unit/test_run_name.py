@@ -1,4 +1,5 @@
 """The run directory name is a function of the overrides that change what is trained, and never collides."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -6,10 +7,32 @@ from hypothesis import strategies as st
 
 from waypoint.training.rundir import MAX_NAME, config_diff, job_name, run_name, sweep_name
 
-DEFINING_KEYS = ["model.lr", "model.depth", "model.encoder_blocks", "data.batch_size", "data.root", "data.max_items",
-                 "seed", "experiment", "data", "trainer.gradient_clip_val", "trainer.val_every_n_steps"]
-STEERING_KEYS = ["trainer.max_epochs", "trainer.max_steps", "checkpoint.every_n_steps", "checkpoint", "hardware",
-                 "hardware.num_threads", "logger", "resume.mode", "data.num_workers", "hydra.run.dir", "name"]
+DEFINING_KEYS = [
+    "model.lr",
+    "model.depth",
+    "model.encoder_blocks",
+    "data.batch_size",
+    "data.root",
+    "data.max_items",
+    "seed",
+    "experiment",
+    "data",
+    "trainer.gradient_clip_val",
+    "trainer.val_every_n_steps",
+]
+STEERING_KEYS = [
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "checkpoint.every_n_steps",
+    "checkpoint",
+    "hardware",
+    "hardware.num_threads",
+    "logger",
+    "resume.mode",
+    "data.num_workers",
+    "hydra.run.dir",
+    "name",
+]
 value = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\n\0"), min_size=1, max_size=60)
 defining = st.dictionaries(st.sampled_from(DEFINING_KEYS), value, max_size=len(DEFINING_KEYS))
 steering = st.dictionaries(st.sampled_from(STEERING_KEYS), value, max_size=len(STEERING_KEYS))

@@ -1,4 +1,5 @@
 """A user's segmentation folder: pairing, resizing, and one clear sentence for every mistake."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,8 @@ def test_train_items_are_a_function_of_seed_epoch_and_index(tmp_path):
 def test_single_task_holds_out_its_last_images(tmp_path):
     make_task(tmp_path, "only", n=10)
     src = SegFolder(root=str(tmp_path), val_fraction=0.2)
-    (_, train_pool), = src.train_pools
-    (_, queries, support_pool), = src.val_pools
+    ((_, train_pool),) = src.train_pools
+    ((_, queries, support_pool),) = src.val_pools
     assert queries == [8, 9] and support_pool == train_pool == list(range(8))
     assert len(src.val_dataset(16, 3)) == 2
 
@@ -72,7 +73,9 @@ def test_unpaired_files_are_named(tmp_path):
     make_task(tmp_path, "t")
     png(tmp_path / "t" / "images" / "lonely.png", np.zeros((20, 20)))
     png(tmp_path / "t" / "masks" / "orphan.png", np.zeros((20, 20)))
-    with pytest.raises(SegFolderError, match=r"1 image\(s\) have no mask \(lonely.png\) and 1 mask\(s\) have no image \(orphan.png\)"):
+    with pytest.raises(
+        SegFolderError, match=r"1 image\(s\) have no mask \(lonely.png\) and 1 mask\(s\) have no image \(orphan.png\)"
+    ):
         SegFolder(root=str(tmp_path))
 
 

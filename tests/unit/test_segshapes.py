@@ -1,4 +1,5 @@
 """Synthetic segmentation tasks: determinism per (seed, epoch, index), held-out tasks, workers."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Stack-Wise: growing, freezing, precision, LoRA, activation cache, restore, extraction, init stacks."""
+
 from __future__ import annotations
 
 import time
@@ -106,8 +107,9 @@ def test_restore_of_a_grown_rack_rebuilds_it_on_a_fresh_task():
     assert [s.dtype for s in fresh.rack.stacks] == [torch.bfloat16, torch.float32, torch.float32]
     assert [s.frozen for s in fresh.specs] == [True, True, False] and fresh.specs[0].lora_rank == 2
     assert [p.requires_grad for p in fresh.rack.parameters()] == [p.requires_grad for p in grown.rack.parameters()]
-    assert [len(g["params"]) for g in fresh.optimizers()[0].param_groups] == \
-        [len(g["params"]) for g in grown.optimizers()[0].param_groups]
+    assert [len(g["params"]) for g in fresh.optimizers()[0].param_groups] == [
+        len(g["params"]) for g in grown.optimizers()[0].param_groups
+    ]
     a, b = tensors_of(grown), tensors_of(fresh)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

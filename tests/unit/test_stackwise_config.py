@@ -1,4 +1,5 @@
 """conf/model/stackwise.yaml and conf/data/text.yaml compose with their schemas and build a working task."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,9 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 
-from waypoint.training.build import build_data
 from waypoint.tasks import stackwise
 from waypoint.tasks.base import StepContext
+from waypoint.training.build import build_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -29,6 +30,7 @@ def conf_dir(tmp_path):
         group, name = key.split("/")
         ConfigStore.instance().store(group=group, name=name, node=node)
     from waypoint.tasks import universeg  # the primary's default data (segshapes) needs its schema too
+
     ConfigStore.instance().store(group="data", name="segshapes_schema", node=universeg.CONFIG_SCHEMAS["data/segshapes_schema"])
     return str(tmp_path)
 
@@ -52,8 +54,9 @@ def test_model_stackwise_switches_default_data_to_text_and_trains(conf_dir):
 def test_init_stacks_pass_through_instantiate(conf_dir):
     _, earlier = build(conf_dir, ["model.scale=smoke", "data.max_bytes=20000"])
     earlier.setup(total_steps=2, steps_per_epoch=2, device=torch.device("cpu"))
-    _, task = build(conf_dir, ["model.scale=smoke", "data.max_bytes=20000", "model.init_stacks_from=run0"],
-                    init_stacks=earlier.state_dict())
+    _, task = build(
+        conf_dir, ["model.scale=smoke", "data.max_bytes=20000", "model.init_stacks_from=run0"], init_stacks=earlier.state_dict()
+    )
     task.setup(total_steps=2, steps_per_epoch=2, device=torch.device("cpu"))
     assert [s.source for s in task.specs] == ["init", "fresh"]
 

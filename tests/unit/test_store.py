@@ -1,4 +1,5 @@
 """The store commits atomically, deduplicates tensors and restores bytes exactly."""
+
 import json
 import os
 
@@ -15,8 +16,9 @@ def assert_bytes_equal(a: torch.Tensor, b: torch.Tensor) -> None:
         assert torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int8, torch.bool,
-                                   torch.float64, torch.uint8])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int8, torch.bool, torch.float64, torch.uint8]
+)
 def test_restored_tensor_is_byte_identical_for_each_dtype(tmp_path, dtype):
     t = (torch.randn(7, 3) * 100).to(dtype)
     with CheckpointManager(tmp_path / "ck") as mgr:
@@ -84,8 +86,22 @@ def test_manifest_holds_the_documented_fields(tmp_path):
     with CheckpointManager(tmp_path / "ck") as mgr:
         info = mgr.save({"w": torch.ones(3)}, step=7, epoch=1, metrics={"loss": 0.5}, meta={"config_hash": "abc"})
     manifest = json.loads((info.path / "manifest.json").read_text())
-    for field in ("step", "epoch", "created_at", "tags", "metrics", "config_hash", "git_commit", "versions",
-                  "tensors", "files", "packs", "logical_bytes", "digest", "manifest_sha256"):
+    for field in (
+        "step",
+        "epoch",
+        "created_at",
+        "tags",
+        "metrics",
+        "config_hash",
+        "git_commit",
+        "versions",
+        "tensors",
+        "files",
+        "packs",
+        "logical_bytes",
+        "digest",
+        "manifest_sha256",
+    ):
         assert field in manifest, field
     assert manifest["tensors"]["w"]["dtype"] == "F32"
 
@@ -106,6 +122,7 @@ def test_read_only_open_does_not_take_the_lock(tmp_path):
 
 def test_packs_are_plain_safetensors_files(tmp_path):
     from safetensors import safe_open
+
     with CheckpointManager(tmp_path / "ck") as mgr:
         mgr.save({"a": torch.arange(6).reshape(2, 3), "b": np.arange(3, dtype=np.uint32)}, step=1)
     packs = list((tmp_path / "ck" / "packs").glob("*.safetensors"))
@@ -142,8 +159,9 @@ def test_a_negative_step_is_refused_and_nothing_is_written(tmp_path, step):
         with pytest.raises(ValueError, match="cannot be negative"):
             mgr.save({"w": torch.ones(3)}, step=step)
         with pytest.raises(ValueError, match="cannot be negative"):
-            mgr.store.commit({"w": torch.ones(3)}, {"w": {"__tensor__": "w"}}, step=step, epoch=None, metrics=None,
-                             tags=(), meta={})
+            mgr.store.commit(
+                {"w": torch.ones(3)}, {"w": {"__tensor__": "w"}}, step=step, epoch=None, metrics=None, tags=(), meta={}
+            )
     assert not any((tmp_path / "ck" / "packs").iterdir())
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith("step_")]
 

@@ -1,4 +1,5 @@
 """Byte corpus: the embedded stdlib corpus, fixed windows, clear errors, unigram entropy."""
+
 from __future__ import annotations
 
 import math

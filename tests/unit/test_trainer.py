@@ -1,10 +1,12 @@
 """The trainer on a tiny real task: emergency saves, non-finite losses, stop signals, validation interrupts."""
+
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 import torch
@@ -91,7 +93,9 @@ class Line:
 def make(tmp_path: Path, task: Line, steps: int = 16, every: int = 4) -> Trainer:
     task.setup(steps, 8, torch.device("cpu"))
     mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor=task.monitor, mode=task.monitor_mode)
-    cfg = LoopConfig(total_steps=steps, steps_per_epoch=8, batch_size=4, log_every_n_steps=1, progress_bar=False, async_save=False)
+    cfg = LoopConfig(
+        total_steps=steps, steps_per_epoch=8, batch_size=4, log_every_n_steps=1, progress_bar=False, async_save=False
+    )
     return Trainer(task, mgr, SaveTriggers(every_n_steps=every), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path))
 
 
@@ -121,6 +125,7 @@ def test_a_stop_signal_is_serviced_at_the_next_step_boundary(tmp_path: Path) -> 
     def send(ctx: StepContext) -> None:
         if ctx.step == 5:
             os.kill(os.getpid(), signal.SIGTERM)
+
     trainer = make(tmp_path, Line(on_step=send))
     with pytest.raises(Preempted) as caught:
         trainer.fit()
@@ -189,6 +194,7 @@ def test_a_preempt_checkpoint_between_validations_is_never_best(tmp_path: Path) 
     def send(ctx: StepContext) -> None:
         if ctx.step == 5:
             os.kill(os.getpid(), signal.SIGTERM)
+
     trainer = make(tmp_path, Line(on_step=send), every=4)
     trainer.cfg.val_every_n_steps = 4
     with pytest.raises(Preempted):
@@ -203,8 +209,9 @@ def test_a_preempt_checkpoint_between_validations_is_never_best(tmp_path: Path) 
 def test_an_unknown_monitored_metric_stops_at_the_first_validation_naming_the_metrics_there_are(tmp_path: Path) -> None:
     trainer = make(tmp_path, Line())
     trainer.cfg.monitor, trainer.cfg.monitor_mode = "val/accuracy", "max"
-    trainer = Trainer(trainer.task, trainer.manager, trainer.triggers, trainer.cfg, device=torch.device("cpu"),
-                      metrics=trainer.metrics)
+    trainer = Trainer(
+        trainer.task, trainer.manager, trainer.triggers, trainer.cfg, device=torch.device("cpu"), metrics=trainer.metrics
+    )
     with pytest.raises(MonitorError, match=r"checkpoint.monitor=val/accuracy .* choose one of val/mse"):
         trainer.fit()
     trainer.manager.close()
@@ -241,6 +248,7 @@ def checkpoint_group(name: str) -> Any:
     from omegaconf import OmegaConf
 
     from waypoint.config import CheckpointConfig
+
     conf = Path(__file__).resolve().parents[2] / "conf" / "checkpoint"
     cfg = OmegaConf.structured(CheckpointConfig)
     for layer in ("default", name):
@@ -263,7 +271,9 @@ def test_best_only_saves_only_on_improvement_and_at_the_end_and_keeps_the_best_a
     ck = checkpoint_group("best_only")
     task = Scripted()
     task.setup(16, 8, torch.device("cpu"))
-    mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor="val/mse", mode="min")  # keep all: see every save
+    mgr = CheckpointManager(
+        tmp_path / "checkpoints", RetentionPolicy(), monitor="val/mse", mode="min"
+    )  # keep all: see every save
     cfg = LoopConfig(total_steps=16, steps_per_epoch=8, batch_size=4, val_every_n_steps=2, progress_bar=False, async_save=False)
     Trainer(task, mgr, build.save_triggers(ck, 8), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path)).fit()
     infos = mgr.list()

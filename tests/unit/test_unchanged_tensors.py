@@ -1,5 +1,6 @@
 """A save compares each tensor with the last save's private copy and reuses its content id only when the
 bytes, dtype and shape are provably the same; everything else is hashed and stored."""
+
 import json
 
 import pytest

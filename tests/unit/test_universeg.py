@@ -1,4 +1,5 @@
 """UniverSeg: CrossConv semantics, Dice, determinism, exact resume."""
+
 from __future__ import annotations
 
 import time
@@ -116,7 +117,7 @@ def test_resume_from_encoded_state_is_bit_identical():
     for step in range(2, 4):
         train_step(a, step)
         train_step(b, step)
-    for (ka, va), (kb, vb) in zip(a.state_dict()["model"].items(), b.state_dict()["model"].items()):
+    for (ka, va), (_kb, vb) in zip(a.state_dict()["model"].items(), b.state_dict()["model"].items()):
         assert torch.equal(va, vb), ka
 
 

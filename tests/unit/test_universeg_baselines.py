@@ -1,4 +1,5 @@
 """The support-only baselines that UniverSeg's Dice is reported against."""
+
 from __future__ import annotations
 
 import torch
@@ -13,13 +14,17 @@ def _episode(polarity: int, seed: int = 0, size: int = 16, support: int = 4) -> 
     for _ in range(support + 1):
         mask = torch.zeros(1, size, size)
         r, c = (int(v) for v in torch.randint(0, size - 6, (2,), generator=gen))
-        mask[:, r:r + 6, c:c + 6] = 1
+        mask[:, r : r + 6, c : c + 6] = 1
         base = 0.5 + 0.05 * torch.randn(1, size, size, generator=gen)
         image = torch.where(mask > 0, torch.tensor(0.1 if polarity else 0.9), base)
         images.append(image)
         masks.append(mask)
-    return {"image": images[0][None], "mask": masks[0][None],
-            "support_images": torch.stack(images[1:])[None], "support_masks": torch.stack(masks[1:])[None]}
+    return {
+        "image": images[0][None],
+        "mask": masks[0][None],
+        "support_images": torch.stack(images[1:])[None],
+        "support_masks": torch.stack(masks[1:])[None],
+    }
 
 
 def test_mean_mask_is_perfect_when_every_support_mask_equals_the_query_mask():

@@ -1,4 +1,5 @@
 """conf/model/universeg.yaml and conf/data/seg*.yaml compose with their schemas and build a working task."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from PIL import Image
 
-from waypoint.training.build import build_data
 from waypoint.tasks import universeg
 from waypoint.tasks.base import StepContext
+from waypoint.training.build import build_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -60,7 +61,9 @@ def test_segfolder_root_override(conf_dir, tmp_path):
         for i in range(3):
             for sub in ("images", "masks"):
                 (tmp_path / "root" / task_name / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.full((8, 8), 200 * (sub == "masks"), np.uint8)).save(tmp_path / "root" / task_name / sub / f"{i}.png")
+                Image.fromarray(np.full((8, 8), 200 * (sub == "masks"), np.uint8)).save(
+                    tmp_path / "root" / task_name / sub / f"{i}.png"
+                )
     cfg, task = build(conf_dir, ["data=segfolder", f"data.root={tmp_path / 'root'}", "model.scale=smoke"])
     assert cfg.data._target_.endswith("SegFolder") and len(task.val_dataset()) == 3
 

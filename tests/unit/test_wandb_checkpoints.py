@@ -1,4 +1,5 @@
 """wandb sees every committed checkpoint once, async saves included, by reference to the files holding its bytes."""
+
 from __future__ import annotations
 
 import shutil
@@ -47,6 +48,7 @@ def test_async_and_blocking_saves_each_log_one_artifact_whose_references_restore
 def test_a_failing_commit_listener_is_logged_and_never_fails_the_save(tmp_path: Path, caplog) -> None:
     def broken(report):
         raise RuntimeError("tracker down")
+
     with CheckpointManager(tmp_path / "checkpoints") as mgr:
         mgr.on_commit(broken)
         mgr.save({"w": torch.ones(3)}, 1, blocking=False)

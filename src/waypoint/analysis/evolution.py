@@ -5,12 +5,14 @@ are in memory (the final one, the previous one and the current one), whatever th
 checkpoints. A tensor whose content id did not change since the previous checkpoint (a frozen stack,
 an untouched buffer) is not read at all: its update is exactly zero.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -37,7 +39,7 @@ def parameter_keys(table: Mapping[str, Any]) -> list[str]:
 
 
 def _read(mgr: CheckpointManager, name: str, key: str) -> torch.Tensor:
-    (_, t), = mgr.store.iter_tensors(name, [key])
+    ((_, t),) = mgr.store.iter_tensors(name, [key])
     return t.double()
 
 
@@ -65,10 +67,16 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
                 row = {**prev_row, "checkpoint": info.name, "step": info.step, "diff_norm": 0.0, "prev_norm": prev_row["norm"]}
             else:
                 t = _read(mgr, info.name, key)
-                row = {"checkpoint": info.name, "step": info.step, "key": key, "norm": t.norm().item(),
-                       "diff_norm": (t - prev_t).norm().item() if prev_t is not None else None,
-                       "prev_norm": prev_t.norm().item() if prev_t is not None else None,
-                       "dot_final": torch.dot(t.flatten(), final_t.flatten()).item(), "final_norm": final_norm}
+                row = {
+                    "checkpoint": info.name,
+                    "step": info.step,
+                    "key": key,
+                    "norm": t.norm().item(),
+                    "diff_norm": (t - prev_t).norm().item() if prev_t is not None else None,
+                    "prev_norm": prev_t.norm().item() if prev_t is not None else None,
+                    "dot_final": torch.dot(t.flatten(), final_t.flatten()).item(),
+                    "final_norm": final_norm,
+                }
                 prev_t = t
             rows.append(row)
             prev_id, prev_row = rec["id"], row
@@ -88,9 +96,20 @@ def aggregate(rows: Iterable[Mapping[str, Any]], group: Callable[[str], str | No
         g = group(r["key"])
         if g is None:
             continue
-        a = acc.setdefault((g, r["checkpoint"]), {"group": g, "checkpoint": r["checkpoint"], "step": r["step"],
-                                                  "norm2": 0.0, "diff2": 0.0, "prev2": 0.0, "dot": 0.0, "final2": 0.0,
-                                                  "has_prev": True})
+        a = acc.setdefault(
+            (g, r["checkpoint"]),
+            {
+                "group": g,
+                "checkpoint": r["checkpoint"],
+                "step": r["step"],
+                "norm2": 0.0,
+                "diff2": 0.0,
+                "prev2": 0.0,
+                "dot": 0.0,
+                "final2": 0.0,
+                "has_prev": True,
+            },
+        )
         a["norm2"] += r["norm"] ** 2
         a["dot"] += r["dot_final"]
         a["final2"] += r["final_norm"] ** 2
@@ -102,9 +121,16 @@ def aggregate(rows: Iterable[Mapping[str, Any]], group: Callable[[str], str | No
     out = []
     for a in acc.values():
         norm, final = math.sqrt(a["norm2"]), math.sqrt(a["final2"])
-        out.append({"group": a["group"], "checkpoint": a["checkpoint"], "step": a["step"], "norm": norm,
-                    "rel_update": math.sqrt(a["diff2"]) / math.sqrt(a["prev2"]) if a["has_prev"] and a["prev2"] > 0 else None,
-                    "cos_to_final": a["dot"] / (norm * final) if norm > 0 and final > 0 else None})
+        out.append(
+            {
+                "group": a["group"],
+                "checkpoint": a["checkpoint"],
+                "step": a["step"],
+                "norm": norm,
+                "rel_update": math.sqrt(a["diff2"]) / math.sqrt(a["prev2"]) if a["has_prev"] and a["prev2"] > 0 else None,
+                "cos_to_final": a["dot"] / (norm * final) if norm > 0 and final > 0 else None,
+            }
+        )
     return sorted(out, key=lambda r: (r["group"], r["step"], r["checkpoint"]))
 
 
@@ -135,8 +161,9 @@ def pair_distance(mgr: CheckpointManager, pairs: list[tuple[str, str]]) -> list[
                 a, b = _read(mgr, info.name, ka), _read(mgr, info.name, kb)
                 d2 += (a - b).norm().item() ** 2
                 b2 += b.norm().item() ** 2
-        out.append({"checkpoint": info.name, "step": info.step,
-                    "rel_distance": math.sqrt(d2) / math.sqrt(b2) if b2 > 0 else None})
+        out.append(
+            {"checkpoint": info.name, "step": info.step, "rel_distance": math.sqrt(d2) / math.sqrt(b2) if b2 > 0 else None}
+        )
     return out
 
 
@@ -152,7 +179,7 @@ def stack_of(key: str) -> str | None:
     m = re.search(r"(?:^|/|\.)stacks[/.](\d+)(?:/|\.)", key)
     if not m:
         return None
-    return f"LoRA on stack {m.group(1)}" if _LORA.search(key[m.end():]) else f"stack {m.group(1)}"
+    return f"LoRA on stack {m.group(1)}" if _LORA.search(key[m.end() :]) else f"stack {m.group(1)}"
 
 
 def storage_by_checkpoint(mgr: CheckpointManager) -> list[dict[str, Any]]:
@@ -168,8 +195,16 @@ def storage_by_checkpoint(mgr: CheckpointManager) -> list[dict[str, Any]]:
         physical = sum(new.values()) + own
         cum_logical += info.logical_bytes
         cum_physical += physical
-        rows.append({"checkpoint": info.name, "step": info.step, "logical_bytes": info.logical_bytes,
-                     "physical_bytes": physical, "cum_logical": cum_logical, "cum_physical": cum_physical})
+        rows.append(
+            {
+                "checkpoint": info.name,
+                "step": info.step,
+                "logical_bytes": info.logical_bytes,
+                "physical_bytes": physical,
+                "cum_logical": cum_logical,
+                "cum_physical": cum_physical,
+            }
+        )
     return rows
 
 

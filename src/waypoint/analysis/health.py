@@ -1,7 +1,9 @@
 """Training-health notes for a run report, read from metrics.jsonl: collapse flags and baselines beside the metric."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: a task that detects collapse logs this key (1.0 while collapsed); DINO does
 COLLAPSED = "train/collapsed"
@@ -16,8 +18,10 @@ def collapse_note(rows: Sequence[dict[str, Any]]) -> str | None:
         return None
     last_logged = next((r for r in reversed(rows) if COLLAPSED in r), {})
     state = "and was still collapsed at the end" if last_logged.get(COLLAPSED) == 1.0 else "then recovered"
-    return (f"COLLAPSE: the teacher's output was collapsed (entropy pinned at uniform or one prototype) at logged steps "
-            f"{steps[0]}..{steps[-1]} {state}; see the warning in train.log.")
+    return (
+        f"COLLAPSE: the teacher's output was collapsed (entropy pinned at uniform or one prototype) at logged steps "
+        f"{steps[0]}..{steps[-1]} {state}; see the warning in train.log."
+    )
 
 
 def baseline_lines(rows: Sequence[dict[str, Any]], monitor: str | None) -> list[str]:
@@ -32,5 +36,5 @@ def baseline_lines(rows: Sequence[dict[str, Any]], monitor: str | None) -> list[
                 baselines.setdefault(key, value)
     if final is None or not baselines:
         return []
-    parts = ", ".join(f"{k[len(monitor) + 1:]} {v:.4g}" for k, v in baselines.items())
+    parts = ", ".join(f"{k[len(monitor) + 1 :]} {v:.4g}" for k, v in baselines.items())
     return [f"Final {monitor} {final:.4g}; baselines: {parts}."]

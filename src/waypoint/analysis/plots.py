@@ -1,17 +1,26 @@
 """PNG plots for reports (matplotlib, headless). Each function takes plain rows and writes one file."""
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TAG_COLOURS = {"latest": "tab:blue", "best": "tab:green", "milestone": "tab:purple", "preempt": "tab:orange",
-               "emergency": "tab:red", "pinned": "black", "end": "tab:cyan"}
+TAG_COLOURS = {
+    "latest": "tab:blue",
+    "best": "tab:green",
+    "milestone": "tab:purple",
+    "preempt": "tab:orange",
+    "emergency": "tab:red",
+    "pinned": "black",
+    "end": "tab:cyan",
+}
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -21,8 +30,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def metric_curves(rows: Sequence[Mapping[str, Any]], checkpoint_steps: Iterable[int], path: Path,
-                  max_panels: int = 6) -> Path:
+def metric_curves(rows: Sequence[Mapping[str, Any]], checkpoint_steps: Iterable[int], path: Path, max_panels: int = 6) -> Path:
     """One panel per numeric metric over steps, with vertical lines at checkpoints."""
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
@@ -51,13 +59,15 @@ def checkpoint_timeline(infos: Sequence[Mapping[str, Any]], monitor: str | None,
     fig, ax = plt.subplots(figsize=(8, 3))
     for info in infos:
         tags = info.get("tags") or []
-        colour = next((TAG_COLOURS[t] for t in ("emergency", "preempt", "pinned", "best", "milestone", "latest")
-                       if t in tags), "tab:gray")
+        colour = next(
+            (TAG_COLOURS[t] for t in ("emergency", "preempt", "pinned", "best", "milestone", "latest") if t in tags), "tab:gray"
+        )
         y = info.get("metrics", {}).get(monitor) if monitor else None
         ax.scatter(info["step"], y if y is not None else 0, color=colour, s=40, zorder=3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for t, c in TAG_COLOURS.items()]
-    ax.legend(handles=handles + [plt.Line2D([], [], marker="o", ls="", color="tab:gray", label="other")],
-              fontsize=7, ncol=4, loc="best")
+    ax.legend(
+        handles=handles + [plt.Line2D([], [], marker="o", ls="", color="tab:gray", label="other")], fontsize=7, ncol=4, loc="best"
+    )
     ax.set_xlabel("step")
     ax.set_ylabel(monitor or "(no monitored metric)")
     ax.set_title("checkpoint timeline")
@@ -68,7 +78,7 @@ def storage(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Logical vs physical bytes per checkpoint and cumulative (what deduplication saved)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     steps = [r["step"] for r in rows]
-    mib = 1 / 2 ** 20
+    mib = 1 / 2**20
     pos = list(range(len(steps)))
     a.bar(pos, [r["logical_bytes"] * mib for r in rows], label="logical", alpha=0.5)
     a.bar(pos, [r["physical_bytes"] * mib for r in rows], label="physical (new bytes)", alpha=0.8)

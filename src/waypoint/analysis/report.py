@@ -1,4 +1,5 @@
 """Build the report of one run: metrics, checkpoint timeline, storage, parameter evolution, comparison."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,17 @@ from waypoint.checkpoint import CheckpointManager
 
 from . import health, plots
 from .compare import diff_checkpoints
-from .evolution import (aggregate, groups_by_change, pair_distance, paired_keys, parameter_keys, stack_of,
-                        storage_by_checkpoint, tensor_evolution, tensor_tables)
+from .evolution import (
+    aggregate,
+    groups_by_change,
+    pair_distance,
+    paired_keys,
+    parameter_keys,
+    stack_of,
+    storage_by_checkpoint,
+    tensor_evolution,
+    tensor_tables,
+)
 from .render import Section, write_report
 
 
@@ -57,20 +67,32 @@ def run_sections(run_dir: Path, out: Path, compare: tuple[str, str] | None = Non
             text.append(note)
             summary["collapse"] = note
         overview = Section("Overview", text)
-        overview.tables.append((["checkpoint", "step", "epoch", "tags", mgr.monitor or "metric"],
-                                [[i["name"], i["step"], i["epoch"], ",".join(i["tags"]), i["metrics"].get(mgr.monitor or "")]
-                                 for i in infos]))
+        overview.tables.append(
+            (
+                ["checkpoint", "step", "epoch", "tags", mgr.monitor or "metric"],
+                [[i["name"], i["step"], i["epoch"], ",".join(i["tags"]), i["metrics"].get(mgr.monitor or "")] for i in infos],
+            )
+        )
         sections.append(overview)
         sections.append(Section("Metrics", images=[plots.metric_curves(rows, [i["step"] for i in infos], out / "metrics.png")]))
-        sections.append(Section("Checkpoint timeline", images=[plots.checkpoint_timeline(infos, mgr.monitor, out / "timeline.png")]))
+        sections.append(
+            Section("Checkpoint timeline", images=[plots.checkpoint_timeline(infos, mgr.monitor, out / "timeline.png")])
+        )
         if not infos:
             return sections, summary
         storage = storage_by_checkpoint(mgr)
         logical, physical = storage[-1]["cum_logical"], storage[-1]["cum_physical"]
         summary["storage"] = {"logical_bytes": logical, "physical_bytes": physical}
-        sections.append(Section("Storage", [f"Logical {logical / 2**20:.1f} MiB, physical {physical / 2**20:.1f} MiB: "
-                                            f"deduplication stored {physical / max(logical, 1):.2f}x of what plain saves would write."],
-                                images=[plots.storage(storage, out / "storage.png")]))
+        sections.append(
+            Section(
+                "Storage",
+                [
+                    f"Logical {logical / 2**20:.1f} MiB, physical {physical / 2**20:.1f} MiB: "
+                    f"deduplication stored {physical / max(logical, 1):.2f}x of what plain saves would write."
+                ],
+                images=[plots.storage(storage, out / "storage.png")],
+            )
+        )
         sections += evolution_sections(mgr, out, summary)
         if compare:
             sections.append(compare_section(mgr, compare, out, summary))
@@ -87,25 +109,48 @@ def evolution_sections(mgr: CheckpointManager, out: Path, summary: dict) -> list
     rows = tensor_evolution(mgr, keys)
     modules = aggregate(rows, _top_level_groups)
     top = [g for g, _ in groups_by_change(modules, top=8)]
-    section = Section("Parameter evolution", [
-        "Per module: weight norm, relative update ||W_t - W_prev|| / ||W_prev|| between consecutive checkpoints, and "
-        "cosine similarity to the final weights. Modules shown: the 8 that moved most."],
-        images=[plots.evolution(modules, top, out / "evolution.png", "modules that moved most")])
+    section = Section(
+        "Parameter evolution",
+        [
+            "Per module: weight norm, relative update ||W_t - W_prev|| / ||W_prev|| between consecutive checkpoints, and "
+            "cosine similarity to the final weights. Modules shown: the 8 that moved most."
+        ],
+        images=[plots.evolution(modules, top, out / "evolution.png", "modules that moved most")],
+    )
     section.tables.append((["module", "total relative update"], [[g, v] for g, v in groups_by_change(modules, top=15)]))
     sections = [section]
     pairs = paired_keys(keys, "student", "teacher")
     if pairs:
         dist = pair_distance(mgr, pairs)
         summary["student_teacher"] = dist[-1]["rel_distance"]
-        sections.append(Section("Student vs teacher", ["||student - teacher|| / ||teacher|| over all paired parameters."],
-                                images=[plots.line([d["step"] for d in dist], [d["rel_distance"] for d in dist],
-                                                   out / "student_teacher.png", "student vs teacher", "relative distance")]))
+        sections.append(
+            Section(
+                "Student vs teacher",
+                ["||student - teacher|| / ||teacher|| over all paired parameters."],
+                images=[
+                    plots.line(
+                        [d["step"] for d in dist],
+                        [d["rel_distance"] for d in dist],
+                        out / "student_teacher.png",
+                        "student vs teacher",
+                        "relative distance",
+                    )
+                ],
+            )
+        )
     stacks = aggregate(rows, stack_of)
     if stacks:
         names = sorted({r["group"] for r in stacks}, key=lambda g: (int(g.split()[-1]), g))
-        sections.append(Section("Per-stack change", ["Frozen stacks stay flat: their content ids do not change. "
-                                                     "LoRA adapters on a frozen stack are drawn as their own line."],
-                                images=[plots.evolution(stacks, names, out / "stacks.png", "per stack")]))
+        sections.append(
+            Section(
+                "Per-stack change",
+                [
+                    "Frozen stacks stay flat: their content ids do not change. "
+                    "LoRA adapters on a frozen stack are drawn as their own line."
+                ],
+                images=[plots.evolution(stacks, names, out / "stacks.png", "per stack")],
+            )
+        )
     return sections
 
 
@@ -114,12 +159,22 @@ def compare_section(mgr: CheckpointManager, compare: tuple[str, str], out: Path,
     doc = diff_checkpoints(mgr, compare[0], mgr, compare[1])
     summary["compare"] = {k: doc[k] for k in ("a", "b", "same_state", "unchanged")}
     top = doc["changed"][:20]
-    section = Section(f"Comparison {doc['a']} -> {doc['b']}", [
-        f"{len(doc['changed'])} tensors changed, {doc['unchanged']} unchanged, {len(doc['added'])} added, "
-        f"{len(doc['removed'])} removed."])
+    section = Section(
+        f"Comparison {doc['a']} -> {doc['b']}",
+        [
+            f"{len(doc['changed'])} tensors changed, {doc['unchanged']} unchanged, {len(doc['added'])} added, "
+            f"{len(doc['removed'])} removed."
+        ],
+    )
     if top:
-        section.images.append(plots.bars([r["key"] for r in top], [r["rel_change"] for r in top], out / "compare.png",
-                                         "relative change per tensor (largest first)"))
+        section.images.append(
+            plots.bars(
+                [r["key"] for r in top],
+                [r["rel_change"] for r in top],
+                out / "compare.png",
+                "relative change per tensor (largest first)",
+            )
+        )
     section.tables.append((["metric", "a", "b", "delta"], [[k, m["a"], m["b"], m["delta"]] for k, m in doc["metrics"].items()]))
     return section
 

@@ -1,4 +1,5 @@
 """A sweep (Hydra multirun) directory: one row per job, and overlaid curves of the monitored metric."""
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,24 @@ def is_sweep_dir(path: Path) -> bool:
 
 def job_dirs(sweep: Path) -> list[Path]:
     """The run directories below a sweep dir (nested subdirs included), sorted by name."""
-    return sorted({p.parent for p in sweep.rglob("checkpoints") if p.is_dir()} |
-                  {p.parent for p in sweep.rglob("metrics.jsonl")}, key=str)
+    return sorted(
+        {p.parent for p in sweep.rglob("checkpoints") if p.is_dir()} | {p.parent for p in sweep.rglob("metrics.jsonl")}, key=str
+    )
 
 
 def job_row(job: Path, sweep: Path) -> dict[str, Any]:
     """Overrides, best and final monitored metric, steps, wall time and status of one job."""
     overrides_file = job / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    row: dict[str, Any] = {"job": str(job.relative_to(sweep)), "overrides": " ".join(overrides or []),
-                           "best": None, "final": None, "steps": None, "wall_time_s": None, "status": "no checkpoints"}
+    row: dict[str, Any] = {
+        "job": str(job.relative_to(sweep)),
+        "overrides": " ".join(overrides or []),
+        "best": None,
+        "final": None,
+        "steps": None,
+        "wall_time_s": None,
+        "status": "no checkpoints",
+    }
     metrics = read_metrics(job)
     times = [r["time"] for r in metrics if isinstance(r.get("time"), (int, float))]
     if len(times) >= 2:
@@ -55,8 +64,15 @@ def job_row(job: Path, sweep: Path) -> dict[str, Any]:
                 row["final"] = next((i.metrics[mgr.monitor] for i in reversed(infos) if mgr.monitor in i.metrics), None)
                 row["best"] = best.metrics.get(mgr.monitor or "") if best else None
                 tags = set(last.tags)
-                row["status"] = ("finished" if tags & set(FINISHED_TAGS) else "preempted" if "preempt" in tags
-                                 else "failed" if "emergency" in tags else "unfinished")
+                row["status"] = (
+                    "finished"
+                    if tags & set(FINISHED_TAGS)
+                    else "preempted"
+                    if "preempt" in tags
+                    else "failed"
+                    if "emergency" in tags
+                    else "unfinished"
+                )
     return row
 
 
@@ -69,15 +85,23 @@ def build_sweep_report(sweep: str | Path) -> dict[str, Any]:
     monitor = next((r.get("monitor") for r in rows if r.get("monitor")), None)
     curves = {}
     for job in job_dirs(sweep):
-        pts = [(r["step"], float(r[monitor])) for r in read_metrics(job)
-               if monitor and isinstance(r.get(monitor), (int, float)) and isinstance(r.get("step"), int)]
+        pts = [
+            (r["step"], float(r[monitor]))
+            for r in read_metrics(job)
+            if monitor and isinstance(r.get(monitor), (int, float)) and isinstance(r.get("step"), int)
+        ]
         if pts:
             curves[str(job.relative_to(sweep))] = pts
     header = ["job", "overrides", f"best {monitor or ''}", f"final {monitor or ''}", "steps", "wall time (s)", "status"]
     table = [[r["job"], r["overrides"], r["best"], r["final"], r["steps"], r["wall_time_s"], r["status"]] for r in rows]
-    sections = [Section("Jobs", [f"{len(rows)} jobs in {sweep}."], tables=[(header, table)],
-                        images=[plots.overlaid(curves, out / "sweep_curves.png", f"{monitor or 'metric'} per job",
-                                               monitor or "")])]
+    sections = [
+        Section(
+            "Jobs",
+            [f"{len(rows)} jobs in {sweep}."],
+            tables=[(header, table)],
+            images=[plots.overlaid(curves, out / "sweep_curves.png", f"{monitor or 'metric'} per job", monitor or "")],
+        )
+    ]
     paths = write_report(out, f"Waypoint sweep report: {sweep.name}", sections)
     (out / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
     return {"jobs": rows, **{k: str(v) for k, v in paths.items()}}

@@ -1,18 +1,50 @@
 """The checkpoint store: crash-safe, deduplicating, verifiable. Knows nothing about training."""
+
 from .codec import UnsupportedValueError, decode, encode
+from .errors import CheckpointNotDurableError
 from .manager import CheckpointManager, NoCheckpointError
 from .manifest import CheckpointInfo, ManifestError
 from .packs import IntegrityError
-from .policy import (Candidate, KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
-                     SaveTriggers, TriggerState, is_improvement, milestone_steps)
-from .errors import CheckpointNotDurableError
+from .policy import (
+    Candidate,
+    KeepBest,
+    KeepEveryN,
+    KeepLast,
+    KeepMilestones,
+    KeepTagged,
+    RetentionPolicy,
+    SaveTriggers,
+    TriggerState,
+    is_improvement,
+    milestone_steps,
+)
 from .store import CheckpointError, CheckpointStore, CheckpointWriteError, StoreLockedError
 from .writer import BackgroundSaveError
 
 __all__ = [
-    "BackgroundSaveError", "Candidate", "CheckpointError", "CheckpointInfo", "CheckpointManager", "CheckpointNotDurableError",
-    "CheckpointStore", "CheckpointWriteError", "IntegrityError", "KeepBest", "KeepEveryN", "KeepLast",
-    "KeepMilestones", "KeepTagged", "ManifestError", "NoCheckpointError", "RetentionPolicy", "SaveTriggers",
-    "StoreLockedError", "TriggerState", "UnsupportedValueError", "decode", "encode", "is_improvement",
+    "BackgroundSaveError",
+    "Candidate",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointNotDurableError",
+    "CheckpointStore",
+    "CheckpointWriteError",
+    "IntegrityError",
+    "KeepBest",
+    "KeepEveryN",
+    "KeepLast",
+    "KeepMilestones",
+    "KeepTagged",
+    "ManifestError",
+    "NoCheckpointError",
+    "RetentionPolicy",
+    "SaveTriggers",
+    "StoreLockedError",
+    "TriggerState",
+    "UnsupportedValueError",
+    "decode",
+    "encode",
+    "is_improvement",
     "milestone_steps",
 ]

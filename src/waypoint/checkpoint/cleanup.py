@@ -11,11 +11,12 @@ none of it is ever read as a checkpoint:
 Removal never follows a symlink: a planted link is unlinked, its target left alone. Only the holder of
 the writer lock may run this: a live writer's staging dir looks exactly like a dead one's.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .durable import fsync_dir, rmtree_nofollow
 

@@ -17,6 +17,7 @@ directly becomes a one-key object whose key starts with ``__``:
 Tensor keys are the path of the value in the state, parts joined by ``/`` (a ``/`` or ``~`` inside a
 part is escaped as ``~1`` / ``~0``, as in JSON pointers), so ``model/blocks.0.attn.qkv.weight``.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,18 @@ def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             raise UnsupportedValueError(f"state value at '{path}' is a {value.layout} tensor; only dense tensors can be saved")
         if value.is_meta:
             raise UnsupportedValueError(f"state value at '{path}' is a meta tensor without data")
-        identity = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
-                    tuple(value.stride()), value.dtype) if value.numel() else None
+        identity = (
+            (
+                value.device,
+                value.untyped_storage().data_ptr(),
+                value.storage_offset(),
+                tuple(value.shape),
+                tuple(value.stride()),
+                value.dtype,
+            )
+            if value.numel()
+            else None
+        )
         key = path or "_"
         if marker == "__tensor__" and identity is not None and identity in seen:
             tensors[key] = tensors[seen[identity]]
@@ -91,7 +102,10 @@ def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             items = []
             for k, v in value.items():
                 if not (k is None or isinstance(k, (str, int, float, bool))):
-                    raise UnsupportedValueError(f"state dict at '{path or '/'}' has a key of type {type(k).__name__}; keys must be str, int, float, bool or None")
+                    raise UnsupportedValueError(
+                        f"state dict at '{path or '/'}' has a key of type {type(k).__name__}; "
+                        "keys must be str, int, float, bool or None"
+                    )
                 items.append([walk(k, path), walk(v, f"{path}/{_key_part(k)}" if path else _key_part(k))])
             return {"__dict__": items}
         if isinstance(value, (list, tuple)):
@@ -99,7 +113,8 @@ def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             return {"__tuple__": encoded} if isinstance(value, tuple) else encoded
         raise UnsupportedValueError(
             f"state value at '{path or '/'}' is a {type(value).__module__}.{type(value).__qualname__}, "
-            "which is neither a tensor nor JSON-representable; convert it (e.g. to a dict or str) before saving")
+            "which is neither a tensor nor JSON-representable; convert it (e.g. to a dict or str) before saving"
+        )
 
     tree = walk(state, "")
     return tensors, tree
@@ -114,7 +129,7 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (marker, payload), = node.items()
+            ((marker, payload),) = node.items()
             if marker == "__tensor__":
                 return tensors[payload]
             if marker == "__alias__":
@@ -163,7 +178,7 @@ def tensor_keys(tree: Any) -> set[str]:
                 walk(v)
         elif isinstance(node, dict):
             if len(node) == 1:
-                (marker, payload), = node.items()
+                ((marker, payload),) = node.items()
                 if marker in ("__tensor__", "__ndarray__"):
                     keys.add(payload)
                     return

@@ -1,5 +1,6 @@
 """POSIX durability primitives: exclusive file creation, fsync of files and directories,
 no-replace rename, atomic replace, and an rmtree that never follows symlinks."""
+
 from __future__ import annotations
 
 import ctypes

@@ -2,6 +2,7 @@
 
 Callers catch ``CheckpointError`` to report any store failure; the subclasses say which kind it was.
 """
+
 from __future__ import annotations
 
 

@@ -17,6 +17,7 @@ of tensors, numpy arrays, numbers, strings and containers, or a one-sentence ``C
   numpy dtype its name, and the ``module.`` (DistributedDataParallel) and ``_orig_mod.`` (torch.compile)
   prefixes are stripped from the keys of a dict whose keys all carry them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,10 @@ import torch
 
 from .errors import CheckpointError
 
-DEFAULT_RATIO = 4            # a torch.save archive stores tensors uncompressed: it expands ~1x
-DEFAULT_SLACK = 64 << 20     # bytes allowed on top of the ratio (small files with compressed members)
-MAX_DEPTH = 200              # nesting levels (a training state needs about 10)
-MAX_VALUES = 1_000_000       # values visited by a walk (a large optimizer state holds ~10^4-10^5)
+DEFAULT_RATIO = 4  # a torch.save archive stores tensors uncompressed: it expands ~1x
+DEFAULT_SLACK = 64 << 20  # bytes allowed on top of the ratio (small files with compressed members)
+MAX_DEPTH = 200  # nesting levels (a training state needs about 10)
+MAX_VALUES = 1_000_000  # values visited by a walk (a large optimizer state holds ~10^4-10^5)
 PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -54,6 +55,7 @@ def _safe_globals() -> list[Any]:
     found: list[Any] = [np.ndarray, np.dtype, argparse.Namespace, OrderedDict]
     try:
         from torch.torch_version import TorchVersion
+
         found.append(TorchVersion)
     except ImportError:  # pragma: no cover - every supported torch has it
         pass
@@ -95,10 +97,14 @@ def check_size(path: Path, max_bytes: int | None = None) -> int:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     limit = max_bytes if max_bytes is not None else DEFAULT_RATIO * size + DEFAULT_SLACK
     if expanded > limit:
-        why = (f"more than --max-bytes {max_bytes}" if max_bytes is not None else
-               f"more than {DEFAULT_RATIO}x its size plus {_human(DEFAULT_SLACK)}, which a PyTorch checkpoint never needs")
-        raise ImportTooLargeError(f"{path} ({_human(size)}) would expand to {_human(expanded)}, {why}; "
-                                  f"pass --max-bytes {expanded} if you trust it")
+        why = (
+            f"more than --max-bytes {max_bytes}"
+            if max_bytes is not None
+            else f"more than {DEFAULT_RATIO}x its size plus {_human(DEFAULT_SLACK)}, which a PyTorch checkpoint never needs"
+        )
+        raise ImportTooLargeError(
+            f"{path} ({_human(size)}) would expand to {_human(expanded)}, {why}; pass --max-bytes {expanded} if you trust it"
+        )
     return expanded
 
 
@@ -130,14 +136,16 @@ def load_foreign(path: str | os.PathLike, *, max_bytes: int | None = None) -> An
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)[:200]})") from None
         raise UnsafeCheckpointError(
             f"{path} was refused: unpickling it would call {names}, which can run arbitrary code; only "
-            "weights-only checkpoints (tensors, numbers, strings, containers, numpy data) can be imported") from None
+            "weights-only checkpoints (tensors, numbers, strings, containers, numpy data) can be imported"
+        ) from None
     except MemoryError:
         raise CheckpointError(f"{path} needs more memory to load than is available") from None
     except RecursionError:
         raise CheckpointError(f"{path} is nested too deeply to load") from None
     except Exception as exc:  # noqa: BLE001 - anything else a damaged or foreign file makes torch.load raise
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint "
-                              f"({type(exc).__name__}: {_first_line(exc)[:200]})") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)[:200]})"
+        ) from None
 
 
 def check_bounds(obj: Any, what: str = "the file") -> None:
@@ -148,8 +156,10 @@ def check_bounds(obj: Any, what: str = "the file") -> None:
         value, depth = stack.pop()
         visited += 1
         if visited > MAX_VALUES:
-            raise CheckpointError(f"{what} holds more than {MAX_VALUES:,} values (counting shared references each "
-                                  "time), far more than a training state; refused")
+            raise CheckpointError(
+                f"{what} holds more than {MAX_VALUES:,} values (counting shared references each "
+                "time), far more than a training state; refused"
+            )
         if depth > MAX_DEPTH:
             raise CheckpointError(f"{what} is nested more than {MAX_DEPTH} levels deep; refused")
         if isinstance(value, dict):
@@ -171,7 +181,7 @@ def _strip(keys: list[Any]) -> dict[Any, Any] | None:
         changed = False
         for prefix in PREFIXES:
             if all(v.startswith(prefix) and len(v) > len(prefix) for v in mapping.values()):
-                mapping = {k: v[len(prefix):] for k, v in mapping.items()}
+                mapping = {k: v[len(prefix) :] for k, v in mapping.items()}
                 changed = True
     return mapping if any(k != v for k, v in mapping.items()) else None
 

@@ -6,6 +6,7 @@ with the algorithm the id and its manifest name: BLAKE3 for format 2, SHA-256 fo
 Every problem is an ``IntegrityError`` whose message names the file, so ``verify`` can report it and
 ``restore("latest")`` can skip the checkpoint with a warning.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,8 +14,9 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import manifest as mf
 from .durable import open_regular, read_nofollow
@@ -49,13 +51,13 @@ def open_pack(packs_dir: Path, pack_name: str, manifest: Mapping[str, Any]) -> t
         raise IntegrityError(f"pack {pack_name} is missing") from None
     except OSError as exc:
         what = {errno.ELOOP: "is a symbolic link", errno.EINVAL: "is not a regular file"}.get(
-            exc.errno, f"cannot be read ({exc.strerror or exc})")
+            exc.errno, f"cannot be read ({exc.strerror or exc})"
+        )
         raise IntegrityError(f"pack {pack_name} {what}") from None
     try:
         size = os.fstat(fd).st_size
         header = _read_header(fd, pack_name)
-        if (expected is None or size != expected["bytes"]
-                or hashlib.sha256(header).hexdigest() != expected["header_sha256"]):
+        if expected is None or size != expected["bytes"] or hashlib.sha256(header).hexdigest() != expected["header_sha256"]:
             raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
         entries = json.loads(header[8:])
         entries.pop("__metadata__", None)
@@ -110,5 +112,4 @@ def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorR
             return f"pack {pack_name} is truncated"
         h.update(chunk)
         pos += len(chunk)
-    return None if h.id == rec.id else \
-        f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"
+    return None if h.id == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"

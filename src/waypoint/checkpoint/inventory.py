@@ -7,6 +7,7 @@ any tensor does not match, a state.json that fails its hash, a manifest that fai
 checkpoint is fit only when all it names is. Nothing is written and no lock is taken; a checkpoint or
 pack deleted by a live writer meanwhile is left out, not reported.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,9 @@ from .store import CheckpointStore
 class StoreFile:
     """One file of a checkpoints root, as a copy should hold it."""
 
-    rel: str                 # path relative to the checkpoints root, '/'-separated
+    rel: str  # path relative to the checkpoints root, '/'-separated
     path: Path
-    sha256: str | None       # of the whole file; None when it is unfit to copy
+    sha256: str | None  # of the whole file; None when it is unfit to copy
     size: int
     problem: str | None = None
     needs: tuple[str, ...] = ()  # files (packs) that must be in the copy before this one (a manifest)
@@ -55,8 +56,7 @@ def _pack_problem(store: CheckpointStore, name: str, manifest: dict) -> str | No
     try:
         for cid, entry in entries.items():
             begin, end = entry["data_offsets"]
-            err = verify_tensor(fd, entries, start, TensorRecord(cid, entry["dtype"], tuple(entry["shape"]), end - begin),
-                                name)
+            err = verify_tensor(fd, entries, start, TensorRecord(cid, entry["dtype"], tuple(entry["shape"]), end - begin), name)
             if err:
                 return err
     finally:
@@ -76,8 +76,7 @@ def _entry(path: Path, rel: str, problem: str | None, needs: tuple[str, ...] = (
     return StoreFile(rel, path, sha, size, None, needs)
 
 
-def _checkpoint(store: CheckpointStore, path: Path, checked: dict[str, str | None]
-                ) -> tuple[str | None, dict, bytes] | None:
+def _checkpoint(store: CheckpointStore, path: Path, checked: dict[str, str | None]) -> tuple[str | None, dict, bytes] | None:
     """(problem, manifest) of one checkpoint, its packs checked into ``checked``; None when a live writer
     deleted it meanwhile. A problem seen with a manifest that changed meanwhile (repack) is looked at again."""
     last = "its manifest kept changing while it was read"
@@ -127,12 +126,12 @@ def inventory(root: str | os.PathLike) -> list[StoreFile]:
             names = sorted(manifest.get("packs", {}))
             needed += [p for p in names if p not in needed]
             for fname in (mf.STATE_JSON, mf.MANIFEST):
-                needs = tuple(f"packs/{p}" for p in names) + ((f"{path.name}/{mf.STATE_JSON}",) if fname == mf.MANIFEST
-                                                               else ())
+                needs = tuple(f"packs/{p}" for p in names) + ((f"{path.name}/{mf.STATE_JSON}",) if fname == mf.MANIFEST else ())
                 entry = _entry(path / fname, f"{path.name}/{fname}", problem, needs)
                 if entry is not None and fname == mf.MANIFEST and entry.sha256:  # the very bytes checked above
-                    entry = StoreFile(entry.rel, path / fname, hashlib.sha256(manifest_bytes).hexdigest(),
-                                      len(manifest_bytes), None, needs)
+                    entry = StoreFile(
+                        entry.rel, path / fname, hashlib.sha256(manifest_bytes).hexdigest(), len(manifest_bytes), None, needs
+                    )
                 if entry is not None:
                     tail.append(entry)
         packs = [e for e in (_entry(store.packs_dir / p, f"packs/{p}", checked.get(p)) for p in needed) if e is not None]

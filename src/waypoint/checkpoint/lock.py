@@ -11,6 +11,7 @@ second lock request by the same process succeeds. So a process never opens ``LOC
 it: holders are registered by the file's identity and a second open in the same process is refused
 before the file is opened.
 """
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,10 @@ _held_guard = threading.Lock()
 
 def _refuse(path: Path, holder: dict[str, Any]) -> StoreLockedError:
     who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}" if holder else "another process"
-    return StoreLockedError(f"checkpoint store {path.parent} is already being written by {who}; "
-                            "wait for that run to finish or stop it, then try again")
+    return StoreLockedError(
+        f"checkpoint store {path.parent} is already being written by {who}; "
+        "wait for that run to finish or stop it, then try again"
+    )
 
 
 class StoreLock:
@@ -54,12 +57,12 @@ class StoreLock:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as exc:
                 what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror or exc})"
-                raise CheckpointError(f"{path} {what}, so the store cannot be locked for writing; "
-                                      "replace it with a regular file (or remove it)") from None
+                raise CheckpointError(
+                    f"{path} {what}, so the store cannot be locked for writing; replace it with a regular file (or remove it)"
+                ) from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
-                raise CheckpointError(f"{path} is not a regular file, so the store cannot be locked for writing; "
-                                      "remove it")
+                raise CheckpointError(f"{path} is not a regular file, so the store cannot be locked for writing; remove it")
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -1,4 +1,5 @@
 """CheckpointManager: save / restore / list / verify / tag / gc over one checkpoints root."""
+
 from __future__ import annotations
 
 import logging
@@ -6,11 +7,12 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -18,8 +20,8 @@ from . import codec, packs
 from . import manifest as mf
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
-from .repack import bytes_freed_by_deleting, repack_sparse
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
+from .repack import bytes_freed_by_deleting, repack_sparse
 from .store import CheckpointError, CheckpointStore, check_step
 from .writer import BackgroundWriter, Snapshots
 
@@ -61,9 +63,16 @@ class CheckpointManager:
     saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
     """
 
-    def __init__(self, root: str | os.PathLike, policy: RetentionPolicy | None = None, *,
-                 monitor: str | None = None, mode: str = "max", read_only: bool = False,
-                 snapshot_blocking: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        policy: RetentionPolicy | None = None,
+        *,
+        monitor: str | None = None,
+        mode: str = "max",
+        read_only: bool = False,
+        snapshot_blocking: bool = True,
+    ) -> None:
         self.store = CheckpointStore(root, writable=not read_only)
         self.root = self.store.root
         self.policy = policy
@@ -89,8 +98,17 @@ class CheckpointManager:
                 return
 
     # ------------------------------------------------------------------ saving
-    def save(self, state: Any, step: int, epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
-             tags: Iterable[str] = (), *, blocking: bool = True, meta: Mapping[str, Any] | None = None) -> CheckpointInfo | None:
+    def save(
+        self,
+        state: Any,
+        step: int,
+        epoch: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        *,
+        blocking: bool = True,
+        meta: Mapping[str, Any] | None = None,
+    ) -> CheckpointInfo | None:
         """Commit ``state`` as the checkpoint of ``step``; with ``blocking=False`` persist it in the background."""
         started = time.monotonic()
         self.writer.wait()
@@ -112,18 +130,27 @@ class CheckpointManager:
         staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH, wait=not blocking)
         if blocking:
             return self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, True)
-        self.writer.submit(lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, False),
-                           f"step {step}")
+        self.writer.submit(
+            lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, False), f"step {step}"
+        )
         return None
 
-    def _commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, step: int, epoch: int | None,
-                metrics: Mapping[str, Any] | None, tags: tuple[str, ...], meta: Mapping[str, Any],
-                ids: Mapping[str, str | Future | None] | None = None, started: float | None = None,
-                blocking: bool = True) -> CheckpointInfo:
+    def _commit(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        tree: Any,
+        step: int,
+        epoch: int | None,
+        metrics: Mapping[str, Any] | None,
+        tags: tuple[str, ...],
+        meta: Mapping[str, Any],
+        ids: Mapping[str, str | Future | None] | None = None,
+        started: float | None = None,
+        blocking: bool = True,
+    ) -> CheckpointInfo:
         packs_before = set(self.store.pack_meta) if self._listeners else set()
         try:
-            info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta,
-                                     ids=ids)
+            info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta, ids=ids)
         finally:  # even a failed save returns only once no staging job still writes the copies
             futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
         if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
@@ -133,9 +160,12 @@ class CheckpointManager:
         try:
             deleted = tuple(self._apply_retention(self.policy)[0])
         except OSError as exc:  # the save itself succeeded: what retention left is collected later
-            warnings.warn(f"checkpoint {info.name} is committed, but retention could not finish "
-                          f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
-                          "removed when the store is next opened for writing", stacklevel=2)
+            warnings.warn(
+                f"checkpoint {info.name} is committed, but retention could not finish "
+                f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
+                "removed when the store is next opened for writing",
+                stacklevel=2,
+            )
         if self._listeners:
             seconds = time.monotonic() - started if started is not None else 0.0
             self._notify(SaveReport(info, blocking, seconds, written, deleted))
@@ -183,8 +213,11 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ listing
     def _candidates(self) -> list[Candidate]:
-        return [Candidate(i.name, i.step, i.epoch, i.metrics, frozenset(i.tags), i.valid)
-                for i in self.store.infos.values() if i.valid]
+        return [
+            Candidate(i.name, i.step, i.epoch, i.metrics, frozenset(i.tags), i.valid)
+            for i in self.store.infos.values()
+            if i.valid
+        ]
 
     def latest(self) -> CheckpointInfo | None:
         """The newest committed checkpoint with a sound manifest, not tagged ``emergency`` or ``imported``."""
@@ -237,7 +270,8 @@ class CheckpointManager:
         if name and name in self.store.infos:
             return [self.store.infos[name]]
         raise NoCheckpointError(
-            f"no checkpoint matches '{selector}'; use latest, best, step:N, tag:NAME or a checkpoint name in {self.root}")
+            f"no checkpoint matches '{selector}'; use latest, best, step:N, tag:NAME or a checkpoint name in {self.root}"
+        )
 
     # ------------------------------------------------------------------ restoring
     def restore(self, selector: str = "latest", *, verify: bool = True) -> Any:
@@ -250,8 +284,11 @@ class CheckpointManager:
             selector = selector[4:]  # tag:latest falls back like latest (resolve gives it only the first)
         fallback = selector in DERIVED_TAGS
         candidates = self.resolve(selector)
-        damaged = sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: (i.step, i.name),
-                         reverse=True) if fallback else []
+        damaged = (
+            sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: (i.step, i.name), reverse=True)
+            if fallback
+            else []
+        )
         if selector == "latest":  # a checkpoint whose manifest is damaged is skipped where it would be tried
             order = sorted(candidates + damaged, key=lambda i: (i.step, i.name), reverse=True)
         else:  # 'best': a damaged manifest's metrics are unknown, it might have been the best one
@@ -306,8 +343,14 @@ class CheckpointManager:
         found = self.resolve(selector)
         if not found:
             skipped = sorted({t for i in self.store.infos.values() for t in NOT_LATEST & set(i.tags)})
-            hint = (f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
-                    f"{' or '.join('tag:' + t for t in skipped)} or step:N") if selector == "latest" and skipped else ""
+            hint = (
+                (
+                    f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
+                    f"{' or '.join('tag:' + t for t in skipped)} or step:N"
+                )
+                if selector == "latest" and skipped
+                else ""
+            )
             raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}{hint}")
         return found[0]
 
@@ -333,13 +376,20 @@ class CheckpointManager:
         self.writer.wait()
         info = self.one(selector)
         latest, best = self.latest(), self.best()
-        why = [reason for reason, hit in (("pinned", "pinned" in info.tags),
-                                          ("best", best is not None and best.name == info.name),
-                                          ("latest", latest is not None and latest.name == info.name),
-                                          ("being resumed from", info.name in self.protected)) if hit]
+        why = [
+            reason
+            for reason, hit in (
+                ("pinned", "pinned" in info.tags),
+                ("best", best is not None and best.name == info.name),
+                ("latest", latest is not None and latest.name == info.name),
+                ("being resumed from", info.name in self.protected),
+            )
+            if hit
+        ]
         if why and not force:
             raise ProtectedCheckpointError(
-                f"{info.name} is {' and '.join(why)}; delete it anyway with force=True (waypoint rm --force)")
+                f"{info.name} is {' and '.join(why)}; delete it anyway with force=True (waypoint rm --force)"
+            )
         doc: dict[str, Any] = {"deleted": info.name, "step": info.step, "was": why, "dry_run": dry_run}
         if dry_run:
             return {**doc, "packs_removed": [], "freed_bytes": bytes_freed_by_deleting(self.store, [info.name])}
@@ -379,12 +429,15 @@ class CheckpointManager:
         before = self.store.physical_bytes()
         doomed, packs = self._apply_retention(policy, dry_run=dry_run)
         if dry_run:
-            return {"deleted": doomed, "packs_removed": [], "dry_run": True,
-                    "freed_bytes": bytes_freed_by_deleting(self.store, doomed)}
+            return {
+                "deleted": doomed,
+                "packs_removed": [],
+                "dry_run": True,
+                "freed_bytes": bytes_freed_by_deleting(self.store, doomed),
+            }
         if not doomed:  # retention deleted nothing, so it collected nothing: leftovers may still be there
             packs = self._collect()
-        return {"deleted": doomed, "packs_removed": packs, "dry_run": False,
-                "freed_bytes": before - self.store.physical_bytes()}
+        return {"deleted": doomed, "packs_removed": packs, "dry_run": False, "freed_bytes": before - self.store.physical_bytes()}
 
     def close(self) -> None:
         """Wait for a background save (raising if it failed) and release the lock."""
@@ -393,7 +446,7 @@ class CheckpointManager:
         finally:
             self.store.close()
 
-    def __enter__(self) -> "CheckpointManager":
+    def __enter__(self) -> CheckpointManager:
         return self
 
     def __exit__(self, *exc: object) -> None:

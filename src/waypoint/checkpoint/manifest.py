@@ -1,4 +1,5 @@
 """One checkpoint's manifest, and the run's index of checkpoints (always rebuildable from manifests)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,9 +7,10 @@ import json
 import math
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .durable import canonical_json, read_nofollow
 from .errors import ManifestError
@@ -16,7 +18,7 @@ from .packs import TensorRecord, hash_algorithm
 
 MANIFEST = "manifest.json"
 STATE_JSON = "state.json"
-FORMAT = "waypoint-checkpoint-2"      # names its tensors' hash in "content_hash" (BLAKE3)
+FORMAT = "waypoint-checkpoint-2"  # names its tensors' hash in "content_hash" (BLAKE3)
 FORMAT_SHA256 = "waypoint-checkpoint-1"  # the first format: SHA-256 content ids, no "content_hash" field
 _ID_FORMS = {"blake3": re.compile(r"^b3:[0-9a-f]{64}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 
@@ -45,9 +47,18 @@ class CheckpointInfo:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (as printed by ``waypoint ls --json``)."""
-        return {"name": self.name, "step": self.step, "epoch": self.epoch, "tags": list(self.all_tags),
-                "metrics": self.metrics, "digest": self.digest, "logical_bytes": self.logical_bytes,
-                "created_at": self.created_at, "valid": self.valid, "problem": self.problem}
+        return {
+            "name": self.name,
+            "step": self.step,
+            "epoch": self.epoch,
+            "tags": list(self.all_tags),
+            "metrics": self.metrics,
+            "digest": self.digest,
+            "logical_bytes": self.logical_bytes,
+            "created_at": self.created_at,
+            "valid": self.valid,
+            "problem": self.problem,
+        }
 
 
 def state_digest(tensor_ids: Mapping[str, str], tree_bytes: bytes) -> str:
@@ -70,10 +81,23 @@ def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def build(*, name: str, step: int, epoch: int | None, created_at: float, tags: tuple[str, ...],
-          metrics: dict[str, float], records: Mapping[str, TensorRecord], tensor_packs: Mapping[str, str],
-          packs: Mapping[str, dict], state_sha256: str, state_bytes: int, digest: str,
-          meta: Mapping[str, Any], versions: Mapping[str, str]) -> dict[str, Any]:
+def build(
+    *,
+    name: str,
+    step: int,
+    epoch: int | None,
+    created_at: float,
+    tags: tuple[str, ...],
+    metrics: dict[str, float],
+    records: Mapping[str, TensorRecord],
+    tensor_packs: Mapping[str, str],
+    packs: Mapping[str, dict],
+    state_sha256: str,
+    state_bytes: int,
+    digest: str,
+    meta: Mapping[str, Any],
+    versions: Mapping[str, str],
+) -> dict[str, Any]:
     """Assemble a manifest dict (without its self-checksum)."""
     unique = {r.id: r.nbytes for r in records.values()}
     algorithms = {hash_algorithm(r.id) for r in records.values()}
@@ -81,13 +105,23 @@ def build(*, name: str, step: int, epoch: int | None, created_at: float, tags: t
         raise ValueError("a checkpoint's tensor ids must all come from one hash algorithm")
     legacy = algorithms == {"sha256"}  # only when format-1 ids are forced: the manifest format 1 wrote
     return {
-        "format": FORMAT_SHA256 if legacy else FORMAT, **({} if legacy else {"content_hash": "blake3"}), "name": name, "step": step, "epoch": epoch, "created_at": created_at,
-        "tags": sorted(set(tags)), "metrics": metrics,
-        "config_hash": meta.get("config_hash"), "git_commit": meta.get("git_commit"),
+        "format": FORMAT_SHA256 if legacy else FORMAT,
+        **({} if legacy else {"content_hash": "blake3"}),
+        "name": name,
+        "step": step,
+        "epoch": epoch,
+        "created_at": created_at,
+        "tags": sorted(set(tags)),
+        "metrics": metrics,
+        "config_hash": meta.get("config_hash"),
+        "git_commit": meta.get("git_commit"),
         "meta": {k: v for k, v in meta.items() if k not in ("config_hash", "git_commit")},
-        "versions": dict(versions), "host": platform.node(),
-        "tensors": {key: {"id": r.id, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.nbytes,
-                          "pack": tensor_packs[r.id]} for key, r in records.items()},
+        "versions": dict(versions),
+        "host": platform.node(),
+        "tensors": {
+            key: {"id": r.id, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.nbytes, "pack": tensor_packs[r.id]}
+            for key, r in records.items()
+        },
         "packs": dict(packs),
         "files": {STATE_JSON: {"sha256": state_sha256, "bytes": state_bytes}},
         "logical_bytes": sum(unique.values()) + state_bytes,
@@ -141,24 +175,30 @@ def check_ids(manifest: Mapping[str, Any], name: str) -> None:
     if form is None:
         raise ManifestError(f"{name}/{MANIFEST} names an unknown content hash '{algorithm}'")
     tensors = manifest.get("tensors")
-    if not isinstance(tensors, dict) or not all(isinstance(t, dict) and isinstance(t.get("id"), str)
-                                                and form.match(t["id"]) for t in tensors.values()):
+    if not isinstance(tensors, dict) or not all(
+        isinstance(t, dict) and isinstance(t.get("id"), str) and form.match(t["id"]) for t in tensors.values()
+    ):
         raise ManifestError(f"{name}/{MANIFEST} holds tensor ids that are not {algorithm} ids")
 
 
 def info_from(manifest: Mapping[str, Any], path: Path) -> CheckpointInfo:
     """A CheckpointInfo from a parsed manifest."""
     return CheckpointInfo(
-        name=manifest["name"], step=int(manifest["step"]), epoch=manifest.get("epoch"),
-        tags=tuple(manifest.get("tags", ())), metrics=dict(manifest.get("metrics", {})),
-        digest=manifest["digest"], logical_bytes=int(manifest["logical_bytes"]),
-        created_at=float(manifest["created_at"]), path=path)
+        name=manifest["name"],
+        step=int(manifest["step"]),
+        epoch=manifest.get("epoch"),
+        tags=tuple(manifest.get("tags", ())),
+        metrics=dict(manifest.get("metrics", {})),
+        digest=manifest["digest"],
+        logical_bytes=int(manifest["logical_bytes"]),
+        created_at=float(manifest["created_at"]),
+        path=path,
+    )
 
 
 def index_doc(infos: list[CheckpointInfo]) -> bytes:
     """The derived index.json document for a list of checkpoints."""
-    rows = [{k: v for k, v in i.to_json().items() if k not in ("valid", "problem")} | {"tags": list(i.tags)}
-            for i in infos]
+    rows = [{k: v for k, v in i.to_json().items() if k not in ("valid", "problem")} | {"tags": list(i.tags)} for i in infos]
     return json.dumps({"format": "waypoint-index-1", "checkpoints": rows}, indent=1, allow_nan=False).encode()
 
 

@@ -16,6 +16,7 @@ and fsync has little left to flush. Their data starts at a 4 KiB-aligned offset 
 with spaces, as safetensors allows). Reading prefaults each tensor's fresh memory in one call and
 hashes it in cache-sized pieces right after each piece is read.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,11 +29,12 @@ import os
 import struct
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import blake3
 import torch
@@ -41,25 +43,36 @@ from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .errors import IntegrityError
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL", torch.uint16: "U16", torch.uint32: "U32", torch.uint64: "U64",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.uint16: "U16",
+    torch.uint32: "U32",
+    torch.uint64: "U64",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
     torch.complex64: "C64",
 }
 DTYPES: dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
 PACK_FORMAT = "waypoint-pack-2"  # 1: SHA-256 ids only; 2: BLAKE3 ids ("b3:..."), SHA-256 ids of format 1 too
-CONTENT_HASH = "blake3"      # the algorithm of the ids new saves compute ("sha256": what format 1 wrote)
+CONTENT_HASH = "blake3"  # the algorithm of the ids new saves compute ("sha256": what format 1 wrote)
 BLAKE3_PREFIX = "b3:"
-_ID_WIDTH = 67               # the longest id ("b3:" + 64 hex digits), for reserving header room
-_MT_MIN = 8 << 20            # tensors at least this big are hashed by BLAKE3 on several threads
+_ID_WIDTH = 67  # the longest id ("b3:" + 64 hex digits), for reserving header room
+_MT_MIN = 8 << 20  # tensors at least this big are hashed by BLAKE3 on several threads
 HASH_NAMES = {"blake3": "BLAKE3", "sha256": "SHA-256"}
-_READ_CHUNK = 256 << 10     # hashing works on pieces this big, each still in the CPU cache when hashed
-_ALIGN = 4096               # O_DIRECT alignment of offsets, lengths and buffers (covers 512 B and 4 KiB sectors)
-_DIRECT_MIN = 4 << 20       # packs at least this big are written with O_DIRECT where possible
-_BUF_MAX = 8 << 20          # bytes per write of a big pack (two such buffers alternate)
+_READ_CHUNK = 256 << 10  # hashing works on pieces this big, each still in the CPU cache when hashed
+_ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffers (covers 512 B and 4 KiB sectors)
+_DIRECT_MIN = 4 << 20  # packs at least this big are written with O_DIRECT where possible
+_BUF_MAX = 8 << 20  # bytes per write of a big pack (two such buffers alternate)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-_MADV_POPULATE_WRITE = 23   # Linux >= 5.14: fault in a range of memory in one call
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault in a range of memory in one call
 _libc = ctypes.CDLL(None, use_errno=True)
 _madvise = getattr(_libc, "madvise", None)
 if _madvise is not None:
@@ -128,7 +141,7 @@ def content_id(dtype: str, shape: Sequence[int], data: memoryview, algorithm: st
         buf = _local.buf = memoryview(bytearray(_READ_CHUNK))
     for start in range(0, len(data), _READ_CHUNK):
         n = min(_READ_CHUNK, len(data) - start)
-        buf[:n] = data[start:start + n]
+        buf[:n] = data[start : start + n]
         h.update(buf[:n])
     return h.id
 
@@ -206,7 +219,7 @@ class _PackSink:
         while data:
             buf = self.bufs[self.cur]
             n = min(len(buf) - self.fill, len(data))
-            buf[self.fill:self.fill + n] = data[:n]
+            buf[self.fill : self.fill + n] = data[:n]
             self.fill += n
             data = data[n:]
             if self.fill == len(buf):
@@ -253,9 +266,13 @@ class _PackSink:
         self.pending = [None, None]
 
 
-def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Callable[[str], bool],
-               pool: ThreadPoolExecutor, ids: Sequence[str | Future | None] | None = None
-               ) -> tuple[list[TensorRecord], PackInfo | None]:
+def write_pack(
+    packs_dir: Path,
+    tensors: Sequence[torch.Tensor],
+    is_known: Callable[[str], bool],
+    pool: ThreadPoolExecutor,
+    ids: Sequence[str | Future | None] | None = None,
+) -> tuple[list[TensorRecord], PackInfo | None]:
     """Hash every tensor; write those not ``is_known`` into one new pack; return records and the pack.
 
     ``ids`` may give a tensor's content id where the caller can prove it (its bytes equal bytes hashed
@@ -282,7 +299,7 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
             by_object[id(t)] = fut
         futures.append(fut)
     offsets, pos = [], 0
-    for dtype, shape, nbytes in metas:
+    for _dtype, _shape, nbytes in metas:
         offsets.append((pos, pos + nbytes))
         pos += nbytes
     tmp = packs_dir / f".tmp-{uuid.uuid4().hex}.safetensors"
@@ -295,8 +312,10 @@ def write_pack(packs_dir: Path, tensors: Sequence[torch.Tensor], is_known: Calla
         fd = create_exclusive(tmp)
         direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
         # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
-        reserved = _header(((f"{i:0{_ID_WIDTH}d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
-                           align=_ALIGN if direct else 8)
+        reserved = _header(
+            ((f"{i:0{_ID_WIDTH}d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
+            align=_ALIGN if direct else 8,
+        )
         sink = _PackSink(fd, len(reserved), pos, direct)
         pos = 0
         for tensor, (dtype, shape, nbytes), future in zip(cpu, metas, futures):
@@ -401,7 +420,7 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     algorithm = hash_algorithm(record.id)
     h = ContentHasher(algorithm, record.dtype, record.shape, 0)  # one thread: the pieces are small
     for start in range(0, record.nbytes, _READ_CHUNK):
-        piece = view[start:start + _READ_CHUNK]
+        piece = view[start : start + _READ_CHUNK]
         _pread_into(fd, piece, data_start + begin + start, record)
         h.update(piece)
     if h.id != record.id:

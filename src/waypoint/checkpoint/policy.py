@@ -4,11 +4,13 @@ Retention is a union of independent pools (Orbax-style composable policies): a c
 any pool keeps it. Whatever the pools say, the newest valid checkpoint and every protected checkpoint
 (e.g. the one a run resumed from) are kept.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,7 @@ class KeepBest:
 
     def ranked(self, candidates: Sequence[Candidate]) -> list[Candidate]:
         """Candidates with a finite metric that may be best, best first (ties: earlier first)."""
-        scored = [c for c in candidates
-                  if c.valid and not (c.tags & NEVER_BEST) and metric_value(c, self.metric) is not None]
+        scored = [c for c in candidates if c.valid and not (c.tags & NEVER_BEST) and metric_value(c, self.metric) is not None]
         sign = -1.0 if self.mode == "max" else 1.0
         return sorted(scored, key=lambda c: (sign * metric_value(c, self.metric), c.step, c.name))  # type: ignore[operator]
 
@@ -122,8 +123,11 @@ class KeepMilestones:
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
         """Checkpoints at a milestone."""
         steps = self.all_steps()
-        return {c.name for c in candidates
-                if c.step in steps or (c.epoch is not None and c.epoch in self.epochs) or "milestone" in c.tags}
+        return {
+            c.name
+            for c in candidates
+            if c.step in steps or (c.epoch is not None and c.epoch in self.epochs) or "milestone" in c.tags
+        }
 
 
 @dataclass(frozen=True)
@@ -199,8 +203,19 @@ class SaveTriggers:
         """Absolute milestone steps of a run of ``total_steps``."""
         return milestone_steps(self.milestone_fractions, total_steps, self.milestone_steps)
 
-    def due(self, state: TriggerState, *, step: int, total_steps: int, now: float, epoch_end: bool = False,
-            epochs_done: int = 0, is_end: bool = False, monitored: float | None = None, mode: str = "max") -> tuple[str, ...]:
+    def due(
+        self,
+        state: TriggerState,
+        *,
+        step: int,
+        total_steps: int,
+        now: float,
+        epoch_end: bool = False,
+        epochs_done: int = 0,
+        is_end: bool = False,
+        monitored: float | None = None,
+        mode: str = "max",
+    ) -> tuple[str, ...]:
         """Reasons to save after ``step`` completed optimizer steps (empty when none)."""
         reasons = []
         if self.every_n_steps and step % self.every_n_steps == 0:

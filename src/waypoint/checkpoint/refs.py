@@ -1,4 +1,5 @@
 """Checkpoint references: a run dir, a ``checkpoints/`` dir, a checkpoint dir, or ``RUN_DIR@SELECTOR``."""
+
 from __future__ import annotations
 
 from pathlib import Path

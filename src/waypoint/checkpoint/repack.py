@@ -15,12 +15,14 @@ A crash at any point leaves every committed checkpoint readable: before step 3 t
 orphan that the next collection removes, during step 3 both packs exist, and old packs go only when
 no manifest names them.
 """
+
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,8 +34,8 @@ from .packs import IntegrityError, TensorRecord, read_tensor, write_pack
 if TYPE_CHECKING:
     from .store import CheckpointStore
 
-MAX_UNUSED = 0.5          # rewrite a pack once more than this fraction of its tensor bytes is dead
-GROUP_BYTES = 256 << 20   # live bytes gathered into one new pack (bounds the memory a repack holds)
+MAX_UNUSED = 0.5  # rewrite a pack once more than this fraction of its tensor bytes is dead
+GROUP_BYTES = 256 << 20  # live bytes gathered into one new pack (bounds the memory a repack holds)
 
 
 def live_records(manifests: list[tuple[Path, dict]]) -> dict[str, dict[str, TensorRecord]]:
@@ -45,8 +47,7 @@ def live_records(manifests: list[tuple[Path, dict]]) -> dict[str, dict[str, Tens
     return live
 
 
-def sparse_packs(store: "CheckpointStore", live: dict[str, dict[str, TensorRecord]],
-                 max_unused: float = MAX_UNUSED) -> list[str]:
+def sparse_packs(store: CheckpointStore, live: dict[str, dict[str, TensorRecord]], max_unused: float = MAX_UNUSED) -> list[str]:
     """Packs whose dead tensor bytes exceed ``max_unused`` of their tensor bytes (headers do not count)."""
     found = []
     for pack, recs in sorted(live.items()):
@@ -64,7 +65,7 @@ def sparse_packs(store: "CheckpointStore", live: dict[str, dict[str, TensorRecor
     return found
 
 
-def _read_live(store: "CheckpointStore", pack: str, recs: Iterable[TensorRecord]) -> dict[str, torch.Tensor] | None:
+def _read_live(store: CheckpointStore, pack: str, recs: Iterable[TensorRecord]) -> dict[str, torch.Tensor] | None:
     """The live tensors of one pack, each verified; None when any fails (the pack is then left alone)."""
     try:
         entries, start, fd = open_pack(store.packs_dir, pack, {"packs": store.pack_meta})
@@ -78,7 +79,7 @@ def _read_live(store: "CheckpointStore", pack: str, recs: Iterable[TensorRecord]
         os.close(fd)
 
 
-def _point_manifests(store: "CheckpointStore", manifests: list[tuple[Path, dict]], redirect: dict[tuple[str, str], str]) -> None:
+def _point_manifests(store: CheckpointStore, manifests: list[tuple[Path, dict]], redirect: dict[tuple[str, str], str]) -> None:
     """Atomically rewrite every manifest that uses a redirected tensor ``(old pack, id) -> new pack`` (in memory too)."""
     for path, manifest in manifests:
         table = manifest["tensors"]
@@ -106,7 +107,7 @@ def _groups(live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list
     return [g for g in groups if g]
 
 
-def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> list[str]:
+def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> list[str]:
     """Move the live tensors out of sparse packs; returns the packs given up (``gc_packs`` then deletes them).
 
     A live tensor that a pack being kept also holds (left by an interrupted repack) is pointed at that
@@ -137,8 +138,9 @@ def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> l
             given_up.append(pack)
         if tensors:
             ids = list(tensors)
-            _records, info = write_pack(store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool,
-                                        ids)  # just verified against these ids: not hashed again, algorithm kept
+            _records, info = write_pack(
+                store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids
+            )  # just verified against these ids: not hashed again, algorithm kept
             assert info is not None
             store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}
             redirect.update({key: info.name for key in copied})
@@ -148,7 +150,7 @@ def repack_sparse(store: "CheckpointStore", max_unused: float = MAX_UNUSED) -> l
     return given_up
 
 
-def bytes_freed_by_deleting(store: "CheckpointStore", names: Iterable[str]) -> int:
+def bytes_freed_by_deleting(store: CheckpointStore, names: Iterable[str]) -> int:
     """Bytes that deleting ``names`` frees at least: their directories and the packs only they use.
 
     Repacking afterwards may free more (dead tensors in packs that other checkpoints still use).

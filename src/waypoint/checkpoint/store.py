@@ -13,6 +13,7 @@ name without replacing anything, fsync the root. Only then is the checkpoint vis
 Deleting a checkpoint renames it to trash first; packs go once no manifest names them, and packs
 that are mostly dead are rewritten by ``repack.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,17 +27,25 @@ import stat
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 
 from . import manifest as mf
 from .cleanup import remove_stale
 from .codec import alias_keys
-from .durable import (canonical_json, fsync_dir, read_nofollow, rename_noreplace, replace_file_durable, rmtree_nofollow,
-                      write_file_durable)
+from .durable import (
+    canonical_json,
+    fsync_dir,
+    read_nofollow,
+    rename_noreplace,
+    replace_file_durable,
+    rmtree_nofollow,
+    write_file_durable,
+)
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import entry_of, open_pack, read_state, verify_tensor
 from .lock import StoreLock
@@ -63,8 +72,13 @@ def _versions() -> dict[str, str]:
     import safetensors
 
     from waypoint import __version__
-    return {"waypoint": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
-            "python": platform.python_version()}
+
+    return {
+        "waypoint": __version__,
+        "torch": torch.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
 
 
 class CheckpointStore:
@@ -76,8 +90,10 @@ class CheckpointStore:
         self.writable = writable
         self.lock: StoreLock | None = None
         if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
-            raise CheckpointError(f"{self.packs_dir} is a symbolic link, and the store never follows links; "
-                                  "replace it with the directory it points to")
+            raise CheckpointError(
+                f"{self.packs_dir} is a symbolic link, and the store never follows links; "
+                "replace it with the directory it points to"
+            )
         for path in (self.root, self.packs_dir):
             if os.path.lexists(path) and not os.path.isdir(path):
                 raise CheckpointError(f"{path} is not a directory, so it cannot hold checkpoints; move it away")
@@ -154,10 +170,21 @@ class CheckpointStore:
                 except FileNotFoundError:
                     return None
                 m = CKPT_NAME.match(path.name)
-                info = mf.CheckpointInfo(name=path.name, step=int(m.group(1)) if m else -1, epoch=None, tags=(),
-                                         metrics={}, digest="", logical_bytes=0, created_at=created, path=path,
-                                         valid=False, problem=str(exc) if not isinstance(exc, OSError) else
-                                         f"{path.name}/{mf.MANIFEST} cannot be read ({exc.strerror or exc})")
+                info = mf.CheckpointInfo(
+                    name=path.name,
+                    step=int(m.group(1)) if m else -1,
+                    epoch=None,
+                    tags=(),
+                    metrics={},
+                    digest="",
+                    logical_bytes=0,
+                    created_at=created,
+                    path=path,
+                    valid=False,
+                    problem=str(exc)
+                    if not isinstance(exc, OSError)
+                    else f"{path.name}/{mf.MANIFEST} cannot be read ({exc.strerror or exc})",
+                )
                 return info, self._lenient_manifest(path)
             missing = self._missing_packs(manifest)
             if not missing:
@@ -267,14 +294,26 @@ class CheckpointStore:
             replace_file_durable(self.root / "index.json", mf.index_doc([i for i in self.infos.values() if i.valid]))
             return True
         except OSError as exc:
-            warnings.warn(f"{done + ', but ' if done else ''}{self.root / 'index.json'} could not be rewritten "
-                          f"({exc.strerror or exc}); it will be rebuilt from the manifests", stacklevel=3)
+            warnings.warn(
+                f"{done + ', but ' if done else ''}{self.root / 'index.json'} could not be rewritten "
+                f"({exc.strerror or exc}); it will be rebuilt from the manifests",
+                stacklevel=3,
+            )
             return False
 
     # ------------------------------------------------------------------ commit
-    def commit(self, tensors: Mapping[str, torch.Tensor], tree: Any, *, step: int, epoch: int | None,
-               metrics: Mapping[str, Any] | None, tags: Iterable[str], meta: Mapping[str, Any],
-               ids: Mapping[str, Any] | None = None) -> mf.CheckpointInfo:
+    def commit(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        tree: Any,
+        *,
+        step: int,
+        epoch: int | None,
+        metrics: Mapping[str, Any] | None,
+        tags: Iterable[str],
+        meta: Mapping[str, Any],
+        ids: Mapping[str, Any] | None = None,
+    ) -> mf.CheckpointInfo:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
 
         ``ids`` gives the content id (or a Future of it) of tensors the caller proved unchanged or hashed;
@@ -288,8 +327,13 @@ class CheckpointStore:
         staging: Path | None = None
         sealed: bytes | None = None
         try:
-            records_list, pack = write_pack(self.packs_dir, [tensors[k] for k in keys], self.known.__contains__, self.pool,
-                                            [ids.get(k) for k in keys] if ids else None)
+            records_list, pack = write_pack(
+                self.packs_dir,
+                [tensors[k] for k in keys],
+                self.known.__contains__,
+                self.pool,
+                [ids.get(k) for k in keys] if ids else None,
+            )
             records = dict(zip(keys, records_list))
             self.last_ids = {k: r.id for k, r in records.items()}
             tensor_packs = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
@@ -303,10 +347,21 @@ class CheckpointStore:
             name = self._free_name(step)
             packs = {p: self._pack_entry(p, pack) for p in sorted(set(tensor_packs.values()))}
             manifest = mf.build(
-                name=name, step=step, epoch=epoch, created_at=time.time(), tags=tuple(tags),
-                metrics=mf.clean_metrics(metrics), records=records, tensor_packs=tensor_packs, packs=packs,
-                state_sha256=hashlib.sha256(tree_bytes).hexdigest(), state_bytes=len(tree_bytes), digest=digest,
-                meta=meta, versions=_versions())
+                name=name,
+                step=step,
+                epoch=epoch,
+                created_at=time.time(),
+                tags=tuple(tags),
+                metrics=mf.clean_metrics(metrics),
+                records=records,
+                tensor_packs=tensor_packs,
+                packs=packs,
+                state_sha256=hashlib.sha256(tree_bytes).hexdigest(),
+                state_bytes=len(tree_bytes),
+                digest=digest,
+                meta=meta,
+                versions=_versions(),
+            )
             staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
             staging.mkdir()
             write_file_durable(staging / mf.STATE_JSON, tree_bytes)
@@ -330,7 +385,8 @@ class CheckpointStore:
             if isinstance(exc, OSError):
                 raise CheckpointWriteError(
                     f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
-                    "nothing was committed and earlier checkpoints are intact") from exc
+                    "nothing was committed and earlier checkpoints are intact"
+                ) from exc
             raise
         info = self._register(name, manifest, records_list, tensor_packs, packs)
         self.write_index(f"checkpoint {name} is committed")
@@ -343,8 +399,9 @@ class CheckpointStore:
         except OSError:
             return False
 
-    def _register(self, name: str, manifest: dict, records_list: list[TensorRecord], tensor_packs: dict[str, str],
-                  packs: dict[str, dict]) -> mf.CheckpointInfo:
+    def _register(
+        self, name: str, manifest: dict, records_list: list[TensorRecord], tensor_packs: dict[str, str], packs: dict[str, dict]
+    ) -> mf.CheckpointInfo:
         """Record a committed checkpoint in memory: listed, and its tensors known for deduplication."""
         for rec in records_list:
             self.known.setdefault(rec.id, tensor_packs[rec.id])
@@ -364,9 +421,13 @@ class CheckpointStore:
             raise CheckpointNotDurableError(
                 f"checkpoint {info.name} is committed and intact but not yet durable: syncing {self.root} failed "
                 f"twice ({exc.strerror or exc}); it may be lost on a power failure until the store is next opened "
-                "for writing, which syncs it again") from exc
-        warnings.warn(f"checkpoint {info.name} is committed; syncing {self.root} failed once "
-                      f"({first.strerror or first}) and succeeded on retry, so it is durable", stacklevel=3)
+                "for writing, which syncs it again"
+            ) from exc
+        warnings.warn(
+            f"checkpoint {info.name} is committed; syncing {self.root} failed once "
+            f"({first.strerror or first}) and succeeded on retry, so it is durable",
+            stacklevel=3,
+        )
         self.write_index(f"checkpoint {info.name} is committed")
         return info
 
@@ -425,8 +486,12 @@ class CheckpointStore:
             return []
         removed = []
         for entry in os.scandir(self.packs_dir):
-            if (entry.name.endswith(".safetensors") and not entry.name.startswith(".") and entry.name not in refs
-                    and not entry.is_dir(follow_symlinks=False)):  # a symlink is unlinked, never followed
+            if (
+                entry.name.endswith(".safetensors")
+                and not entry.name.startswith(".")
+                and entry.name not in refs
+                and not entry.is_dir(follow_symlinks=False)
+            ):  # a symlink is unlinked, never followed
                 size = entry.stat(follow_symlinks=False).st_size
                 os.unlink(entry.path)
                 removed.append((entry.name, size))
@@ -454,8 +519,15 @@ class CheckpointStore:
             entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
             try:
                 unique = {r.id: r for r in recs.values()}
-                loaded = dict(zip(unique, self.pool.map(
-                    lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify), unique.values())))
+                loaded = dict(
+                    zip(
+                        unique,
+                        self.pool.map(
+                            lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify),  # noqa: B023 - used now
+                            unique.values(),
+                        ),
+                    )
+                )
             finally:
                 os.close(fd)
             first: set[str] = set()
@@ -464,8 +536,9 @@ class CheckpointStore:
                 first.add(r.id)
         return tree, tensors, manifest
 
-    def iter_tensors(self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
-                     ) -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(
+        self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
+    ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(key, tensor)`` of a checkpoint one at a time (memory: one tensor), in pack order."""
         path = self.root / name
         manifest = mf.load(path)
@@ -515,7 +588,7 @@ class CheckpointStore:
                 continue
             try:
                 todo = [r for r in {r.id: r for r in recs}.values() if (pack_name, r.id) not in verified]
-                results = self.pool.map(lambda r: verify_tensor(fd, entries, start, r, pack_name), todo)
+                results = self.pool.map(lambda r: verify_tensor(fd, entries, start, r, pack_name), todo)  # noqa: B023
                 for rec, err in zip(todo, results):
                     if err:
                         problems.append(err)
@@ -582,5 +655,4 @@ class CheckpointStore:
             self.lock = None
 
 
-__all__ = ["CheckpointStore", "CheckpointError", "StoreLockedError", "CheckpointWriteError",
-           "IntegrityError", "content_id"]
+__all__ = ["CheckpointStore", "CheckpointError", "StoreLockedError", "CheckpointWriteError", "IntegrityError", "content_id"]

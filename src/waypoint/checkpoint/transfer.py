@@ -1,4 +1,5 @@
 """Moving checkpoints in and out of a store: export a part as safetensors/.pt, import foreign files."""
+
 from __future__ import annotations
 
 import os
@@ -37,18 +38,20 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
         raise CheckpointError(f"no tensor key of {name} starts with '{part}'; top-level parts are: {sample}")
     out = {}
     for key, tensor in mgr.store.iter_tensors(name, keys):
-        short = key[len(prefix):].lstrip("/.") if prefix else key
+        short = key[len(prefix) :].lstrip("/.") if prefix else key
         out[(short or key.rsplit("/", 1)[-1]).replace("/", ".").replace("~1", "/").replace("~0", "~")] = tensor
     return out
 
 
 def _table(mgr: CheckpointManager, name: str) -> Mapping[str, Any]:
     from . import manifest as mf
+
     return mf.load(mgr.store.root / name)["tensors"]
 
 
-def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathLike, *, part: str | None = None,
-                      fmt: str = "safetensors") -> dict[str, Any]:
+def export_checkpoint(
+    mgr: CheckpointManager, selector: str, out: str | os.PathLike, *, part: str | None = None, fmt: str = "safetensors"
+) -> dict[str, Any]:
     """Write the tensors of one checkpoint (or of one part of it) to a safetensors or .pt file."""
     info = mgr.one(selector)
     tensors = part_tensors(mgr, info.name, part)
@@ -67,9 +70,12 @@ def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathL
     try:
         with os.fdopen(fd, "wb") as f:
             if fmt == "safetensors":
-                f.write(save_safetensors({k: v.contiguous() for k, v in tensors.items()},
-                                         metadata={"waypoint_checkpoint": info.name, "step": str(info.step),
-                                                   "part": part or ""}))
+                f.write(
+                    save_safetensors(
+                        {k: v.contiguous() for k, v in tensors.items()},
+                        metadata={"waypoint_checkpoint": info.name, "step": str(info.step), "part": part or ""},
+                    )
+                )
             else:
                 torch.save(tensors, f)
             f.flush()
@@ -83,8 +89,15 @@ def export_checkpoint(mgr: CheckpointManager, selector: str, out: str | os.PathL
         if isinstance(exc, OSError):
             raise CheckpointError(f"cannot write {out} ({exc.strerror or exc})") from None
         raise
-    return {"checkpoint": info.name, "step": info.step, "part": part, "format": fmt, "path": str(out),
-            "tensors": len(tensors), "bytes": out.stat().st_size}
+    return {
+        "checkpoint": info.name,
+        "step": info.step,
+        "part": part,
+        "format": fmt,
+        "path": str(out),
+        "tensors": len(tensors),
+        "bytes": out.stat().st_size,
+    }
 
 
 def detect_layout(obj: Any) -> str:
@@ -118,11 +131,13 @@ def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
     if own and not force:
         raise ImportRefusedError(
             f"{mgr.root} already holds {len(own)} training checkpoint(s); import into a new run directory, "
-            "or pass --force to add the foreign checkpoint there (resume=auto never takes it)")
+            "or pass --force to add the foreign checkpoint there (resume=auto never takes it)"
+        )
 
 
-def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None,
-                      force: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
+def import_checkpoint(
+    path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None, force: bool = False, max_bytes: int | None = None
+) -> dict[str, Any]:
     """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``: weights-only, bounded) as a new checkpoint
     tagged ``imported``.
 
@@ -133,8 +148,14 @@ def import_checkpoint(path: str | os.PathLike, mgr: CheckpointManager, *, step: 
     return _save_imported(path, read_foreign(path, max_bytes=max_bytes), mgr, step)
 
 
-def import_into(path: str | os.PathLike, root: str | os.PathLike, *, step: int | None = None, force: bool = False,
-                max_bytes: int | None = None) -> dict[str, Any]:
+def import_into(
+    path: str | os.PathLike,
+    root: str | os.PathLike,
+    *,
+    step: int | None = None,
+    force: bool = False,
+    max_bytes: int | None = None,
+) -> dict[str, Any]:
     """``import_checkpoint`` into the checkpoints root ``root``, which is created (and locked) only once the
     file has been read: a refused or unreadable file leaves the destination exactly as it was."""
     root = Path(root)
@@ -162,22 +183,29 @@ def _check_storable(path: str | os.PathLike, state: Any) -> None:
 def _step_to_record(path: str | os.PathLike, state: Any, step: int | None) -> tuple[int, int | None]:
     found_step, epoch = _foreign_step(state)
     if step is None and found_step < 0:
-        raise CheckpointError(f"{path} records step {found_step}, and a checkpoint step cannot be negative; "
-                              "pass --step N to choose the step to record")
+        raise CheckpointError(
+            f"{path} records step {found_step}, and a checkpoint step cannot be negative; "
+            "pass --step N to choose the step to record"
+        )
     return (found_step if step is None else step), epoch
 
 
-def _save_imported(path: str | os.PathLike, state: dict[str, Any], mgr: CheckpointManager,
-                   step: int | None) -> dict[str, Any]:
+def _save_imported(path: str | os.PathLike, state: dict[str, Any], mgr: CheckpointManager, step: int | None) -> dict[str, Any]:
     layout = detect_layout(state if set(state) != {"value"} else state["value"])
     step, epoch = _step_to_record(path, state, step)
     try:
-        info = mgr.save(state, step=step, epoch=epoch, tags=("imported",),
-                        meta={"imported_from": str(Path(path).resolve()), "layout": layout})
+        info = mgr.save(
+            state, step=step, epoch=epoch, tags=("imported",), meta={"imported_from": str(Path(path).resolve()), "layout": layout}
+        )
     except UnsupportedValueError as exc:
         raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
     except RecursionError:
         raise CheckpointError(f"{path} is nested too deeply to store") from None
     assert info is not None
-    return {"checkpoint": info.name, "step": info.step, "layout": layout, "digest": info.digest,
-            "logical_bytes": info.logical_bytes}
+    return {
+        "checkpoint": info.name,
+        "step": info.step,
+        "layout": layout,
+        "digest": info.digest,
+        "logical_bytes": info.logical_bytes,
+    }

@@ -1,16 +1,19 @@
 """Background persist: the caller snapshots, one thread hashes and writes; at most one save in flight.
 The snapshots are kept between saves, so the next save copies and hashes only what changed."""
+
 from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
 from . import packs
+from .errors import BackgroundSaveError
 from .packs import dtype_name, hash_algorithm, raw_bytes
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -18,8 +21,6 @@ _memcmp = getattr(_libc, "memcmp", None)
 if _memcmp is not None:
     _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     _memcmp.restype = ctypes.c_int
-
-from .errors import BackgroundSaveError
 
 
 class BackgroundWriter:
@@ -86,8 +87,9 @@ class Snapshots:
         self._bufs: dict[str, torch.Tensor] = {}
         self._ids: dict[str, str] = {}  # key -> content id of the bytes self._bufs[key] holds
 
-    def stage(self, tensors: Mapping[str, torch.Tensor], pool: Executor, algorithm: str, *, wait: bool = True
-              ) -> tuple[dict[str, torch.Tensor], dict[str, str | None | Future]]:
+    def stage(
+        self, tensors: Mapping[str, torch.Tensor], pool: Executor, algorithm: str, *, wait: bool = True
+    ) -> tuple[dict[str, torch.Tensor], dict[str, str | None | Future]]:
         """The copies a save writes from, and per key the content id of what it holds.
 
         With ``wait`` (a background save: the caller may change its tensors once this returns) every copy
@@ -147,8 +149,7 @@ def _stage_one(t: torch.Tensor, buf: torch.Tensor, fresh: bool, prev: str | None
     """Compare ``t`` with its copy ``buf`` and copy it there when it differs; its content id when known
     (``prev`` when unchanged), else, with ``algorithm``, the hash of the copy, else None."""
     t = t.detach()
-    if fresh or not (t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg()
-                     and same_bytes(t, buf)):
+    if fresh or not (t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg() and same_bytes(t, buf)):
         buf.copy_(t)
         prev = None
     if prev is None and algorithm is not None:

@@ -4,6 +4,7 @@ Both give ``train_images``/``val_images`` as float tensors ``(N, C, S, S)`` in [
 the held-out split is a deterministic function of ``split_seed``. DINO trains on the images without their
 labels; the labels only serve the kNN evaluation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,16 @@ class LabelledImages:
 
     kind = "images"
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], val_fraction: float, split_seed: int,
-                 batch_size: int, max_items: Optional[int]) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        classes: list[str],
+        val_fraction: float,
+        split_seed: int,
+        batch_size: int,
+        max_items: Optional[int],
+    ) -> None:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(int(split_seed)))
@@ -71,27 +80,46 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 class Digits(LabelledImages):
     """scikit-learn's 1797 handwritten digits (8x8, shipped with scikit-learn), upscaled to ``image_size``."""
 
-    def __init__(self, image_size: int = 32, val_fraction: float = 0.2, split_seed: int = 0, batch_size: int = 64,
-                 max_items: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        image_size: int = 32,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        max_items: Optional[int] = None,
+    ) -> None:
         from sklearn.datasets import load_digits
+
         digits = load_digits()
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.tensor(digits.target, dtype=torch.int64)
-        super().__init__(_resize(images, image_size), labels, [str(c) for c in range(10)], val_fraction, split_seed,
-                         batch_size, max_items)
+        super().__init__(
+            _resize(images, image_size), labels, [str(c) for c in range(10)], val_fraction, split_seed, batch_size, max_items
+        )
 
 
 class ImageFolder(LabelledImages):
     """``root/<class>/<image>``: every image resized to ``image_size``; class names from the folder names."""
 
-    def __init__(self, root: str, image_size: int = 32, grayscale: bool = False, val_fraction: float = 0.2,
-                 split_seed: int = 0, batch_size: int = 64, max_items: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 32,
+        grayscale: bool = False,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        max_items: Optional[int] = None,
+    ) -> None:
         from PIL import Image
+
         base = Path(root).expanduser()
         if not base.is_dir():
             raise ValueError(f"data.root '{root}' is not a folder; point it at a folder holding <class>/<image> files")
         classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-        files = [(f, i) for i, c in enumerate(classes) for f in sorted((base / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [
+            (f, i) for i, c in enumerate(classes) for f in sorted((base / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
+        ]
         if not files:
             raise ValueError(f"data.root '{root}' holds no images in class folders (expected <class>/*.png or *.jpg)")
         mode = "L" if grayscale else "RGB"
@@ -99,7 +127,9 @@ class ImageFolder(LabelledImages):
         for path, _ in files:
             try:
                 with Image.open(path) as img:
-                    arrays.append(np.asarray(img.convert(mode).resize((image_size, image_size), Image.BILINEAR), dtype=np.float32))
+                    arrays.append(
+                        np.asarray(img.convert(mode).resize((image_size, image_size), Image.BILINEAR), dtype=np.float32)
+                    )
             except OSError as exc:
                 raise ValueError(f"cannot read image {path}: {exc}") from None
         stacked = torch.from_numpy(np.stack(arrays)) / 255.0

@@ -1,8 +1,9 @@
 """The resumable sampler: batch order is a function of (seed, epoch) only, and it can start mid-epoch."""
+
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -21,8 +22,10 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __init__(self, n_items: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, shuffle: bool = True) -> None:
         if batch_size < 1 or n_items < batch_size:
-            raise ValueError(f"the training set has {n_items} items, fewer than one batch of {batch_size}; "
-                             "lower data.batch_size or raise data.max_items")
+            raise ValueError(
+                f"the training set has {n_items} items, fewer than one batch of {batch_size}; "
+                "lower data.batch_size or raise data.max_items"
+            )
         self.n, self.bs, self.seed, self.epoch, self.start, self.shuffle = n_items, batch_size, seed, epoch, start_batch, shuffle
 
     def batches_per_epoch(self) -> int:
@@ -32,7 +35,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = torch.randperm(self.n, generator=order_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(self.n)
         for b in range(self.start, self.batches_per_epoch()):
-            yield [(self.epoch, int(i)) for i in order[b * self.bs:(b + 1) * self.bs]]
+            yield [(self.epoch, int(i)) for i in order[b * self.bs : (b + 1) * self.bs]]
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start)

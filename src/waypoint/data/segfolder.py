@@ -6,6 +6,7 @@ Held-out validation tasks are ``val_tasks`` (default: every fifth task, or the l
 than five). With a single task, its last ``val_fraction`` of images (sorted by name) are the held-out queries.
 Everything is checked when the source is built, so a bad folder fails at once with one clear sentence.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,26 +72,36 @@ def scan_root(root: str) -> list[FolderTask]:
         raise SegFolderError("data.root is not set; pass data.root=<folder holding <task>/images/* and <task>/masks/*>.")
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise SegFolderError(f"data.root '{base}' is not a folder; point it at a folder holding <task>/images/* and <task>/masks/*.")
+        raise SegFolderError(
+            f"data.root '{base}' is not a folder; point it at a folder holding <task>/images/* and <task>/masks/*."
+        )
     tasks = []
     for name in sorted(d for d in os.listdir(base) if (base / d).is_dir() and not d.startswith(".")):
         img_dir, mask_dir = base / name / "images", base / name / "masks"
         for sub in (img_dir, mask_dir):
             if not sub.is_dir():
-                raise SegFolderError(f"task '{name}' in '{base}' has no {sub.name}/ folder; every task needs images/ and masks/ with files of the same names.")
+                raise SegFolderError(
+                    f"task '{name}' in '{base}' has no {sub.name}/ folder; "
+                    "every task needs images/ and masks/ with files of the same names."
+                )
         images, masks = _listing(img_dir), _listing(mask_dir)
         no_mask = sorted(set(images) - set(masks))
         no_image = sorted(set(masks) - set(images))
         if no_mask or no_image:
-            parts = ([f"{len(no_mask)} image(s) have no mask ({_few([images[s] for s in no_mask])})"] if no_mask else []) + \
-                    ([f"{len(no_image)} mask(s) have no image ({_few([masks[s] for s in no_image])})"] if no_image else [])
+            parts = ([f"{len(no_mask)} image(s) have no mask ({_few([images[s] for s in no_mask])})"] if no_mask else []) + (
+                [f"{len(no_image)} mask(s) have no image ({_few([masks[s] for s in no_image])})"] if no_image else []
+            )
             raise SegFolderError(f"task '{name}' in '{base}': {' and '.join(parts)}; images and masks are paired by file name.")
         if len(images) < 2:
-            raise SegFolderError(f"task '{name}' in '{base}' has {len(images)} image(s); a task needs at least 2 (a query and a support example).")
+            raise SegFolderError(
+                f"task '{name}' in '{base}' has {len(images)} image(s); a task needs at least 2 (a query and a support example)."
+            )
         pairs = tuple((str(img_dir / images[s]), str(mask_dir / masks[s])) for s in sorted(images))
         tasks.append(FolderTask(name, pairs))
     if not tasks:
-        raise SegFolderError(f"data.root '{base}' holds no task folders; expected <root>/<task>/images/*.png and <root>/<task>/masks/*.png.")
+        raise SegFolderError(
+            f"data.root '{base}' holds no task folders; expected <root>/<task>/images/*.png and <root>/<task>/masks/*.png."
+        )
     return tasks
 
 
@@ -111,8 +122,10 @@ def load_pair(image_path: str, mask_path: str, size: int) -> tuple[torch.Tensor,
 
     image, mask = _open(image_path), _open(mask_path)
     if image.size != mask.size:
-        raise SegFolderError(f"'{image_path}' is {image.size[0]}x{image.size[1]} but its mask '{mask_path}' is "
-                             f"{mask.size[0]}x{mask.size[1]}; a mask must have its image's size.")
+        raise SegFolderError(
+            f"'{image_path}' is {image.size[0]}x{image.size[1]} but its mask '{mask_path}' is "
+            f"{mask.size[0]}x{mask.size[1]}; a mask must have its image's size."
+        )
     image = image.convert("L").resize((size, size), Image.BILINEAR)
     mask = mask.convert("L").resize((size, size), Image.NEAREST)
     img_t = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
@@ -135,8 +148,12 @@ class _EpisodeReader:
     def episode(self, query: tuple[str, str], support: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
         image, mask = self.pair(query)
         sup = [self.pair(p) for p in support]
-        return {"image": image, "mask": mask, "support_images": torch.stack([s[0] for s in sup]),
-                "support_masks": torch.stack([s[1] for s in sup])}
+        return {
+            "image": image,
+            "mask": mask,
+            "support_images": torch.stack([s[0] for s in sup]),
+            "support_masks": torch.stack([s[1] for s in sup]),
+        }
 
 
 def _pick_support(gen: torch.Generator, pool: list[int], exclude: int, k: int) -> list[int]:
@@ -152,7 +169,7 @@ def _pick_support(gen: torch.Generator, pool: list[int], exclude: int, k: int) -
 class SegFolderTrain(Dataset):
     """Training episodes from the training tasks; a function of (seed, epoch, index)."""
 
-    def __init__(self, source: "SegFolder", seed: int, image_size: int, support_size: int) -> None:
+    def __init__(self, source: SegFolder, seed: int, image_size: int, support_size: int) -> None:
         self.source, self.seed, self.support_size = source, seed, support_size
         self.reader = _EpisodeReader(image_size)
 
@@ -174,7 +191,7 @@ class SegFolderTrain(Dataset):
 class SegFolderVal(Dataset):
     """Held-out episodes: query ``index`` of the held-out pool, support drawn with a fixed seed."""
 
-    def __init__(self, source: "SegFolder", image_size: int, support_size: int) -> None:
+    def __init__(self, source: SegFolder, image_size: int, support_size: int) -> None:
         self.source, self.support_size = source, support_size
         self.reader = _EpisodeReader(image_size)
         self.queries = [(v, q) for v, (_, queries, _) in enumerate(source.val_pools) for q in queries]
@@ -197,9 +214,17 @@ class SegFolder:
 
     kind = "segmentation"
 
-    def __init__(self, root: str = "???", val_tasks: Optional[list[str]] = None, val_fraction: float = 0.2,
-                 train_items: int = 2048, val_items: int = 128, task_seed: int = 0, batch_size: int = 8,
-                 max_items: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        root: str = "???",
+        val_tasks: Optional[list[str]] = None,
+        val_fraction: float = 0.2,
+        train_items: int = 2048,
+        val_items: int = 128,
+        task_seed: int = 0,
+        batch_size: int = 8,
+        max_items: Optional[int] = None,
+    ) -> None:
         self.tasks = scan_root(str(root))
         self.train_items, self.val_items, self.task_seed = int(train_items), int(val_items), int(task_seed)
         self.batch_size, self.max_items = int(batch_size), max_items

@@ -9,12 +9,14 @@ An item is an episode: one query (image, mask) and ``support_size`` (image, mask
 Training items are a function of ``(seed, epoch, index)`` only (ARCHITECTURE principle 5); validation
 items are a function of ``(task_seed, index)`` only, so every epoch and every run sees the same episodes.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -169,7 +171,10 @@ def _render_texture(spec: dict, gen: torch.Generator, size: int) -> tuple[torch.
 
 
 _RENDERERS: dict[str, Callable[[dict, torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]] = {
-    "shape": _render_shape, "polarity": _render_polarity, "size": _render_size, "texture": _render_texture,
+    "shape": _render_shape,
+    "polarity": _render_polarity,
+    "size": _render_size,
+    "texture": _render_texture,
 }
 
 
@@ -194,7 +199,7 @@ def render_episode(spec: dict, gen: torch.Generator, size: int, support_size: in
 class SegShapesTrain(Dataset):
     """Training episodes; ``__getitem__((epoch, index))`` is a pure function of (seed, epoch, index)."""
 
-    def __init__(self, source: "SegShapes", seed: int, image_size: int, support_size: int) -> None:
+    def __init__(self, source: SegShapes, seed: int, image_size: int, support_size: int) -> None:
         self.source, self.seed, self.image_size, self.support_size = source, seed, image_size, support_size
 
     def __len__(self) -> int:
@@ -212,7 +217,7 @@ class SegShapesTrain(Dataset):
 class SegShapesVal(Dataset):
     """Held-out episodes: task ``index % val_tasks``, images a function of (task_seed, index)."""
 
-    def __init__(self, source: "SegShapes", image_size: int, support_size: int) -> None:
+    def __init__(self, source: SegShapes, image_size: int, support_size: int) -> None:
         self.source, self.image_size, self.support_size = source, image_size, support_size
 
     def __len__(self) -> int:
@@ -231,9 +236,17 @@ class SegShapes:
 
     kind = "segmentation"
 
-    def __init__(self, families: Sequence[str] = FAMILIES, train_tasks: int = 1024, val_tasks: int = 32,
-                 train_items: int = 2048, val_items: int = 128, task_seed: int = 0, batch_size: int = 8,
-                 max_items: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        families: Sequence[str] = FAMILIES,
+        train_tasks: int = 1024,
+        val_tasks: int = 32,
+        train_items: int = 2048,
+        val_items: int = 128,
+        task_seed: int = 0,
+        batch_size: int = 8,
+        max_items: Optional[int] = None,
+    ) -> None:
         self.families = tuple(families)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown or not self.families:

@@ -6,6 +6,7 @@ downloaded. ``data.path=...`` reads a user's file instead (any bytes). The last 
 is held out. Training items are fixed windows (item ``i`` starts at byte ``i * seq_len``): no randomness, so
 an item is the same in every epoch and with any number of workers, and the activation cache can key on ``i``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,7 +85,7 @@ class TextWindows(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"text window {index} out of range 0..{self.length - 1}")
         start = index * self.seq_len
-        return {"index": torch.tensor(index), "tokens": self.data[start:start + self.seq_len + 1].long()}
+        return {"index": torch.tensor(index), "tokens": self.data[start : start + self.seq_len + 1].long()}
 
 
 class TextCorpus:
@@ -92,12 +93,21 @@ class TextCorpus:
 
     kind = "text"
 
-    def __init__(self, path: Optional[str] = None, max_bytes: int = 1_000_000, val_fraction: float = 0.05,
-                 val_items: int = 64, batch_size: int = 16, max_items: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        path: Optional[str] = None,
+        max_bytes: int = 1_000_000,
+        val_fraction: float = 0.05,
+        val_items: int = 64,
+        batch_size: int = 16,
+        max_items: Optional[int] = None,
+    ) -> None:
         if path:
             file = Path(path).expanduser()
             if not file.is_file():
-                raise TextDataError(f"data.path '{file}' is not a file; pass data.path=<a text file> or leave it unset for the embedded corpus.")
+                raise TextDataError(
+                    f"data.path '{file}' is not a file; pass data.path=<a text file> or leave it unset for the embedded corpus."
+                )
             raw, self.files = file.read_bytes()[:max_bytes], [str(file)]
         else:
             raw, self.files = stdlib_corpus(max_bytes)
@@ -106,8 +116,8 @@ class TextCorpus:
         self.bytes = np.frombuffer(raw, dtype=np.uint8).copy()
         self.digest = hashlib.sha256(raw).hexdigest()
         n_val = int(len(raw) * val_fraction)
-        self.train_bytes = torch.from_numpy(self.bytes[:len(raw) - n_val].copy())
-        self.val_bytes = torch.from_numpy(self.bytes[len(raw) - n_val:].copy())
+        self.train_bytes = torch.from_numpy(self.bytes[: len(raw) - n_val].copy())
+        self.val_bytes = torch.from_numpy(self.bytes[len(raw) - n_val :].copy())
         self.val_items, self.batch_size, self.max_items = int(val_items), int(batch_size), max_items
 
     def limit(self, n: int) -> int:
@@ -117,8 +127,10 @@ class TextCorpus:
     def _windows(self, data: torch.Tensor, seq_len: int, cap: Optional[int], split: str) -> TextWindows:
         n = (len(data) - 1) // seq_len
         if n < 1:
-            raise TextDataError(f"the {split} split holds {len(data)} bytes, too few for one window of {seq_len + 1}; "
-                                "use a longer text, a larger data.val_fraction or a shorter model.seq_len.")
+            raise TextDataError(
+                f"the {split} split holds {len(data)} bytes, too few for one window of {seq_len + 1}; "
+                "use a longer text, a larger data.val_fraction or a shorter model.seq_len."
+            )
         return TextWindows(data, seq_len, self.limit(n if cap is None else min(n, cap)))
 
     def train_dataset(self, seq_len: int) -> Dataset:

@@ -10,10 +10,12 @@ pairs; a task's datasets accept such a pair in ``__getitem__`` and seed any augm
 ``(seed, epoch, index)`` only, so that data order and augmentations do not depend on process history
 or on the number of data workers.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import Dataset

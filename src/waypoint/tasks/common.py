@@ -1,10 +1,12 @@
 """What the model families share: schedules as pure functions of the step, batch collation, seeded
 generators and size presets. No family imports another family's module; they all import this one.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

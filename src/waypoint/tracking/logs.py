@@ -5,6 +5,7 @@ its checks the records are only held (and shown on stderr); ``attach_file`` then
 after, to ``train.log``. A refused command therefore leaves no trace in the run directory. Warnings raised by
 library code (``warnings.warn``) are routed into the same log, under the logger of the module that raised them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,8 +91,9 @@ def stop() -> None:
             h.close()
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+) -> None:
     """``warnings.showwarning`` replacement: a warning becomes a log record of the module that raised it."""
     module = _module_of(filename)
     logging.getLogger(module).warning(str(message))
@@ -100,5 +102,5 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def _module_of(filename: str) -> str:
     parts = Path(filename).with_suffix("").parts
     if ROOT in parts:
-        return ".".join(parts[len(parts) - 1 - parts[::-1].index(ROOT):])
+        return ".".join(parts[len(parts) - 1 - parts[::-1].index(ROOT) :])
     return f"{ROOT}.warnings"

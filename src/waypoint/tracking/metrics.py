@@ -1,11 +1,13 @@
 """metrics.jsonl: one JSON object per logged step or validation, the source of truth for every report."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def _clean(value: Any) -> Any:

@@ -1,9 +1,10 @@
 """Console progress: a tqdm bar with step rate and ETA, or plain lines when the bar is off."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from tqdm import tqdm
 
@@ -18,8 +19,9 @@ class Progress:
 
     def __init__(self, total: int, initial: int, bar: bool, every: int) -> None:
         self.total, self.every, self.start, self.t0 = total, max(1, every), initial, time.monotonic()
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
-                        mininterval=0.5) if bar else None
+        self.bar = (
+            tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5) if bar else None
+        )
 
     def update(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
         """Advance to ``step`` completed steps."""

@@ -6,15 +6,16 @@ committed checkpoint (blocking or background), referencing the files that hold i
 state files, and the packs its tensors live in). Commits are queued from any thread and logged on the
 training thread (at the next ``log`` or at ``finish``).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import queue
 import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 class WandbRun:
     """A thin, fail-safe wrapper over ``wandb.init`` / ``log`` / ``log_artifact``."""
 
-    def __init__(self, run_dir: Path, project: str, entity: str | None, mode: str, tags: list[str],
-                 config: Mapping[str, Any], name: str) -> None:
+    def __init__(
+        self, run_dir: Path, project: str, entity: str | None, mode: str, tags: list[str], config: Mapping[str, Any], name: str
+    ) -> None:
         self.run: Any = None
         self._pending: queue.SimpleQueue[tuple[Any, list[Path]]] = queue.SimpleQueue()
         self._reported: set[str] = set()
@@ -37,9 +39,19 @@ class WandbRun:
         id_file.write_text(run_id + "\n")
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
-            self.run = wandb.init(project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(run_dir),
-                                  config=dict(config), tags=list(tags), name=name, reinit="finish_previous",
-                                  settings=wandb.Settings(init_timeout=20, console="off"))
+            self.run = wandb.init(
+                project=project,
+                entity=entity,
+                id=run_id,
+                resume="allow",
+                mode=mode,
+                dir=str(run_dir),
+                config=dict(config),
+                tags=list(tags),
+                name=name,
+                reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=20, console="off"),
+            )
             self._wandb = wandb
         except Exception as exc:  # no network, bad credentials, ... : the run goes on
             log.warning(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
@@ -80,14 +92,18 @@ class WandbRun:
             self.checkpoint(info.name, info.step, files, aliases, {"digest": info.digest, "metrics": dict(info.metrics)})
             logged += 1
 
-    def checkpoint(self, name: str, step: int, files: Iterable[Path], aliases: list[str],
-                   metadata: Mapping[str, Any] | None = None) -> None:
+    def checkpoint(
+        self, name: str, step: int, files: Iterable[Path], aliases: list[str], metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """Log one checkpoint as an artifact referencing (not copying) the files that hold its bytes."""
         if self.run is None:
             return
         try:
-            art = self._wandb.Artifact(f"checkpoints-{self.run.id}", type="checkpoint",
-                                       metadata={"checkpoint": name, "step": step, **dict(metadata or {})})
+            art = self._wandb.Artifact(
+                f"checkpoints-{self.run.id}",
+                type="checkpoint",
+                metadata={"checkpoint": name, "step": step, **dict(metadata or {})},
+            )
             for f in files:
                 f = Path(f).resolve()
                 entry = f"packs/{f.name}" if f.parent.name == "packs" else f"{name}/{f.name}"

@@ -1,4 +1,5 @@
 """Factories from the config groups: device and precision, retention policy, save triggers, data, task."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,15 +7,15 @@ import functools
 import hashlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from waypoint.checkpoint.policy import (KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy,
-                                        SaveTriggers)
+from waypoint.checkpoint.policy import KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy, SaveTriggers
 from waypoint.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,14 @@ def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) 
     if ck.keep_best:
         pools.append(KeepBest(int(ck.keep_best), monitor, mode))
     if ck.milestone_fractions or ck.milestone_steps or ck.milestone_epochs:
-        pools.append(KeepMilestones(steps=frozenset(int(s) for s in ck.milestone_steps),
-                                    epochs=frozenset(int(e) for e in ck.milestone_epochs),
-                                    fractions=frozenset(float(f) for f in ck.milestone_fractions), total_steps=total_steps))
+        pools.append(
+            KeepMilestones(
+                steps=frozenset(int(s) for s in ck.milestone_steps),
+                epochs=frozenset(int(e) for e in ck.milestone_epochs),
+                fractions=frozenset(float(f) for f in ck.milestone_fractions),
+                total_steps=total_steps,
+            )
+        )
     if ck.keep_every_n_steps:
         pools.append(KeepEveryN(int(ck.keep_every_n_steps)))
     return RetentionPolicy(tuple(pools))
@@ -70,9 +76,15 @@ def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) 
 def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
     """Save triggers from the ``checkpoint`` group; milestone epochs become steps."""
     steps = [int(s) for s in ck.milestone_steps] + [int(e) * steps_per_epoch for e in ck.milestone_epochs]
-    return SaveTriggers(every_n_steps=ck.every_n_steps, every_n_epochs=ck.every_n_epochs, every_n_minutes=ck.every_n_minutes,
-                        on_improvement=bool(ck.on_improvement), at_end=bool(ck.at_end),
-                        milestone_fractions=tuple(float(f) for f in ck.milestone_fractions), milestone_steps=tuple(steps))
+    return SaveTriggers(
+        every_n_steps=ck.every_n_steps,
+        every_n_epochs=ck.every_n_epochs,
+        every_n_minutes=ck.every_n_minutes,
+        on_improvement=bool(ck.on_improvement),
+        at_end=bool(ck.at_end),
+        milestone_fractions=tuple(float(f) for f in ck.milestone_fractions),
+        milestone_steps=tuple(steps),
+    )
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -130,8 +142,10 @@ def monitored_metric(ck: DictConfig, task_monitor: str, task_mode: str) -> tuple
         elif any(word in monitor.lower() for word in LOWER_IS_BETTER):
             mode = "min"
         else:
-            raise ValueError(f"checkpoint.monitor={monitor} needs checkpoint.mode=max or checkpoint.mode=min "
-                             "(is a higher value better or a lower one?)")
+            raise ValueError(
+                f"checkpoint.monitor={monitor} needs checkpoint.mode=max or checkpoint.mode=min "
+                "(is a higher value better or a lower one?)"
+            )
     if mode not in ("max", "min"):
         raise ValueError(f"checkpoint.mode must be max or min, not '{mode}'")
     return monitor, str(mode)

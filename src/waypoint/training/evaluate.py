@@ -5,6 +5,7 @@ referenced checkpoint from a read-only view of its store (no lock taken, nothing
 task's validation once and logs the metrics (console and train.log). The result is appended as one JSON line to ``eval.jsonl``
 in this command's own run directory, never in the source run.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def source_ref(mode: str) -> str:
     if mode in ("auto", "never") or not Path(mode.split("@")[0]).exists():
         raise EvalConfigError(
             f"trainer.eval_only=true needs the checkpoint to evaluate as resume=RUN_DIR[@SELECTOR] (an existing "
-            f"path, e.g. resume=outputs/universeg/default@best), not resume={mode}")
+            f"path, e.g. resume=outputs/universeg/default@best), not resume={mode}"
+        )
     return mode
 
 
@@ -66,29 +68,50 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     saved = mf.load(info.path, check=False).get("meta", {})
     diff = config_diff(saved.get("config") or {}, plain, sections=("model",))
     if diff and not cfg.resume.allow_config_change:
-        raise ConfigChangedError(f"the model config differs from the one {info.name} was trained with; pass the "
-                                 f"same model overrides, or resume.allow_config_change=true:\n{diff}")
+        raise ConfigChangedError(
+            f"the model config differs from the one {info.name} was trained with; pass the "
+            f"same model overrides, or resume.allow_config_change=true:\n{diff}"
+        )
     total = int(saved.get("total_steps") or max(1, info.step))
     task.setup(total, int(saved.get("steps_per_epoch") or steps_per_epoch), device)
     metrics_log = MetricsLog(run_dir)
     try:
-        trainer = Trainer(task, src, SaveTriggers(), LoopConfig(total_steps=total, steps_per_epoch=steps_per_epoch,
-                                                                batch_size=batch_size, num_workers=workers,
-                                                                progress_bar=False, seed=int(cfg.seed)),
-                          device=device, metrics=metrics_log, autocast=autocast, scaler=scaler)
+        trainer = Trainer(
+            task,
+            src,
+            SaveTriggers(),
+            LoopConfig(
+                total_steps=total,
+                steps_per_epoch=steps_per_epoch,
+                batch_size=batch_size,
+                num_workers=workers,
+                progress_bar=False,
+                seed=int(cfg.seed),
+            ),
+            device=device,
+            metrics=metrics_log,
+            autocast=autocast,
+            scaler=scaler,
+        )
         trainer.load_state_dict(state)
         started = time.time()
         metrics = trainer.evaluate()
     finally:
         metrics_log.close()
-    row = {"time": time.time(), "source": str(src.root.parent), "checkpoint": info.name, "step": info.step,
-           "epoch": info.epoch, "digest": info.digest, "monitor": task.monitor, "metrics": metrics,
-           "seconds": round(time.time() - started, 3)}
+    row = {
+        "time": time.time(),
+        "source": str(src.root.parent),
+        "checkpoint": info.name,
+        "step": info.step,
+        "epoch": info.epoch,
+        "digest": info.digest,
+        "monitor": task.monitor,
+        "metrics": metrics,
+        "seconds": round(time.time() - started, 3),
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / EVAL_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
     text = ", ".join(f"{k} {v:.6g}" + (" (monitored)" if k == task.monitor else "") for k, v in sorted(metrics.items()))
-    log.info("evaluated %s of %s (step %d): %s; recorded in %s", info.name, src.root.parent, info.step, text,
-             run_dir / EVAL_FILE)
+    log.info("evaluated %s of %s (step %d): %s; recorded in %s", info.name, src.root.parent, info.step, text, run_dir / EVAL_FILE)
     return row
-

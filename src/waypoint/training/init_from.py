@@ -13,14 +13,16 @@ hold most of them (a bare backbone file fills ``student.backbone.`` and ``teache
 tensors are copied in place before step 0; missing, unexpected and shape-mismatched keys are reported in
 one table. Nothing matching is an error; with ``init_from.strict=true`` any mismatch is.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -33,9 +35,27 @@ log = logging.getLogger(__name__)
 FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 #: key segments of training state that is not model weights (never reported as unexpected)
-NOT_WEIGHTS = frozenset({"optimizer", "optimizers", "optimizer_state_dict", "scheduler", "scheduler_state_dict",
-                         "lr_scheduler", "lr_schedulers", "fp16_scaler", "scaler", "rng", "progress", "optimizer_states",
-                         "cache", "rng_state", "rng_states", "cuda_rng_state", "torch_rng_state"})
+NOT_WEIGHTS = frozenset(
+    {
+        "optimizer",
+        "optimizers",
+        "optimizer_state_dict",
+        "scheduler",
+        "scheduler_state_dict",
+        "lr_scheduler",
+        "lr_schedulers",
+        "fp16_scaler",
+        "scaler",
+        "rng",
+        "progress",
+        "optimizer_states",
+        "cache",
+        "rng_state",
+        "rng_states",
+        "cuda_rng_state",
+        "torch_rng_state",
+    }
+)
 #: key segments that wrappers (DDP, torch.compile) insert
 WRAPPER_SEGMENTS = frozenset({"module", "_orig_mod"})
 #: leading segments of whole-model containers, dropped when the key does not match as it is
@@ -87,6 +107,7 @@ def read_source(ref: str) -> Source:
     path = Path(ref)
     if path.is_file() and path.suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
+
         try:
             raw, kind, detail = load_file(str(path)), "safetensors", ""
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: say which
@@ -99,7 +120,9 @@ def read_source(ref: str) -> Source:
         try:
             mgr, selector = open_ref(ref)  # read-only: nothing is written in the source run
         except BadReferenceError as exc:
-            raise InitFromError(f"init_from: {exc}; give a run dir, RUN_DIR@SELECTOR, a .safetensors or a .pt/.pth/.ckpt file") from None
+            raise InitFromError(
+                f"init_from: {exc}; give a run dir, RUN_DIR@SELECTOR, a .safetensors or a .pt/.pth/.ckpt file"
+            ) from None
         with mgr:
             state, info = mgr.restore_with_info(selector)
         state = state.get("task", state) if isinstance(state, Mapping) else state
@@ -132,29 +155,42 @@ class InitReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ref": self.source.ref, "kind": self.source.kind, "detail": self.source.detail,
-                "loaded": len(self.loaded), "missing": self.missing, "unexpected": self.unexpected,
-                "mismatched": [{"key": k, "source": list(a), "model": list(b)} for k, a, b in self.mismatched],
-                "derived": len(self.derived), "ignored_non_weights": self.source.ignored}
+        return {
+            "ref": self.source.ref,
+            "kind": self.source.kind,
+            "detail": self.source.detail,
+            "loaded": len(self.loaded),
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "mismatched": [{"key": k, "source": list(a), "model": list(b)} for k, a, b in self.mismatched],
+            "derived": len(self.derived),
+            "ignored_non_weights": self.source.ignored,
+        }
 
     def table(self) -> str:
         """One short table: loaded by top-level part, missing, unexpected, shape-mismatched, ignored."""
+
         def names(keys: Iterable[str]) -> str:
             keys = list(keys)
             more = f" ... (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
             return ", ".join(keys[:_SHOWN]) + more
+
         parts = Counter(k.split(".")[0] for k in self.loaded)
         src = self.source
-        rows = [f"init_from {src.ref} ({src.kind}{', ' + src.detail if src.detail else ''}):",
-                f"  {'loaded':<15}{len(self.loaded):>6}  " + ", ".join(f"{p} {n}" for p, n in sorted(parts.items())),
-                f"  {'missing':<15}{len(self.missing):>6}  {names(self.missing)}",
-                f"  {'unexpected':<15}{len(self.unexpected):>6}  {names(self.unexpected)}",
-                f"  {'shape mismatch':<15}{len(self.mismatched):>6}  "
-                + names(f"{k} {list(a)} vs model {list(b)}" for k, a, b in self.mismatched)]
+        rows = [
+            f"init_from {src.ref} ({src.kind}{', ' + src.detail if src.detail else ''}):",
+            f"  {'loaded':<15}{len(self.loaded):>6}  " + ", ".join(f"{p} {n}" for p, n in sorted(parts.items())),
+            f"  {'missing':<15}{len(self.missing):>6}  {names(self.missing)}",
+            f"  {'unexpected':<15}{len(self.unexpected):>6}  {names(self.unexpected)}",
+            f"  {'shape mismatch':<15}{len(self.mismatched):>6}  "
+            + names(f"{k} {list(a)} vs model {list(b)}" for k, a, b in self.mismatched),
+        ]
         if self.derived:
-            rows.append(f"  {'derived':<15}{len(self.derived):>6}  "
-                        + ", ".join(f"{p} {n}" for p, n in sorted(Counter(k.split(".")[0] for k in self.derived).items()))
-                        + " (filled by the task from the loaded weights)")
+            rows.append(
+                f"  {'derived':<15}{len(self.derived):>6}  "
+                + ", ".join(f"{p} {n}" for p, n in sorted(Counter(k.split(".")[0] for k in self.derived).items()))
+                + " (filled by the task from the loaded weights)"
+            )
         if src.ignored:
             rows.append(f"  {'not weights':<15}{src.ignored:>6}  optimizer/scheduler/RNG tensors, not loaded")
         return "\n".join(rows)
@@ -167,7 +203,7 @@ def _exact(key: str, targets: Mapping[str, torch.Tensor]) -> str | None:
         container = next((c for c in CONTAINERS if key.startswith(c)), None)
         if container is None:
             return None
-        key = key[len(container):]
+        key = key[len(container) :]
 
 
 def match(source: Source, targets: Mapping[str, torch.Tensor], translate: Any = None) -> InitReport:
@@ -268,6 +304,8 @@ def stacks_state(ref: str) -> dict[str, Any]:
         elif key.startswith("blocks."):
             stacks.setdefault("0", {})[key] = t
     if not stacks:
-        raise InitFromError(f"model.init_stacks_from: {ref} holds no stack tensors (keys 'blocks.<j>.' of one exported "
-                            "stack, or 'stacks.<i>.blocks.<j>.')")
+        raise InitFromError(
+            f"model.init_stacks_from: {ref} holds no stack tensors (keys 'blocks.<j>.' of one exported "
+            "stack, or 'stacks.<i>.blocks.<j>.')"
+        )
     return {"rack": {**rack, "stacks": stacks}}

@@ -5,6 +5,7 @@ model/data/seed agree?), take the writer lock, restore. Only then does anything 
 (``.hydra/``, ``train.log``, ``metrics.jsonl``, checkpoints), so exit 2 means nothing there changed.
 Exit codes: ``waypoint.training.signals``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,17 @@ from waypoint.tracking.wandb_run import WandbRun
 from waypoint.training import build, init_from
 from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff, save_hydra_files
-from waypoint.training.signals import (EXIT_ABORTED, EXIT_ERROR, EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Aborted,
-                                       StopFlag, listen)
+from waypoint.training.signals import (
+    EXIT_ABORTED,
+    EXIT_ERROR,
+    EXIT_NONFINITE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    Aborted,
+    StopFlag,
+    listen,
+)
 from waypoint.training.state import seed_everything
 from waypoint.training.trainer import WEIGHTS_ONLY, LoopConfig, MonitorError, NonFiniteLossError, Preempted, Trainer
 
@@ -65,14 +75,18 @@ def _restore_source(manager: CheckpointManager, mode: str, quiet: bool = False) 
     has_any = bool(manager.list())
     if mode == "never":
         if has_any:
-            raise ConfigError(f"resume=never but {manager.root} already holds checkpoints; run without resume=never to "
-                              "continue it, or start fresh elsewhere with hydra.run.dir=<new dir> (or delete that directory)")
+            raise ConfigError(
+                f"resume=never but {manager.root} already holds checkpoints; run without resume=never to "
+                "continue it, or start fresh elsewhere with hydra.run.dir=<new dir> (or delete that directory)"
+            )
         return None
     if mode == "auto":
         if manager.latest() is None:
             if has_any and not quiet:
-                log.info("resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
-                         "Use resume=tag:emergency to continue from an emergency save.")
+                log.info(
+                    "resume=auto: no resumable checkpoint (only damaged or emergency ones); starting fresh. "
+                    "Use resume=tag:emergency to continue from an emergency save."
+                )
             return None
         return manager, _auto_selector(manager, quiet)
     if Path(mode.split("@")[0]).exists():
@@ -89,8 +103,12 @@ def _auto_selector(manager: CheckpointManager, quiet: bool = False) -> str:
     if full is None:
         return "latest"
     if not quiet:
-        log.info("resume=auto: resuming from %s, the newest checkpoint with optimizer state, for an exact resume; the newer "
-                 "%s holds weights only (resume=latest continues from it instead)", full.name, latest.name)
+        log.info(
+            "resume=auto: resuming from %s, the newest checkpoint with optimizer state, for an exact resume; the newer "
+            "%s holds weights only (resume=latest continues from it instead)",
+            full.name,
+            latest.name,
+        )
     return full.name
 
 
@@ -132,8 +150,7 @@ def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
     code, started = EXIT_OK, time.time()
     try:
         if flag.requested:  # a signal while starting: nothing was trained since the newest checkpoint
-            log.info("%s received before training started: nothing new to save; run the same command again to resume",
-                     flag.name)
+            log.info("%s received before training started: nothing new to save; run the same command again to resume", flag.name)
             code = EXIT_PREEMPTED
         else:
             trainer.fit()
@@ -191,8 +208,10 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
     batch_size = int(data.batch_size)
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch < 1:
-        raise ConfigError(f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
-                          "lower data.batch_size or raise data.max_items")
+        raise ConfigError(
+            f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
+            "lower data.batch_size or raise data.max_items"
+        )
     limits = [n for n in ((cfg.trainer.max_epochs or 0) * steps_per_epoch, cfg.trainer.max_steps or 0) if n > 0]
     total = min(limits)
     mode = str(cfg.resume.mode)
@@ -206,17 +225,41 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
     try:
         source = _restore_source(manager, mode)
         task.setup(total, steps_per_epoch, device)
-        meta = {"config": {k: plain.get(k) for k in ("model", "data", "trainer", "checkpoint", "hardware", "seed", "name")},
-                "config_hash": build.config_hash(plain), "git_commit": git_commit(), "total_steps": total,
-                "steps_per_epoch": steps_per_epoch, "task": type(task).__name__}
-        trainer = Trainer(task, manager, build.save_triggers(cfg.checkpoint, steps_per_epoch),
-                          LoopConfig(total_steps=total, steps_per_epoch=steps_per_epoch, batch_size=batch_size, num_workers=workers,
-                                     val_every_n_epochs=cfg.trainer.val_every_n_epochs, val_every_n_steps=cfg.trainer.val_every_n_steps,
-                                     validate_at_start=cfg.trainer.validate_at_start, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                                     log_every_n_steps=cfg.trainer.log_every_n_steps, progress_bar=cfg.trainer.progress_bar,
-                                     async_save=cfg.checkpoint.async_save, seed=int(cfg.seed), monitor=monitor,
-                                     monitor_mode=monitor_mode, save_optimizer=bool(cfg.checkpoint.save_optimizer)),
-                          device=device, metrics=metrics, autocast=autocast, scaler=scaler, meta=meta)
+        meta = {
+            "config": {k: plain.get(k) for k in ("model", "data", "trainer", "checkpoint", "hardware", "seed", "name")},
+            "config_hash": build.config_hash(plain),
+            "git_commit": git_commit(),
+            "total_steps": total,
+            "steps_per_epoch": steps_per_epoch,
+            "task": type(task).__name__,
+        }
+        trainer = Trainer(
+            task,
+            manager,
+            build.save_triggers(cfg.checkpoint, steps_per_epoch),
+            LoopConfig(
+                total_steps=total,
+                steps_per_epoch=steps_per_epoch,
+                batch_size=batch_size,
+                num_workers=workers,
+                val_every_n_epochs=cfg.trainer.val_every_n_epochs,
+                val_every_n_steps=cfg.trainer.val_every_n_steps,
+                validate_at_start=cfg.trainer.validate_at_start,
+                gradient_clip_val=cfg.trainer.gradient_clip_val,
+                log_every_n_steps=cfg.trainer.log_every_n_steps,
+                progress_bar=cfg.trainer.progress_bar,
+                async_save=cfg.checkpoint.async_save,
+                seed=int(cfg.seed),
+                monitor=monitor,
+                monitor_mode=monitor_mode,
+                save_optimizer=bool(cfg.checkpoint.save_optimizer),
+            ),
+            device=device,
+            metrics=metrics,
+            autocast=autocast,
+            scaler=scaler,
+            meta=meta,
+        )
         resumed = _resume(trainer, source, plain, allow_change) if source is not None else None
         # every check passed: from here on the run dir is this run's
         logs.attach_file(run_dir)
@@ -230,8 +273,14 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
             trainer.metrics.truncate_after(trainer.progress.step)
             where = "" if resumed[0] is manager else f" of {resumed[0].root}"
             why = "the newest checkpoint that verifies, resume=auto" if mode == "auto" else f"resume={mode}"
-            log.info("resuming from %s%s (step %d, epoch %d; %s)", resumed[1].name, where, trainer.progress.step,
-                     trainer.progress.epoch, why)
+            log.info(
+                "resuming from %s%s (step %d, epoch %d; %s)",
+                resumed[1].name,
+                where,
+                trainer.progress.step,
+                trainer.progress.epoch,
+                why,
+            )
             if cfg.init_from.ref:
                 log.info("init_from=%s is not applied: the run resumes from its own checkpoint", cfg.init_from.ref)
         else:
@@ -246,8 +295,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
         raise
     wandb_run = None
     if cfg.logger.wandb:
-        wandb_run = WandbRun(run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags),
-                             plain, name=run_dir.name)
+        wandb_run = WandbRun(
+            run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags), plain, name=run_dir.name
+        )
         trainer.on_log = wandb_run.log
         run = wandb_run
         manager.on_commit(lambda report: run.committed(report.info, manager.checkpoint_files(report.info.name)))  # async too
@@ -290,14 +340,17 @@ def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = Fals
     saved = mf.load(info.path, check=False).get("meta", {}).get("config") or {}
     diff = config_diff(saved, plain)
     if diff and not allow_change:
-        raise ConfigChangedError(f"the model/data/seed config differs from the one {info.name} was trained with; "
-                                 f"start a new run (another hydra.run.dir) or pass resume.allow_config_change=true:\n{diff}")
+        raise ConfigChangedError(
+            f"the model/data/seed config differs from the one {info.name} was trained with; "
+            f"start a new run (another hydra.run.dir) or pass resume.allow_config_change=true:\n{diff}"
+        )
     if diff and not quiet:
         log.warning("resuming %s with a changed config (resume.allow_config_change=true):\n%s", info.name, diff)
 
 
-def _resume(trainer: Trainer, source: tuple[CheckpointManager, str], plain: dict,
-            allow_change: bool) -> tuple[CheckpointManager, Any]:
+def _resume(
+    trainer: Trainer, source: tuple[CheckpointManager, str], plain: dict, allow_change: bool
+) -> tuple[CheckpointManager, Any]:
     """Restore the state ``source`` names into the trainer (damaged checkpoints are skipped with a warning)."""
     src, selector = source
     state, info = src.restore_with_info(selector)
@@ -306,8 +359,10 @@ def _resume(trainer: Trainer, source: tuple[CheckpointManager, str], plain: dict
         trainer.load_state_dict(state)
     except (KeyError, ValueError) as exc:
         log.debug("loading %s failed", info.name, exc_info=True)
-        raise ConfigError(f"{info.name} does not hold a state this run can resume ({type(exc).__name__}: {exc}); "
-                          "choose another checkpoint with resume=... or start a new run") from exc
+        raise ConfigError(
+            f"{info.name} does not hold a state this run can resume ({type(exc).__name__}: {exc}); "
+            "choose another checkpoint with resume=... or start a new run"
+        ) from exc
     return src, info
 
 
@@ -315,15 +370,25 @@ def _log_config(cfg: DictConfig, run_dir: Path) -> None:
     """The config summary at the top of this attempt's part of train.log (the file only)."""
     overrides = list(HydraConfig.get().overrides.task)
     log.debug("run dir %s; command-line overrides: %s", run_dir, " ".join(overrides) or "(none)")
-    log.debug("config:\n%s", OmegaConf.to_yaml({k: cfg[k] for k in ("model", "data", "trainer", "checkpoint", "hardware",
-                                                                      "resume", "seed", "name")}, resolve=True).rstrip())
+    log.debug(
+        "config:\n%s",
+        OmegaConf.to_yaml(
+            {k: cfg[k] for k in ("model", "data", "trainer", "checkpoint", "hardware", "resume", "seed", "name")}, resolve=True
+        ).rstrip(),
+    )
 
 
 def _log_save(report: SaveReport) -> None:
     info = report.info
-    log.info("saved %s (step %d%s): %s in %.2fs, %s", info.name, info.step,
-             f", tags {','.join(info.tags)}" if info.tags else "", _size(report.bytes_written), report.seconds,
-             "blocking" if report.blocking else "async")
+    log.info(
+        "saved %s (step %d%s): %s in %.2fs, %s",
+        info.name,
+        info.step,
+        f", tags {','.join(info.tags)}" if info.tags else "",
+        _size(report.bytes_written),
+        report.seconds,
+        "blocking" if report.blocking else "async",
+    )
     if report.deleted:
         log.info("retention deleted %s", ", ".join(report.deleted))
 

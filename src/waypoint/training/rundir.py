@@ -8,14 +8,16 @@ a command with more epochs or another checkpoint policy continues the same run. 
 ``MAX_NAME`` characters, or that had to be made safe for the file system, keeps a readable prefix and ends in
 a short hash of the full override list, so two different commands never share a directory.
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -23,8 +25,19 @@ from omegaconf import DictConfig, OmegaConf
 from waypoint.config import ConfigError
 
 #: override keys (and key prefixes ending in ".") that do not change what a run computes
-STEERING = ("trainer.max_epochs", "trainer.max_steps", "trainer.log_every_n_steps", "trainer.progress_bar",
-            "checkpoint", "logger", "hardware", "resume", "data.num_workers", "name", "hydra")
+STEERING = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.log_every_n_steps",
+    "trainer.progress_bar",
+    "checkpoint",
+    "logger",
+    "hardware",
+    "resume",
+    "data.num_workers",
+    "name",
+    "hydra",
+)
 #: the sections of the config that define a run: resuming with another value is refused with a diff
 RUN_DEFINING = ("model", "data", "seed")
 MAX_NAME = 120
@@ -53,7 +66,7 @@ def run_name(overrides: Iterable[str], model_in_path: str | None = None) -> str:
     name = _UNSAFE.sub("_", raw.replace("/", "_"))
     if name != raw or len(name) > MAX_NAME:
         digest = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:_HASH_CHARS]
-        name = f"{name[:MAX_NAME - _HASH_CHARS - 1]}~{digest}"
+        name = f"{name[: MAX_NAME - _HASH_CHARS - 1]}~{digest}"
     return name or "default"
 
 
@@ -100,6 +113,7 @@ def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], sections: 
 
     def part(cfg: Mapping[str, Any]) -> str:
         return yaml.safe_dump({s: section(cfg, s) for s in sections}, sort_keys=True)
+
     a, b = part(saved), part(current)
     if a == b:
         return ""

@@ -13,6 +13,7 @@ Exit codes of ``train.py`` (documented in README.md):
 train.py installs the handlers as it starts (``listen``), so a signal during start-up or after the run
 finished is a flag too, never the default "die with 128 + signum".
 """
+
 from __future__ import annotations
 
 import signal
@@ -54,7 +55,7 @@ class StopFlag:
         if self.signum is None:
             self.signum = signum
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         if self._depth == 0:
             for sig in STOP_SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)

@@ -3,13 +3,15 @@
 The trainer never knows which model family it runs (``waypoint.tasks.base.Task``). Order at each step
 boundary: optimizer step -> log -> validate if due -> save if a trigger fires -> service a stop signal.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,8 +36,9 @@ class Preempted(Exception):
     """A stop signal was serviced: a ``preempt`` checkpoint was saved."""
 
     def __init__(self, signal_name: str, step: int, checkpoint: str | None) -> None:
-        super().__init__(f"{signal_name} received: saved checkpoint {checkpoint} at step {step}; "
-                         "run the same command again to resume")
+        super().__init__(
+            f"{signal_name} received: saved checkpoint {checkpoint} at step {step}; run the same command again to resume"
+        )
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
 
 
@@ -75,11 +78,21 @@ class LoopConfig:
 class Trainer:
     """Fits a task, saving through a CheckpointManager; resumable at any step boundary."""
 
-    def __init__(self, task: Task, manager: CheckpointManager, triggers: SaveTriggers, cfg: LoopConfig, *,
-                 device: torch.device, metrics: MetricsLog, autocast: Callable[[], Any] = nullcontext,
-                 scaler: torch.amp.GradScaler | None = None, meta: Mapping[str, Any] | None = None,
-                 on_log: Callable[[Mapping[str, Any]], None] | None = None,
-                 on_save: Callable[[Any, tuple[str, ...]], None] | None = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        manager: CheckpointManager,
+        triggers: SaveTriggers,
+        cfg: LoopConfig,
+        *,
+        device: torch.device,
+        metrics: MetricsLog,
+        autocast: Callable[[], Any] = nullcontext,
+        scaler: torch.amp.GradScaler | None = None,
+        meta: Mapping[str, Any] | None = None,
+        on_log: Callable[[Mapping[str, Any]], None] | None = None,
+        on_save: Callable[[Any, tuple[str, ...]], None] | None = None,
+    ) -> None:
         self.task, self.manager, self.triggers, self.cfg = task, manager, triggers, cfg
         self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
         self.meta = dict(meta or {})
@@ -115,8 +128,10 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` (the task must be set up)."""
         if state.get("weights_only"):
-            log.warning("this checkpoint was saved without optimizer state (checkpoint.save_optimizer=false): the "
-                        "optimizer restarts from scratch, so this resume is not exact")
+            log.warning(
+                "this checkpoint was saved without optimizer state (checkpoint.save_optimizer=false): the "
+                "optimizer restarts from scratch, so this resume is not exact"
+            )
         self.task.load_state_dict(state["task"])
         self.progress = Progress.from_state(state["progress"])
         self.trigger_state = TriggerState(self.progress.step, time.time(), self.progress.best_value)
@@ -133,8 +148,16 @@ class Trainer:
     def _loader(self, dataset: Any, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
         workers = self.cfg.num_workers
         sizing = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
-        return DataLoader(dataset, **sizing, num_workers=workers, collate_fn=self.task.collate, generator=torch.Generator(),
-                          persistent_workers=False, pin_memory=False, prefetch_factor=2 if workers else None)
+        return DataLoader(
+            dataset,
+            **sizing,
+            num_workers=workers,
+            collate_fn=self.task.collate,
+            generator=torch.Generator(),
+            persistent_workers=False,
+            pin_memory=False,
+            prefetch_factor=2 if workers else None,
+        )
 
     def _train_batches(self) -> DataLoader:
         p = self.progress
@@ -160,8 +183,12 @@ class Trainer:
             try:
                 info = self.emergency_save()
                 self.emergency = info
-                log.error("%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
-                          type(exc).__name__, self.progress.step, info.name)
+                log.error(
+                    "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
+                    type(exc).__name__,
+                    self.progress.step,
+                    info.name,
+                )
             except Exception as save_exc:
                 log.error("the emergency save failed too: %s", save_exc)
             raise
@@ -172,8 +199,9 @@ class Trainer:
         try:
             with self.flag:
                 if p.pending_validation or (p.step == 0 and self.cfg.validate_at_start):
-                    self._validate_and_maybe_save(epoch_end=p.step > 0 and p.batch_in_epoch == 0,
-                                                  is_end=p.step >= self.cfg.total_steps)
+                    self._validate_and_maybe_save(
+                        epoch_end=p.step > 0 and p.batch_in_epoch == 0, is_end=p.step >= self.cfg.total_steps
+                    )
                 while p.step < self.cfg.total_steps:
                     for batch in self._train_batches():
                         self._train_step(batch)
@@ -197,9 +225,11 @@ class Trainer:
         with self.autocast():
             loss, logs = self.task.training_step(batch, ctx)
         if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(f"the loss became {float(loss.detach())} at step {p.step + 1} (epoch {p.epoch}); "
-                                     f"the step was not applied; {self._where_a_rerun_starts()}. "
-                                     "Lower model.lr or set trainer.gradient_clip_val, then run the same command again.")
+            raise NonFiniteLossError(
+                f"the loss became {float(loss.detach())} at step {p.step + 1} (epoch {p.epoch}); "
+                f"the step was not applied; {self._where_a_rerun_starts()}. "
+                "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
+            )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             for opt in optimizers:
@@ -232,8 +262,11 @@ class Trainer:
     def _after_step(self, epoch_end: bool) -> None:
         p, c = self.progress, self.cfg
         is_end = p.step >= c.total_steps
-        due_val = is_end or (c.val_every_n_steps and p.step % c.val_every_n_steps == 0) or \
-            (epoch_end and c.val_every_n_epochs and p.epoch % c.val_every_n_epochs == 0)
+        due_val = (
+            is_end
+            or (c.val_every_n_steps and p.step % c.val_every_n_steps == 0)
+            or (epoch_end and c.val_every_n_epochs and p.epoch % c.val_every_n_epochs == 0)
+        )
         if due_val and self.val_set is not None:
             self._validate_and_maybe_save(epoch_end, is_end=is_end)
         else:
@@ -263,8 +296,10 @@ class Trainer:
         p.pending_validation = False
         self.last_val, self.last_val_step = {k: float(v) for k, v in metrics.items()}, p.step
         if self.monitor not in self.last_val:
-            raise MonitorError(f"checkpoint.monitor={self.monitor} is not a metric this model's validation reports; "
-                               f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}")
+            raise MonitorError(
+                f"checkpoint.monitor={self.monitor} is not a metric this model's validation reports; "
+                f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}"
+            )
         self._log({"epoch": p.epoch, **self.last_val})
         assert self.view is not None
         line = f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
@@ -273,14 +308,24 @@ class Trainer:
         if p.step > 0:
             self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.monitor])
         else:
-            self.trigger_state = self.triggers.after_validation(self.trigger_state, self.last_val[self.monitor], self.monitor_mode)
+            self.trigger_state = self.triggers.after_validation(
+                self.trigger_state, self.last_val[self.monitor], self.monitor_mode
+            )
             p.best_value = self.trigger_state.best_value
 
     def _maybe_save(self, epoch_end: bool, is_end: bool, monitored: float | None) -> None:
         p = self.progress
-        reasons = self.triggers.due(self.trigger_state, step=p.step, total_steps=self.cfg.total_steps, now=time.time(),
-                                    epoch_end=epoch_end, epochs_done=p.epoch, is_end=is_end, monitored=monitored,
-                                    mode=self.monitor_mode)
+        reasons = self.triggers.due(
+            self.trigger_state,
+            step=p.step,
+            total_steps=self.cfg.total_steps,
+            now=time.time(),
+            epoch_end=epoch_end,
+            epochs_done=p.epoch,
+            is_end=is_end,
+            monitored=monitored,
+            mode=self.monitor_mode,
+        )
         if monitored is not None:
             self.trigger_state = self.triggers.after_validation(self.trigger_state, monitored, self.monitor_mode)
             p.best_value = self.trigger_state.best_value
@@ -295,12 +340,15 @@ class Trainer:
         so a checkpoint never carries an earlier checkpoint's score (and cannot become ``best`` with it).
         """
         p = self.progress
-        metrics = {**(self.last_train if self.last_train_step == p.step else {}),
-                   **(self.last_val if self.last_val_step == p.step else {})}
+        metrics = {
+            **(self.last_train if self.last_train_step == p.step else {}),
+            **(self.last_val if self.last_val_step == p.step else {}),
+        }
         if not self.cfg.save_optimizer:
             tags = (*tags, WEIGHTS_ONLY)
-        info = self.manager.save(self.state_dict(rng), step=p.step, epoch=p.epoch, metrics=metrics, tags=tags,
-                                 blocking=blocking, meta=self.meta)
+        info = self.manager.save(
+            self.state_dict(rng), step=p.step, epoch=p.epoch, metrics=metrics, tags=tags, blocking=blocking, meta=self.meta
+        )
         self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=time.time())
         if self.on_save is not None and info is not None:
             self.on_save(info, tags)
@@ -315,7 +363,10 @@ class Trainer:
         latest = self.manager.latest()
         if latest is None:
             return "no checkpoint has been saved yet, so running again starts from step 0"
-        return f"the newest checkpoint, {latest.name} (step {latest.step}), holds the last good state and running again resumes from it"
+        return (
+            f"the newest checkpoint, {latest.name} (step {latest.step}), holds the last good state "
+            "and running again resumes from it"
+        )
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name
@@ -336,4 +387,3 @@ class Trainer:
         self.metrics.log(full)
         if self.on_log is not None:
             self.on_log(full)
-

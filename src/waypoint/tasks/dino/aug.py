@@ -6,6 +6,7 @@ resolution), each with brightness/contrast jitter; blur and solarization as in t
 horizontal flip with probability ``flip_p`` (upstream 0.5 for both; 0 for digits, where a mirrored
 digit is another shape and an inverted stroke is not a stroke).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,8 @@ class CropSpec:
     n_local: int = 4
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
-    flip_p: float = 0.0       # horizontal flip probability (0 for digits: a mirrored 2 is not a 2)
-    solarize_p: float = 0.0   # solarization probability of the second global crop (upstream 0.2)
+    flip_p: float = 0.0  # horizontal flip probability (0 for digits: a mirrored 2 is not a 2)
+    solarize_p: float = 0.0  # solarization probability of the second global crop (upstream 0.2)
 
 
 def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -49,14 +50,14 @@ def resized_crop(img: torch.Tensor, gen: torch.Generator, size: int, scale: tupl
             break
     else:
         ch, cw, top, left = h, w, 0, 0
-    crop = img[:, top:top + ch, left:left + cw].unsqueeze(0)
+    crop = img[:, top : top + ch, left : left + cw].unsqueeze(0)
     return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """A 5x5 Gaussian blur (reflect padding)."""
     x = torch.arange(5, dtype=img.dtype) - 2
-    k = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()
     c = img.shape[0]
     out = F.pad(img.unsqueeze(0), (2, 2, 2, 2), mode="reflect")
@@ -82,8 +83,10 @@ def multi_crop(img: torch.Tensor, gen: torch.Generator, spec: CropSpec) -> dict[
     """``{"global": (2, C, G, G), "local": (n_local, C, L, L)}``, normalised by ``normalise``."""
     g1 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 1.0, 0.0, spec.flip_p)
     g2 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 0.1, spec.solarize_p, spec.flip_p)
-    locs = [photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0, spec.flip_p)
-            for _ in range(spec.n_local)]
+    locs = [
+        photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0, spec.flip_p)
+        for _ in range(spec.n_local)
+    ]
     out = {"global": normalise(torch.stack([g1, g2]))}
     c = img.shape[0]
     out["local"] = normalise(torch.stack(locs)) if locs else torch.zeros(0, c, spec.local_size, spec.local_size)

@@ -5,6 +5,7 @@ prototypes: ``ln K`` means every image gets the same uniform target (centring wo
 learn a constant), ``0`` means every image goes to one prototype (sharpening won). The detector is pure
 logic over one entropy value per step; the task owns it, logs its warnings and saves its counters.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,8 @@ class CollapseDetector:
     n_prototypes: int
     patience: int
     tolerance: float = 0.01
-    kind: str = ""      # regime of the current streak: "uniform", "one-prototype" or ""
-    streak: int = 0     # consecutive steps in that regime
+    kind: str = ""  # regime of the current streak: "uniform", "one-prototype" or ""
+    streak: int = 0  # consecutive steps in that regime
     reported: bool = False  # whether this streak was reported already
 
     def __post_init__(self) -> None:
@@ -67,11 +68,16 @@ class CollapseDetector:
             return None
         self.reported = True
         if kind == "uniform":
-            what = f"within {self.tolerance:.0%} of ln({self.n_prototypes}) = {self.max_entropy:.4f}: every image gets the same uniform target"
+            what = (
+                f"within {self.tolerance:.0%} of ln({self.n_prototypes}) = {self.max_entropy:.4f}: "
+                "every image gets the same uniform target"
+            )
         else:
             what = f"below {self.tolerance * self.max_entropy:.3g}: every image goes to one prototype"
-        return (f"DINO collapse ({kind}) at step {step}: the teacher's entropy has been {what} for {self.streak} steps "
-                f"(now {entropy:.4f}); the features will not improve")
+        return (
+            f"DINO collapse ({kind}) at step {step}: the teacher's entropy has been {what} for {self.streak} steps "
+            f"(now {entropy:.4f}); the features will not improve"
+        )
 
     def state(self) -> list[int]:
         """Counters to save with the task, so that a resumed run reports exactly as an uninterrupted one."""

@@ -1,4 +1,5 @@
 """DINO's networks: a timm VisionTransformer backbone, the projection head, the loss with centering, kNN."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,12 +11,23 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 
-def build_backbone(arch: str, img_size: int, in_chans: int, patch_size: int, embed_dim: int, depth: int,
-                   num_heads: int, drop_path_rate: float) -> nn.Module:
+def build_backbone(
+    arch: str, img_size: int, in_chans: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, drop_path_rate: float
+) -> nn.Module:
     """``timm.create_model(arch, pretrained=False, ...)``: CLS-token features, positions interpolated for local crops."""
-    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, in_chans=in_chans,
-                             patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                             drop_path_rate=drop_path_rate, dynamic_img_size=True)
+    return timm.create_model(
+        arch,
+        pretrained=False,
+        num_classes=0,
+        img_size=img_size,
+        in_chans=in_chans,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        drop_path_rate=drop_path_rate,
+        dynamic_img_size=True,
+    )
 
 
 def sincos_pos_embed(dim: int, grid: int, prefix_tokens: int = 1) -> torch.Tensor:
@@ -36,11 +48,14 @@ def sincos_pos_embed(dim: int, grid: int, prefix_tokens: int = 1) -> torch.Tenso
 class DINOHead(nn.Module):
     """MLP (GELU) -> bottleneck -> L2 normalisation -> weight-normalised linear layer with its norm fixed to 1."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int = 3,
-                 use_bn: bool = False) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int = 3, use_bn: bool = False
+    ) -> None:
         super().__init__()
+
         def block(i: int, o: int) -> list[nn.Module]:
             return [nn.Linear(i, o), *([nn.BatchNorm1d(o)] if use_bn else []), nn.GELU()]
+
         layers: list[nn.Module] = block(in_dim, hidden_dim)
         for _ in range(nlayers - 2):
             layers += block(hidden_dim, hidden_dim)
@@ -48,7 +63,7 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:
             if isinstance(m, nn.Linear):  # upstream's std 0.02 suits widths ~1000; 1/sqrt(fan_in) keeps narrow heads' signal
-                nn.init.trunc_normal_(m.weight, std=max(0.02, m.in_features ** -0.5))
+                nn.init.trunc_normal_(m.weight, std=max(0.02, m.in_features**-0.5))
                 nn.init.zeros_(m.bias)
         self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         g = self.last_layer.parametrizations.weight.original0
@@ -74,8 +89,14 @@ class StudentTeacherNet(nn.Module):
         return self.head(feats)
 
 
-def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor, n_crops: int,
-              student_temp: float, teacher_temp: float) -> torch.Tensor:
+def dino_loss(
+    student_out: torch.Tensor,
+    teacher_out: torch.Tensor,
+    center: torch.Tensor,
+    n_crops: int,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
     """Cross-entropy between centred, sharpened teacher global crops and every other student crop."""
     student = (student_out / student_temp).chunk(n_crops)
     teacher = F.softmax((teacher_out - center) / teacher_temp, dim=-1).detach().chunk(2)
@@ -90,8 +111,15 @@ def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torc
 
 
 @torch.no_grad()
-def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor,
-             k: int = 20, temperature: float = 0.07, n_classes: int | None = None) -> float:
+def knn_top1(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    n_classes: int | None = None,
+) -> float:
     """Weighted kNN accuracy (as in DINO's eval_knn): cosine similarity, weights exp(sim / T), top-1 vote."""
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
     n_classes = n_classes or int(max(bank_labels.max(), labels.max())) + 1

@@ -11,13 +11,13 @@ logs the teacher's entropy and KL(teacher || student); a ``CollapseDetector`` wa
 the entropy stays pinned at ln K or near 0. State layout: ``student/{backbone,head}``,
 ``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
 """
+
 from __future__ import annotations
 
-import copy
 import logging
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import timm
 import torch
@@ -25,9 +25,17 @@ import torch
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.common import cosine, preset_sizes, sample_generator, stack_dicts
-from waypoint.tasks.dino.collapse import CollapseDetector
 from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropImages, normalise
-from waypoint.tasks.dino.model import DINOHead, sincos_pos_embed, StudentTeacherNet, build_backbone, dino_loss, knn_top1, param_groups
+from waypoint.tasks.dino.collapse import CollapseDetector
+from waypoint.tasks.dino.model import (
+    DINOHead,
+    StudentTeacherNet,
+    build_backbone,
+    dino_loss,
+    knn_top1,
+    param_groups,
+    sincos_pos_embed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +44,38 @@ KNN_FEATURES = ("cls", "cls+avg")
 POS_EMBED_INITS = ("sincos", "trunc_normal")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"embed_dim": 32, "depth": 3, "num_heads": 2, "patch_size": 4, "out_dim": 256, "hidden_dim": 256,
-                "bottleneck_dim": 64, "n_local_crops": 4},
-    "smoke": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 4, "out_dim": 256, "hidden_dim": 64,
-              "bottleneck_dim": 32, "n_local_crops": 2},
+    "default": {
+        "embed_dim": 32,
+        "depth": 3,
+        "num_heads": 2,
+        "patch_size": 4,
+        "out_dim": 256,
+        "hidden_dim": 256,
+        "bottleneck_dim": 64,
+        "n_local_crops": 4,
+    },
+    "smoke": {
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "patch_size": 4,
+        "out_dim": 256,
+        "hidden_dim": 64,
+        "bottleneck_dim": 32,
+        "n_local_crops": 2,
+    },
     # upstream DINO ViT-S/16: 21.7M backbone, head 2048-2048-256 + weight-normalised 65536-way last layer,
     # 10 local crops (the paper's best multi-crop); with experiment=dino_paper for the rest of the recipe
-    "paper": {"embed_dim": 384, "depth": 12, "num_heads": 6, "patch_size": 16, "out_dim": 65536, "hidden_dim": 2048,
-              "bottleneck_dim": 256, "n_local_crops": 10},
+    "paper": {
+        "embed_dim": 384,
+        "depth": 12,
+        "num_heads": 6,
+        "patch_size": 16,
+        "out_dim": 65536,
+        "hidden_dim": 2048,
+        "bottleneck_dim": 256,
+        "n_local_crops": 10,
+    },
 }
 
 
@@ -113,8 +145,14 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
 
 
 #: foreign checkpoint keys (seed docs, upstream main_dino.py) -> this task's init_targets names
-_FOREIGN_KEYS = (("student_state_dict", "student"), ("teacher_state_dict", "teacher"), ("dino_loss_center", "center"),
-                 ("dino_loss.center", "center"), ("loss_state_dict.center", "center"), ("loss.center", "center"))
+_FOREIGN_KEYS = (
+    ("student_state_dict", "student"),
+    ("teacher_state_dict", "teacher"),
+    ("dino_loss_center", "center"),
+    ("dino_loss.center", "center"),
+    ("loss_state_dict.center", "center"),
+    ("loss.center", "center"),
+)
 
 
 class DinoTask:
@@ -139,12 +177,20 @@ class DinoTask:
         img = int(data.train_images.shape[-1])
         patch, local = self.size["patch_size"], int(self.cfg.local_size or img // 2)
         if img % patch or local % patch or not 0 < local <= img:
-            raise ValueError(f"data.image_size {img} and the local crop size {local} (model.local_size, default half the image) "
-                             f"must be divisible by model.patch_size {patch}, with local <= image")
+            raise ValueError(
+                f"data.image_size {img} and the local crop size {local} (model.local_size, default half the image) "
+                f"must be divisible by model.patch_size {patch}, with local <= image"
+            )
         self.data, self.seed = data, int(seed)
-        self.crops = CropSpec(img, local, self.size["n_local_crops"],
-                              _check_range("global_scale", self.cfg.global_scale), _check_range("local_scale", self.cfg.local_scale),
-                              float(self.cfg.flip_p), float(self.cfg.solarize_p))
+        self.crops = CropSpec(
+            img,
+            local,
+            self.size["n_local_crops"],
+            _check_range("global_scale", self.cfg.global_scale),
+            _check_range("local_scale", self.cfg.local_scale),
+            float(self.cfg.flip_p),
+            float(self.cfg.solarize_p),
+        )
         self.student: Optional[StudentTeacherNet] = None
         self.teacher: Optional[StudentTeacherNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
@@ -153,7 +199,9 @@ class DinoTask:
             raise ValueError(f"model.pos_embed_init must be one of {list(POS_EMBED_INITS)}, got '{self.cfg.pos_embed_init}'")
         if self.cfg.knn_feature not in KNN_FEATURES:
             raise ValueError(f"model.knn_feature must be one of {list(KNN_FEATURES)}, got '{self.cfg.knn_feature}'")
-        self.collapse = CollapseDetector(self.size["out_dim"], int(self.cfg.collapse_patience), float(self.cfg.collapse_tolerance))
+        self.collapse = CollapseDetector(
+            self.size["out_dim"], int(self.cfg.collapse_patience), float(self.cfg.collapse_tolerance)
+        )
         self.baselines_logged = False
         self.baseline_values: dict[str, float] = {}
         self.total_steps, self.steps_per_epoch, self.device = 1, 1, torch.device("cpu")
@@ -172,29 +220,46 @@ class DinoTask:
     # -- modules ------------------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:
         """``timm.create_model(arch, pretrained=False, **kwargs)`` arguments that rebuild the backbone."""
-        return {"img_size": self.crops.global_size, "in_chans": int(self.data.channels), "patch_size": self.size["patch_size"],
-                "embed_dim": self.size["embed_dim"], "depth": self.size["depth"], "num_heads": self.size["num_heads"]}
+        return {
+            "img_size": self.crops.global_size,
+            "in_chans": int(self.data.channels),
+            "patch_size": self.size["patch_size"],
+            "embed_dim": self.size["embed_dim"],
+            "depth": self.size["depth"],
+            "num_heads": self.size["num_heads"],
+        }
 
     def _net(self, drop_path: float) -> StudentTeacherNet:
         backbone = build_backbone(self.cfg.arch, drop_path_rate=drop_path, **self.backbone_kwargs())
         if self.cfg.pos_embed_init == "sincos":  # learnable still; only the starting point changes
             grid = self.crops.global_size // self.size["patch_size"]
             with torch.no_grad():
-                backbone.pos_embed.copy_(sincos_pos_embed(self.size["embed_dim"], grid, backbone.pos_embed.shape[1] - grid * grid))
-        head = DINOHead(self.size["embed_dim"], self.size["out_dim"], self.size["hidden_dim"], self.size["bottleneck_dim"],
-                        use_bn=self.cfg.use_bn_in_head)
+                backbone.pos_embed.copy_(
+                    sincos_pos_embed(self.size["embed_dim"], grid, backbone.pos_embed.shape[1] - grid * grid)
+                )
+        head = DINOHead(
+            self.size["embed_dim"],
+            self.size["out_dim"],
+            self.size["hidden_dim"],
+            self.size["bottleneck_dim"],
+            use_bn=self.cfg.use_bn_in_head,
+        )
         return StudentTeacherNet(backbone, head)
 
     def _fresh_net(self, drop_path: float = 0.0) -> StudentTeacherNet:
         """The network as initialised (a function of ``seed`` only), on the task's device."""
-        init_seed = int(torch.randint(0, 2 ** 62, (), generator=sample_generator(self.seed, "dino-init")))
+        init_seed = int(torch.randint(0, 2**62, (), generator=sample_generator(self.seed, "dino-init")))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             return self._net(drop_path).to(self.device).eval()
 
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
         """Build student and teacher (same initial weights, from ``seed`` only) and AdamW."""
-        self.total_steps, self.steps_per_epoch, self.device = max(1, int(total_steps)), max(1, int(steps_per_epoch)), torch.device(device)
+        self.total_steps, self.steps_per_epoch, self.device = (
+            max(1, int(total_steps)),
+            max(1, int(steps_per_epoch)),
+            torch.device(device),
+        )
         student = self._fresh_net(self.cfg.drop_path_rate)
         teacher = self._net(0.0)
         teacher.load_state_dict(student.state_dict())
@@ -253,8 +318,13 @@ class DinoTask:
         warning = self.collapse.update(entropy, ctx.step + 1)
         if warning:
             log.warning(warning)
-        return loss, {"train/loss": float(loss.detach()), "train/teacher_temp": temp, "train/teacher_entropy": entropy,
-                      "train/kl_teacher_student": kl, "train/collapsed": float(self.collapse.collapsed)}
+        return loss, {
+            "train/loss": float(loss.detach()),
+            "train/teacher_temp": temp,
+            "train/teacher_entropy": entropy,
+            "train/kl_teacher_student": kl,
+            "train/collapsed": float(self.collapse.collapsed),
+        }
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Set lr and weight decay for this step; keep the last layer still during the first epochs."""
@@ -281,15 +351,17 @@ class DinoTask:
         backbone = (net or self._nets()[1]).backbone
         out = []
         for i in range(0, len(images), batch):
-            tokens = backbone.forward_features(images[i:i + batch].to(self.device))
+            tokens = backbone.forward_features(images[i : i + batch].to(self.device))
             cls = tokens[:, 0]
             if self.cfg.knn_feature == "cls+avg":
-                cls = torch.cat([cls, tokens[:, getattr(backbone, "num_prefix_tokens", 1):].mean(1)], dim=1)
+                cls = torch.cat([cls, tokens[:, getattr(backbone, "num_prefix_tokens", 1) :].mean(1)], dim=1)
             out.append(cls.float().cpu())
         return torch.cat(out)
 
     def _knn(self, bank: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor) -> float:
-        return knn_top1(bank, self.data.train_labels, queries, labels, self.cfg.knn_k, self.cfg.knn_temperature, len(self.data.classes))
+        return knn_top1(
+            bank, self.data.train_labels, queries, labels, self.cfg.knn_k, self.cfg.knn_temperature, len(self.data.classes)
+        )
 
     def baselines(self, queries: torch.Tensor, labels: torch.Tensor, untrained: Optional[float] = None) -> dict[str, float]:
         """kNN with the same k, temperature and split on raw pixels, and on the untrained network's features.
@@ -322,22 +394,33 @@ class DinoTask:
         out = {"val/knn_top1": self._knn(bank, torch.cat(feats), torch.cat(labels))}
         if not self.baselines_logged:
             self.baselines_logged = True
-            self.baseline_values = self.baselines(torch.cat(images), torch.cat(labels), out["val/knn_top1"] if ctx.step == 0 else None)
+            self.baseline_values = self.baselines(
+                torch.cat(images), torch.cat(labels), out["val/knn_top1"] if ctx.step == 0 else None
+            )
             out.update(self.baseline_values)
         if ctx.step >= ctx.total_steps:
             base = self.baseline_values or self.baselines(torch.cat(images), torch.cat(labels))
-            log.info("kNN top-1 (k=%d, %s feature) of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
-                     self.cfg.knn_k, self.cfg.knn_feature, ctx.step, out["val/knn_top1"], base["val/knn_top1_raw_pixels"],
-                     base["val/knn_top1_untrained"])
+            log.info(
+                "kNN top-1 (k=%d, %s feature) of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
+                self.cfg.knn_k,
+                self.cfg.knn_feature,
+                ctx.step,
+                out["val/knn_top1"],
+                base["val/knn_top1_raw_pixels"],
+                base["val/knn_top1_untrained"],
+            )
         return out
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
         """Student and teacher (backbone, head), AdamW (unless ``optimizer=False``) and the loss center."""
         student, teacher, opt = self._nets()
-        state = {"student": {"backbone": student.backbone.state_dict(), "head": student.head.state_dict()},
-                 "teacher": {"backbone": teacher.backbone.state_dict(), "head": teacher.head.state_dict()},
-                 "center": self.center, "collapse": torch.tensor(self.collapse.state(), dtype=torch.int64)}
+        state = {
+            "student": {"backbone": student.backbone.state_dict(), "head": student.head.state_dict()},
+            "teacher": {"backbone": teacher.backbone.state_dict(), "head": teacher.head.state_dict()},
+            "center": self.center,
+            "collapse": torch.tensor(self.collapse.state(), dtype=torch.int64),
+        }
         if optimizer:
             state["optimizer"] = opt.state_dict()
         return state
@@ -353,7 +436,9 @@ class DinoTask:
                 net.backbone.load_state_dict(dict(part["backbone"]))
                 net.head.load_state_dict(dict(part["head"]))
         except RuntimeError as exc:
-            raise ValueError(f"the saved DINO weights do not fit this model's sizes {self.size}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"the saved DINO weights do not fit this model's sizes {self.size}: {str(exc).splitlines()[0]}"
+            ) from None
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
         self.center = state["center"].to(self.device).clone()
@@ -365,8 +450,12 @@ class DinoTask:
     def init_targets(self) -> dict[str, torch.Tensor]:
         """The live tensors a start from weights may overwrite: student/teacher backbone and head, the center."""
         student, teacher, _ = self._nets()
-        out = {f"{name}.{part}.{k}": v for name, net in (("student", student), ("teacher", teacher))
-               for part, mod in (("backbone", net.backbone), ("head", net.head)) for k, v in mod.state_dict().items()}
+        out = {
+            f"{name}.{part}.{k}": v
+            for name, net in (("student", student), ("teacher", teacher))
+            for part, mod in (("backbone", net.backbone), ("head", net.head))
+            for k, v in mod.state_dict().items()
+        }
         out["center"] = self.center
         return out
 
@@ -376,10 +465,11 @@ class DinoTask:
         ``dino_loss_center``, upstream's ``dino_loss.center`` and old-style weight norm (``weight_g``/``weight_v``)."""
         for old, new in _FOREIGN_KEYS:
             if key == old or key.startswith(old + "."):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
-        return key.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0") \
-                  .replace("last_layer.weight_v", "last_layer.parametrizations.weight.original1")
+        return key.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0").replace(
+            "last_layer.weight_v", "last_layer.parametrizations.weight.original1"
+        )
 
     def after_init_from(self, loaded: set[str]) -> set[str]:
         """A source without a teacher starts the teacher as a copy of the student, as DINO itself does; returns
@@ -393,8 +483,12 @@ class DinoTask:
     def parameter_groups(self) -> dict[str, list[str]]:
         """``student`` and ``teacher`` keys (paired by the analysis for the student-teacher distance)."""
         student, teacher, _ = self._nets()
-        return {name: [f"{name}/{part}/{k}" for part, mod in (("backbone", net.backbone), ("head", net.head))
-                       for k in mod.state_dict()] for name, net in (("student", student), ("teacher", teacher))}
+        return {
+            name: [
+                f"{name}/{part}/{k}" for part, mod in (("backbone", net.backbone), ("head", net.head)) for k in mod.state_dict()
+            ]
+            for name, net in (("student", student), ("teacher", teacher))
+        }
 
 
 CONFIG_SCHEMAS: dict[str, type] = {

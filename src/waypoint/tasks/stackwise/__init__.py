@@ -1,4 +1,5 @@
 """Stack-Wise: a byte-level LM grown as a rack of stacks, earlier stacks frozen (``model=stackwise``)."""
+
 from waypoint.tasks.stackwise.rack import extract_stack
 from waypoint.tasks.stackwise.task import CONFIG_SCHEMAS, PRESETS, STRATEGIES, LoRAConfig, StackWiseConfig, StackWiseTask
 

@@ -7,18 +7,26 @@ Trainability rules (applied by ``apply_trainability`` after every structural cha
 The frozen prefix that the activation cache may hold is the embedding plus the leading frozen stacks
 without trainable adapters.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from waypoint.tasks.common import sample_generator
 from waypoint.tasks.stackwise.model import Dims, Rack, Stack, attach_lora, init_stack
-from waypoint.tasks.stackwise.rack import (InitStacks, StackSpec, StackStateError, dtype_from_name, stack_from_tensors,
-                                           stack_spec_of)
+from waypoint.tasks.stackwise.rack import (
+    InitStacks,
+    StackSpec,
+    StackStateError,
+    dtype_from_name,
+    stack_from_tensors,
+    stack_spec_of,
+)
 
 META_FORMAT = "waypoint.stackwise/1"
 
@@ -58,8 +66,13 @@ class RackBuilder:
         if not self.lora.enabled:
             return
         for i, (stack, spec) in enumerate(zip(self.rack.stacks, self.specs)):
-            if spec.frozen and attach_lora(stack, int(self.lora.rank), float(self.lora.alpha), tuple(self.lora.targets),
-                                           sample_generator(self.seed, "stackwise-lora", i)):
+            if spec.frozen and attach_lora(
+                stack,
+                int(self.lora.rank),
+                float(self.lora.alpha),
+                tuple(self.lora.targets),
+                sample_generator(self.seed, "stackwise-lora", i),
+            ):
                 spec.lora_rank, spec.lora_alpha = int(self.lora.rank), float(self.lora.alpha)
 
     def start_fresh(self, n_blocks: int, dtype: torch.dtype) -> None:
@@ -88,7 +101,9 @@ class RackBuilder:
                 try:
                     module.load_state_dict(part, strict=True)
                 except RuntimeError as exc:
-                    raise StackStateError(f"the init {name} does not fit d_model={self.dims.d_model}: {str(exc).splitlines()[-1].strip()}") from None
+                    raise StackStateError(
+                        f"the init {name} does not fit d_model={self.dims.d_model}: {str(exc).splitlines()[-1].strip()}"
+                    ) from None
         self.embed_frozen = frozen and init.embed is not None
         self.initial_stacks = len(self.specs)
         self._adapt_frozen()
@@ -149,15 +164,24 @@ class RackBuilder:
     # -- state --------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         """The JSON-able structure of the rack."""
-        return {"format": META_FORMAT, "dims": asdict(self.dims), "embed_frozen": self.embed_frozen,
-                "initial_stacks": self.initial_stacks, "phase_start": self.phase_start,
-                "building_mode": "append", "stacks": [s.to_json() for s in self.specs]}
+        return {
+            "format": META_FORMAT,
+            "dims": asdict(self.dims),
+            "embed_frozen": self.embed_frozen,
+            "initial_stacks": self.initial_stacks,
+            "phase_start": self.phase_start,
+            "building_mode": "append",
+            "stacks": [s.to_json() for s in self.specs],
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """``{"meta", "embed", "stacks": {"<i>": ...}, "head"}``."""
-        return {"meta": self.meta(), "embed": self.rack.embed.state_dict(),
-                "stacks": {str(i): s.state_dict() for i, s in enumerate(self.rack.stacks)},
-                "head": self.rack.head.state_dict()}
+        return {
+            "meta": self.meta(),
+            "embed": self.rack.embed.state_dict(),
+            "stacks": {str(i): s.state_dict() for i, s in enumerate(self.rack.stacks)},
+            "head": self.rack.head.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the saved structure from ``meta`` and load every tensor bit-exactly."""
@@ -167,8 +191,10 @@ class RackBuilder:
         saved = meta["dims"]
         for key in ("d_model", "n_heads", "d_ff"):
             if int(saved[key]) != getattr(self.dims, key):
-                raise StackStateError(f"the saved rack has {key}={saved[key]} but model.{key}={getattr(self.dims, key)}; "
-                                      f"set model.{key}={saved[key]} to restore it")
+                raise StackStateError(
+                    f"the saved rack has {key}={saved[key]} but model.{key}={getattr(self.dims, key)}; "
+                    f"set model.{key}={saved[key]} to restore it"
+                )
         self.rack = self._empty_rack()
         self.specs = [StackSpec(**dict(s)) for s in meta["stacks"]]
         stacks = state["stacks"]

@@ -5,9 +5,11 @@ Entries are per-item tensors that never change once written, so successive check
 store. The cache is valid for one prefix length; appending a stack clears it. Filling stops at
 ``max_items`` (no eviction, so contents are a function of the training history alone).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 import torch
 
@@ -35,7 +37,7 @@ class ActivationCache:
         fresh = compute(torch.tensor(missing, dtype=torch.long)) if missing else None
         rows: list[torch.Tensor] = []
         fresh_row = 0
-        for row, key in enumerate(keys):
+        for key in keys:
             if key in self.items:
                 rows.append(self.items[key])
                 continue

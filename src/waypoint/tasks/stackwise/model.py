@@ -8,6 +8,7 @@ A LoRA adapter hangs off an ``AdaptedLinear`` as the child ``lora`` (keys ``<lin
 ``<linear>.lora.up``, ``<linear>.lora.scaling``): the base ``weight`` keeps its key, its dtype and its bytes,
 and the adapter (always fp32) adds ``scaling * up(down(x))`` to the base output. Nothing ever merges it.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,9 @@ class LoRA(nn.Module):
 
     def __init__(self, cin: int, cout: int, rank: int, alpha: float, generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
-        self.down = nn.Parameter(torch.randn(rank, cin, generator=generator) * 0.02 if generator is not None else torch.zeros(rank, cin))
+        self.down = nn.Parameter(
+            torch.randn(rank, cin, generator=generator) * 0.02 if generator is not None else torch.zeros(rank, cin)
+        )
         self.up = nn.Parameter(torch.zeros(cout, rank))
         self.register_buffer("scaling", torch.tensor(float(alpha) / rank))
 

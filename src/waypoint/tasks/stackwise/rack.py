@@ -9,11 +9,13 @@ State keys of a Stack-Wise task (nested dicts; the checkpoint codec joins them w
     optimizer/...                      AdamW state of the trainable parameters
     cache/prefix, cache/items/<index>  activation cache (only when model.cache_activations is on)
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -83,7 +85,7 @@ def flatten_state(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def extract_stack(state: Mapping[str, Any], index: int, adapters: bool = True) -> dict[str, torch.Tensor]:
     """Stack ``index``'s tensors from a task state (nested or flat), keyed relative to the stack."""
     prefix = f"{STACK_PREFIX}{index}/"
-    out = {k[len(prefix):]: v for k, v in flatten_state(state).items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
+    out = {k[len(prefix) :]: v for k, v in flatten_state(state).items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not adapters:
         out = {k: v for k, v in out.items() if ".lora." not in k}
     if not out:
@@ -118,8 +120,10 @@ def stack_from_tensors(tensors: Mapping[str, torch.Tensor], dims: Dims, device: 
     try:
         stack.load_state_dict(dict(tensors), strict=True)
     except RuntimeError as exc:
-        raise StackStateError(f"{what} does not fit d_model={dims.d_model}, n_heads={dims.n_heads}, d_ff={dims.d_ff}: "
-                              f"{str(exc).splitlines()[-1].strip()}; use the model sizes it was trained with.") from None
+        raise StackStateError(
+            f"{what} does not fit d_model={dims.d_model}, n_heads={dims.n_heads}, d_ff={dims.d_ff}: "
+            f"{str(exc).splitlines()[-1].strip()}; use the model sizes it was trained with."
+        ) from None
     return stack
 
 
@@ -156,12 +160,14 @@ def parse_init_stacks(init: Mapping[str, Any]) -> InitStacks:
         indices = sorted(by_index)
         stacks = [by_index[i] for i in indices]
     if not stacks:
-        raise StackStateError("init_stacks holds no stacks; give a Stack-Wise state (keys 'rack/stacks/<i>/...') or {i: stack tensors}.")
+        raise StackStateError(
+            "init_stacks holds no stacks; give a Stack-Wise state (keys 'rack/stacks/<i>/...') or {i: stack tensors}."
+        )
     if indices != list(range(len(indices))):
         raise StackStateError(f"init_stacks holds stacks {indices}; they must be numbered 0..n-1 with none missing.")
 
     def part(prefix: str) -> Optional[dict[str, torch.Tensor]]:
-        found = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
+        found = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
         return found or None
 
     return InitStacks(stacks, part("rack/embed/"), part("rack/head/"))

@@ -13,11 +13,13 @@ also right after an append. ``load_state_dict`` rebuilds the rack's structure fr
 Validation: bits per byte on held-out text (``val/bpb``, lower is better). State layout:
 ``waypoint.tasks.stackwise.rack``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +28,18 @@ from omegaconf import DictConfig, OmegaConf
 from waypoint.data.text import TextConfig
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.common import preset_sizes, stack_dicts, warmup_cosine
+from waypoint.tasks.stackwise.build import RackBuilder
 from waypoint.tasks.stackwise.cache import ActivationCache
 from waypoint.tasks.stackwise.model import LINEAR_NAMES, VOCAB, Dims, Rack
-from waypoint.tasks.stackwise.rack import (PRECISIONS, StackSpec, StackStateError, dtype_name, extract_stack, parse_init_stacks,
-                                           precision_dtype)
-from waypoint.tasks.stackwise.build import RackBuilder
+from waypoint.tasks.stackwise.rack import (
+    PRECISIONS,
+    StackSpec,
+    StackStateError,
+    dtype_name,
+    extract_stack,
+    parse_init_stacks,
+    precision_dtype,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"d_model": 128, "n_heads": 4, "d_ff": 384, "blocks_per_stack": 2, "seq_len": 128, "target_stacks": 3},
@@ -112,12 +121,17 @@ class StackWiseTask:
         if self.cfg.strategy not in STRATEGIES:
             raise ValueError(f"model.strategy must be one of {list(STRATEGIES)}, got '{self.cfg.strategy}'")
         if self.cfg.strategy == "end_to_end" and self.cfg.init_stacks_from:
-            raise ValueError("model.strategy=end_to_end trains the whole rack from scratch; it cannot take model.init_stacks_from")
+            raise ValueError(
+                "model.strategy=end_to_end trains the whole rack from scratch; it cannot take model.init_stacks_from"
+            )
         size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.dims = Dims(int(size["d_model"]), int(size["n_heads"]), int(size["d_ff"]), int(size["seq_len"]))
         self.blocks_per_stack, self.target_stacks = int(size["blocks_per_stack"]), int(size["target_stacks"])
         if self.cfg.init_stacks_from and init_stacks is None:
-            raise ValueError("model.init_stacks_from is set but no init_stacks were given; the trainer resolves it through the checkpoint store.")
+            raise ValueError(
+                "model.init_stacks_from is set but no init_stacks were given; "
+                "the trainer resolves it through the checkpoint store."
+            )
         self.init = parse_init_stacks(init_stacks) if init_stacks is not None else None
         if getattr(data, "kind", None) != "text":
             raise ValueError(f"model=stackwise needs text data (data=text), got {type(data).__name__}")
@@ -173,8 +187,9 @@ class StackWiseTask:
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
         if self.cfg.strategy == "end_to_end":
-            builder.start_end_to_end(self.blocks_per_stack,
-                                     [precision_dtype(self.stack_precision(i), self.device) for i in range(self.target_stacks)])
+            builder.start_end_to_end(
+                self.blocks_per_stack, [precision_dtype(self.stack_precision(i), self.device) for i in range(self.target_stacks)]
+            )
         elif self.init is None:
             builder.start_fresh(self.blocks_per_stack, precision_dtype(self.stack_precision(0), self.device))
         else:
@@ -269,8 +284,12 @@ class StackWiseTask:
         nats = total / count
         if self._unigram_bpb is None:  # a function of the data only: computed once
             self._unigram_bpb = float(self.data.unigram_val_bpb())
-        return {"val/bpb": nats / math.log(2), "val/loss": nats, "val/stacks": float(len(self.specs)),
-                "val/baseline_unigram_bpb": self._unigram_bpb}
+        return {
+            "val/bpb": nats / math.log(2),
+            "val/loss": nats,
+            "val/stacks": float(len(self.specs)),
+            "val/baseline_unigram_bpb": self._unigram_bpb,
+        }
 
     # -- state --------------------------------------------------------------------------------------
     def init_targets(self) -> dict[str, torch.Tensor]:
@@ -319,9 +338,12 @@ class StackWiseTask:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary of the rack (stacks, precisions, adapters, frozen flags, parameter counts)."""
-        return {"stacks": [s.to_json() for s in self.specs], "dtype_of_new": dtype_name(precision_dtype(self.cfg.precision, self.device)),
-                "trainable_params": sum(p.numel() for p in self.rack.parameters() if p.requires_grad),
-                "total_params": sum(p.numel() for p in self.rack.parameters())}
+        return {
+            "stacks": [s.to_json() for s in self.specs],
+            "dtype_of_new": dtype_name(precision_dtype(self.cfg.precision, self.device)),
+            "trainable_params": sum(p.numel() for p in self.rack.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in self.rack.parameters()),
+        }
 
 
 CONFIG_SCHEMAS: dict[str, type] = {

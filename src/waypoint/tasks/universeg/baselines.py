@@ -8,9 +8,10 @@ query image itself:
 - ``threshold``: the single intensity threshold and polarity (``image >= t`` or ``image < t``) with the
   best mean Dice over the support pairs, applied to the query (what a one-parameter classic method gets).
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -31,8 +32,9 @@ def mean_mask_dice(support_masks: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return _dice(pred, mask).flatten(1).mean(1)
 
 
-def threshold_dice(image: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor,
-                   mask: torch.Tensor) -> torch.Tensor:
+def threshold_dice(
+    image: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Per-episode Dice on the query of the best (threshold, polarity) fitted on the support pairs."""
     best_score = torch.full((image.shape[0],), -1.0, device=image.device)
     best_pred = torch.zeros_like(image, dtype=torch.bool)
@@ -55,5 +57,7 @@ def baseline_scores(batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, 
         threshold.append(threshold_dice(batch["image"], batch["support_images"], batch["support_masks"], batch["mask"]))
     if not mean_mask:
         return {}
-    return {"val/baseline_mean_mask_dice": float(torch.cat(mean_mask).mean()),
-            "val/baseline_threshold_dice": float(torch.cat(threshold).mean())}
+    return {
+        "val/baseline_mean_mask_dice": float(torch.cat(mean_mask).mean()),
+        "val/baseline_threshold_dice": float(torch.cat(threshold).mean()),
+    }

@@ -6,9 +6,11 @@ A ``CrossBlock`` averages the interactions over the support set for the new quer
 per-member interactions (each through its own conv) for the new support maps. As in the released model,
 the CrossConv itself has no activation; the convs after it use LeakyReLU(0.01).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +71,9 @@ def _pair(spec: int | Sequence[int]) -> tuple[int, int]:
 class UniverSegNet(nn.Module):
     """Encoder/decoder of CrossBlocks with skips; returns query logits (B, 1, H, W)."""
 
-    def __init__(self, encoder_blocks: Sequence[int | Sequence[int]], decoder_blocks: Optional[Sequence] = None,
-                 in_channels: int = 1) -> None:
+    def __init__(
+        self, encoder_blocks: Sequence[int | Sequence[int]], decoder_blocks: Optional[Sequence] = None, in_channels: int = 1
+    ) -> None:
         super().__init__()
         enc = [_pair(b) for b in encoder_blocks]
         dec = [_pair(b) for b in (decoder_blocks if decoder_blocks is not None else list(encoder_blocks)[-2::-1])]

@@ -6,10 +6,12 @@ pure function of the step, so the task's only state is the network and the Adam 
 
 State layout: ``model/<module key>`` (network weights), ``optimizer/...`` (``torch.optim.Adam.state_dict()``).
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +82,13 @@ class UniverSegTask:
         self.image_size, self.support_size = int(size["image_size"]), int(size["support_size"])
         side = 2 ** (len(self.encoder_blocks) - 1)
         if self.image_size % side:
-            raise ValueError(f"model.image_size {self.image_size} must be divisible by {side} for {len(self.encoder_blocks)} encoder blocks")
+            raise ValueError(
+                f"model.image_size {self.image_size} must be divisible by {side} for {len(self.encoder_blocks)} encoder blocks"
+            )
         if getattr(data, "kind", None) != "segmentation":
-            raise ValueError(f"model=universeg needs segmentation data (data=segshapes or data=segfolder), got {type(data).__name__}")
+            raise ValueError(
+                f"model=universeg needs segmentation data (data=segshapes or data=segfolder), got {type(data).__name__}"
+            )
         self.data, self.seed = data, int(seed)
         self.net: Optional[UniverSegNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
@@ -177,8 +183,11 @@ class UniverSegTask:
         if self._baselines is None:
             self._baselines = baseline_scores(seen)
         all_dice = torch.cat(dices)
-        return {"val/dice": float(all_dice.mean()),
-                "val/loss": sum(l * w for l, w in zip(losses, weights)) / sum(weights), **self._baselines}
+        return {
+            "val/dice": float(all_dice.mean()),
+            "val/loss": sum(value * w for value, w in zip(losses, weights)) / sum(weights),
+            **self._baselines,
+        }
 
     # -- init_from (waypoint.training.init_from) -----------------------------------------------------
     def init_targets(self) -> dict[str, torch.Tensor]:
@@ -201,16 +210,20 @@ class UniverSegTask:
         try:
             self._net().load_state_dict(dict(state["model"]))
         except RuntimeError as exc:
-            raise ValueError(f"the saved UniverSeg weights do not fit model.encoder_blocks={self.encoder_blocks} "
-                             f"(set the same sizes as the saved run): {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"the saved UniverSeg weights do not fit model.encoder_blocks={self.encoder_blocks} "
+                f"(set the same sizes as the saved run): {str(exc).splitlines()[0]}"
+            ) from None
         if "optimizer" in state:
             self._opt().load_state_dict(state["optimizer"])
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """``encoder`` (encoder CrossBlocks) and ``decoder`` (decoder CrossBlocks and the output conv)."""
         keys = [f"model/{k}" for k in self._net().state_dict()]
-        return {"encoder": [k for k in keys if k.startswith("model/enc.")],
-                "decoder": [k for k in keys if not k.startswith("model/enc.")]}
+        return {
+            "encoder": [k for k in keys if k.startswith("model/enc.")],
+            "decoder": [k for k in keys if not k.startswith("model/enc.")],
+        }
 
 
 CONFIG_SCHEMAS: dict[str, type] = {
