@@ -115,14 +115,14 @@ def backup_run(run_dir: str | os.PathLike, dest: str) -> dict[str, Any]:
             changed.append(rel)  # never a copied manifest whose packs are not in the copy
             continue
         put(item.path, rel, item.sha256)
-    for rel in changed:  # a checkpoint whose manifest was not copied must not appear half there
-        parts = rel.split("/")
-        manifest = f"{root}/checkpoints/{parts[1]}/manifest.json" if len(parts) == 3 else None
-        if manifest and parts[2] == "manifest.json" and not fs.exists(manifest):
-            folder = manifest.rsplit("/", 1)[0]
-            if fs.exists(folder):  # nothing of it may have been copied at all
-                fs.rm(folder, recursive=True)
-            copied[:] = [c for c in copied if not c.startswith(f"checkpoints/{parts[1]}/")]
+    # a checkpoint whose manifest is not in the copy must not appear half there (its state.json may have been
+    # copied before a live writer deleted or rewrote the checkpoint, or before its manifest was found unfit)
+    touched = {rel.split("/")[1] for rel in (*copied, *changed, *in_copy) if rel.count("/") == 2}  # made or filled here
+    for folder in sorted(f for f in touched if f.startswith("step_")):
+        if not fs.exists(f"{root}/checkpoints/{folder}/manifest.json"):
+            if fs.exists(f"{root}/checkpoints/{folder}"):
+                fs.rm(f"{root}/checkpoints/{folder}", recursive=True)
+            copied[:] = [c for c in copied if not c.startswith(f"checkpoints/{folder}/")]
     small = [(run / name, name) for name in RUN_FILES] if run is not None else []
     if run is not None and (run / ".hydra").is_dir():
         small += [(cfg, f".hydra/{cfg.name}") for cfg in sorted((run / ".hydra").glob("*.yaml"))]

@@ -157,9 +157,11 @@ class CheckpointStore:
         and its manifest; None when the directory vanished meanwhile (a concurrent deletion)."""
         for attempt in range(attempts):
             try:
+                before = read_nofollow(path / mf.MANIFEST)  # read first: the manifest loaded below is at least this new
                 manifest = mf.load(path)
                 info = mf.info_from(manifest, path)
-                before = read_nofollow(path / mf.MANIFEST)
+                if read_nofollow(path / mf.MANIFEST) != before:
+                    continue  # rewritten while it was loaded: look again
             except (mf.ManifestError, KeyError, TypeError, ValueError, OSError) as exc:
                 if not os.path.lexists(path):
                     return None
