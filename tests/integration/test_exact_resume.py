@@ -46,8 +46,11 @@ def _killed_then_resumed(tmp_path: Path, args: list[str], rng: random.Random) ->
     return run_dir
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("family", list(FAMILIES))
+# with 2 data workers only Stack-Wise runs by default (the fastest); the other two are in `make test-all`
+@pytest.mark.parametrize(
+    ("family", "workers"),
+    [(f, 0) for f in FAMILIES] + [(f, 2) if f == "stackwise" else pytest.param(f, 2, marks=pytest.mark.slow) for f in FAMILIES],
+)
 def test_sigkill_and_the_same_command_give_the_uninterrupted_final_digest(
     family: str, workers: int, tmp_path: Path, reference: Callable, rng: random.Random
 ) -> None:
