@@ -19,7 +19,7 @@ from . import manifest as mf
 from .durable import open_regular, read_nofollow
 from .integrity import open_pack, read_state, verify_tensor
 from .packs import IntegrityError, TensorRecord
-from .store import CheckpointStore
+from .store import CheckpointStore, manifest_since
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,10 @@ def _checkpoint(store: CheckpointStore, path: Path, checked: dict[str, str | Non
                 problems.append(checked[name])
         if not problems:
             return None if not os.path.lexists(path) else (None, manifest, before)
-        try:
-            if read_nofollow(path / mf.MANIFEST) != before:
-                continue
-        except FileNotFoundError:
-            return None
-        except OSError:
-            pass
-        if not os.path.lexists(path):
+        now = manifest_since(path, before)
+        if now == "changed":
+            continue
+        if now == "gone":
             return None
         return f"it names a damaged pack ({problems[0]})", manifest, before
     return last, {"packs": {}}, b""

@@ -81,6 +81,19 @@ def _versions() -> dict[str, str]:
     }
 
 
+def manifest_since(path: Path, before: bytes) -> str:
+    """How a checkpoint's manifest compares with ``before`` (bytes read earlier without the lock): ``"same"``,
+    ``"changed"`` (a live writer rewrote it, e.g. repack) or ``"gone"`` (the checkpoint was deleted)."""
+    try:
+        if read_nofollow(path / mf.MANIFEST) != before:
+            return "changed"
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return "same"  # unreadable now: what was found with ``before`` stands
+    return "same" if os.path.lexists(path / mf.MANIFEST) else "gone"
+
+
 class CheckpointStore:
     """Low-level access to one checkpoints root: commit, load, verify, delete, collect packs."""
 
@@ -191,14 +204,10 @@ class CheckpointStore:
             missing = self._missing_packs(manifest)
             if not missing:
                 return info, manifest
-            try:
-                if read_nofollow(path / mf.MANIFEST) != before:
-                    continue  # rewritten meanwhile (repack points it at other packs): look again
-            except FileNotFoundError:
-                return None
-            except OSError:
-                pass
-            if not os.path.lexists(path):
+            now = manifest_since(path, before)
+            if now == "changed":
+                continue  # rewritten meanwhile (repack points it at other packs): look again
+            if now == "gone":
                 return None
             return dataclasses.replace(info, valid=False, problem="; ".join(missing)), manifest
         return dataclasses.replace(info, valid=False, problem="its manifest kept changing while it was read"), manifest
