@@ -30,3 +30,11 @@ def test_baselines_stand_beside_the_final_metric() -> None:
 
 def test_no_baselines_no_line() -> None:
     assert baseline_lines([{"step": 5, "val/dice": 0.7}], "val/dice") == []
+
+
+def test_a_tasks_val_baseline_metrics_stand_beside_its_monitored_metric() -> None:
+    rows = [
+        {"step": 0, "val/dice": 0.14, "val/baseline_mean_mask_dice": 0.081, "val/baseline_threshold_dice": 0.536},
+        {"step": 8, "val/dice": 0.77, "val/baseline_mean_mask_dice": 0.081, "val/baseline_threshold_dice": 0.536},
+    ]
+    assert baseline_lines(rows, "val/dice") == ["Final val/dice 0.77; baselines: mean_mask_dice 0.081, threshold_dice 0.536."]

@@ -9,6 +9,8 @@ from typing import Any
 COLLAPSED = "train/collapsed"
 #: metric-name suffixes that mark a baseline of the monitored metric (e.g. val/knn_top1_raw_pixels)
 BASELINE_MARKERS = ("_raw_pixels", "_untrained", "_baseline")
+#: metric names a task gives its baselines (e.g. val/baseline_threshold_dice beside val/dice)
+BASELINE_PREFIX = "val/baseline_"
 
 
 def collapse_note(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -32,9 +34,11 @@ def baseline_lines(rows: Sequence[dict[str, Any]], monitor: str | None) -> list[
     baselines: dict[str, Any] = {}
     for row in rows:
         for key, value in row.items():
-            if key.startswith(monitor) and key != monitor and key.endswith(BASELINE_MARKERS):
-                baselines.setdefault(key, value)
+            if key.startswith(monitor + "_") and key.endswith(BASELINE_MARKERS):
+                baselines.setdefault(key[len(monitor) + 1 :], value)
+            elif key.startswith(BASELINE_PREFIX):  # a task's baseline of its own metric (UniverSeg, Stack-Wise)
+                baselines.setdefault(key[len(BASELINE_PREFIX) :], value)
     if final is None or not baselines:
         return []
-    parts = ", ".join(f"{k[len(monitor) + 1 :]} {v:.4g}" for k, v in baselines.items())
+    parts = ", ".join(f"{k} {v:.4g}" for k, v in baselines.items())
     return [f"Final {monitor} {final:.4g}; baselines: {parts}."]
