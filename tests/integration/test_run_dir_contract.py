@@ -54,6 +54,7 @@ def test_a_refused_command_changes_nothing_in_the_run_dir(overrides: tuple[str, 
     assert snapshot(finished) == before
 
 
+@pytest.mark.slow  # ~20 s: a live run must be started and held; the config-check refusals above stay in make test
 def test_a_command_refused_by_the_writer_lock_leaves_the_live_runs_files_alone(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     live = start_train(run_dir, "model=universeg", "trainer.max_epochs=40", "checkpoint.every_n_steps=2")

@@ -109,17 +109,21 @@ def open_regular(path: Path) -> int:
     A symlink raises ``OSError(ELOOP)``; anything else that is not a regular file (a directory, a FIFO,
     a device) raises ``OSError(EINVAL, "not a regular file")`` and is never opened for reading.
     """
-    st = os.lstat(path)  # FileNotFoundError propagates
-    if stat.S_ISLNK(st.st_mode):
-        raise OSError(errno.ELOOP, "a symbolic link", str(path))
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    after = os.fstat(fd)
-    if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino):
+    for _ in range(5):
+        st = os.lstat(path)  # FileNotFoundError propagates
+        if stat.S_ISLNK(st.st_mode):
+            raise OSError(errno.ELOOP, "a symbolic link", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        after = os.fstat(fd)
+        if stat.S_ISREG(after.st_mode) and (after.st_dev, after.st_ino) == (st.st_dev, st.st_ino):
+            return fd
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd
+        if not stat.S_ISREG(after.st_mode):
+            break
+        # another regular file took the name in between (a writer's atomic replace): look again
+    raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 def read_nofollow(path: Path) -> bytes:

@@ -90,7 +90,10 @@ class CheckpointManager:
         """Take the monitored metric and retention policy the newest checkpoint recorded."""
         for info in reversed(list(self.store.infos.values())):
             if info.valid:
-                meta = mf.load(info.path, check=False).get("meta", {})
+                try:
+                    meta = mf.load(info.path, check=False).get("meta", {})
+                except mf.ManifestError:  # deleted or rewritten by a live writer since it was listed
+                    continue
                 if monitor and meta.get("monitor"):
                     self.monitor, self.mode = meta["monitor"], meta.get("mode", "max")
                 if policy and isinstance(meta.get("retention"), list):
