@@ -36,7 +36,8 @@ def run_of(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-@pytest.mark.parametrize("family", list(EXTRA))
+# DINO (baselines and collapse lines) in make test; the other families in make test-all
+@pytest.mark.parametrize("family", [f if f == "dino" else pytest.param(f, marks=pytest.mark.slow) for f in EXTRA])
 def test_the_report_has_every_plot_and_a_self_contained_html(run_of, family: str) -> None:
     run = run_of(family)
     analyze(f"run={run}", "compare.a=step:8", "compare.b=latest")

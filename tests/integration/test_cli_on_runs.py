@@ -40,7 +40,8 @@ def ok(*args: str) -> str:
     return proc.stdout
 
 
-@pytest.fixture(params=list(FAMILIES))
+# Stack-Wise (the fastest run) in make test; DINO and UniverSeg in make test-all
+@pytest.fixture(params=[f if f == "stackwise" else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
 def family(request: pytest.FixtureRequest) -> str:
     return request.param
 
