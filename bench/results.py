@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from waypoint.analysis.report import read_metrics  # the reader analyze.py uses (torn lines skipped)
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: (row name, overrides, monitored metric, "max"/"min")
@@ -43,18 +45,6 @@ FAMILIES: dict[str, list[tuple[str, list[str], str, str]]] = {
         ("stackwise (end-to-end baseline)", ["model=stackwise", "model.strategy=end_to_end"], "val/bpb", "min"),
     ],
 }
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` (a torn last line is skipped)."""
-    rows = []
-    path = run_dir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def summarise(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
