@@ -32,6 +32,18 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 log = logging.getLogger(__name__)
 
 
+def open_store(root: str | os.PathLike, *, writable: bool = True) -> Any:
+    """The store a checkpoints root names: a directory (``CheckpointStore``, commits by rename) or an fsspec
+    URL such as ``s3://bucket/prefix`` (``ObjectStore``: the manifest's conditional put commits)."""
+    from .backend import FsspecBackend, is_url, local_path
+
+    if is_url(root):
+        from .objstore import ObjectStore
+
+        return ObjectStore(FsspecBackend(str(root)), writable=writable)
+    return CheckpointStore(local_path(root), writable=writable)
+
+
 @dataclass(frozen=True)
 class SaveReport:
     """What one committed save did; ``CheckpointManager.on_commit`` receives one per commit, async ones included."""
@@ -73,7 +85,7 @@ class CheckpointManager:
         read_only: bool = False,
         snapshot_blocking: bool = True,
     ) -> None:
-        self.store = CheckpointStore(root, writable=not read_only)
+        self.store = open_store(root, writable=not read_only)
         self.root = self.store.root
         self.policy = policy
         self.monitor, self.mode = monitor, mode
@@ -91,7 +103,7 @@ class CheckpointManager:
         for info in reversed(list(self.store.infos.values())):
             if info.valid:
                 try:
-                    meta = mf.load(info.path, check=False).get("meta", {})
+                    meta = self.store.manifest(info.name, check=False).get("meta", {})
                 except mf.ManifestError:  # deleted or rewritten by a live writer since it was listed
                     continue
                 if monitor and meta.get("monitor"):
@@ -206,6 +218,8 @@ class CheckpointManager:
         info = self.store.infos.get(name)
         if info is None:
             raise NoCheckpointError(f"no checkpoint named '{name}' in {self.root}")
+        if self.store.packs_dir is None:
+            raise CheckpointError(f"the checkpoints of {self.root} are objects, not local files")
         own = sorted(p for p in info.path.iterdir() if p.is_file() and not p.is_symlink())
         packs = sorted(mf.load(info.path, check=False).get("packs", {}))
         return own + [self.store.packs_dir / p for p in packs]
@@ -422,7 +436,8 @@ class CheckpointManager:
 
     def _collect(self) -> list[str]:
         """Repack mostly-dead packs, then delete every pack no manifest names; returns the packs deleted."""
-        repack_sparse(self.store)
+        if self.store.backend.caps.atomic_rename:  # object stores never rewrite a pack
+            repack_sparse(self.store)
         return [p for p, _ in self.store.gc_packs()]
 
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:

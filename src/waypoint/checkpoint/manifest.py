@@ -145,17 +145,22 @@ def load(ckpt_dir: Path, *, check: bool = True) -> dict[str, Any]:
         raise ManifestError(f"{ckpt_dir.name} has no {MANIFEST}") from None
     except OSError as exc:  # a symlink (ELOOP), a directory, a FIFO...: never followed, never trusted
         raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} cannot be read ({exc.strerror or exc})") from None
+    return parse(raw, ckpt_dir.name, check=check)
+
+
+def parse(raw: bytes, name: str, *, check: bool = True) -> dict[str, Any]:
+    """A manifest from its bytes (checkpoint ``name`` for messages), self-verified when ``check``."""
     try:
         manifest = json.loads(raw)
     except ValueError:
-        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not valid JSON (damaged)") from None
+        raise ManifestError(f"{name}/{MANIFEST} is not valid JSON (damaged)") from None
     if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_SHA256):
-        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} is not a waypoint manifest")
+        raise ManifestError(f"{name}/{MANIFEST} is not a waypoint manifest")
     if check:
         body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
         if hashlib.sha256(canonical_json(body)).hexdigest() != manifest.get("manifest_sha256"):
-            raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} fails its checksum (damaged)")
-        check_ids(manifest, ckpt_dir.name)
+            raise ManifestError(f"{name}/{MANIFEST} fails its checksum (damaged)")
+        check_ids(manifest, name)
     return manifest
 
 

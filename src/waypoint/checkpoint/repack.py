@@ -166,12 +166,16 @@ def bytes_freed_by_deleting(store: CheckpointStore, names: Iterable[str]) -> int
         packs = set(manifest["packs"])
         if path.name in doomed:
             sole |= packs
-            freed += sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(path) if f.is_file(follow_symlinks=False))
+            freed += _own_bytes(store, path)
         else:
             others |= packs
     for pack in sole - others:
-        try:
-            freed += (store.packs_dir / pack).lstat().st_size
-        except FileNotFoundError:
-            pass
+        freed += store.pack_size(pack)
     return freed
+
+
+def _own_bytes(store: CheckpointStore, path: Path) -> int:
+    """Bytes of a checkpoint's own files (its manifest and state file)."""
+    if store.packs_dir is None:  # an object store: keys, not a directory
+        return sum(store.backend.size(f"{path.name}/{f}") or 0 for f in (mf.MANIFEST, mf.STATE_JSON))
+    return sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(path) if f.is_file(follow_symlinks=False))

@@ -48,6 +48,7 @@ from .durable import (
 )
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import entry_of, open_pack, read_state, verify_tensor
+from .backend import LocalBackend
 from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
 
@@ -101,6 +102,7 @@ class CheckpointStore:
         self.root = Path(root)
         self.packs_dir = self.root / "packs"
         self.writable = writable
+        self.backend = LocalBackend(self.root)  # this store commits by renaming (backend.caps.atomic_rename)
         self.lock: StoreLock | None = None
         if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
             raise CheckpointError(
@@ -115,7 +117,8 @@ class CheckpointStore:
             self.packs_dir.mkdir(parents=True, exist_ok=True)
             if new_root:
                 fsync_dir(self.root.parent)
-            self.lock = StoreLock(self.root / "LOCK")
+            self.lease = self.backend.lease()  # the POSIX record lock on LOCK (lock.StoreLock)
+            self.lock = self.lease.lock  # type: ignore[attr-defined]
         elif not self.root.is_dir():
             raise CheckpointError(f"{self.root} is not a checkpoints directory (it does not exist)")
         self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
@@ -228,6 +231,17 @@ class CheckpointStore:
             elif isinstance(meta, dict) and st.st_size != meta.get("bytes"):
                 problems.append(f"pack {name} does not match its recorded size")
         return problems
+
+    def manifest(self, name: str, *, check: bool = True) -> dict:
+        """A committed checkpoint's manifest (ManifestError when absent or damaged)."""
+        return mf.load(self.root / name, check=check)
+
+    def pack_size(self, pack: str) -> int:
+        """Bytes a pack occupies (0 when it is gone)."""
+        try:
+            return (self.packs_dir / pack).lstat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _lenient_manifest(self, path: Path) -> dict | None:
         try:
