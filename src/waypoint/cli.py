@@ -20,6 +20,7 @@ from typing import Any
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError, refs
 from waypoint.checkpoint import manifest as mf
+from waypoint.checkpoint.backend import BackendError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)
@@ -40,7 +41,7 @@ def count(text: str) -> int:
     return value
 
 
-def checkpoints_root(run_dir: str) -> Path:
+def checkpoints_root(run_dir: str) -> Path | str:
     """The ``checkpoints/`` directory of a run dir (a checkpoints dir itself is accepted too)."""
     try:
         return refs.checkpoints_root(run_dir)
@@ -429,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except NoCheckpointError as exc:
+    except (NoCheckpointError, BackendError) as exc:  # BackendError: a missing bucket, denied access, no network
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, ValueError, OSError) as exc:

@@ -68,6 +68,8 @@ class CheckpointConfig:
     monitor: Optional[str] = None  # metric that defines best and on-improvement saves; null = the model family's own
     mode: Optional[str] = None  # max | min; null = the family's mode for its own metric, min for a *loss metric
     save_optimizer: bool = True  # false: weights and progress only, smaller, and a resume from one is not exact
+    root: Optional[str] = None  # null: <run dir>/checkpoints; a dir or fsspec URL (s3://bucket/prefix): <root>/<run>/checkpoints
+    backup_to: Optional[str] = None  # a dir or URL: each committed checkpoint is mirrored there in the background
 
 
 @dataclass

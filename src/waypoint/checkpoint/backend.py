@@ -395,20 +395,21 @@ class FsspecBackend(Backend):
 
     caps = Capabilities(atomic_rename=False, conditional_put=True, fsync=False, direct_io=False, remote=True)
 
-    def __init__(self, url: str, *, retries: int = 4, backoff_s: float = 0.2, lease_ttl_s: float | None = None) -> None:
+    def __init__(self, url: str, *, retries: int | None = None, backoff_s: float = 0.2, lease_ttl_s: float | None = None) -> None:
         try:
             import fsspec
         except ImportError as exc:  # pragma: no cover - fsspec is a core dependency
             raise _missing_extra("s3", exc) from None
         self.url = url.rstrip("/")
         protocol = url.split("://", 1)[0]
-        self.retries, self.backoff_s = retries, backoff_s
+        self.retries = retries if retries is not None else int(os.environ.get("WAYPOINT_STORAGE_RETRIES", "4"))
+        self.backoff_s = backoff_s
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else float(os.environ.get("WAYPOINT_LEASE_TTL_S", "30"))
         try:
             opts: dict[str, Any] = {}
             endpoint = os.environ.get("WAYPOINT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
             if protocol in ("s3", "s3a"):
-                opts["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+                opts["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}}
                 if endpoint:
                     opts["endpoint_url"] = endpoint
             self.fs, self.base = fsspec.core.url_to_fs(self.url, **opts)
@@ -419,6 +420,8 @@ class FsspecBackend(Backend):
                 raise BackendError(f"{url} names an unknown storage protocol '{protocol}://'") from None
             raise
         self.base = self.base.rstrip("/")
+        if hasattr(self.fs, "retries"):
+            self.fs.retries = 1  # s3fs's own retry loop: this class retries, with a bound and a message
         self.protocol = protocol
         self.conditional = protocol in ("s3", "s3a")  # s3fs sends If-None-Match: * for mode="create"
 

@@ -205,6 +205,8 @@ class CheckpointManager:
         """Bytes a commit wrote: the packs it added plus its own files (0 when they cannot be measured)."""
         try:
             new_packs = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
+            if self.store.packs_dir is None:  # an object store: the new packs (its own two small objects not counted)
+                return new_packs
             return new_packs + sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
         except OSError:
             return 0

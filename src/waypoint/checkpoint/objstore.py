@@ -73,8 +73,6 @@ class ObjectStore:
             if writable:
                 self._cleanup_stale()
                 self.write_index()
-            elif not self._sizes:
-                raise CheckpointError(f"{self.root} holds no checkpoints")
         except BaseException:
             self.close()
             raise
@@ -159,6 +157,10 @@ class ObjectStore:
     def committed_manifests(self) -> list[tuple[Path, dict]] | None:
         found = []
         for name in self.infos:
+            cached = self._manifests.get(name) if self.writable else None  # the lease holder wrote or read each one
+            if cached is not None and self.infos[name].valid:
+                found.append((Path(name), cached))
+                continue
             try:
                 found.append((Path(name), self.manifest(name)))
             except mf.ManifestError:

@@ -46,7 +46,7 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
 def _table(mgr: CheckpointManager, name: str) -> Mapping[str, Any]:
     from . import manifest as mf
 
-    return mf.load(mgr.store.root / name)["tensors"]
+    return mgr.store.manifest(name)["tensors"]
 
 
 def export_checkpoint(

@@ -27,7 +27,7 @@ from waypoint.config import ConfigError, validate
 from waypoint.tracking import logs
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
-from waypoint.training import build, init_from
+from waypoint.training import build, init_from, storage
 from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import ConfigChangedError, config_diff, save_hydra_files
 from waypoint.training.signals import (
@@ -216,11 +216,12 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
     total = min(limits)
     mode = str(cfg.resume.mode)
     allow_change = bool(cfg.resume.allow_config_change)
-    if _finished_or_refused(run_dir / "checkpoints", mode, plain, allow_change, total):
+    ck_root = storage.checkpoints_root(cfg.checkpoint, run_dir)
+    if _finished_or_refused(ck_root, mode, plain, allow_change, total):
         return None
     monitor, monitor_mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
     policy = build.retention_policy(cfg.checkpoint, monitor, monitor_mode, total)
-    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=monitor, mode=monitor_mode)
+    manager = CheckpointManager(ck_root, policy, monitor=monitor, mode=monitor_mode)
     metrics = MetricsLog(run_dir)
     try:
         source = _restore_source(manager, mode)
@@ -304,10 +305,10 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
     return trainer, wandb_run, metrics
 
 
-def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool, total: int) -> bool:
+def _finished_or_refused(root: Path | str, mode: str, plain: dict, allow_change: bool, total: int) -> bool:
     """Look at the run dir read-only, before taking the writer lock: True when the run is already finished;
     ConfigChangedError when the checkpoint it would resume from was trained with another model/data/seed."""
-    if not root.is_dir():
+    if isinstance(root, Path) and not root.is_dir():
         return False
     with CheckpointManager(root, read_only=True) as peek:
         source = _restore_source(peek, mode, quiet=True)

@@ -1,0 +1,172 @@
+"""Checkpoints on object storage: a real S3 server (moto, on 127.0.0.1) through s3fs, as AWS would be used.
+
+The commit point is the manifest published with ``If-None-Match: *`` after its packs; the single writer
+holds a lease object. Faults are real: a child process SIGKILLs itself inside the S3 client call that
+uploads a pack or publishes a manifest; objects are damaged on the server; the endpoint goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from waypoint import cli
+from waypoint.checkpoint import CheckpointManager, StoreLockedError
+from waypoint.checkpoint.backend import LEASE, BackendError, FsspecBackend
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def state(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {"frozen": torch.arange(1000, dtype=torch.float32), "live": torch.randn(64, 64, generator=g), "step": step}
+
+
+def test_a_run_saves_restores_verifies_and_collects_on_s3(bucket, s3fs_client):
+    url = f"s3://{bucket}/runs/a/checkpoints"
+    with CheckpointManager(url) as mgr:
+        for step in (1, 2, 3):
+            mgr.save(state(step), step=step, blocking=step != 3)
+        assert mgr.gc(keep_last=1)["deleted"] == ["step_000000001", "step_000000002"]
+    keys = s3fs_client.find(f"{bucket}/runs/a/checkpoints")
+    assert sum(k.endswith("manifest.json") for k in keys) == 1
+    assert sum(k.endswith(".safetensors") for k in keys) == 2  # step 3's new pack and the frozen tensor's pack
+    with CheckpointManager(url, read_only=True) as reader:
+        assert reader.verify() == {"step_000000003": []}
+        got = reader.restore()
+    assert got["step"] == 3 and torch.equal(got["live"], state(3)["live"])
+
+
+def test_the_manifest_is_published_only_if_absent(bucket):
+    backend = FsspecBackend(f"s3://{bucket}/p")
+    backend.publish("step_000000001/manifest.json", b"first")
+    with pytest.raises(FileExistsError):
+        backend.publish("step_000000001/manifest.json", b"second")
+    assert backend.read("step_000000001/manifest.json") == b"first"
+
+
+def test_a_second_writer_on_the_prefix_is_refused_naming_the_holder(bucket):
+    url = f"s3://{bucket}/shared"
+    with CheckpointManager(url) as first:
+        first.save(state(1), step=1)
+        with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()} on host {platform.node()}"):
+            CheckpointManager(url)
+    with CheckpointManager(url) as again:  # released on close
+        assert [i.step for i in again.list()] == [1]
+
+
+def test_a_lease_is_taken_over_only_once_it_expired_with_a_message(bucket, caplog):
+    url = f"s3://{bucket}/leased"
+    backend = FsspecBackend(url)
+    live = {"pid": 1, "host": "node-17", "token": "x", "expires": time.time() + 300}
+    backend.put(LEASE, json.dumps(live).encode())
+    with pytest.raises(StoreLockedError, match="pid 1 on host node-17"):
+        CheckpointManager(url)
+    backend.put(LEASE, json.dumps({**live, "expires": time.time() - 5}).encode())
+    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.backend"), CheckpointManager(url) as mgr:
+        mgr.save(state(1), step=1)
+    assert "taking over the lease" in caplog.text and "node-17" in caplog.text and "expired" in caplog.text
+
+
+def test_a_truncated_pack_is_found_by_verify_and_skipped_by_resume(bucket, s3fs_client):
+    url = f"s3://{bucket}/damaged"
+    with CheckpointManager(url) as mgr:
+        mgr.save(state(1), step=1)
+        mgr.save(state(2), step=2)
+        packs = mgr.store.manifest("step_000000002")["packs"]
+        own = [p for p in packs if p not in mgr.store.manifest("step_000000001")["packs"]]
+    key = f"{bucket}/damaged/packs/{own[0]}"
+    s3fs_client.pipe_file(key, s3fs_client.cat_file(key)[:-100])  # truncated on the server
+    with CheckpointManager(url, read_only=True) as reader:
+        report = reader.verify()
+        assert report["step_000000001"] == [] and report["step_000000002"]
+        with pytest.warns(UserWarning, match="skipping damaged checkpoint step_000000002"):
+            got, info = reader.restore_with_info("latest")
+    assert info.name == "step_000000001" and got["step"] == 1
+
+
+def test_the_cli_reads_urls(bucket, capsys):
+    url = f"s3://{bucket}/cli-run"
+    with CheckpointManager(f"{url}/checkpoints") as mgr:
+        mgr.save(state(1), step=1)
+        mgr.save(state(2), step=2)
+    assert cli.main(["ls", url, "--json"]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)] == ["step_000000001", "step_000000002"]
+    assert cli.main(["verify", url]) == 0
+    assert "2 of 2 checkpoints verify" in capsys.readouterr().out
+    assert cli.main(["du", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["physical_bytes"] > 0
+    assert cli.main(["gc", url, "--keep-last", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["ls", url, "--json"]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)] == ["step_000000002"]
+
+
+def test_a_missing_bucket_is_one_sentence_and_exit_2(s3_env, capsys):
+    assert cli.main(["ls", "s3://no-such-bucket-here/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err and "Traceback" not in err
+
+
+def test_an_unreachable_endpoint_is_retried_then_reported(s3_env, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WAYPOINT_STORAGE_RETRIES", "2")
+    started = time.monotonic()
+    assert cli.main(["ls", "s3://any-bucket/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "after 3 attempts" in err and err.count("\n") == 0
+    assert time.monotonic() - started < 60  # bounded
+
+
+KILLER = r"""
+import os, signal, sys
+import s3fs.core
+from waypoint.checkpoint import CheckpointManager
+sys.path.insert(0, os.path.dirname(os.environ["TESTS_CLUSTER"]))
+from test_object_store import state
+url, method, suffix = sys.argv[1:4]
+with CheckpointManager(url) as mgr:
+    mgr.save(state(1), step=1)
+    orig = s3fs.core.S3FileSystem._call_s3
+    async def call(self, m, *a, **kw):
+        if m == method and kw.get("Key", "").endswith(suffix):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await orig(self, m, *a, **kw)
+    s3fs.core.S3FileSystem._call_s3 = call
+    mgr.save(state(2), step=2)
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("put_object", ".safetensors"), ("put_object", "state.json"), ("put_object", "manifest.json")],
+    ids=["during-pack-upload", "before-manifest", "during-manifest-publish"],
+)
+def test_a_kill_during_an_s3_save_leaves_the_new_checkpoint_or_nothing(bucket, s3fs_client, method, suffix):
+    url = f"s3://{bucket}/killed"
+    env = {**os.environ, "TESTS_CLUSTER": __file__, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", KILLER, url, method, suffix], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    with CheckpointManager(url, read_only=True) as reader:
+        assert [i.name for i in reader.list()] == ["step_000000001"]
+        assert reader.verify() == {"step_000000001": []}
+    with CheckpointManager(url) as writer:  # the dead writer's lease (same host, process gone) is taken over
+        writer.save(state(2), step=2)
+        assert writer.verify() == {"step_000000001": [], "step_000000002": []}
+    left = s3fs_client.find(f"{bucket}/killed")
+    assert not [k for k in left if "/step_" in k and not k.endswith(("manifest.json", "state.json"))]
+    assert len([k for k in left if k.endswith("state.json")]) == 2  # no orphan state file left behind
