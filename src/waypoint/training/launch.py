@@ -120,8 +120,12 @@ def launch(cfg: DictConfig) -> None:
     try:
         code = _launch(cfg, run_dir, flag)
         log.debug("exit code %d", code)
+        if code == EXIT_PREEMPTED and flag.requeuer() is not None:
+            log.info("%s: the preempt checkpoint is committed; handing over to the launcher to requeue the job", flag.name)
     finally:
         logs.stop()
+    if code == EXIT_PREEMPTED:
+        flag.hand_over()  # under submitit: requeue the job and exit; otherwise exit 75 below
     if code:
         raise SystemExit(code)
 

@@ -6,8 +6,15 @@ Exit codes of ``train.py`` (documented in README.md):
 * 1   an uncaught error (an ``emergency`` checkpoint was saved when training had started)
 * 2   bad configuration or input (nothing was trained, nothing in the run directory changed)
 * 3   the loss became non-finite (the newest checkpoint still holds the last good state)
-* 75  preempted: SIGTERM, SIGUSR1 or a first Ctrl-C saved a ``preempt`` checkpoint (EX_TEMPFAIL: requeue me);
+* 75  preempted: SIGTERM, SIGUSR1, SIGUSR2 or a first Ctrl-C saved a ``preempt`` checkpoint (EX_TEMPFAIL: requeue me);
       also when the signal came before training started (nothing new to save)
+
+Under Slurm through Hydra's submitit launcher (``hydra/launcher=slurm``), submitit has installed its
+checkpoint-and-requeue handler for SIGUSR2 (the signal Slurm sends ``signal_delay_s`` before the time limit,
+or ``scancel -s USR2``) before train.py starts. Waypoint takes the signal first, saves the ``preempt``
+checkpoint at the next step boundary, and then hands the signal over (``StopFlag.hand_over``): submitit
+requeues the job, which runs the same command in the same run directory and resumes. A real preemption
+(SIGTERM from a higher-priority partition) is handed over the same way.
 * 130 aborted by a second Ctrl-C (no save; committed checkpoints are intact)
 
 train.py installs the handlers as it starts (``listen``), so a signal during start-up or after the run
@@ -21,7 +28,9 @@ from types import FrameType
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_ABORTED = 0, 1, 2, 3, 75, 130
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+#: the handler a launcher installs to requeue its job after a checkpoint (submitit's, for SIGUSR2)
+REQUEUE_HANDLERS = ("checkpoint_and_try_requeue",)
 
 
 class Aborted(BaseException):
@@ -61,6 +70,20 @@ class StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
         self._depth += 1
         return self
+
+    def requeuer(self) -> Any:
+        """The requeue handler a launcher installed before us (submitit's), or None."""
+        old = self._old.get(signal.SIGUSR2)
+        return old if callable(old) and getattr(old, "__name__", "") in REQUEUE_HANDLERS else None
+
+    def hand_over(self) -> bool:
+        """After the ``preempt`` checkpoint is committed: let the launcher requeue the job (submitit's handler
+        requeues and exits the process); False when no launcher asked for it (exit 75 then says "requeue me")."""
+        requeue = self.requeuer()
+        if requeue is None or self.signum in (None, signal.SIGINT):
+            return False
+        requeue(signal.SIGUSR2, None)
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
