@@ -57,6 +57,9 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     from waypoint.config import hydra_errors_exit_2
 
+    from waypoint.extras import check_launcher
+
+    check_launcher(sys.argv[1:])  # hydra/launcher=slurm without the slurm extra: one sentence, exit 2
     sys.argv = _resume_shorthand(sys.argv)
     with hydra_errors_exit_2(full_error=bool(os.environ.get("HYDRA_FULL_ERROR"))):
         main()

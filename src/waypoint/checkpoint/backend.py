@@ -284,9 +284,9 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _missing_extra(protocol: str, exc: ImportError) -> BackendError:
-    extra = "s3" if protocol in ("s3", "s3a") else None
-    hint = f"install it with: pip install -e '.[{extra}]'" if extra else f"install the fsspec implementation of '{protocol}://'"
-    return BackendError(f"checkpoints on {protocol}:// need a package that is not installed ({exc.name or exc}); {hint}")
+    if protocol in ("s3", "s3a"):
+        return BackendError(f"checkpoints on {protocol}:// need the 's3' extra, which is not installed: pip install -e '.[s3]'")
+    return BackendError(f"checkpoints on {protocol}:// need the fsspec implementation of '{protocol}://', which is not installed")
 
 
 class _ObjectLease(Lease):
