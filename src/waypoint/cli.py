@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError, refs
-from waypoint.checkpoint import manifest as mf
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)

@@ -18,7 +18,8 @@ def test_manifest_is_typed_data_with_the_tensor_table(tmp_path):
     with CheckpointManager(tmp_path / "ck", read_only=True) as mgr:
         m = mgr.manifest("step:2")
     assert isinstance(m, Manifest) and m.step == 2 and m.metrics == {"val/acc": 0.4}
-    assert m.tensors["model/frozen"] == TensorEntry(m.tensors["model/frozen"].id, "F32", (3, 4), 48, m.tensors["model/frozen"].pack)
+    frozen = m.tensors["model/frozen"]
+    assert frozen == TensorEntry(frozen.id, "F32", (3, 4), 48, frozen.pack)
     assert m.content_hash == "blake3" and m.tensors["model/w"].id.startswith("b3:")
     assert sum(m.packs.values()) > 0
 
