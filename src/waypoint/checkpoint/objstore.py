@@ -336,6 +336,9 @@ class ObjectStore:
             self.pack_meta = {p: m for p, m in self.pack_meta.items() if p in refs}
         return removed
 
+    def own_bytes(self, name: str) -> int:
+        return sum(self.backend.size(self._key(name, f)) or 0 for f in (mf.MANIFEST, mf.STATE_JSON))
+
     def pack_size(self, pack: str) -> int:
         return self.backend.size(PACKS + pack) or 0
 

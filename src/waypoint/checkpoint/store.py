@@ -236,6 +236,16 @@ class CheckpointStore:
         """A committed checkpoint's manifest (ManifestError when absent or damaged)."""
         return mf.load(self.root / name, check=check)
 
+    def own_bytes(self, name: str) -> int:
+        """Bytes of a checkpoint's own files (manifest and JSON state)."""
+        own = 0
+        for f in (mf.MANIFEST, mf.STATE_JSON):
+            try:
+                own += os.lstat(self.root / name / f).st_size
+            except FileNotFoundError:
+                pass
+        return own
+
     def pack_size(self, pack: str) -> int:
         """Bytes a pack occupies (0 when it is gone)."""
         try:
