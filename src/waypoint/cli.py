@@ -292,11 +292,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
-    from waypoint.checkpoint.backup import BackupRefusedError, backup_run
+    from waypoint.checkpoint.backend import is_url
+    from waypoint.checkpoint.backup import BackupRefusedError, backup_run, backup_store
 
     checkpoints_root(args.run_dir)
     try:
-        doc = backup_run(args.run_dir, args.dest)
+        if is_url(args.run_dir):  # from object storage: store to store, each copied checkpoint verified at the destination
+            doc = backup_store(args.run_dir, args.dest)
+        else:
+            doc = backup_run(args.run_dir, args.dest)
     except BackupRefusedError as exc:
         raise UsageError(str(exc)) from None
 

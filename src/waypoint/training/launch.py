@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager
 from waypoint.checkpoint.manager import SaveReport
+from waypoint.checkpoint.mirror import BackgroundMirror
 from waypoint.checkpoint.refs import open_ref
 from waypoint.config import ConfigError, validate
 from waypoint.tracking import logs
@@ -176,6 +177,7 @@ def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
     except Exception:  # the trainer saved an emergency checkpoint
         code = _bug(run_dir, f"at step {trainer.progress.step}")
     finally:
+        _finish_backup(trainer)
         try:
             trainer.manager.close()
         except Exception as exc:
@@ -185,6 +187,20 @@ def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
         if wandb_run is not None:
             wandb_run.finish(code)
     return code
+
+
+def _finish_backup(trainer: Trainer) -> None:
+    """The end of the run waits for the backup of its last checkpoint (``checkpoint.backup_to``); never fails the run."""
+    mirror = getattr(trainer, "backup", None)
+    if mirror is None:
+        return
+    while trainer.manager.writer.busy:  # the last background save's commit asks the mirror for a pass
+        time.sleep(0.05)
+    log.info("waiting for the backup to %s", mirror.dest)
+    if mirror.finish():
+        log.info("backup to %s is up to date", mirror.dest)
+    else:
+        log.warning("the backup to %s is not complete; `waypoint backup` or the next run completes it", mirror.dest)
 
 
 def _bug(run_dir: Path, when: str) -> int:
@@ -271,6 +287,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
         save_hydra_files(run_dir, cfg, hydra, hydra.hydra.overrides.task)
         _log_config(cfg, run_dir)
         manager.on_commit(_log_save)
+        if cfg.checkpoint.get("backup_to"):  # mirrors each commit in the background; a failure never fails training
+            trainer.backup = BackgroundMirror(manager, str(cfg.checkpoint.backup_to))
         if resumed is not None:
             if resumed[0] is manager:
                 manager.protect(resumed[1].name)
