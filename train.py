@@ -56,7 +56,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from waypoint.config import hydra_errors_exit_2
-
     from waypoint.extras import check_launcher
 
     check_launcher(sys.argv[1:])  # hydra/launcher=slurm without the slurm extra: one sentence, exit 2

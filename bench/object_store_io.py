@@ -87,7 +87,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "object_store_io.json")
     args = ap.parse_args()
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true"
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
     )
     proc, endpoint = start_moto()
     os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
@@ -112,7 +115,8 @@ def main() -> None:
     medians = {t: {k: statistics.median(x[k] for x in rs) for k in keys} for t, rs in runs.items()}
     mib = args.size_mib
     lines = [
-        f"| {args.size_mib:g} MiB state, median of {args.repeats} | open | full save | incremental save (1/16 changed) | restore (verified) |",
+        f"| {args.size_mib:g} MiB state, median of {args.repeats} | open | full save "
+        "| incremental save (1/16 changed) | restore (verified) |",
         "|---|---|---|---|---|",
     ]
     for t, m in medians.items():
@@ -122,7 +126,9 @@ def main() -> None:
         )
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size_mib": args.size_mib, "repeats": args.repeats, "runs": runs, "medians": medians}, indent=1))
+    args.out.write_text(
+        json.dumps({"size_mib": args.size_mib, "repeats": args.repeats, "runs": runs, "medians": medians}, indent=1)
+    )
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -19,7 +19,9 @@ def require(extra: str, module: str, what: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{what} needs the '{extra}' extra, which is not installed: pip install -e '.[{extra}]'") from None
+        raise MissingExtraError(
+            f"{what} needs the '{extra}' extra, which is not installed: pip install -e '.[{extra}]'"
+        ) from None
 
 
 def check_launcher(argv: Sequence[str]) -> None:

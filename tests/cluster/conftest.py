@@ -3,7 +3,6 @@ s3fs exactly as AWS would be (credentials and endpoint from the environment only
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

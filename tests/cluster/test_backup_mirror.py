@@ -101,6 +101,9 @@ def test_a_run_with_backup_to_a_bucket(bucket, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run / "train.log").read_text()
     assert f"backup to s3://{bucket}/bk is up to date" in log
-    with CheckpointManager(run / "checkpoints", read_only=True) as mgr, CheckpointManager(f"s3://{bucket}/bk/checkpoints", read_only=True) as bk:
+    with (
+        CheckpointManager(run / "checkpoints", read_only=True) as mgr,
+        CheckpointManager(f"s3://{bucket}/bk/checkpoints", read_only=True) as bk,
+    ):
         assert [i.digest for i in mgr.list()] == [i.digest for i in bk.list()]
         assert all(not p for p in bk.verify().values())

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_object_store_bench_smoke(tmp_path: Path, s3_endpoint) -> None:  # s3_endpoint: skipped without moto
     out = tmp_path / "object_store_io.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "object_store_io.py"), "--size-mib", "4", "--repeats", "1", "--dir", str(tmp_path), "--out", str(out)],
+        [sys.executable, str(REPO / "bench" / "object_store_io.py"), "--size-mib", "4", "--repeats", "1",
+         "--dir", str(tmp_path), "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -20,7 +20,7 @@ import torch
 
 from waypoint import cli
 from waypoint.checkpoint import CheckpointManager, StoreLockedError
-from waypoint.checkpoint.backend import LEASE, BackendError, FsspecBackend
+from waypoint.checkpoint.backend import LEASE, FsspecBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -159,7 +159,9 @@ print("not killed")
 def test_a_kill_during_an_s3_save_leaves_the_new_checkpoint_or_nothing(bucket, s3fs_client, method, suffix):
     url = f"s3://{bucket}/killed"
     env = {**os.environ, "TESTS_CLUSTER": __file__, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-c", KILLER, url, method, suffix], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, url, method, suffix], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -9, proc.stdout + proc.stderr
     with CheckpointManager(url, read_only=True) as reader:
         assert [i.name for i in reader.list()] == ["step_000000001"]

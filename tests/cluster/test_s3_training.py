@@ -20,7 +20,12 @@ def train(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *SMOKE, *overrides], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(REPO / "train.py"), *SMOKE, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -34,7 +34,9 @@ def slurm(tmp_path_factory):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             pytest.skip(f"Slurm is not installed ({tool} missing); run scripts/slurm-local.sh install")
     base = os.environ.get("WAYPOINT_SLURM_BASE", "/tmp/waypoint-slurm")
-    proc = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=180, env={**os.environ, "WAYPOINT_SLURM_BASE": base})
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=180, env={**os.environ, "WAYPOINT_SLURM_BASE": base}
+    )
     if proc.returncode != 0:
         pytest.skip(f"the local Slurm did not start: {proc.stderr.strip()[-300:]}")
     return f"{base}/etc/slurm.conf"

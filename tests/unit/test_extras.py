@@ -9,17 +9,25 @@ BLOCK = "import sys; sys.modules.update({m: None for m in sys.argv[1].split(',')
 
 
 def run(blocked: str, code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK + code, blocked, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + code, blocked, *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
 
 
 def test_an_s3_url_without_the_s3_extra_names_the_extra():
     proc = run("s3fs", "from waypoint.cli import main; sys.exit(main(['ls', 's3://bucket/run']))")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "waypoint: checkpoints on s3:// need the 's3' extra, which is not installed: pip install -e '.[s3]'"
+    assert (
+        proc.stderr.strip()
+        == "waypoint: checkpoints on s3:// need the 's3' extra, which is not installed: pip install -e '.[s3]'"
+    )
 
 
 def test_the_slurm_launcher_without_the_slurm_extra_names_the_extra():
     code = "import runpy; sys.argv = ['train.py', 'hydra/launcher=slurm', '-m']; runpy.run_path('train.py', run_name='__main__')"
     proc = run("hydra_plugins.hydra_submitit_launcher", code)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "error: hydra/launcher=slurm needs the 'slurm' extra, which is not installed: pip install -e '.[slurm]'"
+    assert (
+        proc.stderr.strip()
+        == "error: hydra/launcher=slurm needs the 'slurm' extra, which is not installed: pip install -e '.[slurm]'"
+    )

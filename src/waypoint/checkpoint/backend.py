@@ -438,10 +438,14 @@ class FsspecBackend(Backend):
             except (FileNotFoundError, FileExistsError):
                 raise
             except PermissionError:
-                raise BackendError(f"access to {self.url} was denied ({what}); check the credentials in the environment") from None
+                raise BackendError(
+                    f"access to {self.url} was denied ({what}); check the credentials in the environment"
+                ) from None
             except Exception as exc:  # noqa: BLE001 - classified below
                 if _denied(exc):
-                    raise BackendError(f"access to {self.url} was denied ({what}); check the credentials in the environment") from None
+                    raise BackendError(
+                        f"access to {self.url} was denied ({what}); check the credentials in the environment"
+                    ) from None
                 if _no_bucket(exc):
                     raise BackendError(f"the bucket of {self.url} does not exist; create it or fix checkpoint.root") from None
                 if not _transient(exc) or attempt == self.retries:
@@ -556,7 +560,9 @@ def _short(exc: BaseException) -> str:
 
 def _denied(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, PermissionError) or any(s in text for s in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"))
+    return isinstance(exc, PermissionError) or any(
+        s in text for s in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden")
+    )
 
 
 def _no_bucket(exc: BaseException) -> bool:

@@ -387,7 +387,9 @@ class ObjectStore:
                     os.close(fd)
         return tree, tensors, manifest
 
-    def iter_tensors(self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(
+        self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
+    ) -> Iterator[tuple[str, torch.Tensor]]:
         manifest = self.manifest(name)
         table = manifest["tensors"]
         wanted = list(table) if keys is None else [k for k in keys if k in table]

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from . import manifest as mf
+from .backend import LocalBackend
 from .cleanup import remove_stale
 from .codec import alias_keys
 from .durable import (
@@ -48,7 +49,6 @@ from .durable import (
 )
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import entry_of, open_pack, read_state, verify_tensor
-from .backend import LocalBackend
 from .lock import StoreLock
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
 

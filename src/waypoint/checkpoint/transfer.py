@@ -44,7 +44,6 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
 
 
 def _table(mgr: CheckpointManager, name: str) -> Mapping[str, Any]:
-    from . import manifest as mf
 
     return mgr.store.manifest(name)["tensors"]
 
