@@ -3,6 +3,7 @@ s3fs exactly as AWS would be (credentials and endpoint from the environment only
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,9 +36,8 @@ def _s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
-    """``http://127.0.0.1:<port>`` of a moto S3 server started for this session (skipped if it cannot start)."""
+def _moto(tmp_path_factory, **env: str):
+    """Start ``python -m moto.server`` on 127.0.0.1 on a free port; yields its endpoint (skips if it cannot start)."""
     try:
         import moto.server  # noqa: F401
         import s3fs  # noqa: F401
@@ -47,7 +47,10 @@ def s3_endpoint(tmp_path_factory):
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -68,6 +71,18 @@ def s3_endpoint(tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """``http://127.0.0.1:<port>`` of a moto S3 server started for this session (skipped if it cannot start)."""
+    yield from _moto(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def s3_denying_endpoint(tmp_path_factory):
+    """A moto S3 server that checks credentials (IAM on from the first request): the test keys are refused."""
+    yield from _moto(tmp_path_factory, INITIAL_NO_AUTH_ACTION_COUNT="0")
 
 
 @pytest.fixture

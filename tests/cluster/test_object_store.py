@@ -14,6 +14,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,6 +115,25 @@ def test_a_missing_bucket_is_one_sentence_and_exit_2(s3_env, capsys):
     assert cli.main(["ls", "s3://no-such-bucket-here/run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err and "Traceback" not in err
+
+
+def test_denied_access_is_one_sentence_and_exit_2(s3_env, s3_denying_endpoint, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_denying_endpoint)
+    assert cli.main(["ls", "s3://some-bucket/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "waypoint: access to s3://some-bucket/run was denied (list); check the credentials in the environment"
+
+
+def test_train_with_a_missing_bucket_exits_2_in_one_sentence(s3_env, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "experiment=smoke", "checkpoint.root=s3://no-such-bucket-here/ck",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "the bucket of s3://no-such-bucket-here/ck" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_an_unreachable_endpoint_is_retried_then_reported(s3_env, monkeypatch, capsys):
