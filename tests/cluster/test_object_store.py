@@ -94,7 +94,7 @@ def test_a_truncated_pack_is_found_by_verify_and_skipped_by_resume(bucket, s3fs_
     assert info.name == "step_000000001" and got["step"] == 1
 
 
-def test_the_cli_reads_urls(bucket, capsys):
+def test_the_cli_reads_urls(bucket, capsys, tmp_path):
     url = f"s3://{bucket}/cli-run"
     with CheckpointManager(f"{url}/checkpoints") as mgr:
         mgr.save(state(1), step=1)
@@ -105,6 +105,12 @@ def test_the_cli_reads_urls(bucket, capsys):
     assert "2 of 2 checkpoints verify" in capsys.readouterr().out
     assert cli.main(["du", url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["physical_bytes"] > 0
+    assert cli.main(["show", f"{url}@step:1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 1
+    assert cli.main(["diff", f"{url}@step:1", f"{url}@latest", "--json"]) == 0
+    assert "live" in {row["key"] for row in json.loads(capsys.readouterr().out)["changed"]}
+    assert cli.main(["export", f"{url}@latest", str(tmp_path / "w.safetensors"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"] == 2
     assert cli.main(["gc", url, "--keep-last", "1"]) == 0
     capsys.readouterr()
     assert cli.main(["ls", url, "--json"]) == 0
