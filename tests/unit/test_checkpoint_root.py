@@ -29,5 +29,6 @@ def test_a_run_dir_elsewhere_is_named_by_its_last_component(tmp_path, monkeypatc
 
 def test_a_directory_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert checkpoints_root(ck(str(tmp_path / "store")), Path("outputs/x")) == tmp_path / "store" / "outputs" / "x" / "checkpoints"
-    assert checkpoints_root(ck(f"file://{tmp_path}/store"), Path("outputs/x")) == tmp_path / "store" / "outputs" / "x" / "checkpoints"
+    want = tmp_path / "store" / "outputs" / "x" / "checkpoints"
+    assert checkpoints_root(ck(str(tmp_path / "store")), Path("outputs/x")) == want
+    assert checkpoints_root(ck(f"file://{tmp_path}/store"), Path("outputs/x")) == want
