@@ -77,6 +77,18 @@ def test_a_lease_is_taken_over_only_once_it_expired_with_a_message(bucket, caplo
     assert "taking over the lease" in caplog.text and "node-17" in caplog.text and "expired" in caplog.text
 
 
+def test_a_lease_that_missed_its_renewals_is_waited_for_then_taken_over(bucket, caplog):
+    url = f"s3://{bucket}/crashed-elsewhere"
+    backend = FsspecBackend(url)
+    crashed = {"pid": 1, "host": "node-18", "token": "y", "ttl_s": 30, "expires": time.time() + 2}  # renewed 28 s ago
+    backend.put(LEASE, json.dumps(crashed).encode())
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.backend"), CheckpointManager(url) as mgr:
+        mgr.save(state(1), step=1)
+    assert 1.5 < time.monotonic() - started < 30
+    assert "was not renewed; waiting" in caplog.text and "taking over the lease" in caplog.text
+
+
 def test_a_truncated_pack_is_found_by_verify_and_skipped_by_resume(bucket, s3fs_client):
     url = f"s3://{bucket}/damaged"
     with CheckpointManager(url) as mgr:

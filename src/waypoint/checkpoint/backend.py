@@ -320,7 +320,7 @@ class _ObjectLease(Lease):
             return {}
 
     def _acquire(self) -> None:
-        for _ in range(3):
+        for _ in range(4):
             try:
                 self.backend.publish(LEASE, self._doc())
                 return
@@ -332,6 +332,19 @@ class _ObjectLease(Lease):
             expires = float(holder.get("expires", 0) or 0)
             now = time.time()
             same_host_dead = holder.get("host") == platform.node() and not _pid_alive(holder.get("pid"))
+            ttl = float(holder.get("ttl_s", self.ttl) or self.ttl)
+            if not same_host_dead and now < expires <= now + ttl / 2 and holder.get("host") != platform.node():
+                # a live holder renews every ttl/3, so it never has less than 2/3 of ttl left: this one missed a
+                # renewal. Wait for its expiry (looking again then: a late renewal still wins) instead of refusing.
+                log.warning(
+                    "the lease of %s (pid %s on host %s) was not renewed; waiting %.0fs for it to expire",
+                    self.backend.url,
+                    holder.get("pid", "?"),
+                    holder.get("host", "?"),
+                    expires - now,
+                )
+                time.sleep(expires - now + 0.5)
+                continue
             if expires > now and not same_host_dead:
                 raise StoreLockedError(
                     f"checkpoint store {self.backend.url} is already being written by pid {holder.get('pid', '?')} on host "
