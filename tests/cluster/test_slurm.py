@@ -30,16 +30,18 @@ def slurm(tmp_path_factory):
     """SLURM_CONF of a running single-node Slurm (started by scripts/slurm-local.sh; skipped when it cannot start)."""
     if os.geteuid() != 0:
         pytest.skip("the local Slurm runs its daemons as root")
-    for tool in ("slurmctld", "slurmd", "munged", "sbatch", "mariadbd", "slurmdbd"):
+    for tool in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "mariadbd", "slurmdbd"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             pytest.skip(f"Slurm is not installed ({tool} missing); run scripts/slurm-local.sh install")
     base = os.environ.get("WAYPOINT_SLURM_BASE", "/tmp/waypoint-slurm")
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=180, env={**os.environ, "WAYPOINT_SLURM_BASE": base}
-    )
+    env = {**os.environ, "WAYPOINT_SLURM_BASE": base, "SLURM_CONF": f"{base}/etc/slurm.conf"}
+    already = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env=env, timeout=30).stdout.count("UP") > 0
+    proc = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=180, env=env)
     if proc.returncode != 0:
         pytest.skip(f"the local Slurm did not start: {proc.stderr.strip()[-300:]}")
-    return f"{base}/etc/slurm.conf"
+    yield f"{base}/etc/slurm.conf"
+    if not already:  # leave a cluster someone else started alone
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=120, env=env)
 
 
 def _env(slurm: str) -> dict[str, str]:
