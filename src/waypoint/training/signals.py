@@ -82,7 +82,10 @@ class StopFlag:
         requeue = self.requeuer()
         if requeue is None or self.signum in (None, signal.SIGINT):
             return False
-        requeue(signal.SIGUSR2, None)
+        try:
+            requeue(signal.SIGUSR2, None)  # submitit: requeues the job, then exits the process (SystemExit)
+        except Exception:  # noqa: BLE001 - e.g. Slurm is requeueing a preempted job itself: exit 75 as without a launcher
+            return False
         return True
 
     def __exit__(self, *exc: object) -> None:
