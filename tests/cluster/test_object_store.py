@@ -142,6 +142,7 @@ def test_denied_access_is_one_sentence_and_exit_2(s3_env, s3_denying_endpoint, m
     assert err == "waypoint: access to s3://some-bucket/run was denied (list); check the credentials in the environment"
 
 
+@pytest.mark.slow
 def test_train_with_a_missing_bucket_exits_2_in_one_sentence(s3_env, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(

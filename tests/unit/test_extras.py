@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from waypoint.extras import check_launcher
+
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = "import sys; sys.modules.update({m: None for m in sys.argv[1].split(',')}); sys.argv = sys.argv[1:];"
 
@@ -23,11 +27,13 @@ def test_an_s3_url_without_the_s3_extra_names_the_extra():
     )
 
 
-def test_the_slurm_launcher_without_the_slurm_extra_names_the_extra():
-    code = "import runpy; sys.argv = ['train.py', 'hydra/launcher=slurm', '-m']; runpy.run_path('train.py', run_name='__main__')"
-    proc = run("hydra_plugins.hydra_submitit_launcher", code)
-    assert proc.returncode == 2, proc.stderr
-    assert (
-        proc.stderr.strip()
-        == "error: hydra/launcher=slurm needs the 'slurm' extra, which is not installed: pip install -e '.[slurm]'"
+def test_the_slurm_launcher_without_the_slurm_extra_names_the_extra(monkeypatch, capsys):
+    """train.py calls check_launcher on its arguments before Hydra composes anything."""
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        check_launcher(["-m", "hydra/launcher=slurm", "seed=0,1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: hydra/launcher=slurm needs the 'slurm' extra, which is not installed: pip install -e '.[slurm]'"
     )
+    check_launcher(["hydra/launcher=basic", "seed=0"])  # other launchers need nothing
