@@ -1,8 +1,8 @@
 """Sweeps on a real single-node Slurm (scripts/slurm-local.sh) through ``hydra/launcher=slurm``.
 
-A job preempted for real (``scancel -s USR2``, what Slurm sends ``signal_delay_s`` before a time limit) saves a
-``preempt`` checkpoint, is requeued by submitit, resumes in its own run directory and ends with the same final
-digest as a run never interrupted.
+A job preempted for real (``scancel -s USR2``, what Slurm sends ``signal_delay_s`` before a time limit, or a job in a
+higher-priority partition, which makes Slurm send SIGTERM) saves a ``preempt`` checkpoint, is requeued by submitit,
+resumes in its own run directory and ends with the same final digest as a run never interrupted.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _committed(run: Path) -> list[Path]:
     return sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "manifest.json").exists()) if run.exists() else []
 
 
-def test_a_preempted_sweep_job_is_requeued_and_ends_like_an_uninterrupted_run(slurm, tmp_path):
+@pytest.mark.parametrize("preempt", ["scancel-usr2", "high-priority-partition"])
+def test_a_preempted_sweep_job_is_requeued_and_ends_like_an_uninterrupted_run(slurm, tmp_path, preempt):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", "seed=0,1", *RUN,
            f"hydra.sweep.dir={sweep}", "hydra.launcher.cpus_per_task=1"]  # fmt: skip
@@ -64,14 +65,18 @@ def test_a_preempted_sweep_job_is_requeued_and_ends_like_an_uninterrupted_run(sl
         assert time.monotonic() < deadline, "the first checkpoint of job 0 never appeared"
         time.sleep(0.2)
     array = next(p.name for p in (sweep / ".submitit").iterdir() if p.name.endswith("_0"))  # <array id>_0: seed=0
-    subprocess.run(["scancel", "-s", "USR2", array], env=_env(slurm), check=True, timeout=30)
+    if preempt == "scancel-usr2":  # what Slurm sends signal_delay_s before the time limit
+        subprocess.run(["scancel", "-s", "USR2", array], env=_env(slurm), check=True, timeout=30)
+    else:  # a job in the `high` partition needs every CPU: Slurm preempts the sweep's jobs (SIGTERM, then requeue)
+        cpus = str(os.cpu_count() or 2)
+        subprocess.run(["sbatch", "-p", "high", "-c", cpus, "--wrap", "sleep 3"], env=_env(slurm), check=True, timeout=30)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
 
     log = (job0 / "train.log").read_text()
     assert "handing over to the launcher to requeue the job" in log and "resuming from" in log
     job = subprocess.run(["scontrol", "show", "job", array], env=_env(slurm), capture_output=True, text=True).stdout
-    assert "Restarts=1" in job, job
+    assert "Restarts=0" not in job and "Restarts=" in job, job
     with CheckpointManager(job0 / "checkpoints", read_only=True) as mgr:
         tags = {t for i in mgr.list() for t in i.tags}
         end = mgr.one("tag:end")
