@@ -63,30 +63,30 @@ def mirror_store(store: Any, dst: Backend, names: list[str] | None = None) -> di
     skipped: dict[str, str] = {}
     lease = dst.lease()
     try:
-        wanted = [i for i in store.infos.values() if i.valid and (names is None or i.name in names)]
+        wanted = [i for i in list(store.infos.values()) if i.valid and (names is None or i.name in names)]
         for info in sorted(wanted, key=lambda i: (i.step, i.name)):
-            try:
-                raw = src.read(f"{info.name}/{mf.MANIFEST}")
-            except FileNotFoundError:
-                continue  # deleted by retention meanwhile
             key = f"{info.name}/{mf.MANIFEST}"
-            if there.get(key) == len(raw) and dst.read(key) == raw:
-                continue
-            manifest = mf.parse(raw, info.name)
-            problem = None
-            for pack, meta in sorted(manifest.get("packs", {}).items()):
-                size = src.size(PACKS + pack)
-                if size is None or (isinstance(meta, dict) and size != meta.get("bytes")):
-                    problem = f"pack {pack} is missing or of the wrong size at the source"
-                    break
-                if there.get(PACKS + pack) != size:
-                    nbytes += _copy(src, dst, PACKS + pack)
-                    there[PACKS + pack] = size
-                    packs_copied += 1
-            if problem:
-                skipped[info.name] = problem
-                continue
-            nbytes += _copy(src, dst, f"{info.name}/{mf.STATE_JSON}")
+            try:
+                raw = src.read(key)
+                if there.get(key) == len(raw) and dst.read(key) == raw:
+                    continue
+                manifest = mf.parse(raw, info.name)
+                problem = None
+                for pack, meta in sorted(manifest.get("packs", {}).items()):
+                    size = src.size(PACKS + pack)
+                    if size is None or (isinstance(meta, dict) and size != meta.get("bytes")):
+                        problem = f"pack {pack} is missing or of the wrong size at the source"
+                        break
+                    if there.get(PACKS + pack) != size:
+                        nbytes += _copy(src, dst, PACKS + pack)
+                        there[PACKS + pack] = size
+                        packs_copied += 1
+                if problem:
+                    skipped[info.name] = problem
+                    continue
+                nbytes += _copy(src, dst, f"{info.name}/{mf.STATE_JSON}")
+            except FileNotFoundError:
+                continue  # deleted (or repacked) by the source's writer meanwhile: the next pass sees the new state
             dst.replace(key, raw)  # last: from here on the backup holds this checkpoint
             there[key] = len(raw)
             nbytes += len(raw)

@@ -177,7 +177,8 @@ def _launch(cfg: DictConfig, run_dir: Path, flag: StopFlag) -> int:
     except Exception:  # the trainer saved an emergency checkpoint
         code = _bug(run_dir, f"at step {trainer.progress.step}")
     finally:
-        _finish_backup(trainer)
+        if code != EXIT_ABORTED:  # a second Ctrl-C leaves at once
+            _finish_backup(trainer)
         try:
             trainer.manager.close()
         except Exception as exc:
