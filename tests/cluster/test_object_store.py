@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -104,6 +105,22 @@ def test_a_truncated_pack_is_found_by_verify_and_skipped_by_resume(bucket, s3fs_
         with pytest.warns(UserWarning, match="skipping damaged checkpoint step_000000002"):
             got, info = reader.restore_with_info("latest")
     assert info.name == "step_000000001" and got["step"] == 1
+
+
+def test_a_damaged_manifest_on_the_server_fails_verify_and_is_skipped_by_resume(bucket, s3fs_client, capsys):
+    url = f"s3://{bucket}/flipped"
+    with CheckpointManager(url) as mgr:
+        mgr.save(state(1), step=1)
+        mgr.save(state(2), step=2)
+    key = f"{bucket}/flipped/step_000000002/manifest.json"
+    raw = s3fs_client.cat_file(key)
+    flipped = re.sub(rb'("step":\s*)2', rb"\g<1>3", raw, count=1)  # one byte: it no longer matches its checksum
+    assert flipped != raw and len(flipped) == len(raw)
+    s3fs_client.pipe_file(key, flipped)
+    assert cli.main(["verify", url]) == 1
+    assert "DAMAGED  step_000000002" in capsys.readouterr().out
+    with CheckpointManager(url, read_only=True) as reader, pytest.warns(UserWarning, match="skipping damaged"):
+        assert reader.restore_with_info("latest")[1].name == "step_000000001"
 
 
 def test_the_cli_reads_urls(bucket, capsys, tmp_path):
