@@ -190,6 +190,7 @@ def test_an_unreachable_endpoint_is_retried_then_reported(s3_env, monkeypatch, c
 KILLER = r"""
 import os, signal, sys
 import s3fs.core
+import torch
 from waypoint.checkpoint import CheckpointManager
 sys.path.insert(0, os.path.dirname(os.environ["TESTS_CLUSTER"]))
 from test_object_store import state
@@ -198,19 +199,25 @@ with CheckpointManager(url) as mgr:
     mgr.save(state(1), step=1)
     orig = s3fs.core.S3FileSystem._call_s3
     async def call(self, m, *a, **kw):
-        if m == method and kw.get("Key", "").endswith(suffix):
+        if m == method and kw.get("Key", "").endswith(suffix) and kw.get("PartNumber", 2) >= 2:  # mid-upload
             os.kill(os.getpid(), signal.SIGKILL)
         return await orig(self, m, *a, **kw)
     s3fs.core.S3FileSystem._call_s3 = call
-    mgr.save(state(2), step=2)
+    big = {"big": torch.randn(6_000_000)} if method == "upload_part" else {}  # 24 MB: a multipart upload
+    mgr.save({**state(2), **big}, step=2)
 print("not killed")
 """
 
 
 @pytest.mark.parametrize(
     ("method", "suffix"),
-    [("put_object", ".safetensors"), ("put_object", "state.json"), ("put_object", "manifest.json")],
-    ids=["during-pack-upload", "before-manifest", "during-manifest-publish"],
+    [
+        ("put_object", ".safetensors"),
+        ("upload_part", ".safetensors"),
+        ("put_object", "state.json"),
+        ("put_object", "manifest.json"),
+    ],
+    ids=["during-pack-upload", "during-multipart-pack-upload", "before-manifest", "during-manifest-publish"],
 )
 def test_a_kill_during_an_s3_save_leaves_the_new_checkpoint_or_nothing(bucket, s3fs_client, method, suffix):
     url = f"s3://{bucket}/killed"
