@@ -226,13 +226,13 @@ class CheckpointManager:
         """The files holding the bytes of checkpoint ``name``: its directory's files, then the packs it uses.
 
         Packs are shared between checkpoints and may be rewritten by a later repack; the list is true now.
-        Safe to call from a commit listener (it does not wait for the writer).
+        Safe to call from a commit listener (it does not wait for the writer). Empty on an object store.
         """
         info = self.store.infos.get(name)
         if info is None:
             raise NoCheckpointError(f"no checkpoint named '{name}' in {self.root}")
-        if self.store.packs_dir is None:
-            raise CheckpointError(f"the checkpoints of {self.root} are objects, not local files")
+        if self.store.packs_dir is None:  # an object store: no local files (a tracker records the checkpoint only)
+            return []
         own = sorted(p for p in info.path.iterdir() if p.is_file() and not p.is_symlink())
         packs = sorted(mf.load(info.path, check=False).get("packs", {}))
         return own + [self.store.packs_dir / p for p in packs]
