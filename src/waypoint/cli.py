@@ -313,6 +313,35 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_FAILED if doc["damaged"] else EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the web interface over runs and sweeps (Gradio, on 127.0.0.1 unless --host)."""
+    try:
+        from waypoint.ui.serve import EXTRA_HINT, default_roots, serve
+    except ImportError as exc:  # pragma: no cover - the view models import nothing optional
+        raise UsageError(str(exc)) from None
+    from waypoint.ui.errors import UIError
+
+    roots = args.roots or [str(p) for p in default_roots()]
+    if not roots:
+        raise UsageError("no outputs/ or multirun/ here; pass the run, sweep or outputs directories to show")
+    try:
+        from waypoint.ui.serve import check_bind
+
+        check_bind(args.host, args.auth)
+        import gradio  # noqa: F401
+    except UIError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError:
+        raise UsageError(EXTRA_HINT) from None
+    try:
+        serve(roots, host=args.host, port=args.port, auth=args.auth)
+    except UIError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _step_arg(text: str) -> int:
     """An argparse type: a non-negative integer step."""
     try:
@@ -391,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")
+    p = add("ui", cmd_ui, "waypoint ui outputs/ multirun/ --port 7860", json_out=False)
+    p.add_argument("roots", metavar="ROOT", nargs="*", help="runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
+    p.add_argument("--port", type=_step_arg, default=None, help="port (default: the first free from 7860)")
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require this login (needed for a non-loopback --host)")
     return parser
 
 
