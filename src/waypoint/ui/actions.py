@@ -42,7 +42,9 @@ def _writer(catalog: Catalog, run_id: str) -> CheckpointManager:
 def _refusing(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except (ProtectedCheckpointError, StoreLockedError, CheckpointError, ValueError) as exc:
+    except ProtectedCheckpointError as exc:  # the manager's sentence ends with the CLI's way round it
+        raise ActionRefusedError(f"not deleted: {str(exc).split(';')[0]}; tick 'force' to delete it anyway") from None
+    except (CheckpointError, ValueError) as exc:
         raise ActionRefusedError(f"not changed: {exc}") from None
 
 

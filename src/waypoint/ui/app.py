@@ -87,7 +87,13 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
                     run_refresh = gr.Button("Refresh", elem_id="run-refresh")
                 run_summary = gr.Markdown(elem_id="run-summary")
                 metric_chart = gr.HTML(elem_id="run-metric-chart")
-                ckpt_table = gr.Dataframe(headers=detail.CHECKPOINT_COLUMNS, interactive=False, elem_id="ckpt-table", wrap=True)
+                ckpt_table = gr.Dataframe(
+                    headers=detail.CHECKPOINT_COLUMNS,
+                    interactive=False,
+                    elem_id="ckpt-table",
+                    wrap=True,
+                    column_widths=["140px", "64px", "64px", "130px", "38%", "84px", "150px", "80px", "110px"],
+                )
                 storage_chart = gr.HTML(elem_id="run-storage-chart")
 
             # ------------------------------------------------------------------ Compare
