@@ -9,6 +9,7 @@ reader of the output went away (``| head``), quietly.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -314,25 +315,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the web interface over runs and sweeps (Gradio, on 127.0.0.1 unless --host)."""
-    try:
-        from waypoint.ui.serve import EXTRA_HINT, default_roots, serve
-    except ImportError as exc:  # pragma: no cover - the view models import nothing optional
-        raise UsageError(str(exc)) from None
-    from waypoint.ui.errors import UIError
+    from waypoint.ui import UIError
+    from waypoint.ui.serve import EXTRA_HINT, check_bind, default_roots, serve
 
     roots = args.roots or [str(p) for p in default_roots()]
     if not roots:
         raise UsageError("no outputs/ or multirun/ here; pass the run, sweep or outputs directories to show")
     try:
-        from waypoint.ui.serve import check_bind
-
-        check_bind(args.host, args.auth)
-        import gradio  # noqa: F401
-    except UIError as exc:
-        raise UsageError(str(exc)) from None
-    except ImportError:
-        raise UsageError(EXTRA_HINT) from None
-    try:
+        check_bind(args.host, args.auth)  # refused before anything is imported or bound
+        if importlib.util.find_spec("gradio") is None:
+            raise UsageError(EXTRA_HINT)
         serve(roots, host=args.host, port=args.port, auth=args.auth)
     except UIError as exc:
         raise UsageError(str(exc)) from None

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +213,10 @@ def test_deleting_best_is_refused_and_deletes_nothing(page, served: dict) -> Non
     page.locator("#act-rm-button").click()
     message(page).to_have_value(re.compile("not deleted: step_000000016 is best"))
     assert ls_json(served["run"]) == before
+
+
+def test_the_server_hands_out_no_file_of_the_roots_or_beyond(served: dict) -> None:
+    for path in (served["run"] / "metrics.jsonl", served["run"] / "checkpoints" / "index.json", Path("/etc/passwd")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{served['url'].rstrip('/')}/gradio_api/file={path}", timeout=30)
+        assert refused.value.code in (403, 404)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -57,9 +58,33 @@ def default_roots(cwd: str | os.PathLike = ".") -> list[Path]:
     return [p for p in (Path(cwd) / "outputs", Path(cwd) / "multirun") if p.is_dir()]
 
 
+def launch_options(host: str, port: int | None, creds: tuple[str, str] | None, roots: list[Path]) -> dict:
+    """Gradio's launch arguments: never a public share link, no file of the roots served, no extra endpoints."""
+    return {
+        "server_name": host,
+        "server_port": port,
+        "auth": creds,
+        "share": False,
+        "inbrowser": False,
+        "prevent_thread_lock": True,
+        "quiet": True,
+        "show_error": False,
+        "allowed_paths": [],
+        "blocked_paths": [str(r) for r in roots],
+        "mcp_server": False,
+        "ssr_mode": False,
+        "pwa": False,
+        "enable_monitoring": False,
+        "footer_links": [],
+    }
+
+
 def serve(roots: list[str], *, host: str = "127.0.0.1", port: int | None = None, auth: str | None = None) -> None:
     """Build the app over ``roots`` and serve it until interrupted; prints the URL first."""
     host, creds = check_bind(host, auth)
+    from .catalog import Catalog
+
+    catalog = Catalog(list(roots))  # a bad root is refused before Gradio is even imported
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -67,32 +92,14 @@ def serve(roots: list[str], *, host: str = "127.0.0.1", port: int | None = None,
     except ImportError:
         raise ImportError(EXTRA_HINT) from None
     from .app import CSS, build
-    from .catalog import Catalog
 
-    catalog = Catalog(list(roots))
     export_dir = tempfile.mkdtemp(prefix="waypoint-ui-")
     demo = build(catalog, export_dir=export_dir)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    _, url, _ = demo.launch(
-        server_name=host,
-        server_port=port,
-        auth=creds,
-        share=False,
-        inbrowser=False,
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=False,
-        allowed_paths=[],
-        blocked_paths=[str(r) for r in catalog.roots],
-        mcp_server=False,
-        ssr_mode=False,
-        pwa=False,
-        enable_monitoring=False,
-        theme=theme,
-        css=CSS,
-    )
+    _, url, _ = demo.launch(**launch_options(host, port, creds, catalog.roots), theme=theme, css=CSS)
     print(f"Waypoint UI on {url} over {', '.join(str(r) for r in catalog.roots)} (Ctrl-C stops it)", flush=True)
     try:
         demo.block_thread()
     finally:
         demo.close()
+        shutil.rmtree(export_dir, ignore_errors=True)
