@@ -7,6 +7,7 @@ fetched from the network: requests to anything but the UI are aborted.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -29,7 +30,8 @@ from waypoint.checkpoint import CheckpointManager
 from waypoint.cli import main
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install -e '.[dev]')")
-pytest.importorskip("gradio", reason="the web interface needs the ui extra (pip install -e '.[ui]')")
+if importlib.util.find_spec("gradio") is None:  # looked up, not imported: the UI runs in its own process
+    pytest.skip("the web interface needs the ui extra (pip install -e '.[ui]')", allow_module_level=True)
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO / "docs" / "ui.png"
@@ -65,12 +67,10 @@ def flip_a_tensor_byte(run: Path) -> str:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ui") / "outputs"
     run = root / "stackwise" / "run"
-    run_train(run, "model=stackwise", "checkpoint=all")
-    shutil.copytree(run, root / "stackwise" / "damaged")
-    damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
+    root.mkdir(parents=True)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # starts while the run trains: the UI lists runs afresh on every page load
         [sys.executable, "-m", "waypoint", "ui", str(root), "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -79,6 +79,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         env=env,
         start_new_session=True,
     )
+    run_train(run, "model=stackwise", "checkpoint=all")
+    shutil.copytree(run, root / "stackwise" / "damaged")
+    damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     deadline = time.monotonic() + 120
@@ -108,8 +111,9 @@ def browser() -> Iterator:
         b.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def page(browser, served: dict):
+    """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
     context = browser.new_context(viewport={"width": 1200, "height": 820})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
@@ -150,12 +154,14 @@ def act_on(page, run_id: str, checkpoint: str) -> None:
 
 
 def test_the_runs_list_shows_each_run_with_model_status_and_steps(page) -> None:
+    page.get_by_role("tab", name="Runs").click()
     rows = {r[0]: r for r in table(page, "runs-table")}
     assert set(rows) == {RUN, DAMAGED}
     assert rows[RUN][2:6] == ["stackwise", rows[RUN][3], "finished", "16"] and "model=stackwise" in rows[RUN][3]
 
 
 def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_curves(page, served: dict) -> None:
+    page.get_by_role("tab", name="Runs").click()
     index = [r[0] for r in table(page, "runs-table")].index(RUN)
     page.locator(f"#runs-table [data-testid=cell-{index}-0]").click()
     sync_api.expect(page.locator("#tab-run-button")).to_have_attribute("aria-selected", "true")
