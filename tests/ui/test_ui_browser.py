@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from trainkit import REPO, run_train
 
 from waypoint.checkpoint import CheckpointManager
@@ -114,7 +115,7 @@ def browser() -> Iterator:
 @pytest.fixture(scope="module")
 def page(browser, served: dict):
     """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
-    context = browser.new_context(viewport={"width": 1200, "height": 820})
+    context = browser.new_context(viewport={"width": 1200, "height": 820}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     url = served["url"]
@@ -174,6 +175,7 @@ def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_
     marks = page.locator("#run-metric-chart circle.marker title").all_text_contents()
     assert [m.split()[0] for m in marks] == [c["name"] for c in listed]
     assert "tags [best,end,latest]" in marks[-1]
+    page.wait_for_timeout(500)  # let the components' update fade finish
     SCREENSHOT.parent.mkdir(exist_ok=True)
     tmp = SCREENSHOT.with_name(f".ui-{os.getpid()}.png")
     page.screenshot(path=str(tmp), full_page=False)
@@ -219,6 +221,23 @@ def test_deleting_best_is_refused_and_deletes_nothing(page, served: dict) -> Non
     page.locator("#act-rm-button").click()
     message(page).to_have_value(re.compile("not deleted: step_000000016 is best"))
     assert ls_json(served["run"]) == before
+
+
+def test_export_downloads_only_the_part_asked_for(page, served: dict, tmp_path: Path) -> None:
+    act_on(page, RUN, "best")
+    page.locator("#act-part input, #act-part textarea").first.fill("task/rack/head")
+    page.locator("#act-export-button").click()
+    message(page).to_have_value(re.compile("exported .* of step_000000016"))
+    with page.expect_download() as download:
+        page.locator("#act-export-file a").first.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name == "run-step_000000016-task-rack-head.safetensors"
+    with CheckpointManager(served["run"] / "checkpoints", read_only=True) as mgr:
+        wanted = sorted(
+            k.removeprefix("task/rack/head").lstrip("/.") for k in mgr.manifest("best").tensors if k.startswith("task/rack/head")
+        )
+    assert sorted(load_file(path)) == [k.replace("/", ".") for k in wanted]
 
 
 def test_the_server_hands_out_no_file_of_the_roots_or_beyond(served: dict) -> None:

@@ -17,7 +17,7 @@ from waypoint.checkpoint import CheckpointError
 from . import actions, detail, runs
 from . import compare as cmp
 from .catalog import Catalog
-from .errors import UIError
+from .errors import ActionRefusedError, UIError
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
                     rm_preview = gr.Button("Preview delete", elem_id="act-rm-preview")
                     rm_btn = gr.Button("Delete checkpoint", variant="stop", elem_id="act-rm-button")
                 with gr.Row():
-                    keep_last = gr.Number(
-                        label="gc: keep last N (empty: the run's retention)", precision=0, elem_id="act-keep-last"
-                    )
+                    keep_last = gr.Textbox(label="gc: keep last N (empty: the run's retention)", elem_id="act-keep-last")
                     gc_preview = gr.Button("Preview gc (dry run)", elem_id="act-gc-preview")
                     gc_btn = gr.Button("Run gc", variant="stop", elem_id="act-gc-button")
                 with gr.Row():
@@ -284,8 +282,13 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
             [message, act_ckpt],
         )
 
-        def keep(n: float | None) -> int | None:
-            return None if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+        def keep(text: str | None) -> int | None:
+            text = (text or "").strip()
+            if not text:
+                return None
+            if not text.isdigit():
+                raise ActionRefusedError(f"keep last N takes a whole number 0 or more, not '{text}'")
+            return int(text)
 
         gc_preview.click(
             lambda r, n: _say(lambda: actions.gc_text(actions.gc(catalog, r, keep_last=keep(n), dry_run=True))),
