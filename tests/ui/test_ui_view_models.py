@@ -99,6 +99,15 @@ def test_metric_chart_marks_each_checkpoint_with_hover_text_naming_step_tags_and
     assert "physical (deduplicated)" in view["storage_svg"]
 
 
+def test_the_run_view_shows_notes_and_new_checkpoints_on_the_next_read(catalog: Catalog, outputs: Path) -> None:
+    actions.tag(catalog, "outputs/toy/done", "step:10", "fig3", "used in figure 3")
+    with CheckpointManager(outputs / "toy" / "done" / "checkpoints") as mgr:  # training goes on
+        mgr.save({"x": mgr.tensors("latest").__next__()[1]}, 40, metrics={"val/loss": 0.2})
+    view = detail.run_view(catalog, "outputs/toy/done")
+    assert [r[0] for r in view["rows"]][-1] == "step_000000040" and view["rows"][-1][3] == "best,latest"
+    assert view["rows"][0][3] == "fig3" and view["rows"][0][-1] == "used in figure 3"
+
+
 def test_chart_escapes_text_and_says_when_there_is_nothing_to_draw() -> None:
     chart = charts.Chart("<b>x</b>", "step", "y", {"s": [(0, 1.0), (1, math.nan), (2, 2.0)]}, [charts.Marker(1, 1.5, "a<b")])
     svg = charts.svg(chart)
@@ -257,3 +266,16 @@ def test_new_runs_and_checkpoints_appear_on_refresh(catalog: Catalog, outputs: P
     assert "outputs/toy/later" not in {r.id for r in catalog.runs()}
     make_run(outputs / "toy" / "later", (1.0,))
     assert "outputs/toy/later" in {r["run"] for r in runs.runs_table(catalog)}
+
+
+def test_the_report_is_generated_inside_the_run_and_never_through_a_symlink(
+    catalog: Catalog, outputs: Path, tmp_path: Path
+) -> None:
+    doc = actions.report(catalog, "outputs/toy/done")
+    assert Path(doc["html"]) == outputs / "toy" / "done" / "report" / "report.html" and Path(doc["html"]).stat().st_size > 1000
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (outputs / "toy" / "preempted" / "report").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ActionRefusedError, match="symbolic link"):
+        actions.report(catalog, "outputs/toy/preempted")
+    assert list(elsewhere.iterdir()) == []

@@ -21,7 +21,7 @@ from waypoint.checkpoint import CheckpointError, CheckpointManager, StoreLockedE
 from waypoint.checkpoint.manager import ProtectedCheckpointError
 from waypoint.checkpoint.transfer import export_checkpoint
 
-from .catalog import Catalog, check_selector
+from .catalog import Catalog, check_selector, inside
 from .errors import ActionRefusedError
 from .runs import overrides_of
 
@@ -197,6 +197,9 @@ def report(catalog: Catalog, run_id: str) -> dict[str, Any]:
     ref = catalog.run(run_id)
     if not ref.has_checkpoints:
         raise ActionRefusedError(f"run '{run_id}' has no checkpoints to report on")
+    out = ref.path / "report"
+    if out.is_symlink() or (out.exists() and not inside(out, ref.root)):
+        raise ActionRefusedError(f"not written: {out} is a symbolic link; the report is written only inside the run")
     return build_run_report(ref.path)
 
 

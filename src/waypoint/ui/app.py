@@ -92,7 +92,7 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
                     interactive=False,
                     elem_id="ckpt-table",
                     wrap=True,
-                    column_widths=["140px", "64px", "64px", "130px", "38%", "84px", "150px", "80px", "110px"],
+                    column_widths=["140px", "64px", "64px", "130px", "34%", "84px", "150px", "80px", "110px", "160px"],
                 )
                 storage_chart = gr.HTML(elem_id="run-storage-chart")
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from waypoint.analysis.evolution import storage_by_checkpoint
 from waypoint.analysis.report import read_metrics
-from waypoint.checkpoint import CheckpointInfo, CheckpointManager
+from waypoint.checkpoint import CheckpointError, CheckpointInfo, CheckpointManager
 
 from . import charts
 from .catalog import Catalog, inside
 
-CHECKPOINT_COLUMNS = ["name", "step", "epoch", "tags", "metrics", "size MiB", "created", "valid", "digest"]
+CHECKPOINT_COLUMNS = ["name", "step", "epoch", "tags", "metrics", "size MiB", "created", "valid", "digest", "notes"]
 
 
 def checkpoint_record(info: CheckpointInfo) -> dict[str, Any]:
@@ -33,8 +33,20 @@ def metrics_text(metrics: dict[str, Any], only: list[str] | None = None) -> str:
     )
 
 
-def checkpoint_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
-    """The checkpoint table's rows (CHECKPOINT_COLUMNS) from ``checkpoint_records``."""
+def notes_of(mgr: CheckpointManager, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Per valid checkpoint, the notes stored with its tag changes (``waypoint tag --note``), oldest first."""
+    out = {}
+    for r in records:
+        if r["valid"]:
+            try:
+                out[r["name"]] = "; ".join(str(n.get("note", "")) for n in mgr.manifest(r["name"]).notes if n.get("note"))
+            except (CheckpointError, OSError):  # deleted by a live writer since it was listed
+                continue
+    return out
+
+
+def checkpoint_rows(records: list[dict[str, Any]], notes: dict[str, str] | None = None) -> list[list[Any]]:
+    """The checkpoint table's rows (CHECKPOINT_COLUMNS) from ``checkpoint_records`` (and ``notes_of``)."""
     return [
         [
             r["name"],
@@ -46,6 +58,7 @@ def checkpoint_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
             "yes" if r["valid"] else f"DAMAGED: {r['problem']}",
             (r["digest"] or "")[:12],
+            (notes or {}).get(r["name"], ""),
         ]
         for r in records
     ]
@@ -93,9 +106,11 @@ def run_view(catalog: Catalog, run_id: str, metric: str | None = None) -> dict[s
     storage: list[dict[str, Any]] = []
     monitor = None
     physical = logical = 0
+    notes: dict[str, str] = {}
     if ref.has_checkpoints:
         with catalog.manager(run_id) as mgr:
             records = checkpoint_records(mgr)
+            notes = notes_of(mgr, records)
             monitor = mgr.monitor
             storage = storage_by_checkpoint(mgr)
             physical = mgr.physical_bytes()
@@ -121,7 +136,7 @@ def run_view(catalog: Catalog, run_id: str, metric: str | None = None) -> dict[s
         "metric": metric,
         "metrics": names,
         "records": records,
-        "rows": checkpoint_rows(records),
+        "rows": checkpoint_rows(records, notes),
         "metric_svg": charts.svg(chart),
         "storage_svg": charts.svg(storage_chart),
         "summary": (

@@ -160,7 +160,8 @@ SWEEP_COLUMNS = ["job", "overrides", "best", "final", "steps", "wall_time_s", "s
 def sweep_table(catalog: Catalog, sweep_id: str) -> list[dict[str, Any]]:
     """The job table ``analyze.py`` computes for a sweep (``analysis.sweep.job_row``), one row per job."""
     sweep = catalog.sweep_path(sweep_id)
-    return [job_row(job.path, sweep) for job in catalog.sweeps().get(sweep_id, [])]
+    jobs = [j for j in catalog.sweeps().get(sweep_id, []) if inside(j.path / ".hydra" / "overrides.yaml", j.root)]
+    return [job_row(job.path, sweep) for job in jobs]
 
 
 def run_dir(catalog: Catalog, run_id: str) -> Path:
