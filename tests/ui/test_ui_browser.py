@@ -175,6 +175,9 @@ def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_
     marks = page.locator("#run-metric-chart circle.marker title").all_text_contents()
     assert [m.split()[0] for m in marks] == [c["name"] for c in listed]
     assert "tags [best,end,latest]" in marks[-1]
+    pick(page, "metric-select", "train/loss")  # a denser curve for the README's picture
+    sync_api.expect(page.locator("#run-metric-chart")).to_contain_text("train/loss over steps")
+    assert page.locator("#run-metric-chart circle.marker").count() == len(listed)
     page.wait_for_timeout(500)  # let the components' update fade finish
     SCREENSHOT.parent.mkdir(exist_ok=True)
     tmp = SCREENSHOT.with_name(f".ui-{os.getpid()}.png")
