@@ -97,7 +97,8 @@ def serve(roots: list[str], *, host: str = "127.0.0.1", port: int | None = None,
     demo = build(catalog, export_dir=export_dir)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     _, url, _ = demo.launch(**launch_options(host, port, creds, catalog.roots), theme=theme, css=CSS)
-    print(f"Waypoint UI on {url} over {', '.join(str(r) for r in catalog.roots)} (Ctrl-C stops it)", flush=True)
+    where = "" if is_loopback(host) else f" (listening on {host}, login required)"
+    print(f"Waypoint UI on {url}{where} over {', '.join(str(r) for r in catalog.roots)} (Ctrl-C stops it)", flush=True)
     try:
         demo.block_thread()
     finally:
