@@ -100,3 +100,15 @@ def test_a_run_training_in_another_process_shows_running_and_write_actions_chang
         assert "mine" not in mgr.one("latest").tags
     assert runs.runs_table(catalog)[0]["status"] == "finished"
     assert actions.tag(catalog, "outputs/toy/live", "latest", "mine").endswith("tags [end,mine]")
+
+
+def test_without_roots_it_shows_this_projects_outputs_and_multirun_or_says_there_are_none(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from waypoint.ui.serve import default_roots
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["ui"]) == 2
+    assert "no outputs/ or multirun/ here" in capsys.readouterr().err
+    (tmp_path / "multirun").mkdir()
+    assert default_roots() == [Path("multirun")]
