@@ -80,19 +80,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         env=env,
         start_new_session=True,
     )
-    run_train(run, "model=stackwise", "checkpoint=all")
-    shutil.copytree(run, root / "stackwise" / "damaged")
-    damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not any("Waypoint UI on" in line for line in lines):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("waypoint ui did not start:\n" + "".join(lines)[-3000:])
-        time.sleep(0.1)
-    url = re.search(r"(http://127\.0\.0\.1:\d+/?)", "".join(lines)).group(1)
     try:
+        run_train(run, "model=stackwise", "checkpoint=all")
+        shutil.copytree(run, root / "stackwise" / "damaged")
+        damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
+        deadline = time.monotonic() + 120
+        while not any("Waypoint UI on" in line for line in lines):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("waypoint ui did not start:\n" + "".join(lines)[-3000:])
+            time.sleep(0.1)
+        url = re.search(r"(http://127\.0\.0\.1:\d+/?)", "".join(lines)).group(1)
         yield {"url": url, "root": root, "run": run, "damaged_key": damaged_key, "log": lines}
     finally:
         proc.terminate()
