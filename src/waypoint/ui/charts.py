@@ -48,7 +48,7 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def svg(chart: Chart, width: int = 720, height: int = 300, css_class: str = "wp-chart") -> str:
+def svg(chart: Chart, width: int = 960, height: int = 320, css_class: str = "wp-chart") -> str:
     """The chart as an inline ``<svg>`` element (a note instead when there is nothing to draw)."""
     pts = [(x, y) for s in chart.series.values() for x, y in s if _finite(x) and _finite(y)]
     pts += [(m.x, m.y) for m in chart.markers if _finite(m.x) and _finite(m.y)]
@@ -71,8 +71,8 @@ def svg(chart: Chart, width: int = 720, height: int = 300, css_class: str = "wp-
 
     out = [
         f"<svg class='{css_class}' xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-        f"width='{width}' height='{height}' role='img' aria-label='{escape(chart.title)}' "
-        "style='font: 11px sans-serif; background: #fff'>",
+        f"width='100%' role='img' aria-label='{escape(chart.title)}' "
+        f"style='max-width: {width}px; font: 11px sans-serif; background: #fff'>",
         f"<text x='{left}' y='16' font-weight='bold'>{escape(chart.title)}</text>",
         f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='none' stroke='#ccc'/>",
     ]
