@@ -279,3 +279,15 @@ def test_the_report_is_generated_inside_the_run_and_never_through_a_symlink(
     with pytest.raises(ActionRefusedError, match="symbolic link"):
         actions.report(catalog, "outputs/toy/preempted")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_view_models_work_without_gradio() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import waypoint.ui.actions, waypoint.ui.compare, waypoint.ui.detail, waypoint.ui.runs, waypoint.ui.serve; "
+        "import waypoint.cli; print('gradio' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr

@@ -120,7 +120,7 @@ def holder_of(path: Path) -> dict[str, Any] | None:
             return None
         if (st.st_dev, st.st_ino) in _held:
             return dict(_held[(st.st_dev, st.st_ino)].info)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or not sys.platform.startswith("linux"):  # struct flock is Linux's layout
             return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
