@@ -414,8 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ui", cmd_ui, "waypoint ui outputs/ multirun/ --port 7860", json_out=False)
     p.add_argument("roots", metavar="ROOT", nargs="*", help="runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
-    p.add_argument("--port", type=_step_arg, default=None, help="port (default: the first free from 7860)")
-    p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require this login (needed for a non-loopback --host)")
+    p.add_argument("--port", type=count, default=None, help="port (default: the first free from 7860)")
+    p.add_argument(
+        "--auth",
+        default=os.environ.get("WAYPOINT_UI_AUTH"),
+        metavar="USER:PASSWORD",
+        help="require this login (needed for a non-loopback --host); default $WAYPOINT_UI_AUTH, which keeps it out of ps",
+    )
     return parser
 
 
