@@ -72,7 +72,15 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
                     desc = gr.Checkbox(label="descending", value=False)
                     refresh = gr.Button("Refresh", elem_id="runs-refresh")
                 table = gr.Dataframe(
-                    headers=runs.COLUMNS, interactive=False, elem_id="runs-table", wrap=True, show_search="filter"
+                    headers=runs.COLUMNS,
+                    interactive=False,
+                    elem_id="runs-table",
+                    wrap=True,
+                    show_search="filter",
+                    column_widths=[
+                        *("220px", "150px", "90px", "220px", "100px", "70px", "90px", "90px", "90px"),
+                        *("90px", "70px", "90px", "90px", "220px"),
+                    ],
                 )
                 gr.Markdown("### Sweeps (the job table `analyze.py` computes)")
                 sweep_pick = gr.Dropdown([], label="sweep", elem_id="sweep-select")
