@@ -40,7 +40,7 @@ def test_malformed_auth_is_refused(auth: str) -> None:
 def test_launch_never_shares_and_serves_no_file_of_the_roots(tmp_path: Path) -> None:
     opts = launch_options("127.0.0.1", 7000, None, [tmp_path])
     assert opts["share"] is False and opts["allowed_paths"] == [] and opts["blocked_paths"] == [str(tmp_path)]
-    assert opts["mcp_server"] is False
+    assert opts["mcp_server"] is False and opts["max_file_size"] == "1kb"
 
 
 def test_the_command_refuses_a_public_host_without_auth_before_starting_anything(tmp_path: Path, capsys) -> None:

@@ -60,7 +60,8 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
                     continue
         return out
 
-    with gr.Blocks(title="Waypoint", analytics_enabled=False) as demo:
+    # exported weights copied into Gradio's cache are deleted after an hour, and when the server stops
+    with gr.Blocks(title="Waypoint", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## Waypoint: runs and checkpoints  \n" + html.escape(", ".join(str(r) for r in catalog.roots)))
         with gr.Tabs(elem_id="tabs") as tabs:
             # ------------------------------------------------------------------ Runs

@@ -76,6 +76,7 @@ def launch_options(host: str, port: int | None, creds: tuple[str, str] | None, r
         "pwa": False,
         "enable_monitoring": False,
         "footer_links": [],
+        "max_file_size": "1kb",  # nothing here takes uploads: Gradio's upload route gets no room either
     }
 
 
