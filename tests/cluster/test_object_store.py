@@ -61,6 +61,8 @@ def test_a_second_writer_on_the_prefix_is_refused_naming_the_holder(bucket):
         first.save(state(1), step=1)
         with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()} on host {platform.node()}"):
             CheckpointManager(url)
+        with CheckpointManager(url, read_only=True) as viewer:  # a reader asks who writes, without the lease
+            assert viewer.lock_holder()["pid"] == os.getpid()
     with CheckpointManager(url) as again:  # released on close
         assert [i.step for i in again.list()] == [1]
 

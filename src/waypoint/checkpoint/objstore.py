@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from . import manifest as mf
-from .backend import Backend, BackendError, Lease
+from .backend import LEASE, Backend, BackendError, Lease
 from .codec import alias_keys
 from .durable import canonical_json
 from .errors import CheckpointError, CheckpointWriteError
@@ -335,6 +335,16 @@ class ObjectStore:
             self.known = {cid: p for cid, p in self.known.items() if p in refs}
             self.pack_meta = {p: m for p, m in self.pack_meta.items() if p in refs}
         return removed
+
+    def lease_holder(self) -> dict[str, Any] | None:
+        """The live writer's lease (pid, host, since, expires), or None when there is none or it expired."""
+        try:
+            doc = json.loads(self.backend.read(LEASE))
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(doc, dict) or float(doc.get("expires", 0) or 0) < time.time():
+            return None
+        return {k: v for k, v in doc.items() if k != "token"}
 
     def own_bytes(self, name: str) -> int:
         return sum(self.backend.size(self._key(name, f)) or 0 for f in (mf.MANIFEST, mf.STATE_JSON))
