@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from trainkit import REPO, SMOKE
+from trainkit import REPO, SMOKE, committed, wait_for
 
 #: a collective waiting on a dead rank fails after this long instead of the 300 s default
 TIMEOUT = ["hardware.timeout_s=60"]
@@ -93,3 +95,27 @@ def stop_all(agent: subprocess.Popen) -> None:
     if agent.poll() is None:
         os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()
+
+
+def killed_then_resumed(tmp_path: Path, nproc: int, args: list[str], rank: int, rng: random.Random) -> Path:
+    """Start a torchrun run, SIGKILL one rank at a random moment after the first checkpoint (before the end),
+    then run the same command again to completion; returns the run dir."""
+    for attempt in range(4):
+        run_dir = tmp_path / f"run{attempt}"
+        agent = start_torchrun(run_dir, nproc, *args)
+        try:
+            reached = wait_for(lambda: bool(committed(run_dir)), agent, timeout=180)  # noqa: B023
+            time.sleep(rng.uniform(0.0, 0.8 / (attempt + 1)))
+            if reached and agent.poll() is None:
+                signal_rank(agent, nproc, rank, signal.SIGKILL)
+                agent.wait(timeout=180)
+                ended = any("end" in json.loads((c / "manifest.json").read_text())["tags"] for c in committed(run_dir))
+                if not ended:
+                    break
+        finally:
+            stop_all(agent)
+    else:
+        pytest.fail("every attempt finished before one of its ranks could be killed")
+    assert committed(run_dir), "the killed run left no checkpoint"
+    run_torchrun(run_dir, nproc, *args)
+    return run_dir

@@ -7,12 +7,11 @@ import json
 import random
 import shutil
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from distkit import run_torchrun, signal_rank, start_torchrun, stop_all
+from distkit import killed_then_resumed, run_torchrun, signal_rank, start_torchrun, stop_all
 from trainkit import committed, final_digest, metrics_rows, run_train, wait_for
 
 #: mid-epoch saves (8 steps per epoch, a checkpoint every 3 steps), 2 epochs
@@ -47,25 +46,7 @@ def _manifests(run_dir: Path) -> list[dict]:
 def test_sigkill_of_one_rank_and_the_same_command_give_the_uninterrupted_final_digest(
     family: str, killed: int, tmp_path: Path, reference: Callable[[str], Path], rng: random.Random
 ) -> None:
-    args = [*FAMILIES[family], *RUN]
-    for attempt in range(4):
-        run_dir = tmp_path / f"run{attempt}"
-        agent = start_torchrun(run_dir, 2, *args)
-        try:
-            reached = wait_for(lambda: bool(committed(run_dir)), agent, timeout=180)  # noqa: B023
-            if reached and agent.poll() is None:
-                time.sleep(rng.uniform(0.0, 0.8 / (attempt + 1)))
-                if agent.poll() is None:
-                    signal_rank(agent, 2, killed, signal.SIGKILL)
-                    agent.wait(timeout=180)
-                    if not any("end" in m["tags"] for m in _manifests(run_dir)):
-                        break
-        finally:
-            stop_all(agent)
-    else:
-        pytest.fail("every attempt finished before one of its ranks could be killed")
-    assert committed(run_dir), "the killed run left no checkpoint"
-    run_torchrun(run_dir, 2, *args)
+    run_dir = killed_then_resumed(tmp_path, 2, [*FAMILIES[family], *RUN], killed, rng)
     assert final_digest(run_dir) == final_digest(reference(family))
     steps = [r["step"] for r in metrics_rows(run_dir) if "train/loss" in r]
     assert steps == sorted(steps) and len(steps) == len(set(steps)), "metrics.jsonl repeats or reorders steps after resume"

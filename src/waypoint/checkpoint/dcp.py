@@ -41,6 +41,7 @@ from .packs import DTYPES, PackInfo, TensorRecord, dtype_name, write_pack
 log = logging.getLogger(__name__)
 
 SHARDED = "__sharded__"
+_MARK = (1, 1, 1, 1, 1, 1, 1, 1, 1)  # the shape of split()'s stand-ins, which no state tensor has
 
 
 # --------------------------------------------------------------------------- state <-> (tensors, JSON tree)
@@ -51,7 +52,7 @@ def split(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
     def placeholders(value: Any) -> Any:
         if isinstance(value, torch.Tensor):  # a one-element stand-in holding the original's position
             originals.append(value.detach())
-            return torch.tensor([len(originals) - 1])
+            return torch.tensor(len(originals) - 1).reshape(_MARK)
         if isinstance(value, dict):
             return {k: placeholders(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -60,7 +61,10 @@ def split(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
         return value
 
     stand_ins, tree = codec.encode(placeholders(state))
-    return {key: originals[int(t[0])] for key, t in stand_ins.items()}, tree
+    return {  # numpy arrays (e.g. RNG streams) were turned into tensors by the codec itself
+        key: originals[int(t.reshape(-1)[0])] if tuple(t.shape) == _MARK and t.dtype == torch.int64 else t
+        for key, t in stand_ins.items()
+    }, tree
 
 
 def is_sharded(tree: Any) -> bool:

@@ -375,19 +375,25 @@ def _prepare(
             meta=meta,
             runtime=runtime,
         )
+        trainer.store_root = run_dir / "checkpoints"
         resumed = None
         if has_source:
             holder: dict[str, Any] = {}
 
             def resume_coordinator() -> tuple[str, str]:
                 assert source is not None
-                holder["resumed"] = _resume(trainer, source, plain, allow_change, runtime.world_size, allow_world)
+                if runtime.shards_parameters:  # pick and check it here; every rank loads its shards below
+                    holder["resumed"] = _pick_sharded(source, plain, allow_change, runtime.world_size, allow_world)
+                else:
+                    holder["resumed"] = _resume(trainer, source, plain, allow_change, runtime.world_size, allow_world)
                 return str(holder["resumed"][0].root), holder["resumed"][1].name
 
             picked = _shared(runtime, resume_coordinator)
+            if runtime.shards_parameters:
+                trainer.load_sharded_state(Path(picked[0]), picked[1])
             if runtime.is_coordinator:
                 resumed = holder["resumed"]
-            else:  # rank 0 resumed from this checkpoint: restore the very same one
+            elif not runtime.shards_parameters:  # rank 0 resumed from this checkpoint: restore the very same one
                 _resume_peer(trainer, Path(picked[0]), picked[1])
         if runtime.is_coordinator:
             # every check passed: from here on the run dir is this run's
@@ -440,6 +446,19 @@ def _prepare(
         mgr = manager
         manager.on_commit(lambda report: run.committed(report.info, mgr.checkpoint_files(report.info.name)))  # async too
     return trainer, wandb_run, metrics
+
+
+def _pick_sharded(
+    source: tuple[CheckpointManager, str], plain: dict, allow_change: bool, world_size: int, allow_world: bool
+) -> tuple[CheckpointManager, Any]:
+    """The checkpoint a sharded run resumes from (the first the selector names that verifies), checked like ``_resume``."""
+    src, selector = source
+    info = _first_sound(src, selector)
+    if info is None:
+        raise ConfigError(f"no checkpoint that '{selector}' names in {src.root} verifies; choose another with resume=...")
+    _check_config(src, info, plain, allow_change)
+    _check_world_size(src, info, world_size, allow_world)
+    return src, info
 
 
 def _resume_peer(trainer: Trainer, root: Path, name: str) -> None:

@@ -247,6 +247,16 @@ class Runtime:
         self._call(what, dist.gather_object, obj, out, dst=0)
         return out
 
+    def all_gather_object(self, obj: Any, what: str = "gathering state") -> list[Any]:
+        """Every rank's ``obj`` on every rank (in rank order). In memory, never from a file."""
+        if not self._group:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        self._call(what, dist.all_gather_object, out, obj)
+        return out
+
     def broadcast_object(self, obj: Any, what: str = "sharing a decision") -> Any:
         """The coordinator's ``obj`` on every rank."""
         if not self._group:
@@ -258,6 +268,14 @@ class Runtime:
         return box[0]
 
     # ------------------------------------------------------------------ modules
+    @staticmethod
+    def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+        """Create an optimizer's (empty) state now, shaped and sharded like its parameters, so a sharded restore
+        has tensors to load into; parameters are unchanged (a step with zero gradients and zero learning rate)."""
+        from torch.distributed.checkpoint.state_dict import _init_optim_state
+
+        _init_optim_state(optimizer)
+
     def wrap(self, module: torch.nn.Module, *, find_unused: bool = True) -> torch.nn.Module:
         """The module to run training forward passes through.
 
@@ -277,8 +295,14 @@ class Runtime:
 
         if isinstance(module, FSDPModule):
             return module
-        for child in module.children():
-            if any(True for _ in child.parameters()) and not isinstance(child, FSDPModule):
-                fully_shard(child)
+
+        def shard_children(parent: torch.nn.Module) -> None:
+            for child in parent.children():
+                if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
+                    shard_children(child)  # a container: its members are the units (fully_shard needs a forward)
+                elif any(True for _ in child.parameters()) and not isinstance(child, FSDPModule):
+                    fully_shard(child)
+
+        shard_children(module)
         fully_shard(module)
         return module

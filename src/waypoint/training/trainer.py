@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from waypoint.checkpoint import CheckpointManager
+from waypoint.checkpoint.dcp import load_sharded, save_sharded
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
 from waypoint.config import ConfigError
 from waypoint.data.sampler import EpochBatchSampler
@@ -131,6 +132,7 @@ class Trainer:
         self._rng_before_val: dict[str, Any] | None = None
         self.view: Any = None
         self.emergency: Any = None
+        self.store_root: Any = None  # the checkpoints root, where other ranks write their shards (FSDP)
         self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
 
     # ------------------------------------------------------------------ state
@@ -139,7 +141,11 @@ class Trainer:
 
         With ``save_optimizer=False`` the task gives its state without optimizer state and ``weights_only`` is set.
         """
-        streams = self.runtime.gather_object(dict(rng or rng_state()), "gathering every rank's RNG streams")
+        mine = dict(rng or rng_state())
+        if self.runtime.shards_parameters:  # every rank holds a part of the state: every rank builds all of it
+            streams: list[Any] | None = self.runtime.all_gather_object(mine, "gathering every rank's RNG streams")
+        else:
+            streams = self.runtime.gather_object(mine, "gathering every rank's RNG streams")
         if streams is None:  # not the coordinator: it writes the (replicated) state once
             return {}
         task_state = self.task.state_dict() if self.cfg.save_optimizer else self.task.state_dict(optimizer=False)
@@ -165,6 +171,12 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self._set_rank_rng(state)
+
+    def load_sharded_state(self, root: Any, name: str) -> None:
+        """Collective: restore checkpoint ``name`` of ``root`` into this rank's shards (DCP reshards as needed)."""
+        for opt in self.task.optimizers():  # the optimizer state must exist (sharded like its parameter) to load into
+            self.runtime.init_optimizer_state(opt)
+        self.load_state_dict(load_sharded(self.state_dict(), root, name))
 
     def _set_rank_rng(self, state: Mapping[str, Any]) -> None:
         """This rank's saved streams; a rank the checkpoint has none for (another world size) is seeded afresh."""
@@ -330,6 +342,7 @@ class Trainer:
         if self.cfg.gradient_clip_val:
             params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip_val)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
             logs = {**logs, "train/grad_norm": float(norm)}
         for opt in optimizers:
             if self.scaler is not None:
@@ -483,7 +496,18 @@ class Trainer:
             tags = (*tags, WEIGHTS_ONLY)
         state = self.state_dict(rng)
         info, error = None, None
-        if self.manager is not None:
+        if self.runtime.shards_parameters:  # collective: each rank writes its shards, rank 0 commits (or none does)
+            info = save_sharded(
+                state,
+                manager=self.manager,
+                root=self.store_root,
+                step=p.step,
+                epoch=p.epoch,
+                metrics=metrics,
+                tags=tags,
+                meta=self.meta,
+            )
+        elif self.manager is not None:
             try:
                 info = self.manager.save(
                     state, step=p.step, epoch=p.epoch, metrics=metrics, tags=tags, blocking=blocking, meta=self.meta
