@@ -12,6 +12,7 @@ from distkit import killed_then_resumed, run_torchrun
 from trainkit import committed, final_digest, metrics_rows
 
 RUN = ["model=universeg", "trainer.max_epochs=2", "checkpoint.every_n_steps=3", "trainer.val_every_n_steps=5", "hardware=fsdp"]
+DINO = ["model=dino", *RUN[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +38,18 @@ def test_fsdp_checkpoints_are_sharded_one_pack_per_rank_and_record_their_world(r
     state = json.loads((committed(reference)[-1] / "state.json").read_text())
     assert set(state) == {"__sharded__"}
     assert any("@" in key for key in docs[-1]["tensors"]), "parameters are stored as per-rank shards"
+
+
+@pytest.mark.slow
+def test_dino_under_fsdp_resumes_exactly_after_a_sigkill(tmp_path: Path, rng: random.Random) -> None:
+    reference = tmp_path / "reference"
+    run_torchrun(reference, 2, *DINO)
+    run_dir = killed_then_resumed(tmp_path, 2, DINO, 0, rng)
+    assert final_digest(run_dir) == final_digest(reference)
+
+
+def test_stackwise_under_fsdp_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
+    proc = run_torchrun(tmp_path / "run", 2, "model=stackwise", "hardware=fsdp", check=False)
+    assert proc.returncode != 0
+    assert "error: hardware=fsdp cannot shard StackWiseTask (its modules change while it trains); use hardware=ddp" in proc.stderr
+    assert not committed(tmp_path / "run")

@@ -308,6 +308,10 @@ def _prepare(
             f"the training set has {len(train_set)} items, fewer than one batch of {batch_size}; "
             "lower data.batch_size or raise data.max_items"
         )
+    if runtime.shards_parameters and not getattr(task, "shardable", True):
+        raise ConfigError(
+            f"hardware=fsdp cannot shard {type(task).__name__} (its modules change while it trains); use hardware=ddp"
+        )
     if batch_size % runtime.world_size:
         raise ConfigError(
             f"data.batch_size={batch_size} is the global batch and must be divisible by the {runtime.world_size} "

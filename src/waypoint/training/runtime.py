@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: the strategies of ``hardware.strategy``: one process, data-parallel replicas, fully sharded (FSDP2)
 STRATEGIES = ("single", "ddp", "fsdp")
+#: methods other than ``forward`` that tasks call on sharded modules (timm's ``forward_features`` for DINO's kNN)
+FORWARD_METHODS = ("forward_features",)
 
 
 class DistributedError(RuntimeError):
@@ -291,18 +293,27 @@ class Runtime:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # buffers are synchronised from rank 0 at every forward (DDP's default)
             return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
-        from torch.distributed.fsdp import FSDPModule, fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
         if isinstance(module, FSDPModule):
             return module
+
+        def shard(unit: torch.nn.Module) -> None:
+            fully_shard(unit)
+            for method in FORWARD_METHODS:  # entry points besides forward() gather the parameters too
+                if callable(getattr(unit, method, None)):
+                    register_fsdp_forward_method(unit, method)
 
         def shard_children(parent: torch.nn.Module) -> None:
             for child in parent.children():
                 if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
                     shard_children(child)  # a container: its members are the units (fully_shard needs a forward)
                 elif any(True for _ in child.parameters()) and not isinstance(child, FSDPModule):
-                    fully_shard(child)
+                    shard(child)
 
         shard_children(module)
-        fully_shard(module)
+        shard(module)
+        # settle now that ``module`` is the root: a first call into a child (e.g. ``forward_features`` during
+        # validation at step 0) would otherwise make that child a root of its own
+        module._get_fsdp_state()._lazy_init()  # type: ignore[operator]
         return module

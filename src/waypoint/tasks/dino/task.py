@@ -272,6 +272,8 @@ class DinoTask:
         self.optimizer = torch.optim.AdamW(param_groups(self.student), lr=self.cfg.lr)
         self.runtime = runtime
         self.train_student = runtime.wrap(self.student) if runtime is not None else self.student
+        if runtime is not None and runtime.shards_parameters:  # sharded like the student, so the EMA is shard-wise
+            runtime.wrap(self.teacher)
         self.center = self.center.to(self.device)
 
     def _nets(self) -> tuple[StudentTeacherNet, StudentTeacherNet, torch.optim.Optimizer]:

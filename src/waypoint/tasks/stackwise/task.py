@@ -115,6 +115,8 @@ class StackWiseTask:
 
     monitor = "val/bpb"
     monitor_mode = "min"
+    #: the rack grows and runs through methods other than forward (prefix cache): no FSDP sharding (DDP works)
+    shardable = False
 
     def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
         known = {f.name for f in fields(StackWiseConfig)}
