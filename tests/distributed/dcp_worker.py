@@ -50,7 +50,16 @@ def main() -> None:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     model, opt = build()
-    if mode == "save":
+    if mode == "fail" and rank == 1:  # this rank's writes fail as on a full disk
+        import errno
+
+        import waypoint.checkpoint.dcp as dcp_module
+
+        def full_disk(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        dcp_module.write_pack = full_disk  # type: ignore[assignment]
+    if mode in ("save", "fail"):
         g = torch.Generator().manual_seed(100 + rank)
         for _ in range(3):
             loss = model(torch.randn(8, 12, generator=g)).square().mean()
@@ -59,7 +68,13 @@ def main() -> None:
             opt.step()
         state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": 3, "note": "sharded"}
         manager = CheckpointManager(root) if rank == 0 else None
-        info = save_sharded(state, manager=manager, root=root, step=3, tags=("milestone",), meta={"world_size": 2})
+        try:
+            info = save_sharded(state, manager=manager, root=root, step=3, tags=("milestone",), meta={"world_size": 2})
+        except Exception as exc:  # every rank hears of a rank that could not write
+            print(json.dumps({"rank": rank, "failed": type(exc).__name__, "message": str(exc)[:2000]}), flush=True)
+            if manager is not None:
+                manager.close()
+            raise SystemExit(1) from None
         tensors = full(state)
         if rank == 0:
             manager.close()

@@ -35,7 +35,7 @@ import torch
 
 from . import codec
 from . import manifest as mf
-from .errors import CheckpointError
+from .errors import CheckpointError, CheckpointWriteError
 from .packs import DTYPES, PackInfo, TensorRecord, dtype_name, write_pack
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,28 @@ def consolidate(tree: Any, chunks: Mapping[str, torch.Tensor]) -> tuple[Any, dic
 
 
 # --------------------------------------------------------------------------- the two calls training makes
+def _collective(what: str, fn: Callable[[], Any], error: type[CheckpointError]) -> Any:
+    """Run a DCP collective; its ``CheckpointException`` (a BaseException naming every failed rank) becomes one
+    ``CheckpointError`` sentence, raised on every rank alike."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        return fn()
+    except CheckpointException as exc:
+        failures = getattr(exc, "failures", {}) or {}
+        parts = []
+        for rank, wrapped in sorted(failures.items()):
+            cause = wrapped[0] if isinstance(wrapped, tuple) else wrapped
+            if isinstance(cause, OSError) and cause.strerror:
+                text = cause.strerror
+            else:
+                text = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+            parts.append(f"rank {rank}: {text}")
+        raise error(
+            f"{what} failed ({'; '.join(parts) or exc}); nothing was committed and earlier checkpoints are intact"
+        ) from None
+
+
 def save_sharded(
     state: Any,
     *,
@@ -336,14 +358,22 @@ def save_sharded(
             )
 
         writer = make_writer(store.packs_dir, store.known, store.pool, finish)
-        dcp.save(tensors, storage_writer=writer, process_group=process_group)
+        _collective(
+            f"the sharded save of step {step}",
+            lambda: dcp.save(tensors, storage_writer=writer, process_group=process_group),
+            CheckpointWriteError,
+        )
         return committed.get("info")
     if root is None:
         raise ValueError("save_sharded needs the coordinator's manager or, on other ranks, the checkpoints root")
     reader_store = CheckpointStore(root, writable=False)
     try:
         writer = make_writer(reader_store.packs_dir, dict(reader_store.known), reader_store.pool, None)
-        dcp.save(tensors, storage_writer=writer, process_group=process_group)
+        _collective(
+            f"the sharded save of step {step}",
+            lambda: dcp.save(tensors, storage_writer=writer, process_group=process_group),
+            CheckpointWriteError,
+        )
     finally:
         reader_store.close()
     return None
@@ -367,7 +397,11 @@ def load_sharded(template: Any, root: str | Path, name: str, process_group: Any 
             raise CheckpointError(
                 f"{name} holds tensors this run has no place for (e.g. {missing[0]}); the model or optimizer differs"
             )
-        dcp.load({k: tensors[k] for k in wanted}, storage_reader=reader, process_group=process_group)
+        _collective(
+            f"restoring {name}",
+            lambda: dcp.load({k: tensors[k] for k in wanted}, storage_reader=reader, process_group=process_group),
+            CheckpointError,
+        )
         return codec.decode(saved_tree, tensors)
     finally:
         store.close()
