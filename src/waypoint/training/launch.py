@@ -386,8 +386,8 @@ def _prepare(
 
             def resume_coordinator() -> tuple[str, str]:
                 assert source is not None
-                if runtime.shards_parameters:  # pick and check it here; every rank loads its shards below
-                    holder["resumed"] = _pick_sharded(source, plain, allow_change, runtime.world_size, allow_world)
+                if runtime.distributed:  # pick and check it here; every rank loads it below, at the same time
+                    holder["resumed"] = _pick(source, plain, allow_change, runtime.world_size, allow_world)
                 else:
                     holder["resumed"] = _resume(trainer, source, plain, allow_change, runtime.world_size, allow_world)
                 return str(holder["resumed"][0].root), holder["resumed"][1].name
@@ -395,10 +395,10 @@ def _prepare(
             picked = _shared(runtime, resume_coordinator)
             if runtime.shards_parameters:
                 trainer.load_sharded_state(Path(picked[0]), picked[1])
+            elif runtime.distributed:  # loading may rebuild and re-wrap modules (a collective): all ranks together
+                _resume_peer(trainer, Path(picked[0]), picked[1])
             if runtime.is_coordinator:
                 resumed = holder["resumed"]
-            elif not runtime.shards_parameters:  # rank 0 resumed from this checkpoint: restore the very same one
-                _resume_peer(trainer, Path(picked[0]), picked[1])
         if runtime.is_coordinator:
             # every check passed: from here on the run dir is this run's
             logs.attach_file(run_dir)
@@ -452,10 +452,11 @@ def _prepare(
     return trainer, wandb_run, metrics
 
 
-def _pick_sharded(
+def _pick(
     source: tuple[CheckpointManager, str], plain: dict, allow_change: bool, world_size: int, allow_world: bool
 ) -> tuple[CheckpointManager, Any]:
-    """The checkpoint a sharded run resumes from (the first the selector names that verifies), checked like ``_resume``."""
+    """The checkpoint a multi-process run resumes from (the first the selector names that verifies), checked like
+    ``_resume``; every rank then loads it."""
     src, selector = source
     info = _first_sound(src, selector)
     if info is None:
@@ -466,10 +467,16 @@ def _pick_sharded(
 
 
 def _resume_peer(trainer: Trainer, root: Path, name: str) -> None:
-    """A rank other than 0 restores the checkpoint rank 0 resumed from (read-only, no lock)."""
+    """Every rank restores the checkpoint rank 0 picked (read-only, no lock)."""
     with CheckpointManager(root, read_only=True) as reader:
         state, _ = reader.restore_with_info(name)
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{name} does not hold a state this run can resume ({type(exc).__name__}: {exc}); "
+            "choose another checkpoint with resume=... or start a new run"
+        ) from exc
 
 
 def _finished_or_refused(
