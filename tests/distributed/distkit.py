@@ -34,16 +34,24 @@ def torchrun_cmd(run_dir: Path, nproc: int, *overrides: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+def _env(extra_path: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    if extra_path is not None:  # e.g. a sitecustomize.py that injects a fault into one rank
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def run_torchrun(
-    run_dir: Path, nproc: int, *overrides: str, timeout: float = 300, check: bool = True
+    run_dir: Path, nproc: int, *overrides: str, timeout: float = 300, check: bool = True, extra_path: Path | None = None
 ) -> subprocess.CompletedProcess:
     """Run torchrun to completion; fail the test with its output when ``check`` and it failed."""
     proc = subprocess.run(
-        torchrun_cmd(run_dir, nproc, *overrides), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env()
+        torchrun_cmd(run_dir, nproc, *overrides),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(extra_path),
     )
     if check and proc.returncode != 0:
         pytest.fail(f"torchrun {' '.join(overrides)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -134,6 +134,7 @@ class Trainer:
         self.emergency: Any = None
         self.store_root: Any = None  # the checkpoints root, where other ranks write their shards (FSDP)
         self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
+        self._shared_failure = False  # every rank knows of the failure being handled (so all can join a save)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -245,6 +246,11 @@ class Trainer:
             if isinstance(exc, DistributedError):  # the ranks cannot agree any more: no emergency save is possible
                 log.error("no emergency checkpoint: %s", exc)
                 raise
+            if self.runtime.distributed and not self._shared_failure:
+                # only this rank knows (e.g. its data loader failed): the others wait in a collective, so a save
+                # (itself collective) could not match theirs; leave at once, torchrun stops the others
+                log.error("no emergency checkpoint: rank %d failed where the other ranks cannot join a save", self.runtime.rank)
+                raise
             try:
                 info = self.emergency_save()
                 self.emergency = info
@@ -294,6 +300,7 @@ class Trainer:
                 raise error
             return
         sums = self.runtime.all_sum([float(self.runtime.rank + 1) if error is not None else 0.0], what)
+        self._shared_failure = sums[0] > 0
         if error is not None:
             raise error
         if sums[0] > 0:
@@ -315,6 +322,7 @@ class Trainer:
             flags = self.runtime.all_sum(
                 [1.0 if error is not None else 0.0, 1.0 if nonfinite else 0.0], "agreeing on the loss before backward"
             )
+            self._shared_failure = flags[0] > 0
             if error is not None:
                 raise error
             if flags[0] > 0:
@@ -456,6 +464,7 @@ class Trainer:
         if outcome[0] == "stop":
             raise _StopInValidation()
         if outcome[0] == "error":
+            self._shared_failure = True
             if error is not None:
                 raise error
             raise PeerFailed(f"rank 0 in validation ({outcome[1]})")
