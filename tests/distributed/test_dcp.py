@@ -122,3 +122,16 @@ def test_a_rank_that_cannot_write_its_shards_commits_nothing_and_every_rank_repo
     assert sorted(p.name for p in root.glob("step_*")) == before, "nothing new was committed"
     verify = subprocess.run([sys.executable, "-m", "waypoint", "verify", str(root)], cwd=REPO, capture_output=True, text=True)
     assert verify.returncode == 0, "the earlier checkpoint is intact"
+
+
+@pytest.mark.slow
+def test_shards_the_store_already_holds_are_not_written_again(saved: Callable, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "ckpts"
+    shutil.copytree(saved()[0], root)
+    packs_before = sorted(p.name for p in (root / "packs").iterdir())
+    worker(2, "save", str(root), str(tmp_path / "again.safetensors"))  # the same training, so the same tensors
+    assert sorted(p.name for p in (root / "packs").iterdir()) == packs_before, "no rank wrote a new pack"
+    first, second = (json.loads((c / "manifest.json").read_text()) for c in sorted(root.glob("step_*")))
+    assert second["tensors"] == first["tensors"]
