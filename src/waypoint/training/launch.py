@@ -424,7 +424,7 @@ def _prepare(
             )
             if cfg.init_from.ref:
                 log.info("init_from=%s is not applied: the run resumes from its own checkpoint", cfg.init_from.ref)
-        elif trainer.progress.step == 0:
+        elif not has_source:  # a fresh start (on every rank: has_source is rank 0's answer)
             if metrics is not None and manager is not None and not manager.list():
                 metrics.truncate_after(-1)  # rows of an attempt that died before its first checkpoint
             if cfg.init_from.ref:
