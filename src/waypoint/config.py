@@ -80,6 +80,9 @@ class HardwareConfig:
     precision: str = "32"  # 32 | bf16 | 16 (fp16 with loss scaling, CUDA only)
     num_threads: Optional[int] = None  # torch intra-op threads; null = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (CUDA needs CUBLAS_WORKSPACE_CONFIG)
+    strategy: str = "single"  # single | ddp | fsdp (ddp and fsdp run under torchrun, one process per device)
+    backend: Optional[str] = None  # process-group backend; null = nccl on CUDA, gloo on the CPU
+    timeout_s: float = 300.0  # a collective waiting longer than this (a dead or stalled rank) fails the run
 
 
 @dataclass
@@ -99,6 +102,7 @@ class ResumeConfig:
 
     mode: str = "auto"
     allow_config_change: bool = False
+    allow_world_size_change: bool = False  # resume per-rank state saved at another world size (not an exact resume)
 
 
 @dataclass
@@ -174,8 +178,13 @@ _RANGES: tuple[tuple[str, bool, float, float | None, str], ...] = (
 _POSITIVE: tuple[tuple[str, bool, str], ...] = (
     ("trainer.gradient_clip_val", True, "a positive number or null (no clipping)"),
     ("checkpoint.every_n_minutes", True, "a positive number or null"),
+    ("hardware.timeout_s", False, "a positive number of seconds"),
 )
-_CHOICES = {"hardware.device": ("cpu", "cuda", "auto"), "hardware.precision": ("32", "bf16", "16")}
+_CHOICES = {
+    "hardware.device": ("cpu", "cuda", "auto"),
+    "hardware.precision": ("32", "bf16", "16"),
+    "hardware.strategy": ("single", "ddp", "fsdp"),
+}
 _MISSING = object()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import codec, packs
+from . import codec, dcp, packs
 from . import manifest as mf
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
@@ -181,6 +181,40 @@ class CheckpointManager:
             futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
         if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
             self.snapshots.learn(self.store.last_ids)
+        return self._after_commit(info, packs_before, started, blocking)
+
+    def commit_prewritten(
+        self,
+        records: Mapping[str, Any],
+        tensor_packs: Mapping[str, str],
+        pack_entries: Mapping[str, dict],
+        tree: Any,
+        step: int,
+        epoch: int | None,
+        metrics: Mapping[str, Any] | None,
+        tags: Iterable[str],
+        meta: Mapping[str, Any] | None,
+    ) -> CheckpointInfo:
+        """Commit a checkpoint whose tensors are already in packs (``dcp.save_sharded``: every rank wrote its own),
+        then apply retention and tell the listeners, as ``save`` does."""
+        started = time.monotonic()
+        tags = tuple(tags)
+        for t in tags:
+            self._check_tag(t)
+        meta = dict(meta or {})
+        if self.monitor:
+            meta.setdefault("monitor", self.monitor)
+            meta.setdefault("mode", self.mode)
+        meta.setdefault("retention", policy_to_json(self.policy))
+        packs_before = set(self.store.pack_meta) if self._listeners else set()
+        info = self.store.commit_prewritten(
+            records, tensor_packs, pack_entries, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta
+        )
+        return self._after_commit(info, packs_before, started, True)
+
+    def _after_commit(
+        self, info: CheckpointInfo, packs_before: set[str], started: float | None, blocking: bool
+    ) -> CheckpointInfo:
         written = self._bytes_written(info, packs_before) if self._listeners else 0
         deleted: tuple[str, ...] = ()
         try:
@@ -385,6 +419,8 @@ class CheckpointManager:
                 continue
             try:
                 tree, tensors, _ = self.store.load(info.name, verify=verify)
+                if dcp.is_sharded(tree):  # saved by several ranks: assembled into full tensors here
+                    tree, tensors = dcp.consolidate(tree, tensors)
             except (IntegrityError, mf.ManifestError, KeyError, ValueError, OSError) as exc:
                 if not fallback:
                     raise CheckpointError(f"checkpoint {info.name} is damaged ({exc}); choose another one") from exc

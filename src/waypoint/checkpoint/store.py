@@ -427,6 +427,68 @@ class CheckpointStore:
         self.write_index(f"checkpoint {name} is committed")
         return info
 
+    def commit_prewritten(
+        self,
+        records: Mapping[str, TensorRecord],
+        tensor_packs: Mapping[str, str],
+        packs: Mapping[str, dict],
+        tree: Any,
+        *,
+        step: int,
+        epoch: int | None,
+        metrics: Mapping[str, Any] | None,
+        tags: Iterable[str],
+        meta: Mapping[str, Any],
+    ) -> mf.CheckpointInfo:
+        """Commit a checkpoint whose tensors other writers already put into packs (a sharded save: each rank
+        wrote its own pack); the same staging, manifest and rename as ``commit``. Nothing is written on failure."""
+        if not self.writable:
+            raise CheckpointError("this store was opened read-only")
+        step = check_step(step)
+        missing = sorted(p for p in set(tensor_packs.values()) if not (self.packs_dir / p).is_file())
+        if missing:
+            raise CheckpointWriteError(f"pack {missing[0]} of the sharded save of step {step} is missing; nothing was committed")
+        tree_bytes = canonical_json(tree)
+        digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
+        name = self._free_name(step)
+        manifest = mf.build(
+            name=name,
+            step=step,
+            epoch=epoch,
+            created_at=time.time(),
+            tags=tuple(tags),
+            metrics=mf.clean_metrics(metrics),
+            records=records,
+            tensor_packs=tensor_packs,
+            packs=packs,
+            state_sha256=hashlib.sha256(tree_bytes).hexdigest(),
+            state_bytes=len(tree_bytes),
+            digest=digest,
+            meta=meta,
+            versions=_versions(),
+        )
+        staging: Path | None = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
+        try:
+            staging.mkdir()
+            write_file_durable(staging / mf.STATE_JSON, tree_bytes)
+            write_file_durable(staging / mf.MANIFEST, mf.seal(manifest))
+            fsync_dir(staging)
+            rename_noreplace(staging, self.root / name)
+            staging = None
+            fsync_dir(self.root)
+        except OSError as exc:
+            if staging is not None:
+                rmtree_nofollow(staging)
+                raise CheckpointWriteError(
+                    f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
+                    "nothing was committed and earlier checkpoints are intact"
+                ) from exc
+            raise
+        info = self._register(name, manifest, list(records.values()), dict(tensor_packs), dict(packs))
+        self.last_ids = {k: r.id for k, r in records.items()}
+        self.write_index(f"checkpoint {name} is committed")
+        return info
+
     def _in_place(self, name: str, sealed: bytes) -> bool:
         """Whether ``name`` holds this very manifest: the commit rename happened (even if it reported an error)."""
         try:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors
 
+from . import dcp
 from .codec import UnsupportedValueError, encode
 from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .foreign import read_foreign
@@ -37,7 +38,14 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
         sample = ", ".join(sorted({k.split("/")[0] for k in table})[:8])
         raise CheckpointError(f"no tensor key of {name} starts with '{part}'; top-level parts are: {sample}")
     out = {}
-    for key, tensor in mgr.store.iter_tensors(name, keys):
+    tree = mgr.store.read_tree(name)
+    if dcp.is_sharded(tree):  # a sharded save: one full tensor per key, assembled from the ranks' chunks
+        _, full = dcp.consolidate(tree, dict(mgr.store.iter_tensors(name)))
+        keys = [k for k in full if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
+        pairs: Any = ((k, full[k]) for k in keys)
+    else:
+        pairs = mgr.store.iter_tensors(name, keys)
+    for key, tensor in pairs:
         short = key[len(prefix) :].lstrip("/.") if prefix else key
         out[(short or key.rsplit("/", 1)[-1]).replace("/", ".").replace("~1", "/").replace("~0", "~")] = tensor
     return out

@@ -1,4 +1,10 @@
-"""The resumable sampler: batch order is a function of (seed, epoch) only, and it can start mid-epoch."""
+"""The resumable sampler: batch order is a function of (seed, epoch) only, and it can start mid-epoch.
+
+Across ranks the global order is the same on every rank; each global batch of ``batch_size`` items is cut
+into ``world_size`` equal consecutive slices and rank ``r`` takes slice ``r``. What a rank sees is therefore
+a function of (seed, epoch, sample index, rank, world size), and the data cursor (batches consumed) means
+the same thing at any world size.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +26,28 @@ def order_generator(seed: int, epoch: int) -> torch.Generator:
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """Yields batches of ``(epoch, index)`` pairs of one epoch, from batch ``start_batch`` on (last partial batch dropped)."""
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start_batch: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size < 1 or n_items < batch_size:
             raise ValueError(
                 f"the training set has {n_items} items, fewer than one batch of {batch_size}; "
                 "lower data.batch_size or raise data.max_items"
             )
+        if batch_size % world_size:
+            raise ValueError(
+                f"data.batch_size={batch_size} is the global batch and must be divisible by the world size {world_size}"
+            )
         self.n, self.bs, self.seed, self.epoch, self.start, self.shuffle = n_items, batch_size, seed, epoch, start_batch, shuffle
+        self.rank, self.world = rank, world_size
 
     def batches_per_epoch(self) -> int:
         """Full batches in one epoch."""
@@ -34,8 +55,10 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = torch.randperm(self.n, generator=order_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(self.n)
+        per = self.bs // self.world
         for b in range(self.start, self.batches_per_epoch()):
-            yield [(self.epoch, int(i)) for i in order[b * self.bs : (b + 1) * self.bs]]
+            first = b * self.bs + self.rank * per
+            yield [(self.epoch, int(i)) for i in order[first : first + per]]
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start)

@@ -50,8 +50,13 @@ class Task(Protocol):
     def collate(self, items: list[Any]) -> Any:
         """Batch a list of dataset items (must be picklable for worker processes)."""
 
-    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
-        """Build modules and optimizers once the run length is known; called once before fit/restore."""
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
+        """Build modules and optimizers once the run length is known; called once before fit/restore.
+
+        Under torchrun ``runtime`` (``waypoint.training.runtime.Runtime``) is given: the task runs its training
+        forward passes through ``runtime.wrap(module)`` (DDP or FSDP2) and averages any batch statistic it keeps
+        (e.g. DINO's centre) with ``runtime.mean_``. The unwrapped modules keep their state-dict keys.
+        """
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers the trainer steps (may change after ``after_optimizer_step``)."""

@@ -63,6 +63,26 @@ def start(console_level: int = logging.INFO) -> None:
     warnings.showwarning = _show_warning
 
 
+class _PeerFormatter(_ConsoleFormatter):
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[rank {self.rank}] " + super().format(record)
+
+
+def quiet_peer(rank: int) -> None:
+    """A rank other than 0 under torchrun: only its warnings and errors reach stderr, prefixed with its rank;
+    it never writes train.log (rank 0 tells the run's story)."""
+    for h in list(_root().handlers):
+        if isinstance(h, _Held):
+            _root().removeHandler(h)
+        elif type(h) is logging.StreamHandler:
+            h.setLevel(logging.WARNING)
+            h.setFormatter(_PeerFormatter(rank))
+
+
 def attach_file(run_dir: Path) -> Path:
     """Append the held records and everything after them to ``<run_dir>/train.log``; returns its path."""
     root = _root()

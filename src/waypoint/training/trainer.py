@@ -17,14 +17,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from waypoint.checkpoint import CheckpointManager
+from waypoint.checkpoint.dcp import load_sharded, save_sharded
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
 from waypoint.config import ConfigError
 from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.progress import Progress as ProgressView
+from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import StopFlag
-from waypoint.training.state import Progress, rng_state, set_rng_state
+from waypoint.training.state import Progress, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,23 @@ class MonitorError(ConfigError):
 
 class _StopInValidation(Exception):
     pass
+
+
+class _SilentView:
+    """The progress display of a rank other than the coordinator: nothing."""
+
+    def update(self, *args: Any) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PeerFailed(Exception):
+    """Another rank raised an error at this step boundary (its own output has the traceback)."""
 
 
 @dataclass
@@ -92,7 +111,10 @@ class Trainer:
         meta: Mapping[str, Any] | None = None,
         on_log: Callable[[Mapping[str, Any]], None] | None = None,
         on_save: Callable[[Any, tuple[str, ...]], None] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
+        # on a rank other than the coordinator ``manager`` and ``metrics`` are None: rank 0 alone logs and commits
+        self.runtime = runtime or Runtime(device=device)
         self.task, self.manager, self.triggers, self.cfg = task, manager, triggers, cfg
         self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
         self.meta = dict(meta or {})
@@ -108,8 +130,11 @@ class Trainer:
         self.monitor = cfg.monitor or task.monitor
         self.monitor_mode = cfg.monitor_mode or task.monitor_mode
         self._rng_before_val: dict[str, Any] | None = None
-        self.view: ProgressView | None = None
+        self.view: Any = None
         self.emergency: Any = None
+        self.store_root: Any = None  # the checkpoints root, where other ranks write their shards (FSDP)
+        self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
+        self._shared_failure = False  # every rank knows of the failure being handled (so all can join a save)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -117,8 +142,17 @@ class Trainer:
 
         With ``save_optimizer=False`` the task gives its state without optimizer state and ``weights_only`` is set.
         """
+        mine = dict(rng or rng_state())
+        if self.runtime.shards_parameters:  # every rank holds a part of the state: every rank builds all of it
+            streams: list[Any] | None = self.runtime.all_gather_object(mine, "gathering every rank's RNG streams")
+        else:
+            streams = self.runtime.gather_object(mine, "gathering every rank's RNG streams")
+        if streams is None:  # not the coordinator: it writes the (replicated) state once
+            return {}
         task_state = self.task.state_dict() if self.cfg.save_optimizer else self.task.state_dict(optimizer=False)
-        state: dict[str, Any] = {"task": task_state, "progress": self.progress.to_state(), "rng": rng or rng_state()}
+        state: dict[str, Any] = {"task": task_state, "progress": self.progress.to_state(), "rng": streams[0]}
+        if len(streams) > 1:
+            state["rank_rng"] = streams[1:]  # ranks 1..N-1, in order
         if not self.cfg.save_optimizer:
             state["weights_only"] = True
         if self.scaler is not None:
@@ -137,7 +171,25 @@ class Trainer:
         self.trigger_state = TriggerState(self.progress.step, time.time(), self.progress.best_value)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        self._set_rank_rng(state)
+
+    def load_sharded_state(self, root: Any, name: str) -> None:
+        """Collective: restore checkpoint ``name`` of ``root`` into this rank's shards (DCP reshards as needed)."""
+        for opt in self.task.optimizers():  # the optimizer state must exist (sharded like its parameter) to load into
+            self.runtime.init_optimizer_state(opt)
+        self.load_state_dict(load_sharded(self.state_dict(), root, name))
+
+    def _set_rank_rng(self, state: Mapping[str, Any]) -> None:
+        """This rank's saved streams; a rank the checkpoint has none for (another world size) is seeded afresh."""
+        rank = self.runtime.rank
+        if rank == 0:
+            set_rng_state(state["rng"])
+            return
+        saved = list(state.get("rank_rng") or [])
+        if rank - 1 < len(saved):
+            set_rng_state(saved[rank - 1])
+        else:
+            seed_everything(rank_seed(self.cfg.seed, rank))
 
     def ctx(self) -> StepContext:
         """Where the run is now."""
@@ -161,12 +213,23 @@ class Trainer:
 
     def _train_batches(self) -> DataLoader:
         p = self.progress
-        sampler = EpochBatchSampler(len(self.train_set), self.cfg.batch_size, self.cfg.seed, p.epoch, p.batch_in_epoch)
+        rt = self.runtime
+        sampler = EpochBatchSampler(
+            len(self.train_set),
+            self.cfg.batch_size,
+            self.cfg.seed,
+            p.epoch,
+            p.batch_in_epoch,
+            rank=rt.rank,
+            world_size=rt.world_size,
+        )
         return self._loader(self.train_set, batch_sampler=sampler)
 
     def _val_batches(self) -> Iterator[Any]:
+        collective = self.runtime.shards_parameters  # every rank runs validation in step: agree on a stop per batch
         for batch in self._loader(self.val_set, batch_size=self.cfg.batch_size):
-            if self.flag.requested:
+            stop = self.runtime.any(self.flag.requested, "agreeing on a stop") if collective else self.flag.requested
+            if stop:
                 raise _StopInValidation()
             yield batch
 
@@ -180,22 +243,35 @@ class Trainer:
         except Exception as exc:
             if isinstance(exc, MonitorError) and self.progress.step == 0:  # a config error before any training
                 raise
+            if isinstance(exc, DistributedError):  # the ranks cannot agree any more: no emergency save is possible
+                log.error("no emergency checkpoint: %s", exc)
+                raise
+            if self.runtime.distributed and not self._shared_failure:
+                # only this rank knows (e.g. its data loader failed): the others wait in a collective, so a save
+                # (itself collective) could not match theirs; leave at once, torchrun stops the others
+                log.error("no emergency checkpoint: rank %d failed where the other ranks cannot join a save", self.runtime.rank)
+                raise
             try:
                 info = self.emergency_save()
                 self.emergency = info
-                log.error(
-                    "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
-                    type(exc).__name__,
-                    self.progress.step,
-                    info.name,
-                )
+                if info is not None:
+                    log.error(
+                        "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
+                        type(exc).__name__ if not isinstance(exc, PeerFailed) else f"an error on {exc}",
+                        self.progress.step,
+                        info.name,
+                    )
             except Exception as save_exc:
                 log.error("the emergency save failed too: %s", save_exc)
             raise
 
     def _fit(self) -> None:
         p = self.progress
-        self.view = ProgressView(self.cfg.total_steps, p.step, self.cfg.progress_bar, self.cfg.log_every_n_steps)
+        self._now = time.time()
+        if self.runtime.is_coordinator:
+            self.view = ProgressView(self.cfg.total_steps, p.step, self.cfg.progress_bar, self.cfg.log_every_n_steps)
+        else:  # one progress display per run: rank 0's
+            self.view = _SilentView()
         try:
             with self.flag:
                 if p.pending_validation or (p.step == 0 and self.cfg.validate_at_start):
@@ -217,16 +293,50 @@ class Trainer:
         finally:
             self.view.close()
 
+    def _agreed(self, error: BaseException | None, what: str) -> None:
+        """Every rank learns whether any rank failed in the phase just run: the failed one re-raises, the others stop."""
+        if not self.runtime.distributed:
+            if error is not None:
+                raise error
+            return
+        sums = self.runtime.all_sum([float(self.runtime.rank + 1) if error is not None else 0.0], what)
+        self._shared_failure = sums[0] > 0
+        if error is not None:
+            raise error
+        if sums[0] > 0:
+            raise PeerFailed(f"another rank (rank sum {int(sums[0]) - 1}) at step {self.progress.step}")
+
     def _train_step(self, batch: Any) -> None:
         p, ctx = self.progress, self.ctx()
         optimizers = self.task.optimizers()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, logs = self.task.training_step(batch, ctx)
-        if not torch.isfinite(loss.detach()).all():
+        error: BaseException | None = None
+        try:
+            with self.autocast():
+                loss, logs = self.task.training_step(batch, ctx)
+            nonfinite = not bool(torch.isfinite(loss.detach()).all())
+        except Exception as exc:  # every rank must hear of it before the collective backward pass
+            error, nonfinite = exc, False
+        if self.runtime.distributed:
+            flags = self.runtime.all_sum(
+                [1.0 if error is not None else 0.0, 1.0 if nonfinite else 0.0], "agreeing on the loss before backward"
+            )
+            self._shared_failure = flags[0] > 0
+            if error is not None:
+                raise error
+            if flags[0] > 0:
+                raise PeerFailed(f"another rank at step {p.step + 1}")
+            bad_rank = flags[1] > 0
+        else:
+            if error is not None:
+                raise error
+            bad_rank = nonfinite
+        if bad_rank:
+            value = float(loss.detach()) if nonfinite else float("nan")
+            where = "" if not self.runtime.distributed else (" on this rank" if nonfinite else " on another rank")
             raise NonFiniteLossError(
-                f"the loss became {float(loss.detach())} at step {p.step + 1} (epoch {p.epoch}); "
+                f"the loss became {value}{where} at step {p.step + 1} (epoch {p.epoch}); "
                 f"the step was not applied; {self._where_a_rerun_starts()}. "
                 "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
             )
@@ -240,6 +350,7 @@ class Trainer:
         if self.cfg.gradient_clip_val:
             params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip_val)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
             logs = {**logs, "train/grad_norm": float(norm)}
         for opt in optimizers:
             if self.scaler is not None:
@@ -254,10 +365,27 @@ class Trainer:
         lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
         if lr is not None:
             self.last_train.setdefault("train/lr", float(lr))
+        self._agree_after_step()
         if p.step % max(1, self.cfg.log_every_n_steps) == 0 or p.step == self.cfg.total_steps:
             self._log({"epoch": p.epoch, **self.last_train})
         assert self.view is not None
         self.view.update(p.step, p.epoch, self.last_train)
+
+    def _agree_after_step(self) -> None:
+        """One all-reduce per step: the train metrics averaged over ranks, any rank's stop signal, the coordinator's
+        clock (time-based save triggers fire on every rank at once). A world of one keeps its own values."""
+        self._now = time.time()
+        self._stop = self.flag.requested
+        rt = self.runtime
+        if not rt.distributed:
+            return
+        keys = sorted(self.last_train)
+        sums = rt.all_sum(
+            [1.0 if self._stop else 0.0, self._now if rt.is_coordinator else 0.0, *(self.last_train[k] for k in keys)],
+            "the step agreement",
+        )
+        self._stop, self._now = sums[0] > 0, sums[1]
+        self.last_train = {k: v / rt.world_size for k, v in zip(keys, sums[2:])}
 
     def _after_step(self, epoch_end: bool) -> None:
         p, c = self.progress, self.cfg
@@ -271,7 +399,7 @@ class Trainer:
             self._validate_and_maybe_save(epoch_end, is_end=is_end)
         else:
             self._maybe_save(epoch_end, is_end, monitored=None)
-        if self.flag.requested:
+        if self._stop or (self.flag.requested and not self.runtime.distributed):
             self._preempt(rng=None)
 
     def evaluate(self) -> dict[str, float]:
@@ -289,7 +417,7 @@ class Trainer:
             return
         self._rng_before_val = rng_state()
         try:
-            metrics = self.task.validate(self._val_batches(), self.ctx())
+            metrics = self._run_validation()
         except _StopInValidation:
             p.pending_validation = True
             self._preempt(rng=self._rng_before_val)
@@ -313,13 +441,42 @@ class Trainer:
             )
             p.best_value = self.trigger_state.best_value
 
+    def _run_validation(self) -> dict[str, float]:
+        """The task's validation over the whole held-out set, once.
+
+        Replicated parameters (one process, DDP): the coordinator validates alone and shares the result, so every
+        held-out item counts exactly once and the metrics equal a single process's. Sharded parameters (FSDP): the
+        forward passes are collective, so every rank runs the same whole validation in step and rank 0's is kept.
+        """
+        rt = self.runtime
+        if not rt.distributed or rt.shards_parameters:
+            return self.task.validate(self._val_batches(), self.ctx())
+        outcome: Any = None
+        error: BaseException | None = None
+        if rt.is_coordinator:
+            try:
+                outcome = ("ok", self.task.validate(self._val_batches(), self.ctx()))
+            except _StopInValidation:
+                outcome = ("stop", None)
+            except Exception as exc:
+                error, outcome = exc, ("error", f"{type(exc).__name__}: {exc}")
+        outcome = rt.broadcast_object(outcome, "sharing the validation result")
+        if outcome[0] == "stop":
+            raise _StopInValidation()
+        if outcome[0] == "error":
+            self._shared_failure = True
+            if error is not None:
+                raise error
+            raise PeerFailed(f"rank 0 in validation ({outcome[1]})")
+        return {k: float(v) for k, v in outcome[1].items()}
+
     def _maybe_save(self, epoch_end: bool, is_end: bool, monitored: float | None) -> None:
         p = self.progress
         reasons = self.triggers.due(
             self.trigger_state,
             step=p.step,
             total_steps=self.cfg.total_steps,
-            now=time.time(),
+            now=self._now,
             epoch_end=epoch_end,
             epochs_done=p.epoch,
             is_end=is_end,
@@ -346,16 +503,36 @@ class Trainer:
         }
         if not self.cfg.save_optimizer:
             tags = (*tags, WEIGHTS_ONLY)
-        info = self.manager.save(
-            self.state_dict(rng), step=p.step, epoch=p.epoch, metrics=metrics, tags=tags, blocking=blocking, meta=self.meta
-        )
-        self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=time.time())
+        state = self.state_dict(rng)
+        info, error = None, None
+        if self.runtime.shards_parameters:  # collective: each rank writes its shards, rank 0 commits (or none does)
+            info = save_sharded(
+                state,
+                manager=self.manager,
+                root=self.store_root,
+                step=p.step,
+                epoch=p.epoch,
+                metrics=metrics,
+                tags=tags,
+                meta=self.meta,
+            )
+        elif self.manager is not None:
+            try:
+                info = self.manager.save(
+                    state, step=p.step, epoch=p.epoch, metrics=metrics, tags=tags, blocking=blocking, meta=self.meta
+                )
+            except Exception as exc:
+                error = exc
+        self._agreed(error, "agreeing that the checkpoint was committed")
+        self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=self._now)
         if self.on_save is not None and info is not None:
             self.on_save(info, tags)
         return info
 
     def _where_a_rerun_starts(self) -> str:
         """Where running the same command again continues from, as a phrase (for the non-finite loss message)."""
+        if self.manager is None:
+            return "rank 0 says where a rerun starts"
         try:
             self.manager.wait()  # a background save still in flight counts once it committed
         except Exception:
@@ -370,6 +547,7 @@ class Trainer:
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name
+        name = name or "a stop signal on another rank"
         log.info("%s received at step %d: saving a preempt checkpoint", name, self.progress.step)
         info = self.save(("preempt",), blocking=True, rng=rng)
         raise Preempted(name, self.progress.step, info.name if info is not None else None)
@@ -377,12 +555,15 @@ class Trainer:
     def emergency_save(self) -> Any:
         """Save what there is, tagged ``emergency`` (auto-resume skips it unless asked)."""
         try:
-            self.manager.wait()
+            if self.manager is not None:
+                self.manager.wait()
         except Exception:  # a failed background save must not stop the emergency save
             pass
         return self.save(("emergency",), blocking=True)
 
     def _log(self, row: Mapping[str, Any]) -> None:
+        if self.metrics is None:  # not the coordinator
+            return
         full = {"step": self.progress.step, "time": time.time(), **row}
         self.metrics.log(full)
         if self.on_log is not None:

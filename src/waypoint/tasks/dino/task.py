@@ -192,6 +192,8 @@ class DinoTask:
             float(self.cfg.solarize_p),
         )
         self.student: Optional[StudentTeacherNet] = None
+        self.train_student: Optional[torch.nn.Module] = None  # the student, or its DDP wrapper under torchrun
+        self.runtime: Any = None
         self.teacher: Optional[StudentTeacherNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.center = torch.zeros(1, self.size["out_dim"])
@@ -253,8 +255,9 @@ class DinoTask:
             torch.manual_seed(init_seed)
             return self._net(drop_path).to(self.device).eval()
 
-    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
-        """Build student and teacher (same initial weights, from ``seed`` only) and AdamW."""
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
+        """Build student and teacher (same initial weights, from ``seed`` only) and AdamW; under torchrun the
+        student trains through ``runtime.wrap`` and the centre is the mean teacher output of the global batch."""
         self.total_steps, self.steps_per_epoch, self.device = (
             max(1, int(total_steps)),
             max(1, int(steps_per_epoch)),
@@ -267,6 +270,10 @@ class DinoTask:
             p.requires_grad = False
         self.student, self.teacher = student.to(self.device), teacher.to(self.device).eval()
         self.optimizer = torch.optim.AdamW(param_groups(self.student), lr=self.cfg.lr)
+        self.runtime = runtime
+        self.train_student = runtime.wrap(self.student) if runtime is not None else self.student
+        if runtime is not None and runtime.shards_parameters:  # sharded like the student, so the EMA is shard-wise
+            runtime.wrap(self.teacher)
         self.center = self.center.to(self.device)
 
     def _nets(self) -> tuple[StudentTeacherNet, StudentTeacherNet, torch.optim.Optimizer]:
@@ -304,7 +311,7 @@ class DinoTask:
         with torch.no_grad():
             t_out = teacher([glob]).float()
         teacher.head.eval()
-        s_out = student([glob, loc]).float()
+        s_out = (self.train_student if self.train_student is not None else student)([glob, loc]).float()
         temp = self.teacher_temp_at(ctx.step)
         loss = dino_loss(s_out, t_out, self.center, 2 + self.crops.n_local, self.cfg.student_temp, temp)
         with torch.no_grad():
@@ -314,7 +321,10 @@ class DinoTask:
             s_glob = torch.log_softmax(s_out[: len(t_out)] / self.cfg.student_temp, dim=-1)
             entropy = float(-(probs * log_probs).sum(-1).mean())
             kl = float((probs * (log_probs - s_glob)).sum(-1).mean())
-            self.center.mul_(self.cfg.center_momentum).add_(t_out.mean(0, keepdim=True), alpha=1 - self.cfg.center_momentum)
+            batch_center = t_out.mean(0, keepdim=True)
+            if self.runtime is not None:  # as upstream: the centre follows the whole (global) batch
+                self.runtime.mean_(batch_center)
+            self.center.mul_(self.cfg.center_momentum).add_(batch_center, alpha=1 - self.cfg.center_momentum)
         warning = self.collapse.update(entropy, ctx.step + 1)
         if warning:
             log.warning(warning)

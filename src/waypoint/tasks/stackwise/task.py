@@ -98,11 +98,25 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) or OmegaConf.is_list(value) else value
 
 
+class _RackStep(torch.nn.Module):
+    """The training forward pass as a module over the rack's parameters (what DDP wraps)."""
+
+    def __init__(self, rack: torch.nn.Module, forward: Any) -> None:
+        super().__init__()
+        self.rack = rack
+        self._forward = forward
+
+    def forward(self, batch: Any, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(batch, x)
+
+
 class StackWiseTask:
     """The Stack-Wise family behind the Task contract (``waypoint.tasks.base.Task``)."""
 
     monitor = "val/bpb"
     monitor_mode = "min"
+    #: the rack grows and runs through methods other than forward (prefix cache): no FSDP sharding (DDP works)
+    shardable = False
 
     def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
         known = {f.name for f in fields(StackWiseConfig)}
@@ -139,6 +153,8 @@ class StackWiseTask:
         self.builder: Optional[RackBuilder] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.cache = ActivationCache(self.cfg.cache_max_items) if self.cfg.cache_activations else None
+        self.runtime: Any = None
+        self.train_step_module: Any = None
         self.total_steps, self.device = 1, torch.device("cpu")
         self._unigram_bpb: Optional[float] = None
 
@@ -182,9 +198,11 @@ class StackWiseTask:
             return [int(s) for s in self.cfg.append_at][:remaining]
         return [round(self.total_steps * j / (remaining + 1)) for j in range(1, remaining + 1)]
 
-    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
-        """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer."""
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
+        """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer; under torchrun the
+        trainable part trains through ``runtime.wrap`` (wrapped again whenever the rack grows)."""
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
+        self.runtime = runtime
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
         if self.cfg.strategy == "end_to_end":
             builder.start_end_to_end(
@@ -203,6 +221,9 @@ class StackWiseTask:
 
     def _after_structure_change(self) -> None:
         self.optimizer = self._builder().make_optimizer(self.cfg.lr, self.cfg.weight_decay, tuple(self.cfg.betas))
+        step = _RackStep(self.rack, self._logits)
+        # frozen stacks have no gradients; the embedding is unused once a frozen prefix feeds the trainable stack
+        self.train_step_module = self.runtime.wrap(step, find_unused=True) if self.runtime is not None else step
         if self.cache is not None:
             self.cache.reset(self._builder().cacheable_prefix())
 
@@ -230,6 +251,10 @@ class StackWiseTask:
                 return self.rack.prefix(x, prefix), prefix
             return self.cache.lookup(batch["index"], lambda rows: self.rack.prefix(x[rows.to(x.device)], prefix)), prefix
 
+    def _logits(self, batch: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h, start = self._hidden(batch, x)
+        return self.rack.forward_from(h, start)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
 
@@ -238,8 +263,7 @@ class StackWiseTask:
         self.rack.train()
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         x, y = tokens[:, :-1], tokens[:, 1:]
-        h, start = self._hidden(batch, x)
-        loss = self._loss(self.rack.forward_from(h, start), y)
+        loss = self._loss(self.train_step_module(batch, x), y)
         value = float(loss.detach())
         logs = {"train/loss": value, "train/bpb": value / math.log(2), "train/stacks": float(len(self.specs))}
         if self.cache is not None:

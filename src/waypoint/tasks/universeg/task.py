@@ -91,6 +91,7 @@ class UniverSegTask:
             )
         self.data, self.seed = data, int(seed)
         self.net: Optional[UniverSegNet] = None
+        self.train_net: Optional[torch.nn.Module] = None  # what training steps run through (the net, or a DDP wrapper)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.total_steps = 1
         self.device = torch.device("cpu")
@@ -108,14 +109,15 @@ class UniverSegTask:
     collate = staticmethod(stack_dicts)
 
     # -- modules ------------------------------------------------------------------------------------
-    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device) -> None:
-        """Build the network (initialised from ``seed``) and Adam."""
+    def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
+        """Build the network (initialised from ``seed``) and Adam; under torchrun, train through ``runtime.wrap``."""
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         with torch.device("meta"):  # built empty, then initialised from (seed) only: the global RNG is untouched
             net = UniverSegNet(self.encoder_blocks, self.cfg.decoder_blocks)
         net.to_empty(device=torch.device("cpu"))
         net.reset_parameters(sample_generator(self.seed, "universeg-init"))
         self.net = net.to(self.device)
+        self.train_net = runtime.wrap(self.net) if runtime is not None else self.net
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -132,9 +134,9 @@ class UniverSegTask:
             raise RuntimeError("UniverSegTask.setup() must run before training or restoring")
         return self.net
 
-    def _forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, batch: Mapping[str, torch.Tensor], net: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        return self._net()(b["image"], b["support_images"], b["support_masks"]), b["mask"]
+        return (net or self._net())(b["image"], b["support_images"], b["support_masks"]), b["mask"]
 
     def loss(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted soft Dice + BCE, and their values for logging."""
@@ -147,7 +149,7 @@ class UniverSegTask:
     def training_step(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """Segment each query given its support set; return the loss."""
         self._net().train()
-        logits, mask = self._forward(batch)
+        logits, mask = self._forward(batch, self.train_net)
         total, logs = self.loss(logits, mask)
         logs["train/loss"] = float(total.detach())
         logs["train/dice"] = float(hard_dice(logits.detach(), mask).mean())
