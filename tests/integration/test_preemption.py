@@ -13,6 +13,7 @@ from waypoint.training.signals import EXIT_PREEMPTED
 
 # epochs of ~30 steps: a stop serviced only at an epoch's end (or the run's) would come far too late
 RUN = ["model=universeg", "trainer.max_epochs=2", "data.max_items=256", "checkpoint.every_n_steps=5"]
+RESUMED = ["model=universeg", "trainer.max_epochs=6", "checkpoint.every_n_steps=5"]  # ~48 short steps
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
@@ -34,13 +35,13 @@ def test_a_stop_signal_saves_a_preempt_checkpoint_at_the_next_steps_and_exits_75
 
 def test_a_preempted_run_resumed_with_the_same_command_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     ref = tmp_path / "ref"
-    run_train(ref, *RUN)
+    run_train(ref, *RESUMED)
     run_dir = tmp_path / "run"
-    proc = start_train(run_dir, *RUN)
+    proc = start_train(run_dir, *RESUMED)
     assert wait_for(lambda: bool(committed(run_dir)), proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == EXIT_PREEMPTED
-    resumed = run_train(run_dir, *RUN)
+    resumed = run_train(run_dir, *RESUMED)
     assert "resuming from" in resumed.stderr
     assert final_digest(run_dir) == final_digest(ref)
