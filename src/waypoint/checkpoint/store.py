@@ -359,8 +359,6 @@ class CheckpointStore:
         step = check_step(step)
         keys = list(tensors)
         pack: PackInfo | None = None
-        staging: Path | None = None
-        sealed: bytes | None = None
         try:
             records_list, pack = write_pack(
                 self.packs_dir,
@@ -379,53 +377,14 @@ class CheckpointStore:
                 if pack is not None:
                     self._drop_pack(pack.name)
                 return self.set_tags(existing.name, set(existing.tags) | set(tags))
-            name = self._free_name(step)
             packs = {p: self._pack_entry(p, pack) for p in sorted(set(tensor_packs.values()))}
-            manifest = mf.build(
-                name=name,
-                step=step,
-                epoch=epoch,
-                created_at=time.time(),
-                tags=tuple(tags),
-                metrics=mf.clean_metrics(metrics),
-                records=records,
-                tensor_packs=tensor_packs,
-                packs=packs,
-                state_sha256=hashlib.sha256(tree_bytes).hexdigest(),
-                state_bytes=len(tree_bytes),
-                digest=digest,
-                meta=meta,
-                versions=_versions(),
-            )
-            staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
-            staging.mkdir()
-            write_file_durable(staging / mf.STATE_JSON, tree_bytes)
-            sealed = mf.seal(manifest)
-            write_file_durable(staging / mf.MANIFEST, sealed)
-            fsync_dir(staging)
-            rename_noreplace(staging, self.root / name)
-            staging = None
-            fsync_dir(self.root)
         except BaseException as exc:
-            if sealed is not None and self._in_place(name, sealed):
-                # Committed: the new manifest is in place, so nothing it references may be deleted.
-                info = self._register(name, manifest, records_list, tensor_packs, packs)
-                if not isinstance(exc, OSError):
-                    raise  # an abort: the checkpoint stays; the next writable open makes it durable
-                return self._make_durable(info, exc)
-            if staging is not None:
-                rmtree_nofollow(staging)
             if pack is not None and pack.name not in self.known.values():
                 self._drop_pack(pack.name)
             if isinstance(exc, OSError):
-                raise CheckpointWriteError(
-                    f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
-                    "nothing was committed and earlier checkpoints are intact"
-                ) from exc
+                raise self._not_saved(step, exc) from exc
             raise
-        info = self._register(name, manifest, records_list, tensor_packs, packs)
-        self.write_index(f"checkpoint {name} is committed")
-        return info
+        return self._publish(records, tensor_packs, packs, tree_bytes, digest, pack, step, epoch, metrics, tags, meta)
 
     def commit_prewritten(
         self,
@@ -450,6 +409,35 @@ class CheckpointStore:
             raise CheckpointWriteError(f"pack {missing[0]} of the sharded save of step {step} is missing; nothing was committed")
         tree_bytes = canonical_json(tree)
         digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
+        self.last_ids = {k: r.id for k, r in records.items()}
+        return self._publish(
+            dict(records), dict(tensor_packs), dict(packs), tree_bytes, digest, None, step, epoch, metrics, tags, meta
+        )
+
+    def _not_saved(self, step: int, exc: OSError) -> CheckpointWriteError:
+        return CheckpointWriteError(
+            f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
+            "nothing was committed and earlier checkpoints are intact"
+        )
+
+    def _publish(
+        self,
+        records: dict[str, TensorRecord],
+        tensor_packs: dict[str, str],
+        packs: dict[str, dict],
+        tree_bytes: bytes,
+        digest: str,
+        new_pack: PackInfo | None,
+        step: int,
+        epoch: int | None,
+        metrics: Mapping[str, Any] | None,
+        tags: Iterable[str],
+        meta: Mapping[str, Any],
+    ) -> mf.CheckpointInfo:
+        """The commit protocol once the tensors are in packs: stage the JSON state and the manifest,
+        fsync, rename without replacing, fsync the root. On failure before the rename nothing stays (``new_pack``,
+        the pack this save wrote, is dropped unless something committed uses it)."""
+        records_list = list(records.values())
         name = self._free_name(step)
         manifest = mf.build(
             name=name,
@@ -467,25 +455,33 @@ class CheckpointStore:
             meta=meta,
             versions=_versions(),
         )
-        staging: Path | None = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
+        staging: Path | None = None
+        sealed: bytes | None = None
         try:
+            staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
             staging.mkdir()
             write_file_durable(staging / mf.STATE_JSON, tree_bytes)
-            write_file_durable(staging / mf.MANIFEST, mf.seal(manifest))
+            sealed = mf.seal(manifest)
+            write_file_durable(staging / mf.MANIFEST, sealed)
             fsync_dir(staging)
             rename_noreplace(staging, self.root / name)
             staging = None
             fsync_dir(self.root)
-        except OSError as exc:
+        except BaseException as exc:
+            if sealed is not None and self._in_place(name, sealed):
+                # Committed: the new manifest is in place, so nothing it references may be deleted.
+                info = self._register(name, manifest, records_list, tensor_packs, packs)
+                if not isinstance(exc, OSError):
+                    raise  # an abort: the checkpoint stays; the next writable open makes it durable
+                return self._make_durable(info, exc)
             if staging is not None:
                 rmtree_nofollow(staging)
-                raise CheckpointWriteError(
-                    f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
-                    "nothing was committed and earlier checkpoints are intact"
-                ) from exc
+            if new_pack is not None and new_pack.name not in self.known.values():
+                self._drop_pack(new_pack.name)
+            if isinstance(exc, OSError):
+                raise self._not_saved(step, exc) from exc
             raise
-        info = self._register(name, manifest, list(records.values()), dict(tensor_packs), dict(packs))
-        self.last_ids = {k: r.id for k, r in records.items()}
+        info = self._register(name, manifest, records_list, tensor_packs, packs)
         self.write_index(f"checkpoint {name} is committed")
         return info
 
