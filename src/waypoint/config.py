@@ -52,6 +52,7 @@ class TrainerConfig:
 class CheckpointConfig:
     """When to save (triggers) and what to keep (retention pools); a checkpoint survives if any pool keeps it."""
 
+    enabled: bool = True  # false: the run saves no checkpoint at all (no resume; for overhead measurements)
     every_n_steps: Optional[int] = None
     every_n_epochs: Optional[int] = 1
     every_n_minutes: Optional[float] = None
