@@ -172,7 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Checkpointing overhead on real runs (medians of {args.repeats}; OMP_NUM_THREADS={args.threads})")
     print("| run | wall saving / disabled | overhead | target | CPU overhead | saves | MiB per save (first / median) |")
     print("|---|---|---|---|---|---|---|")
-    for fam, r in results.items():
+    for r in results.values():
         if not r["ok"]:
             print(f"| {r['command']} | failed | | | | | |")
             continue

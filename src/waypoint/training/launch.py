@@ -220,7 +220,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[Trainer, WandbRun | None, 
         return None
     monitor, monitor_mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
     policy = build.retention_policy(cfg.checkpoint, monitor, monitor_mode, total)
-    manager = CheckpointManager(run_dir / "checkpoints", policy, monitor=monitor, mode=monitor_mode)
+    manager = CheckpointManager(
+        run_dir / "checkpoints", policy, monitor=monitor, mode=monitor_mode, compression=str(cfg.checkpoint.compression)
+    )
     metrics = MetricsLog(run_dir)
     try:
         source = _restore_source(manager, mode)
