@@ -225,6 +225,10 @@ def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
         fsync_file(path)
     elif kind in ("restore-waypoint", "restore-waypoint-noverify"):
         out = mgr.restore("latest", verify=kind == "restore-waypoint")
+    elif kind in ("restore-waypoint-mmap", "restore-waypoint-mmap-verified"):
+        out = mgr.restore("latest", verify=kind == "restore-waypoint-mmap-verified", mmap=True)
+    elif kind == "restore-torch-mmap":
+        out = torch.load(path, weights_only=True, mmap=True)
     elif kind == "restore-torch":
         out = torch.load(path, weights_only=True)
     else:

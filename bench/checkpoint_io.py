@@ -9,14 +9,17 @@ of one repetition run back to back in rotating order so a ratio compares like co
 - save: a blocking ``save`` into a new store, the store's first (store opened before the clock starts;
   the time covers the private copy the store keeps of the state, hashing, writing, fsync of the pack,
   manifest, state.json and index, renames and directory fsyncs) vs ``torch.save(state, path)`` + fsync,
-  and vs the disk: the same byte count written sequentially in 64 MiB writes + fsync, both buffered
-  (``dd conv=fsync``) and O_DIRECT (``dd oflag=direct conv=fsync``); the faster of the two is the disk's
-  figure. Targets: >= 1.0x torch.save, >= 0.7x the disk.
+  and vs the disk: the same byte count written sequentially in 64 MiB writes + fsync, buffered
+  (``dd conv=fsync``) and O_DIRECT (``dd oflag=direct conv=fsync``); the O_DIRECT figure is the disk's
+  (buffered where the filesystem refuses O_DIRECT). Targets (issue #12): >= 1.5x torch.save, >= 0.8x the
+  disk. The all-changed 2nd save (below) against the disk is shown too.
 - restore: ``restore("latest")`` (verified: every tensor re-hashed, the default) vs
   ``torch.load(weights_only=True)``, each timed inside a fresh process (a resume is a fresh process; it
   also keeps allocator reuse from favouring either side) with the files in the page cache (WARM for
   both: every file is read once, untimed, just before each timed restore; caches cannot be dropped
-  without root). ``verify=False`` is shown too. Target >= 2x.
+  without root). Target >= 1.0x. ``verify=False`` is shown too, and the restore that does not copy,
+  ``restore(mmap=True, verify=False)`` (tensors backed by the pack files' pages, read when touched),
+  target >= 2.0x; beside it ``mmap=True`` verified and, for reference, ``torch.load(mmap=True)``.
 - steady state and incremental: into one new store, the first save, a second with every tensor changed
   (what an epoch of training does; the store's copies of the last save are compared and reused), then a
   third with 25% of the tensors (every 4th by size, ~25% of the bytes) changed and 75% unchanged: bytes
@@ -222,7 +225,10 @@ def fresh_process_runs(work: Path, size_mib: float, repeats: int) -> dict[str, l
     restores = {
         "restore-waypoint": work / "wp-full",
         "restore-waypoint-noverify": work / "wp-full",
+        "restore-waypoint-mmap": work / "wp-full",
+        "restore-waypoint-mmap-verified": work / "wp-full",
         "restore-torch": work / "state.pt",
+        "restore-torch-mmap": work / "state.pt",
     }
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in [*restores, "save-waypoint", "save-torch"]}
     for r in range(repeats):
@@ -245,11 +251,9 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
     """The table: one row per figure, with its reference, ratio, target and whether the target is met."""
     med, gib = statistics.median, nbytes / GiB
     sv, ts = med(full["waypoint"]), med(full["torch"])
-    dk, disk_name = min(
-        (med(full["disk"]), "disk seq write+fsync"),
-        (med(full["disk-direct"]), "disk O_DIRECT write+fsync"),
-        key=lambda x: x[0] if x[0] == x[0] else float("inf"),
-    )  # the faster way (NaN: unsupported)
+    dk, disk_name = med(full["disk-direct"]), "disk O_DIRECT write+fsync"
+    if dk != dk:  # NaN: the filesystem refuses O_DIRECT
+        dk, disk_name = med(full["disk"]), "disk seq write+fsync"
     rs = {k: med([x["seconds"] for x in v]) for k, v in fresh.items()}
     rss = {k: med([x["peak_above_baseline"] for x in v]) for k, v in fresh.items()}
     rows: list[dict[str, Any]] = []
@@ -280,9 +284,18 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
         "torch.save+fsync",
         gib / ts,
         ts / sv,
-        ">= 1.0x",
+        ">= 1.5x",
     )
-    row("save_vs_disk", "save throughput (1st save of a store)", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv, ">= 0.7x")
+    row("save_vs_disk", "save throughput (1st save of a store)", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv, ">= 0.8x")
+    row(
+        "save_steady_vs_disk",
+        "save throughput (all changed, 2nd save)",
+        "GiB/s",
+        gib / med(inc["full_s"]),
+        disk_name,
+        gib / dk,
+        dk / med(inc["full_s"]),
+    )
     tl = rs["restore-torch"]
     row(
         "restore_vs_torch",
@@ -292,7 +305,7 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
         "torch.load",
         gib / tl,
         tl / rs["restore-waypoint"],
-        ">= 2.0x",
+        ">= 1.0x",
     )
     row(
         "restore_noverify_vs_torch",
@@ -302,6 +315,34 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
         "torch.load",
         gib / tl,
         tl / rs["restore-waypoint-noverify"],
+    )
+    row(
+        "restore_mmap_vs_torch",
+        "restore, no copy (mmap=True, verify=False)",
+        "GiB/s",
+        gib / rs["restore-waypoint-mmap"],
+        "torch.load",
+        gib / tl,
+        tl / rs["restore-waypoint-mmap"],
+        ">= 2.0x",
+    )
+    row(
+        "restore_mmap_verified_vs_torch",
+        "restore, no copy, verified (mmap=True)",
+        "GiB/s",
+        gib / rs["restore-waypoint-mmap-verified"],
+        "torch.load",
+        gib / tl,
+        tl / rs["restore-waypoint-mmap-verified"],
+    )
+    row(
+        "restore_mmap_vs_torch_mmap",
+        "restore, no copy (mmap=True, verify=False)",
+        "GiB/s",
+        gib / rs["restore-waypoint-mmap"],
+        "torch.load(mmap=True)",
+        gib / rs["restore-torch-mmap"],
+        rs["restore-torch-mmap"] / rs["restore-waypoint-mmap"],
     )
     steady = med(inc["full_s"])
     row(

@@ -492,7 +492,7 @@ def read_header(path: Path) -> tuple[dict, int, str]:
     return parse_entries(entries, path.name), 8 + length, header_sha
 
 
-def _prefault(tensor: torch.Tensor, nbytes: int) -> None:
+def prefault(tensor: torch.Tensor, nbytes: int) -> None:
     """Fault in a fresh tensor's pages in one call (cheaper than taking one page fault per 4 KiB)."""
     if _madvise is None or nbytes < 1 << 20:
         return
@@ -517,7 +517,7 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     if entry_nbytes(entry) != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
         raise IntegrityError(f"pack entry {record.id[:12]} does not match the manifest")
     out = torch.empty(record.shape, dtype=DTYPES[record.dtype])
-    _prefault(out, record.nbytes)
+    prefault(out, record.nbytes)
     view = raw_bytes(out)
     if "encoding" in entry:
         blob = bytearray(end - begin)
