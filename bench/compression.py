@@ -166,7 +166,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             runs[name] = str(run_dir)
     torch.set_num_threads(1)
     results: dict[str, Any] = {}
-    work = Path(tempfile.mkdtemp(prefix="compression-", dir=REPO / "bench" / "results"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="compression-", dir=args.out.parent))  # the filesystem the store benches use
     try:
         for name, run_dir in runs.items():
             with CheckpointManager(Path(run_dir) / "checkpoints", read_only=True) as mgr:
