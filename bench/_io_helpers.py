@@ -134,9 +134,9 @@ def torch_save(path: Path, state: Any) -> float:
     return time.perf_counter() - t0
 
 
-def waypoint_save(root: Path, state: Any) -> float:
+def waypoint_save(root: Path, state: Any, compression: str = "none") -> float:
     """Seconds for a blocking ``CheckpointManager.save`` into a new store (opened before the clock starts)."""
-    with CheckpointManager(root) as mgr:
+    with CheckpointManager(root, compression=compression) as mgr:
         t0 = time.perf_counter()
         mgr.save(state, step=1)
         return time.perf_counter() - t0

@@ -12,7 +12,9 @@ of one repetition run back to back in rotating order so a ratio compares like co
   and vs the disk: the same byte count written sequentially in 64 MiB writes + fsync, buffered
   (``dd conv=fsync``) and O_DIRECT (``dd oflag=direct conv=fsync``); the O_DIRECT figure is the disk's
   (buffered where the filesystem refuses O_DIRECT). Targets (issue #12): >= 1.5x torch.save, >= 0.8x the
-  disk. The all-changed 2nd save (below) against the disk is shown too.
+  disk. The all-changed 2nd save (below) against the disk is shown too, and a 1st save with
+  ``compression="zstd"`` (synthetic random weights barely compress: this row shows its speed; see
+  ``bench/compression.py`` for ratios on real trained state).
 - restore: ``restore("latest")`` (verified: every tensor re-hashed, the default) vs
   ``torch.load(weights_only=True)``, each timed inside a fresh process (a resume is a fresh process; it
   also keeps allocator reuse from favouring either side) with the files in the page cache (WARM for
@@ -108,12 +110,14 @@ def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, l
         "disk-direct": work / "disk.bin",
         "torch": work / "state.pt",
         "waypoint": work / "wp-full",
+        "waypoint-zstd": work / "wp-zstd",
     }
     ops: dict[str, Callable[[], float]] = {
         "disk": lambda: h.disk_write(targets["disk"], nbytes),
         "disk-direct": lambda: h.disk_write(targets["disk"], nbytes, direct=True),
         "torch": lambda: h.torch_save(targets["torch"], state),
         "waypoint": lambda: h.waypoint_save(targets["waypoint"], state),
+        "waypoint-zstd": lambda: h.waypoint_save(targets["waypoint-zstd"], state, "zstd"),
     }
     out: dict[str, list[float]] = {k: [] for k in ops}
     for r in range(repeats):
@@ -123,6 +127,8 @@ def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, l
             out[name].append(ops[name]())
             log(f"  rep {r}: {name:11s} save {out[name][-1]:7.3f} s  {nbytes / GiB / out[name][-1]:6.2f} GiB/s")
     h.remove(targets["disk"])
+    out["zstd_stored_fraction"] = [h.dir_bytes(targets["waypoint-zstd"] / "packs") / h.dir_bytes(targets["waypoint"] / "packs")]
+    h.remove(targets["waypoint-zstd"])
     return out
 
 
@@ -287,6 +293,15 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
         ">= 1.5x",
     )
     row("save_vs_disk", "save throughput (1st save of a store)", "GiB/s", gib / sv, disk_name, gib / dk, dk / sv, ">= 0.8x")
+    row(
+        "save_zstd",
+        f"1st save, compression=zstd (stores {full['zstd_stored_fraction'][0]:.2f}x)",
+        "s",
+        med(full["waypoint-zstd"]),
+        "compression=none",
+        sv,
+        med(full["waypoint-zstd"]) / sv,
+    )
     row(
         "save_steady_vs_disk",
         "save throughput (all changed, 2nd save)",

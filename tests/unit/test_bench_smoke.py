@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = [
     "save_vs_torch",
     "save_vs_disk",
+    "save_zstd",
     "save_steady_vs_disk",
     "restore_vs_torch",
     "restore_noverify_vs_torch",
