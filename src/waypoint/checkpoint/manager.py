@@ -287,7 +287,10 @@ class CheckpointManager:
     def restore(self, selector: str = "latest", *, verify: bool = True, mmap: bool = False) -> Any:
         """The state saved in the checkpoint ``selector`` names (for latest/best, the first in that order that verifies).
 
-        By default every tensor is read into fresh memory and its content id checked as it arrives.
+        By default every tensor is read into fresh memory and checked as it arrives: against the XXH3-128
+        checksum its pack header records (packs since this version; the header itself is covered by the
+        manifest's SHA-256), else by re-hashing it with its content id's algorithm (BLAKE3 or SHA-256).
+        ``verify()`` always re-hashes with the content ids.
 
         ``verify=False`` skips the hashing: a flipped bit on disk, or a pack changed by anything but this
         store, goes unnoticed and is restored as if it were the saved value, and ``latest``/``best`` cannot
