@@ -25,11 +25,14 @@ lint: $(STAMP)  ## ruff check and ruff format --check (run by CI before the test
 train: $(STAMP)  ## short real DINO training on the embedded digits data (a few minutes on 2 CPU cores)
 	$(PY) train.py trainer.max_epochs=40
 
+# two pytest workers (one per core); a file's tests stay on one worker, so module fixtures run once
+XDIST ?= -n 2 --dist loadfile
+
 test: $(STAMP)  ## the default (fast) test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-all: $(STAMP)  ## every test, slow ones included
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m '' $(XDIST)
 
 SIZE_MIB ?= 1024
 bench: $(STAMP)  ## every issue-#12 figure: I/O (SIZE_MIB=1024), compression, training overhead; ~45 min on 2 cores

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError, refs
-from waypoint.checkpoint import manifest as mf
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)
@@ -122,7 +121,7 @@ def cmd_du(args: argparse.Namespace) -> int:
     """Logical bytes (what plain saves would write) vs physical bytes on disk."""
     with open_store(args.run_dir) as mgr:
         infos = [i for i in mgr.list() if i.valid]
-        logical, physical = sum(i.logical_bytes for i in infos), mgr.store.physical_bytes()
+        logical, physical = sum(i.logical_bytes for i in infos), mgr.physical_bytes()
     doc = {
         "checkpoints": len(infos),
         "logical_bytes": logical,
@@ -146,18 +145,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_store(run) as mgr:
         wanted = mgr.one(selector).name  # NoCheckpointError (one sentence) on an empty store
         info = next(i for i in mgr.list() if i.name == wanted)
-        manifest = mf.load(info.path)
+        manifest = mgr.manifest(wanted)
     doc = {
         **info.to_json(),
         "path": str(info.path),
-        "config_hash": manifest.get("config_hash"),
-        "git_commit": manifest.get("git_commit"),
-        "versions": manifest.get("versions"),
-        "meta": manifest.get("meta"),
-        "notes": manifest.get("notes", []),
-        "tensors": len(manifest["tensors"]),
-        "packs": sorted(manifest["packs"]),
-        "packs_bytes": sum(p["bytes"] for p in manifest["packs"].values()),
+        "config_hash": manifest.config_hash,
+        "git_commit": manifest.git_commit,
+        "versions": manifest.versions,
+        "meta": manifest.meta,
+        "notes": list(manifest.notes),
+        "tensors": len(manifest.tensors),
+        "packs": sorted(manifest.packs),
+        "packs_bytes": sum(manifest.packs.values()),
     }
 
     def text() -> None:
@@ -292,7 +291,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
-    from waypoint.backup import BackupRefusedError, backup_run
+    from waypoint.checkpoint.backup import BackupRefusedError, backup_run
 
     checkpoints_root(args.run_dir)
     try:

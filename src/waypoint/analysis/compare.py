@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from waypoint.checkpoint import CheckpointManager
-from waypoint.checkpoint import manifest as mf
 
 
 def tensor_change(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
@@ -50,25 +49,23 @@ def diff_checkpoints(
 ) -> dict[str, Any]:
     """Per-tensor changes, added/removed keys, JSON-state and metric differences between two checkpoints."""
     ia, ib = mgr_a.one(sel_a), mgr_b.one(sel_b)
-    ma, mb = mf.load(ia.path), mf.load(ib.path)
-    ta, tb = ma["tensors"], mb["tensors"]
+    ta, tb = mgr_a.manifest(ia.name).tensors, mgr_b.manifest(ib.name).tensors
     common = [k for k in ta if k in tb]
     changed, reshaped, unchanged = [], [], 0
     for key in common:
         ra, rb = ta[key], tb[key]
-        if ra["id"] == rb["id"]:
+        if ra.id == rb.id:
             unchanged += 1
             continue
-        if ra["shape"] != rb["shape"] or ra["dtype"] != rb["dtype"]:
-            reshaped.append({"key": key, "a": [ra["dtype"], ra["shape"]], "b": [rb["dtype"], rb["shape"]]})
+        if ra.shape != rb.shape or ra.dtype != rb.dtype:
+            reshaped.append({"key": key, "a": [ra.dtype, list(ra.shape)], "b": [rb.dtype, list(rb.shape)]})
             continue
-        ((_, a),) = mgr_a.store.iter_tensors(ia.name, [key])
-        ((_, b),) = mgr_b.store.iter_tensors(ib.name, [key])
+        a, b = mgr_a.tensor(ia.name, key), mgr_b.tensor(ib.name, key)
         if a.dtype == torch.bool or not (a.is_floating_point() or a.is_complex()):
             a, b = a.to(torch.float64), b.to(torch.float64)
         changed.append({"key": key, **tensor_change(a, b)})
     changed.sort(key=lambda r: -r["rel_change"] if math.isfinite(r["rel_change"]) else -math.inf)
-    json_diff = list(json_differences(mgr_a.store.read_tree(ia.name), mgr_b.store.read_tree(ib.name)))
+    json_diff = list(json_differences(mgr_a.tree(ia.name), mgr_b.tree(ib.name)))
     metrics = {
         k: {
             "a": ia.metrics.get(k),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from waypoint.checkpoint import CheckpointInfo, CheckpointManager
-from waypoint.checkpoint import manifest as mf
+from waypoint.checkpoint.manifest import TensorEntry
 
 _FLOAT = {"F64", "F32", "F16", "BF16"}
 _SKIP = re.compile(r"(^|/)(optim|optimizer|optimizers|rng|scaler|trainer)(/|$)")
@@ -25,22 +25,21 @@ _SKIP = re.compile(r"(^|/)(optim|optimizer|optimizers|rng|scaler|trainer)(/|$)")
 
 def checkpoints_in_order(mgr: CheckpointManager) -> list[CheckpointInfo]:
     """Valid checkpoints, oldest first."""
-    return sorted((i for i in mgr.store.infos.values() if i.valid), key=lambda i: (i.step, i.name))
+    return sorted(mgr.list(include_invalid=False), key=lambda i: (i.step, i.name))
 
 
-def tensor_tables(infos: Iterable[CheckpointInfo]) -> dict[str, Mapping[str, Any]]:
+def tensor_tables(mgr: CheckpointManager, infos: Iterable[CheckpointInfo]) -> dict[str, Mapping[str, TensorEntry]]:
     """Each checkpoint's tensor table (key -> id, dtype, shape), from the manifests only."""
-    return {i.name: mf.load(i.path)["tensors"] for i in infos}
+    return {i.name: mgr.manifest(i.name).tensors for i in infos}
 
 
 def parameter_keys(table: Mapping[str, Any]) -> list[str]:
     """Floating-point tensors that are model state (not optimizer moments, RNG or trainer counters)."""
-    return [k for k, r in table.items() if r["dtype"] in _FLOAT and not _SKIP.search(k) and math.prod(r["shape"]) > 1]
+    return [k for k, r in table.items() if r.dtype in _FLOAT and not _SKIP.search(k) and math.prod(r.shape) > 1]
 
 
 def _read(mgr: CheckpointManager, name: str, key: str) -> torch.Tensor:
-    ((_, t),) = mgr.store.iter_tensors(name, [key])
-    return t.double()
+    return mgr.tensor(name, key).double()
 
 
 def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -48,7 +47,7 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
     infos = checkpoints_in_order(mgr)
     if not infos:
         return []
-    tables = tensor_tables(infos)
+    tables = tensor_tables(mgr, infos)
     final = infos[-1]
     keys = list(keys) if keys is not None else parameter_keys(tables[final.name])
     rows: list[dict[str, Any]] = []
@@ -60,10 +59,10 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
         prev_t, prev_id, prev_row = None, None, None
         for info in infos:
             rec = tables[info.name].get(key)
-            if rec is None or list(rec["shape"]) != list(final_t.shape):
+            if rec is None or list(rec.shape) != list(final_t.shape):
                 prev_t, prev_id, prev_row = None, None, None
                 continue
-            if rec["id"] == prev_id and prev_row is not None:
+            if rec.id == prev_id and prev_row is not None:
                 row = {**prev_row, "checkpoint": info.name, "step": info.step, "diff_norm": 0.0, "prev_norm": prev_row["norm"]}
             else:
                 t = _read(mgr, info.name, key)
@@ -79,7 +78,7 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
                 }
                 prev_t = t
             rows.append(row)
-            prev_id, prev_row = rec["id"], row
+            prev_id, prev_row = rec.id, row
     return rows
 
 
@@ -151,11 +150,11 @@ def pair_distance(mgr: CheckpointManager, pairs: list[tuple[str, str]]) -> list[
     """Per checkpoint: ``||a - b|| / ||b||`` summed over key pairs (e.g. student vs teacher)."""
     out = []
     for info in checkpoints_in_order(mgr):
-        table = mf.load(info.path)["tensors"]
+        table = mgr.manifest(info.name).tensors
         d2 = b2 = 0.0
         for ka, kb in pairs:
             if ka in table and kb in table:
-                if table[ka]["id"] == table[kb]["id"]:
+                if table[ka].id == table[kb].id:
                     b2 += _read(mgr, info.name, kb).norm().item() ** 2
                     continue
                 a, b = _read(mgr, info.name, ka), _read(mgr, info.name, kb)
@@ -188,11 +187,10 @@ def storage_by_checkpoint(mgr: CheckpointManager) -> list[dict[str, Any]]:
     rows = []
     cum_logical = cum_physical = 0
     for info in checkpoints_in_order(mgr):
-        manifest = mf.load(info.path)
-        new = {p: e["bytes"] for p, e in manifest["packs"].items() if p not in seen}
+        sizes = mgr.sizes(info.name)
+        new = {p: n for p, n in sizes.packs.items() if p not in seen}
         seen |= set(new)
-        own = sum((info.path / f).stat().st_size for f in (mf.MANIFEST, mf.STATE_JSON) if (info.path / f).exists())
-        physical = sum(new.values()) + own
+        physical = sum(new.values()) + sizes.own
         cum_logical += info.logical_bytes
         cum_physical += physical
         rows.append(

@@ -103,8 +103,8 @@ def run_sections(run_dir: Path, out: Path, compare: tuple[str, str] | None = Non
 
 def evolution_sections(mgr: CheckpointManager, out: Path, summary: dict) -> list[Section]:
     """Parameter evolution per module, student-vs-teacher distance, per-stack change."""
-    infos = sorted((i for i in mgr.store.infos.values() if i.valid), key=lambda i: i.step)
-    final_table = tensor_tables([infos[-1]])[infos[-1].name]
+    infos = sorted(mgr.list(include_invalid=False), key=lambda i: i.step)
+    final_table = tensor_tables(mgr, [infos[-1]])[infos[-1].name]
     keys = parameter_keys(final_table)
     rows = tensor_evolution(mgr, keys)
     modules = aggregate(rows, _top_level_groups)

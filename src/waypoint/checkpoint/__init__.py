@@ -2,8 +2,8 @@
 
 from .codec import UnsupportedValueError, decode, encode
 from .errors import CheckpointNotDurableError
-from .manager import CheckpointManager, NoCheckpointError
-from .manifest import CheckpointInfo, ManifestError
+from .manager import CheckpointManager, CheckpointSizes, NoCheckpointError
+from .manifest import CheckpointInfo, Manifest, ManifestError, TensorEntry
 from .packs import IntegrityError
 from .policy import (
     Candidate,
@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointManager",
+    "CheckpointSizes",
     "CheckpointNotDurableError",
     "CheckpointStore",
     "CheckpointWriteError",
@@ -36,11 +37,13 @@ __all__ = [
     "KeepLast",
     "KeepMilestones",
     "KeepTagged",
+    "Manifest",
     "ManifestError",
     "NoCheckpointError",
     "RetentionPolicy",
     "SaveTriggers",
     "StoreLockedError",
+    "TensorEntry",
     "TriggerState",
     "UnsupportedValueError",
     "decode",

@@ -7,7 +7,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
@@ -42,6 +42,17 @@ class SaveReport:
     seconds: float  # from the call to save() until the commit (and retention) finished
     bytes_written: int  # new pack bytes plus the checkpoint's own files; deduplicated tensors cost nothing
     deleted: tuple[str, ...] = ()  # checkpoints retention deleted after this commit
+
+
+@dataclass(frozen=True)
+class CheckpointSizes:
+    """Bytes of one checkpoint: ``logical`` (its state, as a plain save would write it), ``own`` (its manifest and
+    JSON state files) and ``packs`` (each pack it names -> size; packs are shared with other checkpoints)."""
+
+    name: str
+    logical: int
+    own: int
+    packs: dict[str, int]
 
 
 class NoCheckpointError(CheckpointError):
@@ -245,11 +256,17 @@ class CheckpointManager:
         ranked = KeepBest(1, self.monitor, self.mode).ranked(self._candidates())
         return self.store.infos[ranked[0].name] if ranked else None
 
-    def list(self) -> list[CheckpointInfo]:
-        """Every committed checkpoint, oldest first, with derived ``latest``/``best`` tags."""
+    def list(self, include_invalid: bool = True) -> list[CheckpointInfo]:
+        """Every committed checkpoint, oldest first, with derived ``latest``/``best`` tags.
+
+        Checkpoints whose manifest is damaged are listed with ``valid=False`` and a ``problem`` unless
+        ``include_invalid`` is False.
+        """
         latest, best = self.latest(), self.best()
         out = []
         for info in self.store.infos.values():
+            if not include_invalid and not info.valid:
+                continue
             derived = tuple(t for t, i in (("latest", latest), ("best", best)) if i is not None and i.name == info.name)
             out.append(CheckpointInfo(**{**info.__dict__, "derived_tags": derived}))
         return out
@@ -282,6 +299,57 @@ class CheckpointManager:
         raise NoCheckpointError(
             f"no checkpoint matches '{selector}'; use latest, best, step:N, tag:NAME or a checkpoint name in {self.root}"
         )
+
+    # ------------------------------------------------------------------ typed readers (no lock taken)
+    def manifest(self, selector: str) -> mf.Manifest:
+        """The manifest of the checkpoint ``selector`` names, checked against its own checksum."""
+        return mf.Manifest.from_json(mf.load(self.one(selector).path))
+
+    def tensors(
+        self, selector: str, keys: Iterable[str] | None = None, *, verify: bool = True
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(key, tensor)`` of one checkpoint (all keys, or those of ``keys`` it holds), one tensor at a time."""
+        yield from self.store.iter_tensors(self.one(selector).name, keys, verify=verify)
+
+    def tensor(self, selector: str, key: str) -> torch.Tensor:
+        """One verified tensor of a checkpoint (KeyError naming the key when it holds none by that name)."""
+        found = list(self.tensors(selector, [key]))
+        if not found:
+            raise KeyError(f"{self.one(selector).name} holds no tensor '{key}'")
+        return found[0][1]
+
+    def tree(self, selector: str) -> Any:
+        """The verified JSON state of a checkpoint, with tensors shown as markers (nothing decoded, no tensor read)."""
+        return self.store.read_tree(self.one(selector).name)
+
+    def verify_one(self, selector: str) -> list[str]:
+        """Re-hash everything one checkpoint depends on; its problems (empty when it verifies)."""
+        self.writer.wait()
+        info = self.one(selector)
+        if not info.valid:
+            return [info.problem or "damaged"]
+        return self.store.verify_current(info.name) or []
+
+    def sizes(self, selector: str) -> CheckpointSizes:
+        """What one checkpoint occupies: logical bytes, its own files (manifest, JSON state), the packs it names."""
+        info = self.one(selector)
+        manifest = mf.Manifest.from_json(mf.load(info.path))
+        own = 0
+        for f in (mf.MANIFEST, mf.STATE_JSON):
+            try:
+                own += os.lstat(info.path / f).st_size
+            except FileNotFoundError:
+                pass
+        return CheckpointSizes(info.name, manifest.logical_bytes, own, manifest.packs)
+
+    def physical_bytes(self) -> int:
+        """Bytes the checkpoints root occupies on disk: packs (each stored once), manifests, state files, index."""
+        return self.store.physical_bytes()
+
+    @property
+    def writable(self) -> bool:
+        """Whether this manager holds the run's writer lock."""
+        return self.store.writable
 
     # ------------------------------------------------------------------ restoring
     def restore(self, selector: str = "latest", *, verify: bool = True, mmap: bool = False) -> Any:

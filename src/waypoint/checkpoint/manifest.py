@@ -61,6 +61,73 @@ class CheckpointInfo:
         }
 
 
+@dataclass(frozen=True)
+class TensorEntry:
+    """One row of a manifest's tensor table: where a state key's bytes live and what they are."""
+
+    id: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    pack: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A committed checkpoint's manifest as typed data (what readers outside the store may rely on)."""
+
+    name: str
+    format: str
+    content_hash: str
+    step: int
+    epoch: int | None
+    created_at: float
+    tags: tuple[str, ...]
+    notes: tuple[dict[str, Any], ...]
+    metrics: dict[str, float | None]
+    config_hash: str | None
+    git_commit: str | None
+    meta: dict[str, Any]
+    versions: dict[str, str]
+    host: str | None
+    tensors: dict[str, TensorEntry]
+    packs: dict[str, int]  # pack file name -> its size in bytes
+    logical_bytes: int
+    digest: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config as saved with this checkpoint (empty when none was recorded)."""
+        return dict(self.meta.get("config") or {})
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Manifest:
+        """Typed view of a parsed (and already checked) manifest document."""
+        return cls(
+            name=doc["name"],
+            format=doc["format"],
+            content_hash=content_hash(doc),
+            step=int(doc["step"]),
+            epoch=doc.get("epoch"),
+            created_at=float(doc["created_at"]),
+            tags=tuple(doc.get("tags", ())),
+            notes=tuple(n for n in doc.get("notes", ()) if isinstance(n, dict)),
+            metrics=dict(doc.get("metrics", {})),
+            config_hash=doc.get("config_hash"),
+            git_commit=doc.get("git_commit"),
+            meta=dict(doc.get("meta", {})),
+            versions=dict(doc.get("versions", {})),
+            host=doc.get("host"),
+            tensors={
+                k: TensorEntry(t["id"], t["dtype"], tuple(t["shape"]), int(t["nbytes"]), t["pack"])
+                for k, t in doc["tensors"].items()
+            },
+            packs={p: int(m.get("bytes", 0)) for p, m in sorted(doc.get("packs", {}).items())},
+            logical_bytes=int(doc["logical_bytes"]),
+            digest=doc["digest"],
+        )
+
+
 def state_digest(tensor_ids: Mapping[str, str], tree_bytes: bytes) -> str:
     """Digest of a whole training state: tensor content ids by key plus the canonical JSON tree."""
     h = hashlib.sha256(canonical_json(dict(sorted(tensor_ids.items()))))

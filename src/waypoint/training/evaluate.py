@@ -17,7 +17,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint.policy import SaveTriggers
 from waypoint.checkpoint.refs import open_ref
 from waypoint.config import ConfigError
@@ -63,9 +62,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with src, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         state, info = src.restore_with_info(selector)
+        saved = src.manifest(info.name).meta
     for w in caught:
         log.warning("%s", w.message)
-    saved = mf.load(info.path, check=False).get("meta", {})
     diff = config_diff(saved.get("config") or {}, plain, sections=("model",))
     if diff and not cfg.resume.allow_config_change:
         raise ConfigChangedError(

@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager
-from waypoint.checkpoint import manifest as mf
 from waypoint.checkpoint.manager import SaveReport
 from waypoint.checkpoint.refs import open_ref
 from waypoint.config import ConfigError, validate
@@ -318,12 +317,13 @@ def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool,
             return False
         try:
             first = _first_sound(*source)
+            if first is not None:
+                _check_config(source[0], first, plain, allow_change, quiet=True)  # _resume says it, once
         finally:
             if source[0] is not peek:
                 source[0].close()
         if first is None:
             return False
-        _check_config(first, plain, allow_change, quiet=True)  # _resume says it, once
         if source[0] is peek and source[1] == "latest" and "end" in first.tags and first.step >= total:
             log.info("already finished: %s is the end of this run (%d steps); nothing to do", first.name, first.step)
             return True
@@ -333,14 +333,14 @@ def _finished_or_refused(root: Path, mode: str, plain: dict, allow_change: bool,
 def _first_sound(manager: CheckpointManager, selector: str) -> Any:
     """The first checkpoint the selector names that verifies (damaged ones are reported at restore)."""
     for info in manager.resolve(selector):
-        if not manager.store.verify(info.name):
+        if not manager.verify_one(info.name):
             return info
     return None
 
 
-def _check_config(info: Any, plain: dict, allow_change: bool, quiet: bool = False) -> None:
+def _check_config(manager: CheckpointManager, info: Any, plain: dict, allow_change: bool, quiet: bool = False) -> None:
     """Refuse a changed model/data/seed with a diff, unless allowed."""
-    saved = mf.load(info.path, check=False).get("meta", {}).get("config") or {}
+    saved = manager.manifest(info.name).config
     diff = config_diff(saved, plain)
     if diff and not allow_change:
         raise ConfigChangedError(
@@ -357,7 +357,7 @@ def _resume(
     """Restore the state ``source`` names into the trainer (damaged checkpoints are skipped with a warning)."""
     src, selector = source
     state, info = src.restore_with_info(selector)
-    _check_config(info, plain, allow_change)
+    _check_config(src, info, plain, allow_change)
     try:
         trainer.load_state_dict(state)
     except (KeyError, ValueError) as exc:

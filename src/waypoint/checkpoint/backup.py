@@ -18,9 +18,9 @@ from typing import Any
 
 import fsspec
 
-from waypoint.checkpoint.durable import open_regular
-from waypoint.checkpoint.inventory import file_sha256, inventory
-from waypoint.checkpoint.refs import checkpoints_root
+from .durable import open_regular
+from .inventory import file_sha256, inventory
+from .refs import checkpoints_root
 
 RUN_FILES = ("metrics.jsonl",)
 
