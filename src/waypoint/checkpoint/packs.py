@@ -340,7 +340,7 @@ def write_pack(
     records: list[TensorRecord] = []
     entries: list[tuple[str, str, Sequence[int], int, int]] = []
     encoded: dict[str, list] = {}
-    checks: dict[str, str] = {}
+    checks: dict[str, Any] = {}  # id -> Future of its XXH3-128 (its hex digest once the data is written)
     in_pack: set[str] = set()
     sink: _PackSink | None = None
     fd = -1
@@ -372,7 +372,7 @@ def write_pack(
             blob = encodings[i].result() if encodings[i] is not None else None
             if blob is None:
                 data = raw_bytes(tensor)
-                checks[cid] = fast_check(data)
+                checks[cid] = pool.submit(fast_check, data)  # on another thread, while this one copies
                 sink.write(data)
                 entries.append((cid, dtype, shape, pos, pos + nbytes))
                 pos += nbytes
@@ -391,6 +391,7 @@ def write_pack(
             tmp.unlink()
             return records, None
         size = sink.finish()
+        checks = {cid: fut.result() for cid, fut in checks.items()}
         header = _header(entries, pad_to=len(reserved) - 8, align=_ALIGN if direct else 8, encoded=encoded, checks=checks)
         assert len(header) == len(reserved)
         if sink.direct:  # the header region is a whole number of aligned blocks: write it the same way
@@ -415,6 +416,7 @@ def write_pack(
         for f in [*futures, *(e for e in encodings if e is not None)]:
             f.cancel()
         futures_wait(futures)  # a job still running may be filling a tensor the caller reuses
+        futures_wait([f for f in checks.values() if isinstance(f, Future)])  # or reading one
         if encoder is not None:
             encoder.shutdown(wait=True)
         if sink is not None:
