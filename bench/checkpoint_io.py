@@ -253,15 +253,16 @@ def fresh_process_runs(work: Path, size_mib: float, repeats: int) -> dict[str, l
 
 
 # ---------------------------------------------------------------------------- report
-def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> list[dict[str, Any]]:
-    """The table: one row per figure, with its reference, ratio, target and whether the target is met."""
+def build_rows(nbytes: int, full: dict, inc: dict | None, asy: dict | None, fresh: dict | None) -> list[dict[str, Any]]:
+    """The table: one row per figure, with its reference, ratio, target and whether the target is met
+    (only the save rows when the other phases did not run)."""
     med, gib = statistics.median, nbytes / GiB
     sv, ts = med(full["waypoint"]), med(full["torch"])
     dk, disk_name = med(full["disk-direct"]), "disk O_DIRECT write+fsync"
     if dk != dk:  # NaN: the filesystem refuses O_DIRECT
         dk, disk_name = med(full["disk"]), "disk seq write+fsync"
-    rs = {k: med([x["seconds"] for x in v]) for k, v in fresh.items()}
-    rss = {k: med([x["peak_above_baseline"] for x in v]) for k, v in fresh.items()}
+    rs = {k: med([x["seconds"] for x in v]) for k, v in (fresh or {}).items()}
+    rss = {k: med([x["peak_above_baseline"] for x in v]) for k, v in (fresh or {}).items()}
     rows: list[dict[str, Any]] = []
 
     def row(
@@ -302,6 +303,8 @@ def build_rows(nbytes: int, full: dict, inc: dict, asy: dict, fresh: dict) -> li
         sv,
         med(full["waypoint-zstd"]) / sv,
     )
+    if inc is None:  # --saves-only
+        return rows
     row(
         "save_steady_vs_disk",
         "save throughput (all changed, 2nd save)",
@@ -485,6 +488,9 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "checkpoint_io.json")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument(
+        "--saves-only", action="store_true", help="only the blocking full saves (the item-3 figures; e.g. at --size-mib 4096)"
+    )
     args = ap.parse_args()
     if args.repeats < 1 or args.size_mib < 4:
         ap.error("--repeats must be >= 1 and --size-mib >= 4")
@@ -506,60 +512,79 @@ def main() -> None:
         torch.load(work / "warmup.pt", weights_only=True)
         log("[bench] blocking saves")
         full = full_saves(state, nbytes, work, args.repeats)
-        log("[bench] restore check (untimed)")
-        with CheckpointManager(work / "wp-full", read_only=True) as m:
-            back = m.restore()
-        equal = back["step"] == state["step"] and all(torch.equal(back["model"][k], t) for k, t in state["model"].items())
-        del back
-        log("[bench] 75%-unchanged saves")
-        inc, changed = incremental_saves(state, work, args.repeats)
-        log("[bench] async saves")
-        asy = async_saves(state, work, args.repeats)
-        del state
-        log("[bench] fresh processes: restores (warm page cache) and peak RSS")
-        fresh = fresh_process_runs(work, args.size_mib, args.repeats)
+        if args.saves_only:
+            del state
+            inc = asy = fresh = None
+            changed, equal = {}, None
+        else:
+            box = [state]
+            del state  # later_phases frees it before the fresh-process phase
+            inc, changed, asy, fresh, equal = later_phases(box, work, args)
         rows = build_rows(nbytes, full, inc, asy, fresh)
-        other = load.other_cores()
-        lines = [
-            f"Checkpoint I/O: {len(sizes)} fp32 tensors, {nbytes / GiB:.3f} GiB (tensors {sizes[0] / 1024:.0f} KiB"
-            f" .. {sizes[-1] / MiB:.0f} MiB, median {sizes[len(sizes) // 2] / 1024:.0f} KiB); medians of "
-            f"{args.repeats} runs",
-            f"work dir {work} ({fs['fstype']} on {fs['device']}, mount {fs['mount']}); restores read WARM "
-            "page cache (both sides), each in a fresh process",
-            f"{os.cpu_count()} CPUs; other processes used {other:.2f} cores on average during the run; "
-            f"restored state equals saved: {equal}",
-            "",
-            *table(rows),
-        ]
-        print("\n".join(lines))
-        doc = {
-            "env": {
-                "fs": fs,
-                "state_bytes": nbytes,
-                "n_tensors": len(sizes),
-                "tensor_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
-                "repeats": args.repeats,
-                "cpu_count": os.cpu_count(),
-                "other_processes_cores": round(other, 3),
-                "loadavg_start_end": [loadavg_start, os.getloadavg()[0]],
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "kernel": platform.release(),
-                "page_cache": "warm",
-                "restored_state_equal": equal,
-                "incremental_changed": changed,
-                "seconds_total": round(time.perf_counter() - t_start, 1),
-            },
-            "rows": rows,
-            "table": lines,
-            "samples": {"full_saves_s": full, "incremental": inc, "async": asy, "fresh_process": fresh},
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1))
-        log(f"[bench] wrote {args.out} in {time.perf_counter() - t_start:.0f} s")
+        _report(args, work, fs, load, t_start, loadavg_start, nbytes, sizes, rows, equal, changed, full, inc, asy, fresh)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def later_phases(box: list[Any], work: Path, args: argparse.Namespace) -> tuple:
+    """Restore check, 75%-unchanged saves, async saves, fresh-process restores and RSS (``box`` holds the state)."""
+    state = box.pop()
+    log("[bench] restore check (untimed)")
+    with CheckpointManager(work / "wp-full", read_only=True) as m:
+        back = m.restore()
+    equal = back["step"] == state["step"] and all(torch.equal(back["model"][k], t) for k, t in state["model"].items())
+    del back
+    log("[bench] 75%-unchanged saves")
+    inc, changed = incremental_saves(state, work, args.repeats)
+    log("[bench] async saves")
+    asy = async_saves(state, work, args.repeats)
+    del state
+    log("[bench] fresh processes: restores (warm page cache) and peak RSS")
+    fresh = fresh_process_runs(work, args.size_mib, args.repeats)
+    return inc, changed, asy, fresh, equal
+
+
+def _report(args, work, fs, load, t_start, loadavg_start, nbytes, sizes, rows, equal, changed, full, inc, asy, fresh) -> None:
+    other = load.other_cores()
+    lines = [
+        f"Checkpoint I/O: {len(sizes)} fp32 tensors, {nbytes / GiB:.3f} GiB (tensors {sizes[0] / 1024:.0f} KiB"
+        f" .. {sizes[-1] / MiB:.0f} MiB, median {sizes[len(sizes) // 2] / 1024:.0f} KiB); medians of "
+        f"{args.repeats} runs{'; blocking full saves only (--saves-only)' if args.saves_only else ''}",
+        f"work dir {work} ({fs['fstype']} on {fs['device']}, mount {fs['mount']}); restores read WARM "
+        "page cache (both sides), each in a fresh process",
+        f"{os.cpu_count()} CPUs; other processes used {other:.2f} cores on average during the run; "
+        f"restored state equals saved: {equal}",
+        "",
+        *table(rows),
+    ]
+    print("\n".join(lines))
+    doc = {
+        "env": {
+            "fs": fs,
+            "state_bytes": nbytes,
+            "n_tensors": len(sizes),
+            "tensor_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
+            "repeats": args.repeats,
+            "saves_only": args.saves_only,
+            "cpu_count": os.cpu_count(),
+            "other_processes_cores": round(other, 3),
+            "loadavg_start_end": [loadavg_start, os.getloadavg()[0]],
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "page_cache": "warm",
+            "restored_state_equal": equal,
+            "incremental_changed": changed,
+            "seconds_total": round(time.perf_counter() - t_start, 1),
+        },
+        "rows": rows,
+        "table": lines,
+        "samples": {"full_saves_s": full, "incremental": inc, "async": asy, "fresh_process": fresh},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    log(f"[bench] wrote {args.out} in {time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,6 @@ def _stage_one(t: torch.Tensor, buf: torch.Tensor, fresh: bool, prev: str | None
     """Compare ``t`` with its copy ``buf`` and copy it there when it differs; its content id when known
     (``prev`` when unchanged), else, with ``algorithm``, the hash of the copy, else None."""
     t = t.detach()
-    if fresh:  # fault its pages in with one call: much cheaper than one fault per 4 KiB page during the copy
-        packs.prefault(buf, buf.numel() * buf.element_size())
     if fresh or not (t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg() and same_bytes(t, buf)):
         buf.copy_(t)
         prev = None
