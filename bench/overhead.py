@@ -97,6 +97,7 @@ def families(args: argparse.Namespace) -> dict[str, list[str]]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stackwise-repeats", type=int, default=0, help="0: --repeats (Stack-Wise runs take longest)")
     parser.add_argument("--only", default="dino,stackwise", help="comma-separated families")
     parser.add_argument("--dino-epochs", type=int, default=0, help="0: DINO's default (trainer.max_epochs=10)")
     parser.add_argument("--stackwise-epochs", type=int, default=2)
@@ -109,7 +110,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, Any] = {}
     for fam, overrides in fams.items():
         samples: dict[str, list[dict[str, Any]]] = {"saving": [], "disabled": []}
-        for rep in range(args.repeats):
+        repeats = args.stackwise_repeats if fam == "stackwise" and args.stackwise_repeats else args.repeats
+        for rep in range(repeats):
             order = ("saving", "disabled") if rep % 2 == 0 else ("disabled", "saving")
             for variant in order:
                 extra = [] if variant == "saving" else ["checkpoint.enabled=false"]
@@ -169,16 +171,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
     print()
-    print(f"Checkpointing overhead on real runs (medians of {args.repeats}; OMP_NUM_THREADS={args.threads})")
-    print("| run | wall saving / disabled | overhead | target | CPU overhead | saves | MiB per save (first / median) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"Checkpointing overhead on real runs (medians of the repeats; OMP_NUM_THREADS={args.threads})")
+    print("| run | repeats | wall saving / disabled | overhead | target | CPU overhead | saves | MiB per save (first / median) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results.values():
         if not r["ok"]:
-            print(f"| {r['command']} | failed | | | | | |")
+            print(f"| {r['command']} | failed | | | | | | |")
             continue
         verdict = "met" if r["overhead"] <= TARGET else "**missed**"
         print(
-            f"| `{r['command']}` | {r['wall_saving_s']:.1f} / {r['wall_disabled_s']:.1f} s | {r['overhead'] * 100:+.1f}% "
+            f"| `{r['command']}` | {len(r['samples']['saving'])} "
+            f"| {r['wall_saving_s']:.1f} / {r['wall_disabled_s']:.1f} s | {r['overhead'] * 100:+.1f}% "
             f"| <= 2% {verdict} | {r['cpu_overhead'] * 100:+.1f}% | {r['saves_per_run']} "
             f"| {(r['bytes_per_save_first'] or 0) / 2**20:.1f} / {(r['bytes_per_save_median'] or 0) / 2**20:.1f} |"
         )
