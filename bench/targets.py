@@ -78,20 +78,35 @@ def collect(results: Path) -> list[dict[str, Any]]:
     co = _load(results / "compression.json")
     for name, r in ((co or {}).get("results") or {}).items():
         e = r["end_to_end"]
-        faster = e["save_time_ratio"] < 1.0
         rows.append(
             {
                 "item": "7",
-                "target": f"{name}: checkpoint.compression default stays none unless zstd is faster end to end",
-                "figure": f"zstd stores {e['ratio']:.3f}x the bytes in {e['save_time_ratio']:.2f}x the save time",
-                "ratio": e["save_time_ratio"],
-                "met": True,  # the default follows the measurement: none while zstd is slower
-                "note": "zstd faster: make it the default" if faster else "zstd slower: none stays the default",
+                "target": f"{name}: byte-grouped zstd on real trained state (measured, no target)",
+                "figure": f"stores {e['ratio']:.3f}x the bytes; save {e['save_time_ratio']:.2f}x, "
+                f"verified restore {e['restore_time_ratio']:.2f}x the time of compression=none",
+                "ratio": e["ratio"],
+                "met": None,
+                "note": f"{e['pack_bytes_none'] / 2**20:.1f} MiB state; per tensor group: compression.json",
             }
         )
     if not co:
         rows.append(
             {"item": "7", "target": "compression measured", "figure": None, "met": None, "note": "compression.json missing"}
+        )
+    z = by_key.get("save_zstd")
+    what = "checkpoint.compression default stays none unless zstd is faster end to end"
+    if z is None:
+        rows.append({"item": "7", "target": what, "figure": None, "met": None, "note": "checkpoint_io.json missing"})
+    else:
+        rows.append(
+            {
+                "item": "7",
+                "target": what,
+                "figure": f"a 1st save with zstd takes {z['ratio']:.2f}x the time of none ({size})",
+                "ratio": z["ratio"],
+                "met": z["ratio"] >= 1.0,  # the default is none: right while zstd is slower
+                "note": "zstd slower: none stays the default" if z["ratio"] >= 1.0 else "zstd faster: make it the default",
+            }
         )
     return rows
 
