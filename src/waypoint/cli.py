@@ -9,6 +9,7 @@ reader of the output went away (``| head``), quietly.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -312,6 +313,26 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_FAILED if doc["damaged"] else EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the web interface over runs and sweeps (Gradio, on 127.0.0.1 unless --host)."""
+    from waypoint.ui import UIError
+    from waypoint.ui.serve import EXTRA_HINT, check_bind, default_roots, serve
+
+    roots = args.roots or [str(p) for p in default_roots()]
+    if not roots:
+        raise UsageError("no outputs/ or multirun/ here; pass the run, sweep or outputs directories to show")
+    try:
+        check_bind(args.host, args.auth)  # refused before anything is imported or bound
+        if importlib.util.find_spec("gradio") is None:
+            raise UsageError(EXTRA_HINT)
+        serve(roots, host=args.host, port=args.port, auth=args.auth)
+    except UIError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _step_arg(text: str) -> int:
     """An argparse type: a non-negative integer step."""
     try:
@@ -390,6 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backup", cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/dino-run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("dest", metavar="DEST", help="a directory or an fsspec URL (e.g. s3://bucket/run)")
+    p = add("ui", cmd_ui, "waypoint ui outputs/ multirun/ --port 7860", json_out=False)
+    p.add_argument("roots", metavar="ROOT", nargs="*", help="runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
+    p.add_argument("--port", type=count, default=None, help="port (default: the first free from 7860)")
+    p.add_argument(
+        "--auth",
+        default=os.environ.get("WAYPOINT_UI_AUTH"),
+        metavar="USER:PASSWORD",
+        help="require this login (needed for a non-loopback --host); default $WAYPOINT_UI_AUTH, which keeps it out of ps",
+    )
     return parser
 
 

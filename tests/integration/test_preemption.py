@@ -1,10 +1,9 @@
-"""SIGTERM / SIGUSR1 / Ctrl-C: a `preempt` checkpoint and exit code 75 within seconds; the same command resumes."""
+"""SIGTERM / SIGUSR1 / Ctrl-C: a `preempt` checkpoint at the next step boundary and exit code 75; the same command resumes."""
 
 from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -12,22 +11,24 @@ from trainkit import committed, final_digest, run_train, start_train, wait_for
 
 from waypoint.training.signals import EXIT_PREEMPTED
 
-RUN = ["model=universeg", "trainer.max_epochs=6", "checkpoint.every_n_steps=5"]
+# epochs of ~30 steps: a stop serviced only at an epoch's end (or the run's) would come far too late
+RUN = ["model=universeg", "trainer.max_epochs=2", "data.max_items=256", "checkpoint.every_n_steps=5"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
-def test_a_stop_signal_saves_a_preempt_checkpoint_and_exits_75_within_seconds(sig: signal.Signals, tmp_path: Path) -> None:
+def test_a_stop_signal_saves_a_preempt_checkpoint_at_the_next_steps_and_exits_75(sig: signal.Signals, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start_train(run_dir, *RUN)
     assert wait_for(lambda: bool(committed(run_dir)), proc), "the run ended before its first checkpoint"
-    sent = time.monotonic()
+    first = json.loads((committed(run_dir)[0] / "manifest.json").read_text())["step"]
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
-    took = time.monotonic() - sent
     assert proc.returncode == EXIT_PREEMPTED, out[-2000:]
-    assert took < 5.0, f"exit took {took:.1f}s after {sig.name}"
     newest = json.loads((committed(run_dir)[-1] / "manifest.json").read_text())
     assert "preempt" in newest["tags"]
+    # serviced at a step boundary soon after delivery, not at the end of an epoch or of the run; counted in steps,
+    # not seconds, so a loaded machine cannot fail it (the epoch ends ~25 steps later)
+    assert newest["step"] <= first + 10, f"stopped at step {newest['step']}, signalled just after step {first}"
     assert sig.name in out and "run the same command again to resume" in out
 
 

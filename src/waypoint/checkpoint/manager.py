@@ -543,6 +543,15 @@ class CheckpointManager:
             packs = self._collect()
         return {"deleted": doomed, "packs_removed": packs, "dry_run": False, "freed_bytes": before - self.store.physical_bytes()}
 
+    def lock_holder(self) -> dict[str, Any] | None:
+        """Who holds this store's writer lock now (pid, host, since), or None; asks without taking the lock.
+
+        Lets a read-only viewer say "running" without getting in the way of a run that is starting.
+        """
+        from .lock import holder_of
+
+        return holder_of(self.root / "LOCK")
+
     def close(self) -> None:
         """Wait for a background save (raising if it failed) and release the lock."""
         try:
