@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?=
 
-.PHONY: install lint train test test-all test-faults bench results analyze clean help
+.PHONY: install lint train test test-all test-faults bench bench-io results analyze clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +34,16 @@ test: $(STAMP)  ## the default (fast) test suite
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q -m '' $(XDIST)
 
-bench: $(STAMP)  ## checkpoint I/O benchmark (table + bench/results/*.json)
-	$(PY) bench/checkpoint_io.py
+SIZE_MIB ?= 1024
+bench: $(STAMP)  ## every issue-#12 figure: I/O (SIZE_MIB=1024), compression, training overhead; ~45 min on 2 cores
+	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
+	$(PY) bench/compression.py
+	$(PY) bench/overhead.py
+	$(PY) bench/targets.py
+
+bench-io: $(STAMP)  ## checkpoint I/O benchmark only (table + bench/results/checkpoint_io.json; SIZE_MIB=1024)
+	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
+	$(PY) bench/targets.py
 
 results: $(STAMP)  ## every family's default run beside its baselines (bench/results/results.{json,md}; ~40 min on 2 cores)
 	$(PY) bench/results.py

@@ -134,9 +134,9 @@ def torch_save(path: Path, state: Any) -> float:
     return time.perf_counter() - t0
 
 
-def waypoint_save(root: Path, state: Any) -> float:
+def waypoint_save(root: Path, state: Any, compression: str = "none") -> float:
     """Seconds for a blocking ``CheckpointManager.save`` into a new store (opened before the clock starts)."""
-    with CheckpointManager(root) as mgr:
+    with CheckpointManager(root, compression=compression) as mgr:
         t0 = time.perf_counter()
         mgr.save(state, step=1)
         return time.perf_counter() - t0
@@ -225,6 +225,10 @@ def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
         fsync_file(path)
     elif kind in ("restore-waypoint", "restore-waypoint-noverify"):
         out = mgr.restore("latest", verify=kind == "restore-waypoint")
+    elif kind in ("restore-waypoint-mmap", "restore-waypoint-mmap-verified"):
+        out = mgr.restore("latest", verify=kind == "restore-waypoint-mmap-verified", mmap=True)
+    elif kind == "restore-torch-mmap":
+        out = torch.load(path, weights_only=True, mmap=True)
     elif kind == "restore-torch":
         out = torch.load(path, weights_only=True)
     else:

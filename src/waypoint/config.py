@@ -52,6 +52,7 @@ class TrainerConfig:
 class CheckpointConfig:
     """When to save (triggers) and what to keep (retention pools); a checkpoint survives if any pool keeps it."""
 
+    enabled: bool = True  # false: the run saves no checkpoint at all (no resume; for overhead measurements)
     every_n_steps: Optional[int] = None
     every_n_epochs: Optional[int] = 1
     every_n_minutes: Optional[float] = None
@@ -70,6 +71,7 @@ class CheckpointConfig:
     save_optimizer: bool = True  # false: weights and progress only, smaller, and a resume from one is not exact
     root: Optional[str] = None  # null: <run dir>/checkpoints; a dir or fsspec URL (s3://bucket/prefix): <root>/<run>/checkpoints
     backup_to: Optional[str] = None  # a dir or URL: each committed checkpoint is mirrored there in the background
+    compression: str = "none"  # none | zstd: byte-grouped zstd for the tensors a save writes (slower; smaller)
 
 
 @dataclass
@@ -184,6 +186,7 @@ _CHOICES = {
     "hardware.device": ("cpu", "cuda", "auto"),
     "hardware.precision": ("32", "bf16", "16"),
     "hardware.strategy": ("single", "ddp", "fsdp"),
+    "checkpoint.compression": ("none", "zstd"),
 }
 _MISSING = object()
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from waypoint import cli
-from waypoint.checkpoint import CheckpointManager, StoreLockedError
+from waypoint.checkpoint import CheckpointError, CheckpointManager, StoreLockedError
 from waypoint.checkpoint.backend import LEASE, FsspecBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -65,6 +65,19 @@ def test_a_second_writer_on_the_prefix_is_refused_naming_the_holder(bucket):
             assert viewer.lock_holder()["pid"] == os.getpid()
     with CheckpointManager(url) as again:  # released on close
         assert [i.step for i in again.list()] == [1]
+
+
+def test_compressed_packs_on_s3_verify_and_restore_bit_exact(bucket):
+    url = f"s3://{bucket}/runs/z/checkpoints"
+    compressible = {"planes": torch.zeros(4096, dtype=torch.float32).add_(1.5), "step": 1}
+    with CheckpointManager(url, compression="zstd") as mgr:
+        mgr.save(compressible, step=1)
+        assert sum(mgr.sizes("latest").packs.values()) < 4096 * 4  # stored smaller than the raw 16 KiB
+    with CheckpointManager(url, read_only=True) as reader:
+        assert reader.verify() == {"step_000000001": []}
+        assert torch.equal(reader.restore()["planes"], compressible["planes"])
+        with pytest.raises(CheckpointError, match="local checkpoints root"):
+            reader.restore(mmap=True)
 
 
 def test_a_lease_is_taken_over_only_once_it_expired_with_a_message(bucket, caplog):

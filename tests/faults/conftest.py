@@ -34,20 +34,24 @@ def python():
     return run_python
 
 
-@pytest.fixture
-def two_step_store(tmp_path):
+@pytest.fixture(params=["none", "zstd"])
+def two_step_store(tmp_path, request):
     """A store with step 1 and step 2 where step 2's new tensors live in a pack of its own.
 
     step 1 holds ``shared`` and ``old``; step 2 holds the same ``shared`` (deduplicated: it stays in
-    step 1's pack) and a new ``new``. Returns (root, state1, state2).
+    step 1's pack) and a new ``new``. Returns (root, state1, state2). Once with raw packs, once with
+    compressed ones (``compression="zstd"``: every tensor stored byte-grouped + zstd).
     """
     root = tmp_path / "ck"
     shared = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
     s1 = {"shared": shared, "own": torch.randn(32, 32, generator=torch.Generator().manual_seed(2)), "step": 1}
     s2 = {"shared": shared, "own": torch.randn(32, 32, generator=torch.Generator().manual_seed(3)), "step": 2}
-    with CheckpointManager(root) as mgr:
+    with CheckpointManager(root, compression=request.param) as mgr:
         mgr.save(s1, step=1)
         mgr.save(s2, step=2)
+    if request.param == "zstd":  # the fixture means what it says: every tensor is stored compressed
+        for pack in (root / "packs").iterdir():
+            assert b'"dtype":"F32"' not in pack.read_bytes()[:4096], "a tensor was stored raw"
     return root, s1, s2
 
 

@@ -145,7 +145,7 @@ def pack_of(root: Path, name: str, key: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ children
-def save_forever(root: str, seed: int) -> None:
+def save_forever(root: str, seed: int, compression: str = "none") -> None:
     """The body of a child that is SIGKILLed at a random moment: save, save, save...
 
     Continues from the newest checkpoint; half of the saves are non-blocking; every third step the
@@ -155,7 +155,7 @@ def save_forever(root: str, seed: int) -> None:
     from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
 
     rng = random.Random(seed)
-    mgr = CheckpointManager(root, RetentionPolicy((KeepLast(3),)))
+    mgr = CheckpointManager(root, RetentionPolicy((KeepLast(3),)), compression=compression)
     latest = mgr.latest()
     step = latest.step if latest else 0
     while True:

@@ -5,7 +5,7 @@ process costs milliseconds, so a test can kill dozens of real saving processes i
 forked child is an ordinary process running ``faultkit.save_forever``; the test SIGKILLs it by pid.
 
 Line protocol on stdin/stdout:
-    spawn ROOT SEED   ->  pid PID        (fork a child that saves into ROOT forever)
+    spawn ROOT SEED [COMPRESSION]  ->  pid PID   (fork a child that saves into ROOT forever)
     reap PID          ->  status STATUS  (waitpid; the raw wait status)
 """
 
@@ -24,12 +24,12 @@ def main() -> None:
     for line in sys.stdin:
         cmd, *args = line.split()
         if cmd == "spawn":
-            root, seed = args
+            root, seed, *compression = args
             pid = os.fork()
             if pid == 0:
                 code = 0
                 try:
-                    faultkit.save_forever(root, int(seed))
+                    faultkit.save_forever(root, int(seed), *compression)
                 except BaseException:  # noqa: BLE001 - a child that dies on its own is a test failure
                     traceback.print_exc()
                     sys.stderr.flush()

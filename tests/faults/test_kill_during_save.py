@@ -44,8 +44,8 @@ class Zygote:
             raise AssertionError(f"save_zygote died: {self.errors()}")
         return answer.split()[1]
 
-    def spawn(self, root: Path, seed: int) -> int:
-        return int(self._ask(f"spawn {root} {seed}"))
+    def spawn(self, root: Path, seed: int, compression: str = "none") -> int:
+        return int(self._ask(f"spawn {root} {seed} {compression}"))
 
     def reap(self, pid: int) -> int:
         return int(self._ask(f"reap {pid}"))
@@ -82,14 +82,14 @@ def check_after_reopen(root: Path, previous_step: int) -> int:
     return info.step
 
 
-def kill_loop(tmp_path: Path, kills: int, max_delay: float, seed: int) -> dict[str, int]:
+def kill_loop(tmp_path: Path, kills: int, max_delay: float, seed: int, compression: str = "none") -> dict[str, int]:
     root = tmp_path / "ck"
     rng = random.Random(seed)
     zygote = Zygote(tmp_path / "zygote.err")
     stats = {"kills": 0, "mid_write": 0, "latest": 0}
     try:
         for i in range(kills):
-            pid = zygote.spawn(root, rng.randrange(1 << 30))
+            pid = zygote.spawn(root, rng.randrange(1 << 30), compression)
             time.sleep(rng.uniform(0.0, max_delay))
             os.kill(pid, signal.SIGKILL)
             status = zygote.reap(pid)
@@ -109,6 +109,15 @@ def test_thirty_random_sigkills_leave_only_verified_checkpoints_and_latest_never
     assert stats["kills"] == 30
     assert stats["latest"] >= 15, f"the children hardly saved anything: {stats}"
     assert stats["mid_write"] >= 3, f"too few kills landed inside a write to mean anything: {stats}"
+
+
+def test_twenty_random_sigkills_during_compressed_saves_leave_only_verified_checkpoints(tmp_path):
+    stats = kill_loop(tmp_path, kills=20, max_delay=0.8, seed=20261202, compression="zstd")
+    assert stats["kills"] == 20
+    assert stats["latest"] >= 8, f"the children hardly saved anything: {stats}"
+    assert stats["mid_write"] >= 2, f"too few kills landed inside a write to mean anything: {stats}"
+    packs = list((tmp_path / "ck" / "packs").glob("*.safetensors"))
+    assert packs and all(b"waypoint-pack-3" in p.read_bytes()[:65536] for p in packs), "the saves were not compressed"
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ BAD = [
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
     ("checkpoint.milestone_steps=[-1]", "checkpoint.milestone_steps"),
     ("seed=-1", "seed"),
+    ("checkpoint.compression=lz4", "checkpoint.compression"),
 ]
 
 

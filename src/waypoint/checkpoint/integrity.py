@@ -18,9 +18,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import manifest as mf
 from .durable import open_regular, read_nofollow
-from .packs import HASH_NAMES, ContentHasher, IntegrityError, TensorRecord, hash_algorithm
+from .packs import (
+    DTYPES,
+    HASH_NAMES,
+    ContentHasher,
+    IntegrityError,
+    TensorRecord,
+    decode_stored,
+    entry_nbytes,
+    hash_algorithm,
+    parse_entries,
+)
 
 _VERIFY_CHUNK = 16 << 20
 _MAX_HEADER = 100 << 20
@@ -59,8 +71,10 @@ def open_pack(packs_dir: Path, pack_name: str, manifest: Mapping[str, Any]) -> t
         header = _read_header(fd, pack_name)
         if expected is None or size != expected["bytes"] or hashlib.sha256(header).hexdigest() != expected["header_sha256"]:
             raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
-        entries = json.loads(header[8:])
-        entries.pop("__metadata__", None)
+        try:
+            entries = parse_entries(json.loads(header[8:]), pack_name)
+        except ValueError:
+            raise IntegrityError(f"pack {pack_name} has a damaged header") from None
     except BaseException as exc:
         os.close(fd)
         if isinstance(exc, OSError):
@@ -98,8 +112,10 @@ def entry_of(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> 
 def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
     """Re-hash one tensor of an open pack; the problem found, or None when it matches its content id."""
     entry = entries.get(rec.id)
-    if entry is None or entry["data_offsets"][1] - entry["data_offsets"][0] != rec.nbytes:
+    if entry is None or entry_nbytes(entry) != rec.nbytes:
         return f"pack {pack_name} lacks tensor {rec.id[:12]}"
+    if "encoding" in entry:
+        return _verify_encoded(fd, entry, start, rec, pack_name)
     algorithm = hash_algorithm(rec.id)
     h = ContentHasher(algorithm, rec.dtype, rec.shape, rec.nbytes)  # big ones on several threads
     pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
@@ -113,3 +129,19 @@ def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorR
         h.update(chunk)
         pos += len(chunk)
     return None if h.id == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"
+
+
+def _verify_encoded(fd: int, entry: Mapping[str, Any], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+    """Check a compressed tensor: its stored bytes against their BLAKE3, then its decoded bytes against its content id."""
+    begin, end = entry["data_offsets"]
+    try:
+        blob = os.pread(fd, end - begin, start + begin)
+    except OSError as exc:
+        return f"pack {pack_name} cannot be read ({exc.strerror or exc})"
+    if len(blob) != end - begin:
+        return f"pack {pack_name} is truncated"
+    try:
+        decode_stored(blob, dict(entry), rec, torch.empty(rec.shape, dtype=DTYPES[rec.dtype]), True)
+    except IntegrityError as exc:
+        return f"{exc} (pack {pack_name})"
+    return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import manifest as mf
 from .durable import open_regular, read_nofollow
 from .integrity import open_pack, read_state, verify_tensor
-from .packs import IntegrityError, TensorRecord
+from .packs import IntegrityError, TensorRecord, entry_nbytes
 from .store import CheckpointStore, manifest_since
 
 
@@ -55,8 +55,9 @@ def _pack_problem(store: CheckpointStore, name: str, manifest: dict) -> str | No
         return str(exc)
     try:
         for cid, entry in entries.items():
-            begin, end = entry["data_offsets"]
-            err = verify_tensor(fd, entries, start, TensorRecord(cid, entry["dtype"], tuple(entry["shape"]), end - begin), name)
+            err = verify_tensor(
+                fd, entries, start, TensorRecord(cid, entry["dtype"], tuple(entry["shape"]), entry_nbytes(entry)), name
+            )
             if err:
                 return err
     finally:

@@ -18,6 +18,7 @@ import torch
 
 from . import codec, dcp, packs
 from . import manifest as mf
+from .compress import check_choice as check_compression
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
@@ -84,6 +85,9 @@ class CheckpointManager:
     the next save compares each tensor with it at memcmp speed and neither hashes nor writes the ones
     that did not change; async saves need the copy anyway. ``snapshot_blocking=False`` makes blocking
     saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
+
+    ``compression="zstd"`` stores the tensors new saves write byte-grouped and zstd-compressed where that
+    shrinks them (``checkpoint.compression``; see ``compress``); reading needs no setting.
     """
 
     def __init__(
@@ -95,8 +99,11 @@ class CheckpointManager:
         mode: str = "max",
         read_only: bool = False,
         snapshot_blocking: bool = True,
+        compression: str = "none",
     ) -> None:
+        check_compression(compression)
         self.store = open_store(root, writable=not read_only)
+        self.store.compression = compression
         self.root = self.store.root
         self.policy = policy
         self.monitor, self.mode = monitor, mode
@@ -390,11 +397,37 @@ class CheckpointManager:
         return self.store.writable
 
     # ------------------------------------------------------------------ restoring
-    def restore(self, selector: str = "latest", *, verify: bool = True) -> Any:
-        """The state saved in the checkpoint ``selector`` names (for latest/best, the first in that order that verifies)."""
-        return self.restore_with_info(selector, verify=verify)[0]
+    def restore(self, selector: str = "latest", *, verify: bool = True, mmap: bool = False) -> Any:
+        """The state saved in the checkpoint ``selector`` names (for latest/best, the first in that order that verifies).
 
-    def restore_with_info(self, selector: str = "latest", *, verify: bool = True) -> tuple[Any, CheckpointInfo]:
+        By default every tensor is read into fresh memory and checked as it arrives: against the XXH3-128
+        checksum its pack header records (packs since this version; the header itself is covered by the
+        manifest's SHA-256), else by re-hashing it with its content id's algorithm (BLAKE3 or SHA-256).
+        ``verify()`` always re-hashes with the content ids.
+
+        ``verify=False`` skips the hashing: a flipped bit on disk, or a pack changed by anything but this
+        store, goes unnoticed and is restored as if it were the saved value, and ``latest``/``best`` cannot
+        fall back to an older checkpoint when one is damaged (only a missing or truncated pack is found).
+
+        ``mmap=True`` returns tensors backed by private (copy-on-write) mappings of the pack files: nothing
+        is copied, and with ``verify=False`` nothing is even read until a tensor is touched, which makes a
+        restore that is followed by ``load_state_dict`` (one copy, page cache to parameters) or that uses
+        only part of the state much cheaper. Its risks: (1) the bytes are read lazily, after this call
+        returned, so with ``verify=False`` damage surfaces later as wrong values, never as an error; with
+        ``verify=True`` the mapped bytes are hashed before returning, but a page the kernel dropped is read
+        again from the file later, so a file changed after the check by another program (the store never
+        rewrites a pack) can change the tensor; (2) a pack truncated while mapped (by another program, or a
+        disk that loses it) kills the process with SIGBUS when the tensor is touched, instead of raising;
+        (3) the tensors hold the pack files open (and their disk space, even after ``gc`` deletes them)
+        until they are freed; (4) writes to them are private to this process (never to the file), and pages
+        written become ordinary memory. Use it for inference, evaluation or copying into a model; keep the
+        default for resuming training after a crash, where the check matters most.
+        """
+        return self.restore_with_info(selector, verify=verify, mmap=mmap)[0]
+
+    def restore_with_info(
+        self, selector: str = "latest", *, verify: bool = True, mmap: bool = False
+    ) -> tuple[Any, CheckpointInfo]:
         """Like ``restore`` and also return which checkpoint was loaded."""
         if selector.startswith("tag:") and selector[4:] in DERIVED_TAGS:
             selector = selector[4:]  # tag:latest falls back like latest (resolve gives it only the first)
@@ -418,7 +451,7 @@ class CheckpointManager:
                 warnings.warn(f"skipping damaged checkpoint {info.name}: {info.problem}", stacklevel=2)
                 continue
             try:
-                tree, tensors, _ = self.store.load(info.name, verify=verify)
+                tree, tensors, _ = self.store.load(info.name, verify=verify, mmap=mmap)
                 if dcp.is_sharded(tree):  # saved by several ranks: assembled into full tensors here
                     tree, tensors = dcp.consolidate(tree, tensors)
             except (IntegrityError, mf.ManifestError, KeyError, ValueError, OSError) as exc:

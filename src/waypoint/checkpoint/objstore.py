@@ -58,6 +58,7 @@ class ObjectStore:
         self.writable = writable
         self.lock: Lease | None = None
         self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
+        self.compression = "none"  # of the tensors new packs store: none | zstd (set by the manager)
         self.known: dict[str, str] = {}
         self.pack_meta: dict[str, dict] = {}
         self.infos: dict[str, mf.CheckpointInfo] = {}
@@ -224,7 +225,12 @@ class ObjectStore:
         sealed: bytes | None = None
         try:
             records_list, pack = write_pack(
-                tmp, [tensors[k] for k in keys], self.known.__contains__, self.pool, [ids.get(k) for k in keys] if ids else None
+                tmp,
+                [tensors[k] for k in keys],
+                self.known.__contains__,
+                self.pool,
+                [ids.get(k) for k in keys] if ids else None,
+                compression=self.compression,
             )
             records = dict(zip(keys, records_list))
             self.last_ids = {k: r.id for k, r in records.items()}
@@ -374,7 +380,9 @@ class ObjectStore:
             raise IntegrityError(f"{name}/{mf.STATE_JSON} does not match its SHA-256")
         return data
 
-    def load(self, name: str, *, verify: bool = True) -> tuple[Any, dict[str, torch.Tensor], dict]:
+    def load(self, name: str, *, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor], dict]:
+        if mmap:
+            raise CheckpointError(f"a memory-mapped restore needs a local checkpoints root, not {self.root}")
         manifest = self.manifest(name)
         tree = json.loads(self._state(name, manifest))
         aliases = alias_keys(tree)

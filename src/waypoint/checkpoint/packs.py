@@ -8,6 +8,15 @@ BLAKE3 id and dedup never mistakes one for the other. A pack holds the tensors o
 named by its id, so any safetensors reader (``safe_open``) can open a pack. A pack's integrity is its
 size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte.
 
+The header's ``__metadata__["checks"]`` (a JSON string; packs written before it lack it) also records the
+XXH3-128 of every raw tensor's bytes. A verified restore compares those instead of re-hashing with BLAKE3:
+XXH3 runs at memory speed (~10x BLAKE3 per core), so checking every byte costs little more than reading
+it, and the checksums are as trustworthy as the content ids for this purpose, because the header that
+holds them is covered by the SHA-256 the manifest records (XXH3 is not cryptographic, but anyone able to
+forge a pack could rewrite the unkeyed manifest too). ``verify`` (the deep check) still re-hashes every
+tensor with its content id's algorithm. Readers that do not know the field ignore it (safetensors
+metadata), so packs that carry it keep format 2.
+
 Writing hashes tensors on worker threads while the main thread streams the new ones' bytes, in pack
 order, into two alternating aligned buffers that an I/O thread writes out (no serialised copy of the
 state). Big packs are written with O_DIRECT where the filesystem supports it: the device reads the
@@ -38,7 +47,9 @@ from typing import Any
 
 import blake3
 import torch
+import xxhash
 
+from . import compress
 from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .errors import IntegrityError
 
@@ -62,6 +73,7 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
 }
 DTYPES: dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
 PACK_FORMAT = "waypoint-pack-2"  # 1: SHA-256 ids only; 2: BLAKE3 ids ("b3:..."), SHA-256 ids of format 1 too
+PACK_FORMAT_ENCODED = "waypoint-pack-3"  # 2 plus compressed tensors (compress.py), listed in __metadata__.encoded
 CONTENT_HASH = "blake3"  # the algorithm of the ids new saves compute ("sha256": what format 1 wrote)
 BLAKE3_PREFIX = "b3:"
 _ID_WIDTH = 67  # the longest id ("b3:" + 64 hex digits), for reserving header room
@@ -173,11 +185,23 @@ class PackInfo:
     header_sha256: str
 
 
-def _header(entries: Iterable[tuple[str, str, Sequence[int], int, int]], pad_to: int = 0, align: int = 8) -> bytes:
-    """Safetensors header bytes (length prefix included), space-padded so the data starts ``align``-aligned."""
+def _header(
+    entries: Iterable[tuple[str, str, Sequence[int], int, int]],
+    pad_to: int = 0,
+    align: int = 8,
+    encoded: dict[str, list] | None = None,
+    checks: dict[str, str] | None = None,
+) -> bytes:
+    """Safetensors header bytes (length prefix included), space-padded so the data starts ``align``-aligned.
+    ``encoded`` maps the id of each compressed tensor to ``[codec, dtype, shape, stored id]``; ``checks``
+    the id of each raw one to the XXH3-128 of its bytes (hex), what a verified restore checks."""
     entries = list(entries)
-    legacy = all(hash_algorithm(e[0]) == "sha256" for e in entries)  # a pack format 1 could have written
-    header = {"__metadata__": {"format": "waypoint-pack-1" if legacy else PACK_FORMAT}}
+    legacy = all(hash_algorithm(e[0]) == "sha256" for e in entries) and not encoded and not checks  # as format 1 wrote it
+    header: dict[str, Any] = {"__metadata__": {"format": "waypoint-pack-1" if legacy else PACK_FORMAT}}
+    if encoded:
+        header["__metadata__"] = {"format": PACK_FORMAT_ENCODED, "encoded": json.dumps(encoded, separators=(",", ":"))}
+    if checks:
+        header["__metadata__"]["checks"] = json.dumps(checks, separators=(",", ":"))
     for cid, dtype, shape, begin, end in entries:
         header[cid] = {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, end]}
     body = json.dumps(header, separators=(",", ":")).encode()
@@ -272,6 +296,7 @@ def write_pack(
     is_known: Callable[[str], bool],
     pool: ThreadPoolExecutor,
     ids: Sequence[str | Future | None] | None = None,
+    compression: str = "none",
 ) -> tuple[list[TensorRecord], PackInfo | None]:
     """Hash every tensor; write those not ``is_known`` into one new pack; return records and the pack.
 
@@ -280,6 +305,9 @@ def write_pack(
     id, computed by the caller's job that also fills the tensor (read only once the id is there). Hashing of later
     tensors overlaps with writing earlier ones. The pack is written to a temporary name, fsynced, then
     renamed to ``<header sha256>.safetensors`` and the directory fsynced.
+
+    ``compression="zstd"`` stores each new tensor that shrinks byte-grouped and zstd-compressed (``compress``),
+    encoded on threads of its own while earlier tensors are written.
     """
     converted: dict[int, torch.Tensor] = {}  # tied tensors arrive as one object under several keys
     cpu = [converted.setdefault(id(t), to_cpu_contiguous(t)) for t in tensors]
@@ -302,31 +330,60 @@ def write_pack(
     for _dtype, _shape, nbytes in metas:
         offsets.append((pos, pos + nbytes))
         pos += nbytes
+    encoder: ThreadPoolExecutor | None = None
+    encodings: list[Future | None] = [None] * len(cpu)
+    if compress.check_choice(compression) != "none":
+        encoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="waypoint-encode")
+        for i, (t, fut) in enumerate(zip(cpu, futures)):
+            encodings[i] = encoder.submit(_encode_new, t, fut, is_known)
     tmp = packs_dir / f".tmp-{uuid.uuid4().hex}.safetensors"
     records: list[TensorRecord] = []
     entries: list[tuple[str, str, Sequence[int], int, int]] = []
+    encoded: dict[str, list] = {}
+    checks: dict[str, Any] = {}  # id -> Future of its XXH3-128 (its hex digest once the data is written)
     in_pack: set[str] = set()
     sink: _PackSink | None = None
     fd = -1
     try:
         fd = create_exclusive(tmp)
         direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
-        # Reserve room for the largest possible header (all tensors new); the real one is padded to it.
+        # Reserve room for the largest possible header (all tensors new, every one encoded when compressing);
+        # the real one is padded to it.
+        worst: dict[str, list] = {}
+        if encoder is not None:
+            worst = {f"{i:0{_ID_WIDTH}d}": [compress.CODEC, "F8_E4M3", list(m[1]), "b3:" + "0" * 64] for i, m in enumerate(metas)}
+        worst_checks = {f"{i:0{_ID_WIDTH}d}": "0" * 32 for i in range(len(metas))}
         reserved = _header(
-            ((f"{i:0{_ID_WIDTH}d}", m[0], m[1], b, e) for i, (m, (b, e)) in enumerate(zip(metas, offsets))),
+            (
+                (f"{i:0{_ID_WIDTH}d}", *(m[:2] if encoder is None else ("F8_E4M3", _longer(m[1], [10**15]))), b, e)
+                for i, (m, (b, e)) in enumerate(zip(metas, offsets))
+            ),
             align=_ALIGN if direct else 8,
+            encoded=worst,
+            checks=worst_checks,
         )
         sink = _PackSink(fd, len(reserved), pos, direct)
         pos = 0
-        for tensor, (dtype, shape, nbytes), future in zip(cpu, metas, futures):
+        for i, (tensor, (dtype, shape, nbytes), future) in enumerate(zip(cpu, metas, futures)):
             cid = future.result()
             records.append(TensorRecord(cid, dtype, shape, nbytes))
             if cid in in_pack or is_known(cid):
                 continue
-            sink.write(raw_bytes(tensor))
-            entries.append((cid, dtype, shape, pos, pos + nbytes))
+            blob = encodings[i].result() if encodings[i] is not None else None
+            if blob is None:
+                data = raw_bytes(tensor)
+                checks[cid] = pool.submit(fast_check, data)  # on another thread, while this one copies
+                sink.write(data)
+                entries.append((cid, dtype, shape, pos, pos + nbytes))
+                pos += nbytes
+            else:
+                sink.write(memoryview(blob))
+                entries.append((cid, "U8", [len(blob)], pos, pos + len(blob)))
+                encoded[cid] = [compress.CODEC, dtype, list(shape), compress.stored_id(blob)]
+                pos += len(blob)
             in_pack.add(cid)
-            pos += nbytes
+        if encoder is not None:
+            encoder.shutdown(wait=True)
         if not entries:
             sink.close()
             os.close(fd)
@@ -334,7 +391,8 @@ def write_pack(
             tmp.unlink()
             return records, None
         size = sink.finish()
-        header = _header(entries, pad_to=len(reserved) - 8, align=_ALIGN if direct else 8)
+        checks = {cid: fut.result() for cid, fut in checks.items()}
+        header = _header(entries, pad_to=len(reserved) - 8, align=_ALIGN if direct else 8, encoded=encoded, checks=checks)
         assert len(header) == len(reserved)
         if sink.direct:  # the header region is a whole number of aligned blocks: write it the same way
             block = mmap.mmap(-1, len(header))
@@ -355,15 +413,98 @@ def write_pack(
         fsync_dir(packs_dir)
         return records, PackInfo(final.name, size, header_sha)
     except BaseException:
-        for f in futures:
+        for f in [*futures, *(e for e in encodings if e is not None)]:
             f.cancel()
         futures_wait(futures)  # a job still running may be filling a tensor the caller reuses
+        futures_wait([f for f in checks.values() if isinstance(f, Future)])  # or reading one
+        if encoder is not None:
+            encoder.shutdown(wait=True)
         if sink is not None:
             sink.close()
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _longer(a: Sequence[int], b: Sequence[int]) -> Sequence[int]:
+    """Whichever shape takes more characters in a header."""
+    return a if len(json.dumps(list(a), separators=(",", ":"))) >= len(json.dumps(list(b), separators=(",", ":"))) else b
+
+
+def _encode_new(tensor: torch.Tensor, cid: Future, is_known: Callable[[str], bool]) -> bytes | None:
+    """The compressed form of a tensor this save writes (None: store it raw, or it is known already)."""
+    if is_known(cid.result()):
+        return None
+    return compress.encode(raw_bytes(tensor), tensor.element_size())
+
+
+def parse_entries(header: Any, pack_name: str) -> dict[str, dict]:
+    """A pack header's tensor entries by id, with each compressed tensor's entry rewritten to what it decodes
+    to: ``{"dtype", "shape", "data_offsets" (of the stored bytes), "encoding": {"codec", "stored", "nbytes"}}``.
+    IntegrityError when the header is not such a mapping or its list of compressed tensors is malformed."""
+    if not isinstance(header, dict):
+        raise IntegrityError(f"pack {pack_name} has a damaged header")
+    meta = header.pop("__metadata__", None)
+    meta = meta if isinstance(meta, dict) else {}
+    if meta.get("checks") is not None:
+        try:
+            for cid, check in json.loads(meta["checks"]).items():
+                if not (isinstance(check, str) and len(check) == 32 and isinstance(header[cid], dict)):
+                    raise ValueError(cid)
+                header[cid]["check"] = check
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise IntegrityError(f"pack {pack_name} has a damaged list of checksums") from None
+    encoded = meta.get("encoded")
+    if encoded is None:
+        return header
+    try:
+        table = json.loads(encoded)
+        for cid, (codec, dtype, shape, sid) in table.items():
+            entry = header[cid]
+            if codec != compress.CODEC or entry.get("dtype") != "U8" or dtype not in DTYPES or not isinstance(sid, str):
+                raise ValueError(cid)
+            if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+                raise ValueError(cid)
+            numel = 1
+            for n in shape:
+                numel *= n
+            nbytes = numel * torch.empty((), dtype=DTYPES[dtype]).element_size()
+            header[cid] = {
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": entry["data_offsets"],
+                "encoding": {"codec": codec, "stored": sid, "nbytes": nbytes},
+            }
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise IntegrityError(f"pack {pack_name} has a damaged list of compressed tensors") from None
+    return header
+
+
+def fast_check(data: memoryview | bytes) -> str:
+    """The XXH3-128 of some bytes (hex): the checksum a verified restore compares (~10x faster than BLAKE3)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def entry_nbytes(entry: dict) -> int:
+    """The bytes a pack entry's tensor holds (decoded, for a compressed one)."""
+    enc = entry.get("encoding")
+    return enc["nbytes"] if enc else entry["data_offsets"][1] - entry["data_offsets"][0]
+
+
+def decode_stored(blob: bytes | memoryview, entry: dict, record: TensorRecord, out: torch.Tensor, verify: bool) -> None:
+    """Decode a compressed tensor's stored bytes into ``out``; with ``verify``, check the stored bytes against
+    their id first and the decoded ones against the content id after (IntegrityError naming which failed)."""
+    if verify and compress.stored_id(blob) != entry["encoding"]["stored"]:
+        raise IntegrityError(f"the stored (compressed) bytes of tensor {record.id[:12]} do not match their BLAKE3")
+    try:
+        compress.decode(blob, out.element_size(), raw_bytes(out))
+    except ValueError as exc:
+        raise IntegrityError(f"the compressed tensor {record.id[:12]} {exc}") from None
+    if verify:
+        algorithm = hash_algorithm(record.id)
+        if content_id(record.dtype, record.shape, raw_bytes(out), algorithm) != record.id:
+            raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
 
 
 def read_header(path: Path) -> tuple[dict, int, str]:
@@ -383,11 +524,10 @@ def read_header(path: Path) -> tuple[dict, int, str]:
         entries = json.loads(body)
     except ValueError:
         raise IntegrityError(f"pack {path.name} has a damaged header") from None
-    entries.pop("__metadata__", None)
-    return entries, 8 + length, header_sha
+    return parse_entries(entries, path.name), 8 + length, header_sha
 
 
-def _prefault(tensor: torch.Tensor, nbytes: int) -> None:
+def prefault(tensor: torch.Tensor, nbytes: int) -> None:
     """Fault in a fresh tensor's pages in one call (cheaper than taking one page fault per 4 KiB)."""
     if _madvise is None or nbytes < 1 << 20:
         return
@@ -409,13 +549,20 @@ def _pread_into(fd: int, view: memoryview, offset: int, record: TensorRecord) ->
 def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:
     """Read one tensor from an open pack into fresh memory, checking its content id when asked."""
     begin, end = entry["data_offsets"]
-    if end - begin != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
+    if entry_nbytes(entry) != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
         raise IntegrityError(f"pack entry {record.id[:12]} does not match the manifest")
     out = torch.empty(record.shape, dtype=DTYPES[record.dtype])
-    _prefault(out, record.nbytes)
+    prefault(out, record.nbytes)
     view = raw_bytes(out)
-    if not verify:
+    if "encoding" in entry:
+        blob = bytearray(end - begin)
+        _pread_into(fd, memoryview(blob), data_start + begin, record)
+        decode_stored(blob, entry, record, out, verify)
+        return out
+    if not verify or "check" in entry:
         _pread_into(fd, view, data_start + begin, record)
+        if verify and fast_check(view) != entry["check"]:
+            raise IntegrityError(f"tensor {record.id[:12]} does not match its checksum (XXH3-128)")
         return out
     algorithm = hash_algorithm(record.id)
     h = ContentHasher(algorithm, record.dtype, record.shape, 0)  # one thread: the pieces are small
@@ -426,3 +573,46 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     if h.id != record.id:
         raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
     return out
+
+
+def map_pack(fd: int, populate: bool = False) -> mmap.mmap:
+    """A private, copy-on-write mapping of a whole open pack (``populate``: fault its pages in up front).
+
+    Writes to tensors backed by it change private copies of the pages, never the file.
+    """
+    flags = mmap.MAP_PRIVATE | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+    return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def mapped_tensor(mm: mmap.mmap, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:
+    """A tensor backed by a pack's mapping (no copy; the pages are read when first touched), its content id
+    checked against the mapped bytes when asked. A tensor whose offset is not a multiple of its element size
+    (possible after odd-sized tensors in one pack) is copied out instead."""
+    begin, end = entry["data_offsets"]
+    if entry_nbytes(entry) != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
+        raise IntegrityError(f"pack entry {record.id[:12]} does not match the manifest")
+    offset = data_start + begin
+    if data_start + end > len(mm):
+        raise IntegrityError(f"pack data for tensor {record.id[:12]} is truncated")
+    dtype = DTYPES[record.dtype]
+    if "encoding" in entry:  # compressed: decoded into fresh memory
+        out = torch.empty(record.shape, dtype=dtype)
+        decode_stored(memoryview(mm)[offset : data_start + end], entry, record, out, verify)
+        return out
+    if verify and "check" in entry:
+        if fast_check(memoryview(mm)[offset : offset + record.nbytes]) != entry["check"]:
+            raise IntegrityError(f"tensor {record.id[:12]} does not match its checksum (XXH3-128)")
+    elif verify:
+        algorithm = hash_algorithm(record.id)
+        h = ContentHasher(algorithm, record.dtype, record.shape, record.nbytes)
+        h.update(memoryview(mm)[offset : offset + record.nbytes])
+        if h.id != record.id:
+            raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
+    if record.nbytes == 0:
+        return torch.empty(record.shape, dtype=dtype)
+    if offset % torch.empty((), dtype=dtype).element_size():
+        out = torch.empty(record.shape, dtype=dtype)
+        raw_bytes(out)[:] = memoryview(mm)[offset : offset + record.nbytes]
+        return out
+    numel = record.nbytes // torch.empty((), dtype=dtype).element_size()
+    return torch.frombuffer(mm, dtype=dtype, count=numel, offset=offset).view(record.shape)

@@ -139,7 +139,7 @@ def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> lis
         if tensors:
             ids = list(tensors)
             _records, info = write_pack(
-                store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids
+                store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids, store.compression
             )  # just verified against these ids: not hashed again, algorithm kept
             assert info is not None
             store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}

@@ -50,7 +50,7 @@ from .durable import (
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import entry_of, open_pack, read_state, verify_tensor
 from .lock import StoreLock
-from .packs import IntegrityError, PackInfo, TensorRecord, content_id, read_tensor, write_pack
+from .packs import IntegrityError, PackInfo, TensorRecord, content_id, map_pack, mapped_tensor, read_tensor, write_pack
 
 CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
 CKPT_LIKE = "step_"  # any directory named like this may hold a manifest naming packs, listed or not
@@ -126,6 +126,7 @@ class CheckpointStore:
         self.pack_meta: dict[str, dict] = {}  # pack name -> {"bytes", "header_sha256"}, from manifests
         self.infos: dict[str, mf.CheckpointInfo] = {}
         self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
+        self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
         try:
             self.rescan()
             if writable:
@@ -366,6 +367,7 @@ class CheckpointStore:
                 self.known.__contains__,
                 self.pool,
                 [ids.get(k) for k in keys] if ids else None,
+                compression=self.compression,
             )
             records = dict(zip(keys, records_list))
             self.last_ids = {k: r.id for k, r in records.items()}
@@ -595,8 +597,12 @@ class CheckpointStore:
         return removed
 
     # ------------------------------------------------------------------ reading
-    def load(self, name: str, *, verify: bool = True) -> tuple[Any, dict[str, torch.Tensor], dict]:
-        """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged."""
+    def load(self, name: str, *, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor], dict]:
+        """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged.
+
+        ``mmap``: tensors backed by private mappings of the packs instead of fresh memory (see
+        ``CheckpointManager.restore``); with ``verify`` their mapped bytes are hashed before returning.
+        """
         path = self.root / name
         manifest = mf.load(path)
         tree_bytes = read_state(path, manifest)
@@ -612,15 +618,13 @@ class CheckpointStore:
             entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
             try:
                 unique = {r.id: r for r in recs.values()}
-                loaded = dict(
-                    zip(
-                        unique,
-                        self.pool.map(
-                            lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify),  # noqa: B023 - used now
-                            unique.values(),
-                        ),
-                    )
-                )
+                if mmap:
+                    mm = map_pack(fd, populate=verify)
+                    read = lambda r: mapped_tensor(mm, entry_of(entries, r, pack_name), start, r, verify)  # noqa: B023, E731
+                else:
+                    read = lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify)  # noqa: B023, E731
+                runner = self.pool.map if verify or not mmap else map  # an unverified mapping reads nothing
+                loaded = dict(zip(unique, runner(read, unique.values())))
             finally:
                 os.close(fd)
             first: set[str] = set()

@@ -359,7 +359,9 @@ def _prepare(
     opened: dict[str, Any] = {}
 
     def open_store() -> bool:
-        opened["manager"] = CheckpointManager(ck_root, policy, monitor=monitor, mode=monitor_mode)
+        opened["manager"] = CheckpointManager(
+            ck_root, policy, monitor=monitor, mode=monitor_mode, compression=str(cfg.checkpoint.compression)
+        )
         opened["source"] = _restore_source(opened["manager"], mode)
         return opened["source"] is not None
 
@@ -398,6 +400,7 @@ def _prepare(
                 monitor=monitor,
                 monitor_mode=monitor_mode,
                 save_optimizer=bool(cfg.checkpoint.save_optimizer),
+                checkpointing=bool(cfg.checkpoint.enabled),
             ),
             device=device,
             metrics=metrics,  # type: ignore[arg-type]

@@ -40,6 +40,8 @@ class Preempted(Exception):
     def __init__(self, signal_name: str, step: int, checkpoint: str | None) -> None:
         super().__init__(
             f"{signal_name} received: saved checkpoint {checkpoint} at step {step}; run the same command again to resume"
+            if checkpoint is not None
+            else f"{signal_name} received at step {step}; no checkpoint was saved (checkpoint.enabled=false)"
         )
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
 
@@ -92,6 +94,7 @@ class LoopConfig:
     monitor: str | None = None  # the metric that defines best / on-improvement saves (None: the task's own)
     monitor_mode: str | None = None  # 'max' or 'min' (None: the task's own)
     save_optimizer: bool = True  # False: checkpoints hold weights and progress, not optimizer state
+    checkpointing: bool = True  # False (checkpoint.enabled=false): save nothing, not even at the end or on a signal
 
 
 class Trainer:
@@ -241,8 +244,8 @@ class Trainer:
         except (Preempted, NonFiniteLossError):
             raise
         except Exception as exc:
-            if isinstance(exc, MonitorError) and self.progress.step == 0:  # a config error before any training
-                raise
+            if (isinstance(exc, MonitorError) and self.progress.step == 0) or not self.cfg.checkpointing:
+                raise  # a config error before any training, or a run that saves nothing
             if isinstance(exc, DistributedError):  # the ranks cannot agree any more: no emergency save is possible
                 log.error("no emergency checkpoint: %s", exc)
                 raise
@@ -496,6 +499,8 @@ class Trainer:
         Train metrics are those of the step just taken; validation metrics only when validation ran at this step,
         so a checkpoint never carries an earlier checkpoint's score (and cannot become ``best`` with it).
         """
+        if not self.cfg.checkpointing:
+            return None
         p = self.progress
         metrics = {
             **(self.last_train if self.last_train_step == p.step else {}),
