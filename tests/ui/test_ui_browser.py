@@ -120,6 +120,7 @@ def page(browser, served: dict):
     page.set_default_timeout(WAIT_MS)
     url = served["url"]
     page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
+    sync_api.expect.set_options(timeout=WAIT_MS)  # a loaded machine (two xdist workers) can take >5 s to render
     page.goto(url)
     sync_api.expect(page.locator("#runs-table")).to_contain_text(RUN)
     yield page
