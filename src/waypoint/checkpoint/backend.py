@@ -131,6 +131,12 @@ class _LocalLease(Lease):
         self.lock.release()
 
 
+def _copy_fd(src: int, dst: int) -> None:
+    """Copy the rest of ``src`` to ``dst`` in 8 MiB chunks."""
+    while chunk := os.read(src, 8 << 20):
+        write_all(dst, chunk)
+
+
 class LocalBackend(Backend):
     """A directory on a POSIX file system: every write fsynced, renames that never replace, ``lockf``."""
 
@@ -169,8 +175,7 @@ class LocalBackend(Backend):
         def copy(fd: int) -> None:
             src = open_regular(path)
             try:
-                while chunk := os.read(src, 8 << 20):
-                    write_all(fd, chunk)
+                _copy_fd(src, fd)
             finally:
                 os.close(src)
 
@@ -204,8 +209,7 @@ class LocalBackend(Backend):
         try:
             dst = create_exclusive(path)
             try:
-                while chunk := os.read(src, 8 << 20):
-                    write_all(dst, chunk)
+                _copy_fd(src, dst)
             finally:
                 os.close(dst)
         finally:

@@ -146,15 +146,8 @@ class CheckpointManager:
         started = time.monotonic()
         self.writer.wait()
         step = check_step(step)
-        tags = tuple(tags)
-        for t in tags:
-            self._check_tag(t)
+        tags, meta = self._tags_and_meta(tags, meta)
         tensors, tree = codec.encode(state)
-        meta = dict(meta or {})
-        if self.monitor:
-            meta.setdefault("monitor", self.monitor)
-            meta.setdefault("mode", self.mode)
-        meta.setdefault("retention", policy_to_json(self.policy))
         mf.clean_metrics(metrics)
         if blocking and not self.snapshot_blocking:
             return self._commit(tensors, tree, step, epoch, metrics, tags, meta, None, started, True)
@@ -205,6 +198,15 @@ class CheckpointManager:
         """Commit a checkpoint whose tensors are already in packs (``dcp.save_sharded``: every rank wrote its own),
         then apply retention and tell the listeners, as ``save`` does."""
         started = time.monotonic()
+        tags, meta = self._tags_and_meta(tags, meta)
+        packs_before = set(self.store.pack_meta) if self._listeners else set()
+        info = self.store.commit_prewritten(
+            records, tensor_packs, pack_entries, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta
+        )
+        return self._after_commit(info, packs_before, started, True)
+
+    def _tags_and_meta(self, tags: Iterable[str], meta: Mapping[str, Any] | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """Checked tags, and the meta every manifest records: the monitored metric and the retention policy."""
         tags = tuple(tags)
         for t in tags:
             self._check_tag(t)
@@ -213,11 +215,7 @@ class CheckpointManager:
             meta.setdefault("monitor", self.monitor)
             meta.setdefault("mode", self.mode)
         meta.setdefault("retention", policy_to_json(self.policy))
-        packs_before = set(self.store.pack_meta) if self._listeners else set()
-        info = self.store.commit_prewritten(
-            records, tensor_packs, pack_entries, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta
-        )
-        return self._after_commit(info, packs_before, started, True)
+        return tags, meta
 
     def _after_commit(
         self, info: CheckpointInfo, packs_before: set[str], started: float | None, blocking: bool
