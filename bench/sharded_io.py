@@ -84,7 +84,6 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from waypoint.checkpoint import CheckpointManager
-    from waypoint.checkpoint.dcp import load_sharded, save_sharded
 
     sharded = "RANK" in os.environ
     if sharded:
@@ -93,6 +92,9 @@ def worker(args: argparse.Namespace) -> None:
     model, opt = build(args.size_mib, sharded)
     root = Path(args.dir) / ("sharded" if sharded else "single")
     manager = CheckpointManager(root) if rank == 0 else None
+    if sharded:
+        dist.barrier()  # rank 0 holds the writer's lease: the others write their shards through a read-only view
+    manager = manager or CheckpointManager(root, read_only=True)
     saves, restores = [], []
     for step in range(1, args.repeats + 1):
         bump(model, opt)
@@ -101,19 +103,17 @@ def worker(args: argparse.Namespace) -> None:
             dist.barrier()
         t = time.perf_counter()
         if sharded:
-            save_sharded(state, manager=manager, root=root, step=step)
+            manager.save_sharded(state, step)
             dist.barrier()
         else:
-            assert manager is not None
             manager.save(state, step=step)
         saves.append(time.perf_counter() - t)
         name = f"step_{step:09d}"
         t = time.perf_counter()
         if sharded:
-            load_sharded({"model": model.state_dict(), "optim": opt.state_dict()}, root, name)
+            manager.restore_sharded({"model": model.state_dict(), "optim": opt.state_dict()}, name)
             dist.barrier()
         else:
-            assert manager is not None
             manager.restore(name)
         restores.append(time.perf_counter() - t)
     row = {

@@ -19,14 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from waypoint.checkpoint import CheckpointError, CheckpointManager, NoCheckpointError, refs
-from waypoint.checkpoint.backend import BackendError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_BROKEN_PIPE = 141  # the reader closed the pipe (``waypoint ls RUN | head -1``)
+from waypoint.checkpoint import CheckpointManager, refs
+from waypoint.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError, WaypointError
+from waypoint.units import human_bytes
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A bad argument or path; exit code 2."""
 
 
@@ -54,15 +52,24 @@ def open_store(run_dir: str, *, write: bool = False) -> CheckpointManager:
     return CheckpointManager(checkpoints_root(run_dir), read_only=not write)
 
 
+def stores(location: str) -> list[Path | str]:
+    """The checkpoints roots a location holds: its own, or (a ``checkpoint.root`` of many runs) every one beneath
+    it; a location with none is refused in one sentence (never a success over nothing)."""
+    try:
+        root = refs.checkpoints_root(location)
+    except refs.BadReferenceError:
+        root = None
+    if root is not None and (refs.is_url(root) or Path(root).is_dir()):
+        with CheckpointManager(root, read_only=True) as mgr:  # an unreachable or missing bucket: one sentence, exit 2
+            if mgr.list():
+                return [root]
+    beneath = refs.stores_beneath(location) if refs.is_url(location) or Path(location).is_dir() else []
+    if beneath:
+        return beneath
+    raise UsageError(f"{location} holds no checkpoints (no run's checkpoints/ there or below it)")
+
+
 parse_ref = refs.parse_ref
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _short(value: Any, width: int = 80) -> str:
@@ -84,36 +91,50 @@ def _emit(args: argparse.Namespace, doc: Any, text: Callable[[], None]) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List checkpoints: name, step, epoch, tags, metrics, digest, size, time, validity."""
-    with open_store(args.run_dir) as mgr:
-        infos = mgr.list()
+    listed = {}
+    for root in stores(args.run_dir):
+        with CheckpointManager(root, read_only=True) as mgr:
+            listed[str(root)] = mgr.list()
 
     def text() -> None:
-        if not infos:
-            print(f"no checkpoints in {checkpoints_root(args.run_dir)}")
-        else:
-            print(f"{'name':<18} {'step':>8} {'epoch':>5}  {'size':>9}  {'created':<19}  {'digest':<12}  tags / metrics")
-        for i in infos:
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
-            status = "" if i.valid else f"  DAMAGED: {i.problem}"
-            print(
-                f"{i.name:<18} {i.step:>8} {'-' if i.epoch is None else i.epoch:>5}  {_human(i.logical_bytes):>9}  "
-                f"{created:<19}  {i.digest[:12]:<12}  [{','.join(i.all_tags) or '-'}] {_metrics_text(i.metrics)}{status}"
-            )
+        print(f"{'name':<18} {'step':>8} {'epoch':>5}  {'size':>9}  {'created':<19}  {'digest':<12}  tags / metrics")
+        for root, infos in listed.items():
+            if len(listed) > 1:
+                print(f"{root}:")
+            for i in infos:
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
+                status = "" if i.valid else f"  DAMAGED: {i.problem}"
+                epoch = "-" if i.epoch is None else i.epoch
+                print(
+                    f"{i.name:<18} {i.step:>8} {epoch:>5}  {human_bytes(i.logical_bytes):>9}  {created:<19}  "
+                    f"{i.digest[:12]:<12}  [{','.join(i.all_tags) or '-'}] {_metrics_text(i.metrics)}{status}"
+                )
 
-    _emit(args, [i.to_json() for i in infos], text)
+    if len(listed) == 1:
+        _emit(args, [i.to_json() for i in next(iter(listed.values()))], text)
+    else:
+        _emit(args, {root: [i.to_json() for i in infos] for root, infos in listed.items()}, text)
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Re-hash every committed checkpoint; exit 1 naming each damaged one."""
-    with open_store(args.run_dir) as mgr:
-        report = mgr.verify()
+    """Re-hash every committed checkpoint (of every run beneath a ``checkpoint.root``); exit 1 naming each damaged one."""
+    roots = stores(args.run_dir)
+    report: dict[str, list[str]] = {}
+    for root in roots:
+        with CheckpointManager(root, read_only=True) as mgr:
+            found = mgr.verify()
+        report.update({(f"{root}/{n}" if len(roots) > 1 else n): p for n, p in found.items()})
     bad = {name: problems for name, problems in report.items() if problems}
 
     def text() -> None:
         for name, problems in report.items():
             print(f"{'ok      ' if not problems else 'DAMAGED '} {name}" + (f": {'; '.join(problems)}" if problems else ""))
-        print(f"{len(report) - len(bad)} of {len(report)} checkpoints verify" + (f"; damaged: {', '.join(bad)}" if bad else ""))
+        where = f" in {len(roots)} runs" if len(roots) > 1 else ""
+        print(
+            f"{len(report) - len(bad)} of {len(report)} checkpoints verify{where}"
+            + (f"; damaged: {', '.join(bad)}" if bad else "")
+        )
 
     _emit(args, {"ok": not bad, "checked": len(report), "damaged": bad}, text)
     return EXIT_FAILED if bad else EXIT_OK
@@ -134,7 +155,7 @@ def cmd_du(args: argparse.Namespace) -> int:
         args,
         doc,
         lambda: print(
-            f"{len(infos)} checkpoints: logical {_human(logical)}, physical {_human(physical)}"
+            f"{len(infos)} checkpoints: logical {human_bytes(logical)}, physical {human_bytes(physical)}"
             + (f" ({doc['ratio']:.2f}x of logical)" if logical else "")
         ),
     )
@@ -165,7 +186,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{info.name}  step {info.step}  epoch {info.epoch}  tags [{','.join(info.all_tags) or '-'}]")
         print(f"  created   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.created_at))}  digest {info.digest}")
         print(f"  metrics   {_metrics_text(info.metrics) or '-'}")
-        print(f"  size      {_human(info.logical_bytes)} logical in {doc['tensors']} tensors, {len(doc['packs'])} pack(s)")
+        print(f"  size      {human_bytes(info.logical_bytes)} logical in {doc['tensors']} tensors, {len(doc['packs'])} pack(s)")
         print(f"  config    {doc['config_hash'] or '-'}  git {doc['git_commit'] or '-'}  versions {doc['versions']}")
         for n in doc["notes"]:
             print(f"  note      {time.strftime('%Y-%m-%d %H:%M', time.localtime(n['at']))} {n['note']}")
@@ -235,9 +256,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         report = mgr.gc(keep_last=args.keep_last, dry_run=args.dry_run)
     listed = f"{len(report['deleted'])} checkpoint(s): {', '.join(report['deleted']) or '-'}"
     text = (
-        f"would delete {listed}; would free at least {_human(report['freed_bytes'])}"
+        f"would delete {listed}; would free at least {human_bytes(report['freed_bytes'])}"
         if args.dry_run
-        else f"deleted {listed}; {len(report['packs_removed'])} pack(s) removed, freed {_human(report['freed_bytes'])}"
+        else f"deleted {listed}; {len(report['packs_removed'])} pack(s) removed, freed {human_bytes(report['freed_bytes'])}"
     )
     _emit(args, report, lambda: print(text))
     return EXIT_OK
@@ -255,7 +276,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         lambda: print(
             f"{verb} {report['deleted']} (step {report['step']})"
             + (f", which was {' and '.join(report['was'])}" if report["was"] else "")
-            + f"; {'would free at least' if args.dry_run else 'freed'} {_human(report['freed_bytes'])}"
+            + f"; {'would free at least' if args.dry_run else 'freed'} {human_bytes(report['freed_bytes'])}"
         ),
     )
     return EXIT_OK
@@ -271,7 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _emit(
         args,
         doc,
-        lambda: print(f"exported {doc['tensors']} tensors of {doc['checkpoint']} to {doc['path']} ({_human(doc['bytes'])})"),
+        lambda: print(f"exported {doc['tensors']} tensors of {doc['checkpoint']} to {doc['path']} ({human_bytes(doc['bytes'])})"),
     )
     return EXIT_OK
 
@@ -293,21 +314,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy a run's checkpoints to a directory or fsspec URL, incrementally."""
-    from waypoint.checkpoint.backend import is_url
-    from waypoint.checkpoint.backup import BackupRefusedError, backup_run, backup_store
+    from waypoint.checkpoint.transfer import BackupRefusedError, backup
 
     checkpoints_root(args.run_dir)
     try:
-        if is_url(args.run_dir):  # from object storage: store to store, each copied checkpoint verified at the destination
-            doc = backup_store(args.run_dir, args.dest)
-        else:
-            doc = backup_run(args.run_dir, args.dest)
+        doc = backup(args.run_dir, args.dest)
     except BackupRefusedError as exc:
         raise UsageError(str(exc)) from None
 
     def text() -> None:
         print(
-            f"copied {len(doc['copied'])} file(s), {_human(doc['copied_bytes'])}"
+            f"copied {len(doc['copied'])} file(s), {human_bytes(doc['copied_bytes'])}"
             + (f" ({len(doc['repaired'])} repaired at the destination)" if doc["repaired"] else "")
             + f"; {doc['unchanged']} already there"
         )
@@ -461,13 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _reader_went_away()
-    except UsageError as exc:
+    except WaypointError as exc:  # one sentence; the exit code of waypoint.errors (a bug keeps its traceback)
         print(f"waypoint: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (NoCheckpointError, BackendError) as exc:  # BackendError: a missing bucket, denied access, no network
-        print(f"waypoint: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (CheckpointError, ValueError, OSError) as exc:
+        return exc.exit_code
+    except (ValueError, OSError) as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -21,12 +21,12 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from waypoint.training.signals import EXIT_USAGE
+from waypoint.errors import EXIT_USAGE, UserError
 
 TASK_MODULES = ("waypoint.tasks.dino", "waypoint.tasks.universeg", "waypoint.tasks.stackwise")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or an input (path, file, checkpoint) that cannot be used; the message names the key.
 
     train.py turns it into exit code 2 and one sentence, without a traceback. Anything else that escapes is a bug.

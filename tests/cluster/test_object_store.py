@@ -22,7 +22,9 @@ import torch
 
 from waypoint import cli
 from waypoint.checkpoint import CheckpointError, CheckpointManager, StoreLockedError
-from waypoint.checkpoint.backend import LEASE, FsspecBackend
+from waypoint.checkpoint.storage.remote import FsspecBackend, lease_key
+
+LEASE = lease_key(7)  # a lease object another writer holds (generation 7)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -88,9 +90,11 @@ def test_a_lease_is_taken_over_only_once_it_expired_with_a_message(bucket, caplo
     with pytest.raises(StoreLockedError, match="pid 1 on host node-17"):
         CheckpointManager(url)
     backend.put(LEASE, json.dumps({**live, "expires": time.time() - 5}).encode())
-    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.backend"), CheckpointManager(url) as mgr:
+    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.storage.remote"), CheckpointManager(url) as mgr:
         mgr.save(state(1), step=1)
-    assert "taking over the lease" in caplog.text and "node-17" in caplog.text and "expired" in caplog.text
+    assert "took over the lease" in caplog.text and "node-17" in caplog.text and "expired" in caplog.text
+    with CheckpointManager(url, read_only=True) as reader:
+        assert reader.manifest("latest").generation == 8  # the next generation after the holder's
 
 
 def test_a_lease_that_missed_its_renewals_is_waited_for_then_taken_over(bucket, caplog):
@@ -99,10 +103,10 @@ def test_a_lease_that_missed_its_renewals_is_waited_for_then_taken_over(bucket, 
     expires = time.time() + 6  # renewed 24 s ago: it has missed two renewals (every ttl/3 = 10 s)
     crashed = {"pid": 1, "host": "node-18", "token": "y", "ttl_s": 30, "expires": expires}
     backend.put(LEASE, json.dumps(crashed).encode())
-    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.backend"), CheckpointManager(url) as mgr:
+    with caplog.at_level(logging.WARNING, logger="waypoint.checkpoint.storage.remote"), CheckpointManager(url) as mgr:
         assert time.time() >= expires  # taken only once it expired
         mgr.save(state(1), step=1)
-    assert "taking over the lease" in caplog.text
+    assert "took over the lease" in caplog.text
     if "was not renewed; waiting" not in caplog.text:  # a machine slower than 6 s to get here found it expired already
         assert "expired" in caplog.text
 

@@ -17,7 +17,6 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from waypoint.checkpoint import CheckpointManager
-from waypoint.checkpoint.dcp import load_sharded, save_sharded
 
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -68,16 +67,18 @@ def main() -> None:
             opt.step()
         state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": 3, "note": "sharded"}
         manager = CheckpointManager(root) if rank == 0 else None
+        if dist.is_initialized():
+            dist.barrier()  # rank 0 holds the writer's lease: the others look at the store read-only
+        manager = manager or CheckpointManager(root, read_only=True)
         try:
-            info = save_sharded(state, manager=manager, root=root, step=3, tags=("milestone",), meta={"world_size": 2})
+            info = manager.save_sharded(state, step=3, tags=("milestone",), meta={"world_size": 2})
         except Exception as exc:  # every rank hears of a rank that could not write
             print(json.dumps({"rank": rank, "failed": type(exc).__name__, "message": str(exc)[:2000]}), flush=True)
-            if manager is not None:
-                manager.close()
+            manager.close()
             raise SystemExit(1) from None
         tensors = full(state)
+        manager.close()
         if rank == 0:
-            manager.close()
             save_file(tensors, str(out))
             print(json.dumps({"saved": info.name}))
     else:
@@ -86,8 +87,7 @@ def main() -> None:
         _init_optim_state(opt)
         template = {"model": model.state_dict(), "optim": opt.state_dict(), "step": 0, "note": ""}
         with CheckpointManager(root, read_only=True) as reader:
-            name = reader.latest().name
-        state = load_sharded(template, root, name)
+            state, _info = reader.restore_sharded(template, "latest")
         assert state["step"] == 3 and state["note"] == "sharded", state
         opt.load_state_dict(state["optim"])
         save_file(full({"model": model.state_dict(), "optim": opt.state_dict()}), f"{out}.rank{rank}.safetensors")

@@ -152,7 +152,7 @@ def test_a_committed_save_does_not_fail_because_the_derived_index_could_not_be_r
         names = [i.name for i in mgr.list()]
         assert "step_000000041" in names
         assert mgr.verify()["step_000000041"] == []
-    assert sorted(r["name"] for r in mf.read_index(root / "index.json")) == names
+    assert sorted(r["name"] for r in mf.parse_index((root / "index.json").read_bytes())) == names
 
 
 def test_retention_and_tagging_after_a_commit_do_not_fail_because_the_index_could_not_be_rewritten(python, tmp_path):
@@ -163,4 +163,4 @@ def test_retention_and_tagging_after_a_commit_do_not_fail_because_the_index_coul
         assert "step_000000006" not in infos, "retention after the commit did not run"
         assert "keep" in infos["step_000000041"].tags, "the tag was not saved"
         assert all(p == [] for p in mgr.verify().values())
-    assert sorted(r["name"] for r in mf.read_index(root / "index.json")) == sorted(infos)
+    assert sorted(r["name"] for r in mf.parse_index((root / "index.json").read_bytes())) == sorted(infos)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from waypoint.checkpoint import CheckpointManager
-from waypoint.checkpoint.foreign import UnsafeCheckpointError, read_foreign
+from waypoint.checkpoint.transfer.foreign import UnsafeCheckpointError, read_foreign
 from waypoint.cli import main
 
 

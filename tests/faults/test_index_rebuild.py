@@ -25,7 +25,7 @@ def three(tmp_path):
 
 
 def index_names(root):
-    rows = mf.read_index(root / "index.json")
+    rows = mf.parse_index((root / "index.json").read_bytes())
     return None if rows is None else sorted(r["name"] for r in rows)
 
 
@@ -74,9 +74,9 @@ def test_reopening_repairs_an_index_whose_damage_still_parses(three):
     row = raw.index(b'"name": "step_000000002"')
     pos = raw.index(b'"step": 2', row) + len(b'"step": ')
     flip_bit(path, pos, 0)
-    assert mf.read_index(path) is not None, "fixture: the damaged index must still parse"
+    assert mf.parse_index(path.read_bytes()) is not None, "fixture: the damaged index must still parse"
     CheckpointManager(three).close()
-    rows = {r["name"]: r for r in mf.read_index(path)}
+    rows = {r["name"]: r for r in mf.parse_index(path.read_bytes())}
     for name in NAMES:
         m = manifest(three / name)
         assert (rows[name]["step"], rows[name]["digest"]) == (m["step"], m["digest"]), f"index row of {name} is wrong"

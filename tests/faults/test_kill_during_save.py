@@ -71,7 +71,7 @@ def check_after_reopen(root: Path, previous_step: int) -> int:
             assert pack_files(root) == referenced_packs(root), "a pack no manifest references was left behind"
             names = [i.name for i in mgr.list()]
             assert names == [d.name for d in committed_dirs(root)]
-            assert sorted(r["name"] for r in mf.read_index(root / "index.json")) == names
+            assert sorted(r["name"] for r in mf.parse_index((root / "index.json").read_bytes())) == names
             if not names:
                 return previous_step
             state, info = mgr.restore_with_info("latest")

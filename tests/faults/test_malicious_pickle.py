@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from waypoint.checkpoint import CheckpointError, CheckpointManager
-from waypoint.checkpoint.foreign import UnsafeCheckpointError, load_foreign
 from waypoint.checkpoint.transfer import import_checkpoint
+from waypoint.checkpoint.transfer.foreign import UnsafeCheckpointError, load_foreign
 
 
 class RunsShell:

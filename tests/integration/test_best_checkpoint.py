@@ -8,7 +8,7 @@ import pytest
 from trainkit import metrics_rows, run_train
 
 from waypoint.checkpoint import CheckpointManager
-from waypoint.training.signals import EXIT_USAGE
+from waypoint.errors import EXIT_USAGE
 
 
 def validated(run_dir: Path, metric: str) -> dict[int, float]:

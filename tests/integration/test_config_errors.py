@@ -10,7 +10,8 @@ from pathlib import Path
 
 from trainkit import REPO, run_train, train_cmd
 
-from waypoint.training.signals import EXIT_ERROR, EXIT_USAGE
+from waypoint.errors import EXIT_FAILED as EXIT_ERROR
+from waypoint.errors import EXIT_USAGE
 
 FORKS = Path(__file__).resolve().parent / "train_forks.py"  # one pre-imported interpreter, a fork per command
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from trainkit import committed, final_digest, run_train, start_train, wait_for
 
-from waypoint.training.signals import EXIT_PREEMPTED
+from waypoint.errors import EXIT_PREEMPTED
 
 # epochs of ~30 steps: a stop serviced only at an epoch's end (or the run's) would come far too late
 RUN = ["model=universeg", "trainer.max_epochs=2", "data.max_items=256", "checkpoint.every_n_steps=5"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from trainkit import committed, final_digest, run_train, waypoint
 
-from waypoint.training.signals import EXIT_USAGE
+from waypoint.errors import EXIT_USAGE
 
 RUN = ["model=universeg", "trainer.max_epochs=2", "checkpoint.every_n_steps=4", "checkpoint.keep_last=10"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from trainkit import committed, run_train, start_train, wait_for
 
-from waypoint.training.signals import EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
+from waypoint.errors import EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 
 RUN = [
     "model=universeg",

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,7 +101,7 @@ def test_physical_bytes_stay_near_the_live_checkpoints_under_retention(tmp_path,
             mgr.save(progressive_state(step), step=step)
         unique = {}
         for info in mgr.list():
-            manifest = json.loads((info.path / "manifest.json").read_text())
+            manifest = json.loads((Path(info.path) / "manifest.json").read_text())
             unique.update({t["id"]: t["nbytes"] for t in manifest["tensors"].values()})
     assert tensor_bytes(root) <= sum(unique.values()) * 1.1 + 8192 * keep
 
@@ -108,25 +109,25 @@ def test_physical_bytes_stay_near_the_live_checkpoints_under_retention(tmp_path,
 def test_an_interrupted_repack_loses_nothing_and_the_next_pass_finishes_it_without_duplicates(tmp_path, monkeypatch):
     import errno
 
-    from waypoint.checkpoint import repack
-
     root = tmp_path / "ck"
-    real = repack.replace_file_durable
     calls = []
 
-    def full_disk_on_second_manifest(path, data):
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
-
     with CheckpointManager(root, RetentionPolicy((KeepLast(3),))) as mgr:
+        real = mgr.store.backend.replace
+
+        def full_disk_on_second_manifest(key, data):  # the disk fills while repack rewrites manifests
+            if key.endswith("manifest.json"):
+                calls.append(key)
+                if len(calls) == 2:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real(key, data)
+
         for step in (1, 2, 3):
             mgr.save(progressive_state(step), step=step)
-        monkeypatch.setattr(repack, "replace_file_durable", full_disk_on_second_manifest)
+        monkeypatch.setattr(mgr.store.backend, "replace", full_disk_on_second_manifest)
         with pytest.warns(UserWarning, match="retention could not finish"):
             mgr.save(progressive_state(4), step=4)  # deletes step 1; its pack's stack0 moves, then the disk fills
-        monkeypatch.setattr(repack, "replace_file_durable", real)
+        monkeypatch.setattr(mgr.store.backend, "replace", real)
     stack0_packs = {json.loads((d / "manifest.json").read_text())["tensors"]["stack0"]["pack"] for d in root.glob("step_*")}
     assert len(stack0_packs) == 2, "the repack stopped half way: some manifests name the new pack, some the old"
     with CheckpointManager(root) as mgr:

@@ -2,12 +2,13 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from waypoint.checkpoint import CheckpointManager, CheckpointStore, StoreLockedError
+from waypoint.checkpoint import CheckpointManager, CheckpointStore, SaveRequest, StoreLockedError
 
 
 def assert_bytes_equal(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -85,7 +86,7 @@ def test_digest_is_equal_exactly_when_state_is_equal(tmp_path):
 def test_manifest_holds_the_documented_fields(tmp_path):
     with CheckpointManager(tmp_path / "ck") as mgr:
         info = mgr.save({"w": torch.ones(3)}, step=7, epoch=1, metrics={"loss": 0.5}, meta={"config_hash": "abc"})
-    manifest = json.loads((info.path / "manifest.json").read_text())
+    manifest = json.loads((Path(info.path) / "manifest.json").read_text())
     for field in (
         "step",
         "epoch",
@@ -147,7 +148,7 @@ def test_tied_tensors_are_stored_once_but_every_key_is_in_the_table(tmp_path):
     with CheckpointManager(tmp_path / "ck") as mgr:
         info = mgr.save({"embed": w, "head": w}, step=1)
         out = mgr.restore("latest")
-    table = json.loads((info.path / "manifest.json").read_text())["tensors"]
+    table = json.loads((Path(info.path) / "manifest.json").read_text())["tensors"]
     assert table["embed"]["id"] == table["head"]["id"]
     assert info.logical_bytes < 2 * w.numel() * 4
     assert out["embed"] is out["head"] and torch.equal(out["embed"], w)
@@ -159,9 +160,7 @@ def test_a_negative_step_is_refused_and_nothing_is_written(tmp_path, step):
         with pytest.raises(ValueError, match="cannot be negative"):
             mgr.save({"w": torch.ones(3)}, step=step)
         with pytest.raises(ValueError, match="cannot be negative"):
-            mgr.store.commit(
-                {"w": torch.ones(3)}, {"w": {"__tensor__": "w"}}, step=step, epoch=None, metrics=None, tags=(), meta={}
-            )
+            mgr.store.commit({"w": torch.ones(3)}, {"w": {"__tensor__": "w"}}, SaveRequest(step))
     assert not any((tmp_path / "ck" / "packs").iterdir())
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith("step_")]
 
@@ -185,6 +184,6 @@ def test_a_pack_named_by_an_unlisted_step_directory_is_never_collected(tmp_path)
 def test_manifest_names_its_content_hash_and_every_id_says_blake3(tmp_path):
     with CheckpointManager(tmp_path / "ck") as mgr:
         info = mgr.save({"w": torch.ones(3), "i": torch.arange(4)}, step=1)
-    manifest = json.loads((info.path / "manifest.json").read_text())
+    manifest = json.loads((Path(info.path) / "manifest.json").read_text())
     assert manifest["format"] == "waypoint-checkpoint-2" and manifest["content_hash"] == "blake3"
     assert all(t["id"].startswith("b3:") and len(t["id"]) == 67 for t in manifest["tensors"].values())

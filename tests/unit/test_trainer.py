@@ -13,9 +13,10 @@ import torch
 from torch.utils.data import Dataset
 
 from waypoint.checkpoint import CheckpointManager, RetentionPolicy, SaveTriggers
+from waypoint.config import CheckpointConfig, TrainerConfig
 from waypoint.tasks.base import StepContext
 from waypoint.tracking.metrics import MetricsLog
-from waypoint.training.trainer import LoopConfig, MonitorError, NonFiniteLossError, Preempted, Trainer
+from waypoint.training.trainer import MonitorError, NonFiniteLossError, Preempted, Schedule, Trainer
 
 
 class Points(Dataset):
@@ -93,10 +94,17 @@ class Line:
 def make(tmp_path: Path, task: Line, steps: int = 16, every: int = 4) -> Trainer:
     task.setup(steps, 8, torch.device("cpu"))
     mgr = CheckpointManager(tmp_path / "checkpoints", RetentionPolicy(), monitor=task.monitor, mode=task.monitor_mode)
-    cfg = LoopConfig(
-        total_steps=steps, steps_per_epoch=8, batch_size=4, log_every_n_steps=1, progress_bar=False, async_save=False
+    loop = TrainerConfig(log_every_n_steps=1, progress_bar=False)
+    return Trainer(
+        task,
+        mgr,
+        SaveTriggers(every_n_steps=every),
+        Schedule(total_steps=steps, steps_per_epoch=8, batch_size=4),
+        loop=loop,
+        saving=CheckpointConfig(async_save=False),
+        device=torch.device("cpu"),
+        metrics=MetricsLog(tmp_path),
     )
-    return Trainer(task, mgr, SaveTriggers(every_n_steps=every), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path))
 
 
 def test_an_uncaught_error_saves_an_emergency_checkpoint_that_latest_skips(tmp_path: Path) -> None:
@@ -145,7 +153,7 @@ def test_a_signal_during_validation_saves_the_pre_validation_state_and_validates
             return super().validate(batches, ctx)
 
     trainer = make(tmp_path / "a", SlowVal(), every=100)
-    trainer.cfg.val_every_n_steps = 8
+    trainer.loop.val_every_n_steps = 8
     with pytest.raises(Preempted):
         trainer.fit()
     trainer.manager.close()
@@ -153,14 +161,14 @@ def test_a_signal_during_validation_saves_the_pre_validation_state_and_validates
     state, info = resumed.manager.restore_with_info("latest")
     assert info.step == 8 and state["progress"]["pending_validation"] is True
     resumed.load_state_dict(state)
-    resumed.cfg.val_every_n_steps = 8
+    resumed.loop.val_every_n_steps = 8
     resumed.fit()
     resumed.manager.close()
     rows = [r for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines() if "val/mse" in r]
     assert len(rows) == 3  # step 0, the redone step 8, step 16
 
     reference = make(tmp_path / "b", Line(), every=100)
-    reference.cfg.val_every_n_steps = 8
+    reference.loop.val_every_n_steps = 8
     reference.fit()
     reference.manager.close()
     digest = lambda d: CheckpointManager(d / "checkpoints", read_only=True).latest().digest  # noqa: E731
@@ -169,7 +177,7 @@ def test_a_signal_during_validation_saves_the_pre_validation_state_and_validates
 
 def test_a_checkpoint_holds_only_the_metrics_measured_at_its_own_step(tmp_path: Path) -> None:
     trainer = make(tmp_path, Line(), every=4)
-    trainer.cfg.val_every_n_steps, trainer.cfg.val_every_n_epochs = 8, None
+    trainer.loop.val_every_n_steps, trainer.loop.val_every_n_epochs = 8, None
     trainer.fit()
     trainer.manager.close()
     mgr = CheckpointManager(tmp_path / "checkpoints", read_only=True)
@@ -180,7 +188,7 @@ def test_a_checkpoint_holds_only_the_metrics_measured_at_its_own_step(tmp_path: 
 
 def test_an_emergency_checkpoint_is_never_best_nor_what_resume_best_restores(tmp_path: Path) -> None:
     trainer = make(tmp_path, Line(fail_at=6), every=4)
-    trainer.cfg.val_every_n_steps = 4
+    trainer.loop.val_every_n_steps = 4
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit()
     trainer.manager.close()
@@ -196,7 +204,7 @@ def test_a_preempt_checkpoint_between_validations_is_never_best(tmp_path: Path) 
             os.kill(os.getpid(), signal.SIGTERM)
 
     trainer = make(tmp_path, Line(on_step=send), every=4)
-    trainer.cfg.val_every_n_steps = 4
+    trainer.loop.val_every_n_steps = 4
     with pytest.raises(Preempted):
         trainer.fit()
     trainer.manager.close()
@@ -208,9 +216,15 @@ def test_a_preempt_checkpoint_between_validations_is_never_best(tmp_path: Path) 
 
 def test_an_unknown_monitored_metric_stops_at_the_first_validation_naming_the_metrics_there_are(tmp_path: Path) -> None:
     trainer = make(tmp_path, Line())
-    trainer.cfg.monitor, trainer.cfg.monitor_mode = "val/accuracy", "max"
     trainer = Trainer(
-        trainer.task, trainer.manager, trainer.triggers, trainer.cfg, device=torch.device("cpu"), metrics=trainer.metrics
+        trainer.task,
+        trainer.manager,
+        trainer.triggers,
+        trainer.schedule,
+        loop=trainer.loop,
+        saving=CheckpointConfig(async_save=False, monitor="val/accuracy", mode="max"),
+        device=torch.device("cpu"),
+        metrics=trainer.metrics,
     )
     with pytest.raises(MonitorError, match=r"checkpoint.monitor=val/accuracy .* choose one of val/mse"):
         trainer.fit()
@@ -227,7 +241,7 @@ def test_the_non_finite_loss_message_says_where_a_rerun_starts(tmp_path: Path) -
 
 def test_save_optimizer_false_saves_weights_only_and_a_resume_from_it_warns(tmp_path: Path, caplog) -> None:
     trainer = make(tmp_path, Line(), steps=8)
-    trainer.cfg.save_optimizer = False
+    trainer.saving.save_optimizer = False
     trainer.fit()
     trainer.manager.close()
     mgr = CheckpointManager(tmp_path / "checkpoints")
@@ -274,8 +288,11 @@ def test_best_only_saves_only_on_improvement_and_at_the_end_and_keeps_the_best_a
     mgr = CheckpointManager(
         tmp_path / "checkpoints", RetentionPolicy(), monitor="val/mse", mode="min"
     )  # keep all: see every save
-    cfg = LoopConfig(total_steps=16, steps_per_epoch=8, batch_size=4, val_every_n_steps=2, progress_bar=False, async_save=False)
-    Trainer(task, mgr, build.save_triggers(ck, 8), cfg, device=torch.device("cpu"), metrics=MetricsLog(tmp_path)).fit()
+    loop = TrainerConfig(val_every_n_steps=2, progress_bar=False)
+    saving = CheckpointConfig(async_save=False, monitor="val/mse", mode="min")
+    schedule = Schedule(total_steps=16, steps_per_epoch=8, batch_size=4)
+    triggers, cpu = build.save_triggers(ck, 8), torch.device("cpu")
+    Trainer(task, mgr, triggers, schedule, loop=loop, saving=saving, device=cpu, metrics=MetricsLog(tmp_path)).fit()
     infos = mgr.list()
     mgr.close()
     assert [i.step for i in infos] == [2, 4, 10, 16]  # not 8, the end of epoch 0: no improvement there

@@ -2,6 +2,7 @@
 bytes, dtype and shape are provably the same; everything else is hashed and stored."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def hashed(monkeypatch) -> list[tuple]:
 
 
 def ids(info) -> dict[str, str]:
-    return {k: t["id"] for k, t in json.loads((info.path / "manifest.json").read_text())["tensors"].items()}
+    return {k: t["id"] for k, t in json.loads((Path(info.path) / "manifest.json").read_text())["tensors"].items()}
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

@@ -18,10 +18,12 @@ from .policy import (
     is_improvement,
     milestone_steps,
 )
-from .store import CheckpointError, CheckpointStore, CheckpointWriteError, StoreLockedError
+from .storage import BackendError, LeaseLostError
+from .store import CheckpointError, CheckpointStore, CheckpointWriteError, SaveRequest, StoreLockedError
 from .writer import BackgroundSaveError
 
 __all__ = [
+    "BackendError",
     "BackgroundSaveError",
     "Candidate",
     "CheckpointError",
@@ -37,10 +39,12 @@ __all__ = [
     "KeepLast",
     "KeepMilestones",
     "KeepTagged",
+    "LeaseLostError",
     "Manifest",
     "ManifestError",
     "NoCheckpointError",
     "RetentionPolicy",
+    "SaveRequest",
     "SaveTriggers",
     "StoreLockedError",
     "TensorEntry",

@@ -1,11 +1,13 @@
 """Sharded checkpoints: ``torch.distributed.checkpoint`` (DCP) writing into and reading from the store.
 
+Used only through the ``CheckpointManager`` (``save_sharded``/``restore_sharded``): this module opens no store.
 ``save_sharded`` runs ``dcp.save`` with the default planners and a ``StoreWriter``: every rank writes the
 chunks it owns (FSDP2/DTensor shards; a replicated tensor once, by the rank the planner picks) into one new
-content-addressed pack of its own, in parallel and without the writer lock (a pack is written under a temporary
-name, fsynced and renamed to the hash of its header, so two writers never collide, and tensors the store already
-holds are not written again). DCP gathers every rank's write results on the coordinator, whose ``finish`` commits
-the one manifest through the ``CheckpointManager`` (under its lock, with retention), exactly like any other save.
+content-addressed pack of its own, in parallel and without the writer's lease (a pack is written as a new object
+and committed under the hash of its header and the writer's lease generation, so two ranks never collide, and
+tensors the store already holds are not written again), on any backend. DCP gathers every rank's write results
+on the coordinator, whose ``finish`` commits the one manifest through its ``CheckpointManager`` (under its lease,
+with tags, monitor metadata, retention and backup), exactly like any other save.
 If any rank fails to write, DCP raises on every rank and nothing is committed; earlier checkpoints are untouched,
 and the orphan packs are collected by the next ``gc``.
 
@@ -28,15 +30,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import codec
-from . import manifest as mf
 from .errors import CheckpointError, CheckpointWriteError
 from .packs import DTYPES, PackInfo, TensorRecord, dtype_name, write_pack
+from .store import SaveRequest
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +149,15 @@ def _storage_writer_base() -> type:
 class _Written:
     """What one rank wrote for one chunk (travels to the coordinator inside DCP's WriteResult)."""
 
-    __slots__ = ("key", "record", "pack", "new_pack")
+    __slots__ = ("key", "record", "new_pack")
 
-    def __init__(self, key: str, record: TensorRecord, pack: str | None, new_pack: PackInfo | None) -> None:
-        self.key, self.record, self.pack, self.new_pack = key, record, pack, new_pack
+    def __init__(self, key: str, record: TensorRecord, new_pack: PackInfo | None) -> None:
+        self.key, self.record, self.new_pack = key, record, new_pack
 
 
-def make_writer(
-    packs_dir: Path, known: Mapping[str, str], pool: Any, finish: Callable[[Any, list[_Written]], None] | None
-) -> Any:
-    """A DCP ``StorageWriter`` writing this rank's chunks into one new pack; ``finish`` runs on the coordinator."""
+def make_writer(store: Any, generation: int | None, finish: Callable[[Any, list[_Written]], None] | None) -> Any:
+    """A DCP ``StorageWriter`` writing this rank's chunks into one new pack of ``store``; ``finish`` runs on the
+    coordinator. ``generation``: the lease generation of the run's writer, which names the packs."""
     base = _storage_writer_base()
 
     class StoreWriter(base):  # type: ignore[misc, valid-type]
@@ -174,23 +174,19 @@ def make_writer(
             return plans
 
         def write_data(self, plan: Any, planner: Any) -> Any:
-            from torch.distributed.checkpoint.planner import WriteItemType
             from torch.distributed.checkpoint.storage import WriteResult
 
             items = list(plan.items)
-            for item in items:
-                if item.type == WriteItemType.BYTE_IO:
-                    raise CheckpointError(
-                        f"sharded state value '{item.index.fqn}' is not a tensor; DCP would pickle it, the store refuses"
-                    )
+            _refuse_byte_items(items)
             tensors = [planner.resolve_data(item).detach() for item in items]
-            records, pack = write_pack(packs_dir, tensors, known.__contains__, pool)
+            known = store.known
+            records, pack = write_pack(store.backend, tensors, known.__contains__, store.pool, generation=generation)
             results = []
             for item, rec in zip(items, records):
                 td = item.tensor_data
                 key = chunk_key(item.index.fqn, td.chunk.offsets, td.size, td.chunk.sizes)
                 where = known.get(rec.id) or (pack.name if pack is not None else None)
-                results.append(WriteResult(item.index, rec.nbytes, _Written(key, rec, where, pack)))
+                results.append(WriteResult(item.index, rec.nbytes, _Written(key, _placed(rec, where), pack)))
             done: Any = torch.futures.Future()
             done.set_result(results)
             return done
@@ -209,27 +205,38 @@ def make_writer(
     return StoreWriter()
 
 
+def _refuse_byte_items(items: list[Any]) -> None:
+    from torch.distributed.checkpoint.planner import WriteItemType
+
+    for item in items:
+        if item.type == WriteItemType.BYTE_IO:
+            fqn = item.index.fqn
+            raise CheckpointError(f"sharded state value '{fqn}' is not a tensor; DCP would pickle it, the store refuses")
+
+
+def _placed(rec: TensorRecord, pack: str | None) -> TensorRecord:
+    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
+
+
 def committed_parts(
     metadata: Any, written: list[_Written], pack_meta: Mapping[str, dict]
-) -> tuple[dict[str, TensorRecord], dict[str, str], dict[str, dict], dict[str, Any]]:
-    """(records by key, pack by tensor id, pack entries, DCP metadata JSON) for the coordinator's commit."""
+) -> tuple[dict[str, TensorRecord], dict[str, dict], dict[str, Any]]:
+    """(records by key, pack entries, DCP metadata JSON) for the coordinator's commit."""
     records: dict[str, TensorRecord] = {}
-    tensor_packs: dict[str, str] = {}
-    packs: dict[str, dict] = {}
     for w in written:
-        if w.pack is None:
+        if w.record.pack is None:
             raise CheckpointError(f"chunk '{w.key}' was neither written nor found in the store")
         records[w.key] = w.record
-        tensor_packs.setdefault(w.record.id, w.pack)
     new = {w.new_pack.name: w.new_pack for w in written if w.new_pack is not None}
-    for name in set(tensor_packs.values()):
+    packs: dict[str, dict] = {}
+    for name in sorted({r.pack for r in records.values() if r.pack is not None}):
         if name in new:
             packs[name] = {"bytes": new[name].size, "header_sha256": new[name].header_sha256}
         elif name in pack_meta:
             packs[name] = dict(pack_meta[name])
         else:
             raise CheckpointError(f"pack {name} is referenced by a sharded save but unknown to the store")
-    return records, tensor_packs, packs, metadata_to_json(metadata)
+    return records, packs, metadata_to_json(metadata)
 
 
 # --------------------------------------------------------------------------- reader
@@ -240,7 +247,7 @@ def make_reader(store: Any, name: str) -> Any:
     tree = store.read_tree(name)
     if not is_sharded(tree):
         raise CheckpointError(f"{name} is not a sharded checkpoint")
-    table_keys = {k: k for k in mf.load(store.root / name)["tensors"]}
+    table_keys = {k: k for k in store.manifest(name)["tensors"]}
     metadata = metadata_from_json(tree[SHARDED]["dcp"], table_keys)
 
     class StoreReader(StorageReader):
@@ -324,84 +331,57 @@ def _collective(what: str, fn: Callable[[], Any], error: type[CheckpointError]) 
         ) from None
 
 
-def save_sharded(
-    state: Any,
-    *,
-    manager: Any = None,
-    root: str | Path | None = None,
-    step: int = 0,
-    epoch: int | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    tags: tuple[str, ...] = (),
-    meta: Mapping[str, Any] | None = None,
-    process_group: Any = None,
-) -> Any:
-    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint; returns its info on the coordinator.
+def save_sharded(manager: Any, state: Any, request: SaveRequest, process_group: Any = None) -> Any:
+    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint of ``manager``'s store; returns its
+    info on the coordinator (None elsewhere).
 
-    The coordinator passes its writable ``manager`` (it commits); every other rank passes the checkpoints ``root``
-    (opened read-only: which tensors the store already holds). Only the coordinator's non-tensor values are kept.
+    The coordinator's manager is writable (it commits, under its lease, with retention and listeners); every other
+    rank's manager is read-only over the same root (it only writes its own pack, named with the writer's lease
+    generation, deduplicated against what the store holds). Only the coordinator's non-tensor values are kept.
     """
     import torch.distributed.checkpoint as dcp
 
-    from .store import CheckpointStore
-
     tensors, tree = split(state)
     committed: dict[str, Any] = {}
-    if manager is not None:
+    store = manager.store
+    finish = None
+    if store.writable:
         manager.wait()
-        store = manager.store
 
         def finish(metadata: Any, written: list[_Written]) -> None:
-            records, tensor_packs, packs, md = committed_parts(metadata, written, store.pack_meta)
-            committed["info"] = manager.commit_prewritten(
-                records, tensor_packs, packs, {SHARDED: {"tree": tree, "dcp": md}}, step, epoch, metrics, tags, meta
-            )
-
-        writer = make_writer(store.packs_dir, store.known, store.pool, finish)
-        _collective(
-            f"the sharded save of step {step}",
-            lambda: dcp.save(tensors, storage_writer=writer, process_group=process_group),
-            CheckpointWriteError,
-        )
-        return committed.get("info")
-    if root is None:
-        raise ValueError("save_sharded needs the coordinator's manager or, on other ranks, the checkpoints root")
-    reader_store = CheckpointStore(root, writable=False)
-    try:
-        writer = make_writer(reader_store.packs_dir, dict(reader_store.known), reader_store.pool, None)
-        _collective(
-            f"the sharded save of step {step}",
-            lambda: dcp.save(tensors, storage_writer=writer, process_group=process_group),
-            CheckpointWriteError,
-        )
-    finally:
-        reader_store.close()
-    return None
+            records, packs, md = committed_parts(metadata, written, store.pack_meta)
+            sharded = {SHARDED: {"tree": tree, "dcp": md}}
+            committed["info"] = manager.commit_prewritten(records, packs, sharded, request)
+    else:
+        store.rescan()  # what the coordinator committed since: deduplicated against, never written again
+    generation = store.generation if store.writable else store.catalog.fence.generation
+    writer = make_writer(store, generation, finish)
+    _collective(
+        f"the sharded save of step {request.step}",
+        lambda: dcp.save(tensors, storage_writer=writer, process_group=process_group),
+        CheckpointWriteError,
+    )
+    return committed.get("info")
 
 
-def load_sharded(template: Any, root: str | Path, name: str, process_group: Any = None) -> Any:
-    """Collective: fill ``template``'s tensors (DTensors at this world size) from checkpoint ``name``; returns the
-    saved state (JSON values from the checkpoint, tensors the template's, now holding the saved data)."""
+def load_sharded(manager: Any, template: Any, name: str, process_group: Any = None) -> Any:
+    """Collective: fill ``template``'s tensors (DTensors at this world size) from checkpoint ``name`` of ``manager``'s
+    store; returns the saved state (JSON values from the checkpoint, tensors the template's, holding the saved data)."""
     import torch.distributed.checkpoint as dcp
 
-    from .store import CheckpointStore
-
-    store = CheckpointStore(root, writable=False)
-    try:
-        reader = make_reader(store, name)
-        saved_tree = store.read_tree(name)[SHARDED]["tree"]
-        tensors, _ = split(template)
-        wanted = set(codec.tensor_keys(saved_tree))
-        missing = sorted(wanted - set(tensors))
-        if missing:
-            raise CheckpointError(
-                f"{name} holds tensors this run has no place for (e.g. {missing[0]}); the model or optimizer differs"
-            )
-        _collective(
-            f"restoring {name}",
-            lambda: dcp.load({k: tensors[k] for k in wanted}, storage_reader=reader, process_group=process_group),
-            CheckpointError,
+    store = manager.store
+    reader = make_reader(store, name)
+    saved_tree = store.read_tree(name)[SHARDED]["tree"]
+    tensors, _ = split(template)
+    wanted = set(codec.tensor_keys(saved_tree))
+    missing = sorted(wanted - set(tensors))
+    if missing:
+        raise CheckpointError(
+            f"{name} holds tensors this run has no place for (e.g. {missing[0]}); the model or optimizer differs"
         )
-        return codec.decode(saved_tree, tensors)
-    finally:
-        store.close()
+    _collective(
+        f"restoring {name}",
+        lambda: dcp.load({k: tensors[k] for k in wanted}, storage_reader=reader, process_group=process_group),
+        CheckpointError,
+    )
+    return codec.decode(saved_tree, tensors)

@@ -5,9 +5,12 @@ Callers catch ``CheckpointError`` to report any store failure; the subclasses sa
 
 from __future__ import annotations
 
+from waypoint.errors import EXIT_FAILED, WaypointError
 
-class CheckpointError(Exception):
-    """Base class of the store's errors; the message is meant for people."""
+
+class CheckpointError(WaypointError):
+    """Base class of the store's errors; the message is meant for people. Exit 2 (the store cannot be used as
+    asked: locked, no such checkpoint, a refused operation) unless a subclass says otherwise."""
 
 
 class StoreLockedError(CheckpointError):
@@ -17,6 +20,8 @@ class StoreLockedError(CheckpointError):
 class CheckpointWriteError(CheckpointError):
     """A save failed; nothing was committed and earlier checkpoints are intact."""
 
+    exit_code = EXIT_FAILED
+
 
 class CheckpointNotDurableError(CheckpointWriteError):
     """A save whose checkpoint is committed and listed, but whose last sync failed: it may not survive a power loss."""
@@ -25,10 +30,16 @@ class CheckpointNotDurableError(CheckpointWriteError):
 class BackgroundSaveError(CheckpointError):
     """A save that ran in the background failed; raised at the next call or at close()."""
 
+    exit_code = EXIT_FAILED
+
 
 class IntegrityError(CheckpointError):
-    """Stored bytes do not match their recorded hash, size or structure."""
+    """Stored bytes do not match their recorded hash, size or structure (damage: exit 1)."""
+
+    exit_code = EXIT_FAILED
 
 
 class ManifestError(CheckpointError):
-    """A manifest that is missing, unreadable or fails its own checksum."""
+    """A manifest that is missing, unreadable or fails its own checksum (damage: exit 1)."""
+
+    exit_code = EXIT_FAILED

@@ -12,16 +12,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import manifest as mf
-from .durable import open_regular, read_nofollow
 from .packs import (
     DTYPES,
     HASH_NAMES,
@@ -33,32 +30,34 @@ from .packs import (
     hash_algorithm,
     parse_entries,
 )
+from .storage import Backend, Reader
 
 _VERIFY_CHUNK = 16 << 20
+_FIRST_READ = 64 << 10
 _MAX_HEADER = 100 << 20
 
 
-def read_state(path: Path, manifest: Mapping[str, Any]) -> bytes:
-    """The bytes of a checkpoint's state.json, checked against the manifest."""
+def read_state(backend: Backend, name: str, manifest: Mapping[str, Any]) -> bytes:
+    """The bytes of checkpoint ``name``'s state.json, checked against its manifest."""
     try:
-        data = read_nofollow(path / mf.STATE_JSON)
+        data = backend.read(f"{name}/{mf.STATE_JSON}")
     except FileNotFoundError:
-        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} is missing") from None
+        raise IntegrityError(f"{name}/{mf.STATE_JSON} is missing") from None
     except OSError as exc:
-        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} cannot be read ({exc.strerror or exc})") from None
+        raise IntegrityError(f"{name}/{mf.STATE_JSON} cannot be read ({exc.strerror or exc})") from None
     if hashlib.sha256(data).hexdigest() != manifest["files"][mf.STATE_JSON]["sha256"]:
-        raise IntegrityError(f"{path.name}/{mf.STATE_JSON} does not match its SHA-256")
+        raise IntegrityError(f"{name}/{mf.STATE_JSON} does not match its SHA-256")
     return data
 
 
-def open_pack(packs_dir: Path, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, int]:
+def open_pack(backend: Backend, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, Reader]:
     """Open a pack and check its size and header SHA-256 against the manifest.
 
-    Returns (entries by tensor id, data start offset, fd); the caller closes the fd.
+    Returns (entries by tensor id, data start offset, reader); the caller closes the reader.
     """
     expected = manifest["packs"].get(pack_name)
     try:
-        fd = open_regular(packs_dir / pack_name)
+        reader = backend.open(f"packs/{pack_name}")
     except FileNotFoundError:
         raise IntegrityError(f"pack {pack_name} is missing") from None
     except OSError as exc:
@@ -67,38 +66,38 @@ def open_pack(packs_dir: Path, pack_name: str, manifest: Mapping[str, Any]) -> t
         )
         raise IntegrityError(f"pack {pack_name} {what}") from None
     try:
-        size = os.fstat(fd).st_size
-        header = _read_header(fd, pack_name)
-        if expected is None or size != expected["bytes"] or hashlib.sha256(header).hexdigest() != expected["header_sha256"]:
+        header = _read_header(reader, pack_name)
+        if (
+            expected is None
+            or reader.size != expected["bytes"]
+            or hashlib.sha256(header).hexdigest() != expected["header_sha256"]
+        ):
             raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
         try:
             entries = parse_entries(json.loads(header[8:]), pack_name)
         except ValueError:
             raise IntegrityError(f"pack {pack_name} has a damaged header") from None
     except BaseException as exc:
-        os.close(fd)
+        reader.close()
         if isinstance(exc, OSError):
             raise IntegrityError(f"pack {pack_name} cannot be read ({exc.strerror or exc})") from None
         raise
-    return entries, len(header), fd
+    return entries, len(header), reader
 
 
-def _read_header(fd: int, pack_name: str) -> bytes:
-    """The header bytes (length prefix included) of an open pack, read from the very file that was
-    checked (never by opening its path again)."""
-    prefix = os.pread(fd, 8, 0)
-    if len(prefix) != 8:
+def _read_header(reader: Reader, pack_name: str) -> bytes:
+    """The header bytes (length prefix included) of an open pack, read from the very object that was opened."""
+    prefix = reader.read(0, min(reader.size, _FIRST_READ))  # one request holds most headers whole
+    if len(prefix) < 8:
         raise IntegrityError(f"pack {pack_name} is truncated")
-    (length,) = struct.unpack("<Q", prefix)
+    (length,) = struct.unpack("<Q", prefix[:8])
     if length > _MAX_HEADER:
         raise IntegrityError(f"pack {pack_name} has an implausible header length")
-    body = b""
-    while len(body) < length:
-        chunk = os.pread(fd, length - len(body), 8 + len(body))
-        if not chunk:
-            raise IntegrityError(f"pack {pack_name} is truncated")
-        body += chunk
-    return prefix + body
+    if 8 + length > len(prefix):
+        prefix += reader.read(len(prefix), 8 + length - len(prefix))
+    if len(prefix) < 8 + length:
+        raise IntegrityError(f"pack {pack_name} is truncated")
+    return prefix[: 8 + length]
 
 
 def entry_of(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> dict:
@@ -109,19 +108,19 @@ def entry_of(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> 
     return entry
 
 
-def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+def verify_tensor(reader: Reader, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
     """Re-hash one tensor of an open pack; the problem found, or None when it matches its content id."""
     entry = entries.get(rec.id)
     if entry is None or entry_nbytes(entry) != rec.nbytes:
         return f"pack {pack_name} lacks tensor {rec.id[:12]}"
     if "encoding" in entry:
-        return _verify_encoded(fd, entry, start, rec, pack_name)
+        return _verify_encoded(reader, entry, start, rec, pack_name)
     algorithm = hash_algorithm(rec.id)
     h = ContentHasher(algorithm, rec.dtype, rec.shape, rec.nbytes)  # big ones on several threads
     pos, end = start + entry["data_offsets"][0], start + entry["data_offsets"][1]
     while pos < end:
         try:
-            chunk = os.pread(fd, min(_VERIFY_CHUNK, end - pos), pos)
+            chunk = reader.read(pos, min(_VERIFY_CHUNK, end - pos))
         except OSError as exc:  # EIO from a failing disk: this checkpoint's problem, not verify's crash
             return f"pack {pack_name} cannot be read ({exc.strerror or exc})"
         if not chunk:
@@ -131,11 +130,11 @@ def verify_tensor(fd: int, entries: Mapping[str, dict], start: int, rec: TensorR
     return None if h.id == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"
 
 
-def _verify_encoded(fd: int, entry: Mapping[str, Any], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+def _verify_encoded(reader: Reader, entry: Mapping[str, Any], start: int, rec: TensorRecord, pack_name: str) -> str | None:
     """Check a compressed tensor: its stored bytes against their BLAKE3, then its decoded bytes against its content id."""
     begin, end = entry["data_offsets"]
     try:
-        blob = os.pread(fd, end - begin, start + begin)
+        blob = reader.read(start + begin, end - begin)
     except OSError as exc:
         return f"pack {pack_name} cannot be read ({exc.strerror or exc})"
     if len(blob) != end - begin:

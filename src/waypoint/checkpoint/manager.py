@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -23,7 +24,8 @@ from .manifest import CheckpointInfo
 from .packs import IntegrityError
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .repack import bytes_freed_by_deleting, repack_sparse
-from .store import CheckpointError, CheckpointStore, check_step
+from .storage import BackendError, LeaseLostError
+from .store import CheckpointError, CheckpointStore, SaveRequest, check_step
 from .writer import BackgroundWriter, Snapshots
 
 DERIVED_TAGS = frozenset({"latest", "best"})
@@ -31,18 +33,6 @@ DERIVED_TAGS = frozenset({"latest", "best"})
 NOT_LATEST = frozenset({"emergency", "imported"})
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 log = logging.getLogger(__name__)
-
-
-def open_store(root: str | os.PathLike, *, writable: bool = True) -> Any:
-    """The store a checkpoints root names: a directory (``CheckpointStore``, commits by rename) or an fsspec
-    URL such as ``s3://bucket/prefix`` (``ObjectStore``: the manifest's conditional put commits)."""
-    from .backend import FsspecBackend, is_url, local_path
-
-    if is_url(root):
-        from .objstore import ObjectStore
-
-        return ObjectStore(FsspecBackend(str(root)), writable=writable)
-    return CheckpointStore(local_path(root), writable=writable)
 
 
 @dataclass(frozen=True)
@@ -102,7 +92,7 @@ class CheckpointManager:
         compression: str = "none",
     ) -> None:
         check_compression(compression)
-        self.store = open_store(root, writable=not read_only)
+        self.store = CheckpointStore(root, writable=not read_only)
         self.store.compression = compression
         self.root = self.store.root
         self.policy = policy
@@ -176,7 +166,7 @@ class CheckpointManager:
     ) -> CheckpointInfo:
         packs_before = set(self.store.pack_meta) if self._listeners else set()
         try:
-            info = self.store.commit(tensors, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta, ids=ids)
+            info = self.store.commit(tensors, tree, SaveRequest(step, epoch, metrics, tags, meta), ids)
         finally:  # even a failed save returns only once no staging job still writes the copies
             futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
         if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
@@ -184,26 +174,47 @@ class CheckpointManager:
         return self._after_commit(info, packs_before, started, blocking)
 
     def commit_prewritten(
-        self,
-        records: Mapping[str, Any],
-        tensor_packs: Mapping[str, str],
-        pack_entries: Mapping[str, dict],
-        tree: Any,
-        step: int,
-        epoch: int | None,
-        metrics: Mapping[str, Any] | None,
-        tags: Iterable[str],
-        meta: Mapping[str, Any] | None,
+        self, records: Mapping[str, Any], packs: Mapping[str, dict], tree: Any, request: SaveRequest
     ) -> CheckpointInfo:
-        """Commit a checkpoint whose tensors are already in packs (``dcp.save_sharded``: every rank wrote its own),
-        then apply retention and tell the listeners, as ``save`` does."""
+        """Commit a checkpoint whose tensors are already in packs (a sharded save: every rank wrote its own), then
+        apply retention and tell the listeners, as ``save`` does."""
         started = time.monotonic()
-        tags, meta = self._tags_and_meta(tags, meta)
+        tags, meta = self._tags_and_meta(request.tags, request.meta)
         packs_before = set(self.store.pack_meta) if self._listeners else set()
-        info = self.store.commit_prewritten(
-            records, tensor_packs, pack_entries, tree, step=step, epoch=epoch, metrics=metrics, tags=tags, meta=meta
-        )
+        info = self.store.commit_prewritten(records, packs, tree, dataclasses.replace(request, tags=tags, meta=meta))
         return self._after_commit(info, packs_before, started, True)
+
+    def save_sharded(
+        self,
+        state: Any,
+        step: int,
+        epoch: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        *,
+        meta: Mapping[str, Any] | None = None,
+        process_group: Any = None,
+    ) -> CheckpointInfo | None:
+        """Collective (every rank of the process group calls it): commit ``state``, whose tensors may be sharded
+        (DTensors), as one checkpoint; its info on the coordinator, None elsewhere.
+
+        Rank 0 calls it on its writable manager (it commits, with retention, tags, monitor metadata and listeners as
+        ``save``); every other rank on a read-only manager over the same root (it writes its own shards only).
+        """
+        from . import dcp
+
+        request = SaveRequest(check_step(step), epoch, metrics, tuple(tags), meta)
+        return dcp.save_sharded(self, state, request, process_group)
+
+    def restore_sharded(
+        self, template: Any, selector: str = "latest", *, process_group: Any = None
+    ) -> tuple[Any, CheckpointInfo]:
+        """Collective: fill ``template``'s (possibly sharded) tensors from the checkpoint ``selector`` names, at any
+        world size; returns (the saved state, which checkpoint). Every rank names the same checkpoint."""
+        from . import dcp
+
+        info = self.one(selector)
+        return dcp.load_sharded(self, template, info.name, process_group), info
 
     def _tags_and_meta(self, tags: Iterable[str], meta: Mapping[str, Any] | None) -> tuple[tuple[str, ...], dict[str, Any]]:
         """Checked tags, and the meta every manifest records: the monitored metric and the retention policy."""
@@ -224,10 +235,12 @@ class CheckpointManager:
         deleted: tuple[str, ...] = ()
         try:
             deleted = tuple(self._apply_retention(self.policy)[0])
-        except OSError as exc:  # the save itself succeeded: what retention left is collected later
+        except LeaseLostError:
+            raise
+        except (OSError, BackendError) as exc:  # the save itself succeeded: what retention left is collected later
             warnings.warn(
                 f"checkpoint {info.name} is committed, but retention could not finish "
-                f"({exc.strerror or exc}); it runs again after the next save, and leftovers are "
+                f"({getattr(exc, 'strerror', None) or exc}); it runs again after the next save, and leftovers are "
                 "removed when the store is next opened for writing",
                 stacklevel=2,
             )
@@ -255,26 +268,26 @@ class CheckpointManager:
         """Bytes a commit wrote: the packs it added plus its own files (0 when they cannot be measured)."""
         try:
             new_packs = sum(int(e.get("bytes", 0)) for p, e in self.store.pack_meta.items() if p not in packs_before)
-            if self.store.packs_dir is None:  # an object store: the new packs (its own two small objects not counted)
-                return new_packs
-            return new_packs + sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
-        except OSError:
+            return new_packs + self.store.own_bytes(info.name)
+        except (OSError, BackendError):
             return 0
 
     def checkpoint_files(self, name: str) -> list[Path]:
-        """The files holding the bytes of checkpoint ``name``: its directory's files, then the packs it uses.
+        """The local files holding the bytes of checkpoint ``name``: its own files, then the packs it uses.
 
         Packs are shared between checkpoints and may be rewritten by a later repack; the list is true now.
-        Safe to call from a commit listener (it does not wait for the writer). Empty on an object store.
+        Safe to call from a commit listener (it does not wait for the writer). Empty on a remote store (objects,
+        not local files: a tracker records the checkpoint without file references).
         """
         info = self.store.infos.get(name)
         if info is None:
             raise NoCheckpointError(f"no checkpoint named '{name}' in {self.root}")
-        if self.store.packs_dir is None:  # an object store: no local files (a tracker records the checkpoint only)
+        if self.store.backend.caps.remote:
             return []
-        own = sorted(p for p in info.path.iterdir() if p.is_file() and not p.is_symlink())
-        packs = sorted(mf.load(info.path, check=False).get("packs", {}))
-        return own + [self.store.packs_dir / p for p in packs]
+        where = self.store.backend.describe
+        own = [p for p in sorted(Path(where(f"{name}/{f}")) for f in (mf.STATE_JSON, mf.MANIFEST)) if p.is_file()]
+        packs = sorted(self.store.manifest(name, check=False).get("packs", {}))
+        return [p for p in own if not p.is_symlink()] + [Path(where(f"packs/{p}")) for p in packs]
 
     def wait(self) -> None:
         """Block until a background save finished; raise if it failed."""
@@ -341,7 +354,7 @@ class CheckpointManager:
             if tag in DERIVED_TAGS:
                 return self.resolve(tag)[:1]
             return [i for i in newest_first if tag in i.tags]
-        name = Path(selector).name if Path(selector).parent == self.root or os.sep not in selector else None
+        name = Path(selector).name if str(Path(selector).parent) == str(self.root) or "/" not in selector else None
         if name and name in self.store.infos:
             return [self.store.infos[name]]
         raise NoCheckpointError(
@@ -374,7 +387,7 @@ class CheckpointManager:
         """Re-hash everything one checkpoint depends on; its problems (empty when it verifies)."""
         self.writer.wait()
         info = self.one(selector)
-        if not info.valid:
+        if not info.valid and self.store.catalog.manifests.get(info.name) is None:
             return [info.problem or "damaged"]
         return self.store.verify_current(info.name) or []
 
@@ -470,12 +483,14 @@ class CheckpointManager:
         seen: set[tuple[str, str]] = set()
         report: dict[str, list[str]] = {}
         for info in list(self.store.infos.values()):
+            manifest: Any = True
             if not info.valid:  # look again: a reader may have seen a writer's deletion or repack half done
-                found = self.store.inspect(info.path)
+                found = self.store.inspect(info.name)
                 if found is None:
                     continue
-                info = found[0]
-            problems = [info.problem or "damaged"] if not info.valid else self.store.verify_current(info.name, seen)
+                info, manifest = found
+            sound = info.valid or manifest is not None  # a sound manifest naming missing packs: say exactly what is wrong
+            problems = self.store.verify_current(info.name, seen) if sound else [info.problem or "damaged"]
             if problems is not None:  # None: deleted by a live writer meanwhile, which is not damage
                 report[info.name] = problems
         return report
@@ -568,8 +583,7 @@ class CheckpointManager:
 
     def _collect(self) -> list[str]:
         """Repack mostly-dead packs, then delete every pack no manifest names; returns the packs deleted."""
-        if self.store.backend.caps.atomic_rename:  # object stores never rewrite a pack
-            repack_sparse(self.store)
+        repack_sparse(self.store)
         return [p for p, _ in self.store.gc_packs()]
 
     def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
@@ -590,15 +604,11 @@ class CheckpointManager:
         return {"deleted": doomed, "packs_removed": packs, "dry_run": False, "freed_bytes": before - self.store.physical_bytes()}
 
     def lock_holder(self) -> dict[str, Any] | None:
-        """Who holds this store's writer lock now (pid, host, since), or None; asks without taking the lock.
+        """Who holds this store's writer lease now (pid, host, since), or None; asks without taking it.
 
         Lets a read-only viewer say "running" without getting in the way of a run that is starting.
         """
-        if self.store.packs_dir is None:  # an object store: its lease object, while it has not expired
-            return self.store.lease_holder()
-        from .lock import holder_of
-
-        return holder_of(self.root / "LOCK")
+        return self.store.holder()
 
     def close(self) -> None:
         """Wait for a background save (raising if it failed) and release the lock."""

@@ -9,10 +9,9 @@ import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .durable import canonical_json, read_nofollow
+from .durable import canonical_json
 from .errors import ManifestError
 from .packs import TensorRecord, hash_algorithm
 
@@ -35,7 +34,7 @@ class CheckpointInfo:
     digest: str
     logical_bytes: int
     created_at: float
-    path: Path
+    path: str  # where it lives: a directory or a URL prefix (``Backend.describe``)
     valid: bool = True
     problem: str | None = None
     derived_tags: tuple[str, ...] = field(default=())
@@ -61,15 +60,7 @@ class CheckpointInfo:
         }
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One row of a manifest's tensor table: where a state key's bytes live and what they are."""
-
-    id: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    pack: str
+TensorEntry = TensorRecord  # one row of a manifest's tensor table (``pack`` names the pack holding its bytes)
 
 
 @dataclass(frozen=True)
@@ -94,6 +85,7 @@ class Manifest:
     packs: dict[str, int]  # pack file name -> its size in bytes
     logical_bytes: int
     digest: str
+    generation: int = 0  # the lease generation of the writer that published it (0: written before generations)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -118,13 +110,11 @@ class Manifest:
             meta=dict(doc.get("meta", {})),
             versions=dict(doc.get("versions", {})),
             host=doc.get("host"),
-            tensors={
-                k: TensorEntry(t["id"], t["dtype"], tuple(t["shape"]), int(t["nbytes"]), t["pack"])
-                for k, t in doc["tensors"].items()
-            },
+            tensors={k: TensorRecord.from_json(t) for k, t in doc["tensors"].items()},
             packs={p: int(m.get("bytes", 0)) for p, m in sorted(doc.get("packs", {}).items())},
             logical_bytes=int(doc["logical_bytes"]),
             digest=doc["digest"],
+            generation=int(doc.get("generation") or 0),
         )
 
 
@@ -148,26 +138,28 @@ def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def build(
-    *,
-    name: str,
-    step: int,
-    epoch: int | None,
-    created_at: float,
-    tags: tuple[str, ...],
-    metrics: dict[str, float],
-    records: Mapping[str, TensorRecord],
-    tensor_packs: Mapping[str, str],
-    packs: Mapping[str, dict],
-    state_sha256: str,
-    state_bytes: int,
-    digest: str,
-    meta: Mapping[str, Any],
-    versions: Mapping[str, str],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Commit:
+    """Everything one checkpoint records but its name: what a save produced, made a manifest by ``build``."""
+
+    step: int
+    epoch: int | None
+    metrics: dict[str, float]
+    tags: tuple[str, ...]
+    meta: Mapping[str, Any]
+    records: dict[str, TensorRecord]  # by state key; each names the pack that holds its bytes
+    packs: dict[str, dict]  # pack -> {"bytes", "header_sha256"}
+    tree_bytes: bytes  # the canonical JSON state (state.json)
+
+    @property
+    def digest(self) -> str:
+        return state_digest({k: r.id for k, r in self.records.items()}, self.tree_bytes)
+
+
+def build(c: Commit, *, name: str, created_at: float, versions: Mapping[str, str], generation: int | None) -> dict[str, Any]:
     """Assemble a manifest dict (without its self-checksum)."""
-    unique = {r.id: r.nbytes for r in records.values()}
-    algorithms = {hash_algorithm(r.id) for r in records.values()}
+    unique = {r.id: r.nbytes for r in c.records.values()}
+    algorithms = {hash_algorithm(r.id) for r in c.records.values()}
     if len(algorithms) > 1:
         raise ValueError("a checkpoint's tensor ids must all come from one hash algorithm")
     legacy = algorithms == {"sha256"}  # only when format-1 ids are forced: the manifest format 1 wrote
@@ -175,24 +167,25 @@ def build(
         "format": FORMAT_SHA256 if legacy else FORMAT,
         **({} if legacy else {"content_hash": "blake3"}),
         "name": name,
-        "step": step,
-        "epoch": epoch,
+        "step": c.step,
+        "epoch": c.epoch,
         "created_at": created_at,
-        "tags": sorted(set(tags)),
-        "metrics": metrics,
-        "config_hash": meta.get("config_hash"),
-        "git_commit": meta.get("git_commit"),
-        "meta": {k: v for k, v in meta.items() if k not in ("config_hash", "git_commit")},
+        "tags": sorted(set(c.tags)),
+        "metrics": c.metrics,
+        "config_hash": c.meta.get("config_hash"),
+        "git_commit": c.meta.get("git_commit"),
+        "meta": {k: v for k, v in c.meta.items() if k not in ("config_hash", "git_commit")},
         "versions": dict(versions),
         "host": platform.node(),
         "tensors": {
-            key: {"id": r.id, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.nbytes, "pack": tensor_packs[r.id]}
-            for key, r in records.items()
+            key: {"id": r.id, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.nbytes, "pack": r.pack}
+            for key, r in c.records.items()
         },
-        "packs": dict(packs),
-        "files": {STATE_JSON: {"sha256": state_sha256, "bytes": state_bytes}},
-        "logical_bytes": sum(unique.values()) + state_bytes,
-        "digest": digest,
+        "packs": dict(c.packs),
+        "files": {STATE_JSON: {"sha256": hashlib.sha256(c.tree_bytes).hexdigest(), "bytes": len(c.tree_bytes)}},
+        "logical_bytes": sum(unique.values()) + len(c.tree_bytes),
+        "digest": c.digest,
+        **({"generation": generation} if generation is not None else {}),
     }
 
 
@@ -201,18 +194,6 @@ def seal(manifest: dict[str, Any]) -> bytes:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     sealed = dict(body, manifest_sha256=hashlib.sha256(canonical_json(body)).hexdigest())
     return json.dumps(sealed, indent=1, sort_keys=True, allow_nan=False).encode()
-
-
-def load(ckpt_dir: Path, *, check: bool = True) -> dict[str, Any]:
-    """Read and (when ``check``) self-verify a checkpoint's manifest."""
-    path = ckpt_dir / MANIFEST
-    try:
-        raw = read_nofollow(path)
-    except FileNotFoundError:
-        raise ManifestError(f"{ckpt_dir.name} has no {MANIFEST}") from None
-    except OSError as exc:  # a symlink (ELOOP), a directory, a FIFO...: never followed, never trusted
-        raise ManifestError(f"{ckpt_dir.name}/{MANIFEST} cannot be read ({exc.strerror or exc})") from None
-    return parse(raw, ckpt_dir.name, check=check)
 
 
 def parse(raw: bytes, name: str, *, check: bool = True) -> dict[str, Any]:
@@ -253,7 +234,7 @@ def check_ids(manifest: Mapping[str, Any], name: str) -> None:
         raise ManifestError(f"{name}/{MANIFEST} holds tensor ids that are not {algorithm} ids")
 
 
-def info_from(manifest: Mapping[str, Any], path: Path) -> CheckpointInfo:
+def info_from(manifest: Mapping[str, Any], path: str) -> CheckpointInfo:
     """A CheckpointInfo from a parsed manifest."""
     return CheckpointInfo(
         name=manifest["name"],
@@ -274,13 +255,13 @@ def index_doc(infos: list[CheckpointInfo]) -> bytes:
     return json.dumps({"format": "waypoint-index-1", "checkpoints": rows}, indent=1, allow_nan=False).encode()
 
 
-def read_index(path: Path) -> list[dict] | None:
-    """The index's rows, or None when it is missing or damaged (a symlink or a FIFO counts as damaged)."""
+def parse_index(raw: bytes) -> list[dict] | None:
+    """The rows of an index.json document, or None when it is damaged (or not an index)."""
     try:
-        doc = json.loads(read_nofollow(path))
+        doc = json.loads(raw)
         rows = doc["checkpoints"]
         if doc.get("format") != "waypoint-index-1" or not isinstance(rows, list):
             return None
         return [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None

@@ -6,7 +6,8 @@ by ``sha256(b"<DTYPE><shape>" + raw bytes)`` in hex, without a prefix: such ids 
 verified with SHA-256. The prefix makes an id name its own algorithm, so a SHA-256 id never equals a
 BLAKE3 id and dedup never mistakes one for the other. A pack holds the tensors one save added, each
 named by its id, so any safetensors reader (``safe_open``) can open a pack. A pack's integrity is its
-size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte.
+size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte. A pack
+is named by that header SHA-256 and the lease generation of the writer that made it (``pack_name``).
 
 The header's ``__metadata__["checks"]`` (a JSON string; packs written before it lack it) also records the
 XXH3-128 of every raw tensor's bytes. A verified restore compares those instead of re-hashing with BLAKE3:
@@ -19,7 +20,8 @@ metadata), so packs that carry it keep format 2.
 
 Writing hashes tensors on worker threads while the main thread streams the new ones' bytes, in pack
 order, into two alternating aligned buffers that an I/O thread writes out (no serialised copy of the
-state). Big packs are written with O_DIRECT where the filesystem supports it: the device reads the
+state) into a new object of the store's backend (a local file, uploaded by its commit on object
+stores). Big packs are written with O_DIRECT where the filesystem supports it: the device reads the
 buffers directly, so a save neither copies the state into the page cache nor floods it with dirty pages,
 and fsync has little left to flush. Their data starts at a 4 KiB-aligned offset (the header is padded
 with spaces, as safetensors allows). Reading prefaults each tensor's fresh memory in one call and
@@ -37,12 +39,10 @@ import mmap
 import os
 import struct
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import blake3
@@ -50,7 +50,6 @@ import torch
 import xxhash
 
 from . import compress
-from .durable import create_exclusive, fsync_dir, rename_noreplace
 from .errors import IntegrityError
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
@@ -168,12 +167,18 @@ def to_cpu_contiguous(tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TensorRecord:
-    """One tensor of a save: where it lives and what it is."""
+    """One stored tensor: its content id, what it is, and (in a manifest's table) the pack that holds it."""
 
     id: str
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    pack: str | None = None
+
+    @classmethod
+    def from_json(cls, row: Any) -> TensorRecord:
+        """A row of a manifest's tensor table."""
+        return cls(row["id"], row["dtype"], tuple(row["shape"]), int(row["nbytes"]), row.get("pack"))
 
 
 @dataclass(frozen=True)
@@ -290,25 +295,27 @@ class _PackSink:
         self.pending = [None, None]
 
 
-def write_pack(
-    packs_dir: Path,
+@dataclass
+class _Plan:
+    """What one pack write is about: the tensors (CPU, contiguous), their (dtype, shape, nbytes), their content ids
+    (Futures), the raw data offsets if all were new, and the compressed form of each new one (Futures, or None)."""
+
+    cpu: list[torch.Tensor]
+    metas: list[tuple[str, tuple[int, ...], int]]
+    ids: list[Future]
+    offsets: list[tuple[int, int]]
+    encodings: list[Future | None]
+    encoder: ThreadPoolExecutor | None
+
+
+def _plan(
     tensors: Sequence[torch.Tensor],
     is_known: Callable[[str], bool],
     pool: ThreadPoolExecutor,
-    ids: Sequence[str | Future | None] | None = None,
-    compression: str = "none",
-) -> tuple[list[TensorRecord], PackInfo | None]:
-    """Hash every tensor; write those not ``is_known`` into one new pack; return records and the pack.
-
-    ``ids`` may give a tensor's content id where the caller can prove it (its bytes equal bytes hashed
-    before, or were just verified against that id): such a tensor is not hashed again; or a Future of its
-    id, computed by the caller's job that also fills the tensor (read only once the id is there). Hashing of later
-    tensors overlaps with writing earlier ones. The pack is written to a temporary name, fsynced, then
-    renamed to ``<header sha256>.safetensors`` and the directory fsynced.
-
-    ``compression="zstd"`` stores each new tensor that shrinks byte-grouped and zstd-compressed (``compress``),
-    encoded on threads of its own while earlier tensors are written.
-    """
+    ids: Sequence[str | Future | None] | None,
+    compression: str,
+) -> _Plan:
+    """Start hashing (and compressing) every tensor on the pools; tied tensors (one object) are hashed once."""
     converted: dict[int, torch.Tensor] = {}  # tied tensors arrive as one object under several keys
     cpu = [converted.setdefault(id(t), to_cpu_contiguous(t)) for t in tensors]
     metas = [(dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size()) for t in cpu]
@@ -334,97 +341,143 @@ def write_pack(
     encodings: list[Future | None] = [None] * len(cpu)
     if compress.check_choice(compression) != "none":
         encoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="waypoint-encode")
-        for i, (t, fut) in enumerate(zip(cpu, futures)):
-            encodings[i] = encoder.submit(_encode_new, t, fut, is_known)
-    tmp = packs_dir / f".tmp-{uuid.uuid4().hex}.safetensors"
-    records: list[TensorRecord] = []
-    entries: list[tuple[str, str, Sequence[int], int, int]] = []
-    encoded: dict[str, list] = {}
-    checks: dict[str, Any] = {}  # id -> Future of its XXH3-128 (its hex digest once the data is written)
+        encodings = [encoder.submit(_encode_new, t, fut, is_known) for t, fut in zip(cpu, futures)]
+    return _Plan(cpu, metas, futures, offsets, encodings, encoder)
+
+
+def _reserved_header(plan: _Plan, direct: bool) -> bytes:
+    """The largest header this pack could need (all tensors new; every one encoded when compressing): the data is
+    written after it, and the real header is padded to its length."""
+    worst: dict[str, list] = {}
+    if plan.encoder is not None:
+        worst = {
+            f"{i:0{_ID_WIDTH}d}": [compress.CODEC, "F8_E4M3", list(m[1]), "b3:" + "0" * 64] for i, m in enumerate(plan.metas)
+        }
+    worst_checks = {f"{i:0{_ID_WIDTH}d}": "0" * 32 for i in range(len(plan.metas))}
+    return _header(
+        (
+            (f"{i:0{_ID_WIDTH}d}", *(m[:2] if plan.encoder is None else ("F8_E4M3", _longer(m[1], [10**15]))), b, e)
+            for i, (m, (b, e)) in enumerate(zip(plan.metas, plan.offsets))
+        ),
+        align=_ALIGN if direct else 8,
+        encoded=worst,
+        checks=worst_checks,
+    )
+
+
+@dataclass
+class _Stream:
+    """What streaming the new tensors into a pack produced."""
+
+    records: list[TensorRecord]
+    entries: list[tuple[str, str, Sequence[int], int, int]]
+    encoded: dict[str, list]
+    checks: dict[str, Any]  # id -> Future of its XXH3-128
+
+
+def _stream(plan: _Plan, sink: _PackSink, is_known: Callable[[str], bool], pool: ThreadPoolExecutor) -> _Stream:
+    """Write every tensor the store lacks, in order, through ``sink`` (hashing of later ones overlaps)."""
+    out = _Stream([], [], {}, {})
     in_pack: set[str] = set()
-    sink: _PackSink | None = None
-    fd = -1
-    try:
-        fd = create_exclusive(tmp)
-        direct = pos >= _DIRECT_MIN and _try_direct(fd, True)
-        # Reserve room for the largest possible header (all tensors new, every one encoded when compressing);
-        # the real one is padded to it.
-        worst: dict[str, list] = {}
-        if encoder is not None:
-            worst = {f"{i:0{_ID_WIDTH}d}": [compress.CODEC, "F8_E4M3", list(m[1]), "b3:" + "0" * 64] for i, m in enumerate(metas)}
-        worst_checks = {f"{i:0{_ID_WIDTH}d}": "0" * 32 for i in range(len(metas))}
-        reserved = _header(
-            (
-                (f"{i:0{_ID_WIDTH}d}", *(m[:2] if encoder is None else ("F8_E4M3", _longer(m[1], [10**15]))), b, e)
-                for i, (m, (b, e)) in enumerate(zip(metas, offsets))
-            ),
-            align=_ALIGN if direct else 8,
-            encoded=worst,
-            checks=worst_checks,
-        )
-        sink = _PackSink(fd, len(reserved), pos, direct)
-        pos = 0
-        for i, (tensor, (dtype, shape, nbytes), future) in enumerate(zip(cpu, metas, futures)):
-            cid = future.result()
-            records.append(TensorRecord(cid, dtype, shape, nbytes))
-            if cid in in_pack or is_known(cid):
-                continue
-            blob = encodings[i].result() if encodings[i] is not None else None
-            if blob is None:
-                data = raw_bytes(tensor)
-                checks[cid] = pool.submit(fast_check, data)  # on another thread, while this one copies
-                sink.write(data)
-                entries.append((cid, dtype, shape, pos, pos + nbytes))
-                pos += nbytes
-            else:
-                sink.write(memoryview(blob))
-                entries.append((cid, "U8", [len(blob)], pos, pos + len(blob)))
-                encoded[cid] = [compress.CODEC, dtype, list(shape), compress.stored_id(blob)]
-                pos += len(blob)
-            in_pack.add(cid)
-        if encoder is not None:
-            encoder.shutdown(wait=True)
-        if not entries:
-            sink.close()
-            os.close(fd)
-            fd = -1
-            tmp.unlink()
-            return records, None
-        size = sink.finish()
-        checks = {cid: fut.result() for cid, fut in checks.items()}
-        header = _header(entries, pad_to=len(reserved) - 8, align=_ALIGN if direct else 8, encoded=encoded, checks=checks)
-        assert len(header) == len(reserved)
-        if sink.direct:  # the header region is a whole number of aligned blocks: write it the same way
-            block = mmap.mmap(-1, len(header))
-            block.write(header)
-            sink.pwrite(memoryview(block), 0)
+    pos = 0
+    for i, (tensor, (dtype, shape, nbytes), future) in enumerate(zip(plan.cpu, plan.metas, plan.ids)):
+        cid = future.result()
+        out.records.append(TensorRecord(cid, dtype, shape, nbytes))
+        if cid in in_pack or is_known(cid):
+            continue
+        blob = plan.encodings[i].result() if plan.encodings[i] is not None else None
+        if blob is None:
+            data = raw_bytes(tensor)
+            out.checks[cid] = pool.submit(fast_check, data)  # on another thread, while this one copies
+            sink.write(data)
+            out.entries.append((cid, dtype, shape, pos, pos + nbytes))
+            pos += nbytes
         else:
-            os.pwrite(fd, header, 0)
+            sink.write(memoryview(blob))
+            out.entries.append((cid, "U8", [len(blob)], pos, pos + len(blob)))
+            out.encoded[cid] = [compress.CODEC, dtype, list(shape), compress.stored_id(blob)]
+            pos += len(blob)
+        in_pack.add(cid)
+    return out
+
+
+def pack_name(header_sha256: str, generation: int | None) -> str:
+    """A pack's file name: the SHA-256 of its header, and the lease generation of the writer that made it (two
+    writers never write one name, so a writer that lost its lease can never remove or replace the new holder's)."""
+    return f"{header_sha256}.safetensors" if generation is None else f"{header_sha256}-g{generation}.safetensors"
+
+
+def write_pack(
+    backend: Any,
+    tensors: Sequence[torch.Tensor],
+    is_known: Callable[[str], bool],
+    pool: ThreadPoolExecutor,
+    ids: Sequence[str | Future | None] | None = None,
+    compression: str = "none",
+    generation: int | None = None,
+) -> tuple[list[TensorRecord], PackInfo | None]:
+    """Hash every tensor; write those not ``is_known`` into one new pack on ``backend``; return records and the pack.
+
+    ``ids`` may give a tensor's content id where the caller can prove it (its bytes equal bytes hashed before, or
+    were just verified against that id): such a tensor is not hashed again; or a Future of its id, computed by the
+    caller's job that also fills the tensor (read only once the id is there). Hashing of later tensors overlaps with
+    writing earlier ones. The pack is written into a new object (a temporary file), then committed under
+    ``packs/<pack_name>``. ``compression="zstd"`` stores each new tensor that shrinks byte-grouped and
+    zstd-compressed (``compress``), encoded on threads of its own while earlier tensors are written.
+    """
+    plan = _plan(tensors, is_known, pool, ids, compression)
+    obj, sink, stream = None, None, None
+    try:
+        obj = backend.new_object("packs/")
+        total = plan.offsets[-1][1] if plan.offsets else 0
+        direct = total >= _DIRECT_MIN and backend.caps.direct_io and _try_direct(obj.fd, True)
+        reserved = _reserved_header(plan, direct)
+        sink = _PackSink(obj.fd, len(reserved), total, direct)
+        stream = _stream(plan, sink, is_known, pool)
+        if plan.encoder is not None:
+            plan.encoder.shutdown(wait=True)
+        if not stream.entries:
+            sink.close()
+            obj.abort()
+            return stream.records, None
+        size = sink.finish()
+        checks = {cid: fut.result() for cid, fut in stream.checks.items()}
+        header = _header(stream.entries, len(reserved) - 8, _ALIGN if direct else 8, stream.encoded, checks)
+        assert len(header) == len(reserved)
+        _write_header(sink, header)
         sink.close()
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
         header_sha = hashlib.sha256(header).hexdigest()
-        final = packs_dir / f"{header_sha}.safetensors"
-        try:
-            rename_noreplace(tmp, final)
-        except FileExistsError:  # a pack with this header exists: the same tensors, but its bytes may be the
-            os.replace(tmp, final)  # damaged copy the store forgot, so the fresh one takes its place
-        fsync_dir(packs_dir)
-        return records, PackInfo(final.name, size, header_sha)
+        name = pack_name(header_sha, generation)
+        obj.commit(f"packs/{name}")
+        return stream.records, PackInfo(name, size, header_sha)
     except BaseException:
-        for f in [*futures, *(e for e in encodings if e is not None)]:
-            f.cancel()
-        futures_wait(futures)  # a job still running may be filling a tensor the caller reuses
-        futures_wait([f for f in checks.values() if isinstance(f, Future)])  # or reading one
-        if encoder is not None:
-            encoder.shutdown(wait=True)
+        _cancel(plan, stream)
         if sink is not None:
             sink.close()
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
+        if obj is not None:
+            obj.abort()
         raise
+
+
+def _write_header(sink: _PackSink, header: bytes) -> None:
+    """Write the header at offset 0 (with O_DIRECT, as a whole number of aligned blocks)."""
+    if sink.direct:
+        block = mmap.mmap(-1, len(header))
+        block.write(header)
+        sink.pwrite(memoryview(block), 0)
+    else:
+        os.pwrite(sink.fd, header, 0)
+
+
+def _cancel(plan: _Plan, stream: _Stream | None) -> None:
+    """After a failure: cancel what has not started and wait for what runs (it may read the caller's tensors)."""
+    for f in [*plan.ids, *(e for e in plan.encodings if e is not None)]:
+        f.cancel()
+    futures_wait(plan.ids)
+    if stream is not None:
+        futures_wait([f for f in stream.checks.values() if isinstance(f, Future)])
+    if plan.encoder is not None:
+        plan.encoder.shutdown(wait=True)
 
 
 def _longer(a: Sequence[int], b: Sequence[int]) -> Sequence[int]:
@@ -507,26 +560,6 @@ def decode_stored(blob: bytes | memoryview, entry: dict, record: TensorRecord, o
             raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
 
 
-def read_header(path: Path) -> tuple[dict, int, str]:
-    """Parse a pack's header: (entries by id, data start offset, header sha256)."""
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) != 8:
-            raise IntegrityError(f"pack {path.name} is truncated")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > 100 << 20:
-            raise IntegrityError(f"pack {path.name} has an implausible header length")
-        body = f.read(length)
-    if len(body) != length:
-        raise IntegrityError(f"pack {path.name} is truncated")
-    header_sha = hashlib.sha256(prefix + body).hexdigest()
-    try:
-        entries = json.loads(body)
-    except ValueError:
-        raise IntegrityError(f"pack {path.name} has a damaged header") from None
-    return parse_entries(entries, path.name), 8 + length, header_sha
-
-
 def prefault(tensor: torch.Tensor, nbytes: int) -> None:
     """Fault in a fresh tensor's pages in one call (cheaper than taking one page fault per 4 KiB)."""
     if _madvise is None or nbytes < 1 << 20:
@@ -537,17 +570,13 @@ def prefault(tensor: torch.Tensor, nbytes: int) -> None:
         _madvise(begin, end - begin, _MADV_POPULATE_WRITE)  # best effort: older kernels answer EINVAL
 
 
-def _pread_into(fd: int, view: memoryview, offset: int, record: TensorRecord) -> None:
-    got = 0
-    while got < len(view):  # short reads
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n == 0:
-            raise IntegrityError(f"pack data for tensor {record.id[:12]} is truncated")
-        got += n
+def _pread_into(reader: Any, view: memoryview, offset: int, record: TensorRecord) -> None:
+    if reader.readinto(view, offset) != len(view):
+        raise IntegrityError(f"pack data for tensor {record.id[:12]} is truncated")
 
 
-def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:
-    """Read one tensor from an open pack into fresh memory, checking its content id when asked."""
+def read_tensor(reader: Any, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:
+    """Read one tensor from an open pack (a ``storage.Reader``) into fresh memory, checking it when asked."""
     begin, end = entry["data_offsets"]
     if entry_nbytes(entry) != record.nbytes or entry["dtype"] != record.dtype or tuple(entry["shape"]) != record.shape:
         raise IntegrityError(f"pack entry {record.id[:12]} does not match the manifest")
@@ -556,11 +585,11 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     view = raw_bytes(out)
     if "encoding" in entry:
         blob = bytearray(end - begin)
-        _pread_into(fd, memoryview(blob), data_start + begin, record)
+        _pread_into(reader, memoryview(blob), data_start + begin, record)
         decode_stored(blob, entry, record, out, verify)
         return out
     if not verify or "check" in entry:
-        _pread_into(fd, view, data_start + begin, record)
+        _pread_into(reader, view, data_start + begin, record)
         if verify and fast_check(view) != entry["check"]:
             raise IntegrityError(f"tensor {record.id[:12]} does not match its checksum (XXH3-128)")
         return out
@@ -568,20 +597,11 @@ def read_tensor(fd: int, entry: dict, data_start: int, record: TensorRecord, ver
     h = ContentHasher(algorithm, record.dtype, record.shape, 0)  # one thread: the pieces are small
     for start in range(0, record.nbytes, _READ_CHUNK):
         piece = view[start : start + _READ_CHUNK]
-        _pread_into(fd, piece, data_start + begin + start, record)
+        _pread_into(reader, piece, data_start + begin + start, record)
         h.update(piece)
     if h.id != record.id:
         raise IntegrityError(f"tensor {record.id[:12]} does not match its {HASH_NAMES[algorithm]}")
     return out
-
-
-def map_pack(fd: int, populate: bool = False) -> mmap.mmap:
-    """A private, copy-on-write mapping of a whole open pack (``populate``: fault its pages in up front).
-
-    Writes to tensors backed by it change private copies of the pages, never the file.
-    """
-    flags = mmap.MAP_PRIVATE | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
-    return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def mapped_tensor(mm: mmap.mmap, entry: dict, data_start: int, record: TensorRecord, verify: bool) -> torch.Tensor:

@@ -18,16 +18,13 @@ no manifest names them.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from . import manifest as mf
-from .durable import replace_file_durable
 from .integrity import entry_of, open_pack
 from .packs import IntegrityError, TensorRecord, read_tensor, write_pack
 
@@ -38,12 +35,12 @@ MAX_UNUSED = 0.5  # rewrite a pack once more than this fraction of its tensor by
 GROUP_BYTES = 256 << 20  # live bytes gathered into one new pack (bounds the memory a repack holds)
 
 
-def live_records(manifests: list[tuple[Path, dict]]) -> dict[str, dict[str, TensorRecord]]:
+def live_records(manifests: list[tuple[str, dict]]) -> dict[str, dict[str, TensorRecord]]:
     """Per pack, the tensors the given committed manifests still use."""
     live: dict[str, dict[str, TensorRecord]] = {}
-    for _path, manifest in manifests:
+    for _name, manifest in manifests:
         for t in manifest["tensors"].values():
-            live.setdefault(t["pack"], {})[t["id"]] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
+            live.setdefault(t["pack"], {})[t["id"]] = TensorRecord.from_json(t)
     return live
 
 
@@ -54,10 +51,10 @@ def sparse_packs(store: CheckpointStore, live: dict[str, dict[str, TensorRecord]
         if pack not in store.pack_meta:
             continue
         try:
-            entries, _start, fd = open_pack(store.packs_dir, pack, {"packs": store.pack_meta})
+            entries, _start, reader = open_pack(store.backend, pack, {"packs": store.pack_meta})
         except IntegrityError:
             continue
-        os.close(fd)
+        reader.close()
         total = sum(e["data_offsets"][1] - e["data_offsets"][0] for e in entries.values())
         dead = sum(e["data_offsets"][1] - e["data_offsets"][0] for cid, e in entries.items() if cid not in recs)
         if total and dead > max_unused * total:
@@ -68,20 +65,20 @@ def sparse_packs(store: CheckpointStore, live: dict[str, dict[str, TensorRecord]
 def _read_live(store: CheckpointStore, pack: str, recs: Iterable[TensorRecord]) -> dict[str, torch.Tensor] | None:
     """The live tensors of one pack, each verified; None when any fails (the pack is then left alone)."""
     try:
-        entries, start, fd = open_pack(store.packs_dir, pack, {"packs": store.pack_meta})
+        entries, start, reader = open_pack(store.backend, pack, {"packs": store.pack_meta})
     except IntegrityError:
         return None
     try:
-        return {r.id: read_tensor(fd, entry_of(entries, r, pack), start, r, True) for r in recs}
+        return {r.id: read_tensor(reader, entry_of(entries, r, pack), start, r, True) for r in recs}
     except (IntegrityError, OSError):
         return None
     finally:
-        os.close(fd)
+        reader.close()
 
 
-def _point_manifests(store: CheckpointStore, manifests: list[tuple[Path, dict]], redirect: dict[tuple[str, str], str]) -> None:
+def _point_manifests(store: CheckpointStore, manifests: list[tuple[str, dict]], redirect: dict[tuple[str, str], str]) -> None:
     """Atomically rewrite every manifest that uses a redirected tensor ``(old pack, id) -> new pack`` (in memory too)."""
-    for path, manifest in manifests:
+    for name, manifest in manifests:
         table = manifest["tensors"]
         hits = [t for t in table.values() if (t["pack"], t["id"]) in redirect]
         if not hits:
@@ -90,7 +87,8 @@ def _point_manifests(store: CheckpointStore, manifests: list[tuple[Path, dict]],
             t["pack"] = redirect[(t["pack"], t["id"])]
         metas = {**store.pack_meta, **manifest["packs"]}
         manifest["packs"] = {p: metas[p] for p in sorted({t["pack"] for t in table.values()})}
-        replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
+        store.check_lease()
+        store.backend.replace(f"{name}/{mf.MANIFEST}", mf.seal(manifest))
 
 
 def _groups(live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list[list[str]]:
@@ -138,8 +136,9 @@ def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> lis
             given_up.append(pack)
         if tensors:
             ids = list(tensors)
+            store.check_lease()
             _records, info = write_pack(
-                store.packs_dir, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids, store.compression
+                store.backend, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids, store.compression, store.generation
             )  # just verified against these ids: not hashed again, algorithm kept
             assert info is not None
             store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}
@@ -162,20 +161,13 @@ def bytes_freed_by_deleting(store: CheckpointStore, names: Iterable[str]) -> int
     sole: set[str] = set()
     others: set[str] = set()
     freed = 0
-    for path, manifest in manifests:
+    for name, manifest in manifests:
         packs = set(manifest["packs"])
-        if path.name in doomed:
+        if name in doomed:
             sole |= packs
-            freed += _own_bytes(store, path)
+            freed += store.own_bytes(name)
         else:
             others |= packs
     for pack in sole - others:
         freed += store.pack_size(pack)
     return freed
-
-
-def _own_bytes(store: CheckpointStore, path: Path) -> int:
-    """Bytes of a checkpoint's own files (its manifest and state file)."""
-    if store.packs_dir is None:  # an object store: keys, not a directory
-        return sum(store.backend.size(f"{path.name}/{f}") or 0 for f in (mf.MANIFEST, mf.STATE_JSON))
-    return sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(path) if f.is_file(follow_symlinks=False))

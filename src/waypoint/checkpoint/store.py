@@ -1,59 +1,59 @@
-"""The on-disk store: content-addressed tensor packs, atomic durable commit, single-writer lock.
+"""The checkpoint store: content-addressed tensor packs and atomic commits, on any storage backend.
 
-Layout under the checkpoints root::
+Layout under the checkpoints root (a directory, or a prefix of an object store: the same keys)::
 
-    LOCK            flock target; holds the writer's pid/host for error messages
-    index.json      derived registry (rebuilt from manifests when missing or damaged)
-    packs/          <sha256 of header>.safetensors, tensors named by content id
-    step_000000120/ manifest.json (written last, self-checksummed) + state.json
+    LOCK / leases/   the single writer's lease (a record lock on a local disk; lease objects elsewhere)
+    FENCE            the newest lease holder's generation and the checkpoints it found (``catalog``)
+    index.json       derived registry (rebuilt from manifests; never trusted)
+    packs/           <sha256 of header>-g<generation>.safetensors, tensors named by content id
+    step_000000120/  manifest.json (written last, self-checksummed) + state.json
 
-Commit protocol: write the new pack (fsync, rename, fsync packs/), stage ``.staging-<name>-<uuid>/``
-with state.json then manifest.json (each fsynced), fsync the staging dir, rename it to its final
-name without replacing anything, fsync the root. Only then is the checkpoint visible.
-Deleting a checkpoint renames it to trash first; packs go once no manifest names them, and packs
+Commit protocol. Under the lease, (1) the tensors the store lacks go into one new pack, written into a new
+object and committed under its final name (local: fsync, no-replace rename, fsync of ``packs/``; object store:
+an upload that appears whole). (2) The checkpoint's directory is published with state.json and manifest.json,
+the manifest last: where the backend renames atomically, both are staged in ``.staging-<name>-<uuid>/`` (each
+fsynced), the staging directory fsynced and renamed to its name without replacing anything, the root fsynced;
+elsewhere state.json is uploaded and the manifest created only if absent, which is the commit point. Only then
+is the checkpoint listed, the index rewritten and retention run. A failure before the commit point leaves
+nothing listed (a new pack that nothing names is dropped, or collected later); at or after it the checkpoint
+is committed.
+
+Fencing. The writer checks its lease before every change (commit, tag, delete, gc, cleanup), acts only on what
+it listed while its lease was valid, and names what it creates with its lease generation: a writer that lost
+its lease (``LeaseLostError``) stops, and whatever it was still writing can neither replace nor remove the new
+holder's objects nor be taken for a checkpoint (the new holder's fence voids it). Deleting a checkpoint removes
+its directory (manifest first, or one rename); packs go once no manifest names them (``gc_packs``), and packs
 that are mostly dead are rewritten by ``repack.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
+import logging
 import operator
 import os
 import platform
-import re
-import stat
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from . import manifest as mf
-from .backend import LocalBackend
-from .cleanup import remove_stale
+from .catalog import CKPT_NAME, Catalog, order, write_fence
 from .codec import alias_keys
-from .durable import (
-    canonical_json,
-    fsync_dir,
-    read_nofollow,
-    rename_noreplace,
-    replace_file_durable,
-    rmtree_nofollow,
-    write_file_durable,
-)
+from .durable import canonical_json
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
-from .integrity import entry_of, open_pack, read_state, verify_tensor
-from .lock import StoreLock
-from .packs import IntegrityError, PackInfo, TensorRecord, content_id, map_pack, mapped_tensor, read_tensor, write_pack
+from .integrity import read_state
+from .packs import IntegrityError, PackInfo, TensorRecord, content_id, write_pack
+from .reading import iter_pack, read_pack, verify_pack
+from .storage import Backend, BackendError, Lease, LeaseLostError, backend_for
 
-CKPT_NAME = re.compile(r"^step_(\d{9,})(?:\.(\d+))?$")
-CKPT_LIKE = "step_"  # any directory named like this may hold a manifest naming packs, listed or not
+log = logging.getLogger(__name__)
+MANIFEST, STATE = mf.MANIFEST, mf.STATE_JSON
 
 
 def check_step(step: Any) -> int:
@@ -82,436 +82,277 @@ def _versions() -> dict[str, str]:
     }
 
 
-def manifest_since(path: Path, before: bytes) -> str:
-    """How a checkpoint's manifest compares with ``before`` (bytes read earlier without the lock): ``"same"``,
-    ``"changed"`` (a live writer rewrote it, e.g. repack) or ``"gone"`` (the checkpoint was deleted)."""
-    try:
-        if read_nofollow(path / mf.MANIFEST) != before:
-            return "changed"
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return "same"  # unreadable now: what was found with ``before`` stands
-    return "same" if os.path.lexists(path / mf.MANIFEST) else "gone"
+@dataclass(frozen=True)
+class SaveRequest:
+    """What a save records beside its tensors: step, epoch, metrics, tags and free-form meta."""
+
+    step: int
+    epoch: int | None = None
+    metrics: Mapping[str, Any] | None = None
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, Any] | None = None
 
 
 class CheckpointStore:
-    """Low-level access to one checkpoints root: commit, load, verify, delete, collect packs."""
+    """One checkpoints root on one backend: commit, load, verify, tag, delete, collect packs."""
 
-    def __init__(self, root: str | os.PathLike, *, writable: bool = True) -> None:
-        self.root = Path(root)
-        self.packs_dir = self.root / "packs"
+    def __init__(self, root: str | os.PathLike | Backend, *, writable: bool = True) -> None:
+        self.backend = backend_for(root)
+        self.root = self.backend.url
         self.writable = writable
-        self.backend = LocalBackend(self.root)  # this store commits by renaming (backend.caps.atomic_rename)
-        self.lock: StoreLock | None = None
-        if os.path.islink(self.packs_dir):  # gc would delete, and restore read, files outside the store
-            raise CheckpointError(
-                f"{self.packs_dir} is a symbolic link, and the store never follows links; "
-                "replace it with the directory it points to"
-            )
-        for path in (self.root, self.packs_dir):
-            if os.path.lexists(path) and not os.path.isdir(path):
-                raise CheckpointError(f"{path} is not a directory, so it cannot hold checkpoints; move it away")
-        if writable:
-            new_root = not self.root.exists()
-            self.packs_dir.mkdir(parents=True, exist_ok=True)
-            if new_root:
-                fsync_dir(self.root.parent)
-            self.lease = self.backend.lease()  # the POSIX record lock on LOCK (lock.StoreLock)
-            self.lock = self.lease.lock  # type: ignore[attr-defined]
-        elif not self.root.is_dir():
-            raise CheckpointError(f"{self.root} is not a checkpoints directory (it does not exist)")
-        self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
-        self.known: dict[str, str] = {}  # tensor content id -> pack name, from committed manifests
-        self.pack_meta: dict[str, dict] = {}  # pack name -> {"bytes", "header_sha256"}, from manifests
-        self.infos: dict[str, mf.CheckpointInfo] = {}
+        self.lease: Lease | None = None
+        self.generation: int | None = None  # the lease generation of this writer (None: read-only)
+        self.catalog = Catalog(self.backend)
         self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
         self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
+        self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
         try:
-            self.rescan()
+            self.backend.check()
+            if not writable and not self.backend.exists():
+                raise CheckpointError(f"{self.root} is not a checkpoints directory (it does not exist)")
             if writable:
-                self._cleanup_stale()
-                self._sync_index()
-        except BaseException:  # a failed open must not keep the lock (this process could never reopen)
+                self.backend.create()
+                from .catalog import read_fence
+
+                self.lease = self.backend.lease(read_fence(self.backend).generation + 1)
+                self.generation = self.lease.generation
+            self.catalog.scan()
+            if writable:
+                self._take_over()
+        except BaseException:  # a failed open must not keep the lease (this process could never reopen)
             self.close()
             raise
 
-    # ------------------------------------------------------------------ discovery
-    def checkpoint_dirs(self) -> list[Path]:
-        """Committed checkpoint directories, oldest first."""
-        found = []
-        for entry in os.scandir(self.root):
-            m = CKPT_NAME.match(entry.name)
-            if m and entry.is_dir(follow_symlinks=False):
-                found.append((int(m.group(1)), int(m.group(2) or 0), Path(entry.path)))
-        return [p for _, _, p in sorted(found)]
+    # ------------------------------------------------------------------ what the catalog knows
+    @property
+    def infos(self) -> dict[str, mf.CheckpointInfo]:
+        return self.catalog.infos
+
+    @property
+    def known(self) -> dict[str, str]:
+        return self.catalog.known
+
+    @property
+    def pack_meta(self) -> dict[str, dict]:
+        return self.catalog.pack_meta
 
     def rescan(self) -> None:
-        """Re-read every manifest: the in-memory registry and the dedup table.
+        """Read every manifest again (safe without the lease while a writer works)."""
+        self.catalog.scan()
 
-        Safe without the lock while a writer works: a checkpoint deleted meanwhile is left out, one whose
-        manifest was rewritten (by repack) is read again, and one whose packs are gone is listed invalid.
-        """
-        self.infos.clear()
-        self.known.clear()
-        self.pack_meta.clear()
-        self._unparsed = False
-        for path in self.checkpoint_dirs():
-            found = self.inspect(path)
-            if found is None:
-                continue  # deleted while we looked: not damage
-            info, manifest = found
-            self.infos[path.name] = info
-            if manifest is None:
-                continue
-            if info.valid:
-                for rec in manifest.get("tensors", {}).values():
-                    self.known[rec["id"]] = rec["pack"]
-                self.pack_meta.update(manifest.get("packs", {}))
-
-    def inspect(self, path: Path, attempts: int = 5) -> tuple[mf.CheckpointInfo, dict | None] | None:
-        """A committed checkpoint's info (invalid when its manifest is damaged or a pack it names is missing)
-        and its manifest; None when the directory vanished meanwhile (a concurrent deletion)."""
-        for attempt in range(attempts):
-            try:
-                before = read_nofollow(path / mf.MANIFEST)  # read first: the manifest loaded below is at least this new
-                manifest = mf.load(path)
-                info = mf.info_from(manifest, path)
-                if read_nofollow(path / mf.MANIFEST) != before:
-                    continue  # rewritten while it was loaded: look again
-            except (mf.ManifestError, KeyError, TypeError, ValueError, OSError) as exc:
-                if not os.path.lexists(path):
-                    return None
-                if attempt + 1 < attempts:
-                    continue  # replaced while it was read (a tag change, repack) fails once: look again
-                try:
-                    created = path.stat().st_mtime
-                except FileNotFoundError:
-                    return None
-                m = CKPT_NAME.match(path.name)
-                info = mf.CheckpointInfo(
-                    name=path.name,
-                    step=int(m.group(1)) if m else -1,
-                    epoch=None,
-                    tags=(),
-                    metrics={},
-                    digest="",
-                    logical_bytes=0,
-                    created_at=created,
-                    path=path,
-                    valid=False,
-                    problem=str(exc)
-                    if not isinstance(exc, OSError)
-                    else f"{path.name}/{mf.MANIFEST} cannot be read ({exc.strerror or exc})",
-                )
-                return info, self._lenient_manifest(path)
-            missing = self._missing_packs(manifest)
-            if not missing:
-                return info, manifest
-            now = manifest_since(path, before)
-            if now == "changed":
-                continue  # rewritten meanwhile (repack points it at other packs): look again
-            if now == "gone":
-                return None
-            return dataclasses.replace(info, valid=False, problem="; ".join(missing)), manifest
-        return dataclasses.replace(info, valid=False, problem="its manifest kept changing while it was read"), manifest
-
-    def _missing_packs(self, manifest: Mapping[str, Any]) -> list[str]:
-        """Packs a manifest names that are absent, not regular files, or of another size (a cheap check)."""
-        problems = []
-        for name, meta in manifest.get("packs", {}).items():
-            try:
-                st = os.lstat(self.packs_dir / name)
-            except FileNotFoundError:
-                problems.append(f"pack {name} is missing")
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                problems.append(f"pack {name} is a symbolic link")
-            elif not stat.S_ISREG(st.st_mode):
-                problems.append(f"pack {name} is not a regular file")
-            elif isinstance(meta, dict) and st.st_size != meta.get("bytes"):
-                problems.append(f"pack {name} does not match its recorded size")
-        return problems
+    def inspect(self, name: str) -> tuple[mf.CheckpointInfo, dict | None] | None:
+        return self.catalog.inspect(name)
 
     def manifest(self, name: str, *, check: bool = True) -> dict:
         """A committed checkpoint's manifest (ManifestError when absent or damaged)."""
-        return mf.load(self.root / name, check=check)
+        return self.catalog.read_manifest(name, check=check)
 
-    def own_bytes(self, name: str) -> int:
-        """Bytes of a checkpoint's own files (manifest and JSON state)."""
-        own = 0
-        for f in (mf.MANIFEST, mf.STATE_JSON):
-            try:
-                own += os.lstat(self.root / name / f).st_size
-            except FileNotFoundError:
-                pass
-        return own
-
-    def pack_size(self, pack: str) -> int:
-        """Bytes a pack occupies (0 when it is gone)."""
-        try:
-            return (self.packs_dir / pack).lstat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _lenient_manifest(self, path: Path) -> dict | None:
-        try:
-            return mf.load(path, check=False)
-        except mf.ManifestError:
-            self._unparsed = True
-            return None
-
-    def committed_manifests(self) -> list[tuple[Path, dict]] | None:
-        """Every committed checkpoint's verified manifest; None if one is unreadable (then nothing may be collected)."""
-        found = []
-        for path in self.checkpoint_dirs():
-            try:  # a manifest that fails its checksum may name the wrong packs
-                found.append((path, mf.load(path)))
-            except mf.ManifestError:
-                return None
-        return found
+    def committed_manifests(self) -> list[tuple[str, dict]] | None:
+        """Every listed checkpoint's verified manifest; None if one is unreadable (then nothing may be collected)."""
+        return self.catalog.sound_manifests(fresh=not self.writable)
 
     def referenced_packs(self) -> set[str] | None:
-        """Packs some committed manifest refers to; None if a manifest is unreadable (keep everything).
+        return self.catalog.referenced_packs(fresh=not self.writable)
 
-        A ``step_*`` directory that is not listed (its name does not parse, e.g. left by an older version)
-        still protects every pack its manifest names: collection never deletes data a directory on disk
-        names. When such a manifest cannot be read, nothing is collected.
-        """
-        manifests = self.committed_manifests()
-        if manifests is None:
-            return None
-        refs = {p for _path, m in manifests for p in m.get("packs", {})}
-        listed = {path.name for path, _m in manifests}
-        for entry in os.scandir(self.root):
-            if entry.name.startswith(CKPT_LIKE) and entry.name not in listed and entry.is_dir(follow_symlinks=False):
-                try:
-                    packs = mf.load(Path(entry.path), check=False).get("packs", {})
-                except mf.ManifestError:
-                    if any(os.scandir(entry.path)):
-                        return None
-                    continue
-                if not isinstance(packs, dict):
-                    return None
-                refs.update(packs)
-        return refs
+    # ------------------------------------------------------------------ the lease
+    def check_lease(self) -> None:
+        """Before any change: refuse on a read-only store; LeaseLostError once this writer's lease is lost."""
+        if not self.writable or self.lease is None:
+            raise CheckpointError("this store was opened read-only")
+        self.lease.check()
 
-    def _cleanup_stale(self) -> None:
-        """Remove the debris of interrupted writes, then packs no manifest refers to (the caller holds the lock)."""
-        remove_stale(self.root, self.packs_dir, self.checkpoint_dirs())
-        fsync_dir(self.packs_dir)  # a commit whose final syncs failed (or were cut off) becomes durable here
-        fsync_dir(self.root)
-        self.gc_packs()  # collects nothing while any manifest is damaged: it might name the packs it needs
+    def lease_ok(self) -> bool:
+        """Whether this writer may still change the store (for clean-up after a failure, which must not raise)."""
+        try:
+            self.check_lease()
+            return True
+        except (CheckpointError, BackendError, OSError):
+            return False
+
+    def _take_over(self) -> None:
+        """The new lease holder's first steps: write the fence, remove what a writer that lost its lease published
+        after it, the debris of interrupted writes and packs nothing names, and make the index match the manifests."""
+        self.check_lease()
+        assert self.generation is not None
+        write_fence(self.backend, self.generation, list(self.catalog.infos))
+        for name in self.catalog.voided:
+            log.warning(
+                "removing %s: it was published by a writer after that writer had lost its lease (a newer writer held the "
+                "store), so it is not a checkpoint of this run",
+                self.backend.describe(name),
+            )
+            self.check_lease()
+            self.backend.remove_dir(name, MANIFEST)
+        for name in self.catalog.orphans:  # files of a save cut short before its manifest (the commit point)
+            self.check_lease()
+            self.backend.remove_dir(name, STATE)
+        self.check_lease()
+        self.backend.clean_debris()
+        self.catalog.sizes = self.backend.list()  # what is left
+        self.backend.sync("packs/")  # a commit whose last syncs failed (or were cut off) becomes durable here
+        self.backend.sync("")
+        self.gc_packs()  # collects nothing while a manifest is damaged: it might name the packs it needs
+        self._sync_index()
 
     def _sync_index(self) -> None:
         """Rewrite index.json unless it is byte-for-byte what the manifests say (they are the source of truth)."""
-        path = self.root / "index.json"
-        want = mf.index_doc([i for i in self.infos.values() if i.valid])
+        want = self.catalog.index()
         try:
-            have: bytes | None = read_nofollow(path)
+            have: bytes | None = self.backend.read("index.json")
         except FileNotFoundError:
             have = None
         except OSError:  # a symlink, a directory, a FIFO: damaged
             have = b""
         if have == want:
             return
-        if have is not None and mf.read_index(path) is None:
-            warnings.warn(f"{path} was damaged; rebuilt it from {len(self.infos)} manifests", stacklevel=3)
+        if have is not None and mf.parse_index(have) is None:
+            where, n = self.backend.describe("index.json"), len(self.infos)
+            warnings.warn(f"{where} was damaged; rebuilt it from {n} manifests", stacklevel=3)
         self.write_index()
 
     def write_index(self, done: str | None = None) -> bool:
-        """Rewrite index.json from the in-memory registry; False (and a warning) when it cannot be written.
-
-        The index is derived: what ``done`` says happened is already durable in the manifests, so a failure
-        here (a full disk) must not turn a successful save or tag into an error. The next writable open
-        rebuilds the index from the manifests.
-        """
+        """Rewrite index.json; False (and a warning) when it cannot be written. The index is derived: what ``done``
+        says happened is already committed, so a failure here must not turn a successful save into an error."""
         try:
-            replace_file_durable(self.root / "index.json", mf.index_doc([i for i in self.infos.values() if i.valid]))
+            self.check_lease()
+            self.backend.replace("index.json", self.catalog.index())
             return True
-        except OSError as exc:
+        except LeaseLostError:
+            raise
+        except (OSError, BackendError) as exc:
             warnings.warn(
-                f"{done + ', but ' if done else ''}{self.root / 'index.json'} could not be rewritten "
-                f"({exc.strerror or exc}); it will be rebuilt from the manifests",
+                f"{done + ', but ' if done else ''}{self.backend.describe('index.json')} could not be rewritten "
+                f"({getattr(exc, 'strerror', None) or exc}); it will be rebuilt from the manifests",
                 stacklevel=3,
             )
             return False
 
     # ------------------------------------------------------------------ commit
     def commit(
-        self,
-        tensors: Mapping[str, torch.Tensor],
-        tree: Any,
-        *,
-        step: int,
-        epoch: int | None,
-        metrics: Mapping[str, Any] | None,
-        tags: Iterable[str],
-        meta: Mapping[str, Any],
-        ids: Mapping[str, Any] | None = None,
+        self, tensors: Mapping[str, torch.Tensor], tree: Any, request: SaveRequest, ids: Mapping[str, Any] | None = None
     ) -> mf.CheckpointInfo:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
 
         ``ids`` gives the content id (or a Future of it) of tensors the caller proved unchanged or hashed;
         ``last_ids`` holds every tensor's id afterwards.
         """
-        if not self.writable:
-            raise CheckpointError("this store was opened read-only")
-        step = check_step(step)
+        step = check_step(request.step)
+        self.check_lease()
         keys = list(tensors)
         pack: PackInfo | None = None
         try:
             records_list, pack = write_pack(
-                self.packs_dir,
+                self.backend,
                 [tensors[k] for k in keys],
                 self.known.__contains__,
                 self.pool,
                 [ids.get(k) for k in keys] if ids else None,
                 compression=self.compression,
+                generation=self.generation,
             )
-            records = dict(zip(keys, records_list))
-            self.last_ids = {k: r.id for k, r in records.items()}
-            tensor_packs = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
-            tree_bytes = canonical_json(tree)
-            digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
-            existing = self._same_step_same_state(step, digest)
-            if existing is not None:
-                if pack is not None:
-                    self._drop_pack(pack.name)
-                return self.set_tags(existing.name, set(existing.tags) | set(tags))
-            packs = {p: self._pack_entry(p, pack) for p in sorted(set(tensor_packs.values()))}
+            self.last_ids = {k: r.id for k, r in zip(keys, records_list)}
+            where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
+            records = {k: _placed(r, where[r.id]) for k, r in zip(keys, records_list)}
+            packs = {p: self._pack_entry(p, pack) for p in sorted(set(where.values()))}
+            c = self._commit_record(request, step, records, packs, tree)
+            existing = self._same_step_same_state(step, c.digest)
         except BaseException as exc:
-            if pack is not None and pack.name not in self.known.values():
-                self._drop_pack(pack.name)
-            if isinstance(exc, OSError):
+            self._drop_unused(pack)
+            if isinstance(exc, (OSError, BackendError)) and not isinstance(exc, LeaseLostError):
                 raise self._not_saved(step, exc) from exc
             raise
-        return self._publish(records, tensor_packs, packs, tree_bytes, digest, pack, step, epoch, metrics, tags, meta)
+        if existing is not None:
+            self._drop_unused(pack)
+            return self.set_tags(existing.name, set(existing.tags) | set(c.tags))
+        return self._publish(c, pack)
 
     def commit_prewritten(
-        self,
-        records: Mapping[str, TensorRecord],
-        tensor_packs: Mapping[str, str],
-        packs: Mapping[str, dict],
-        tree: Any,
-        *,
-        step: int,
-        epoch: int | None,
-        metrics: Mapping[str, Any] | None,
-        tags: Iterable[str],
-        meta: Mapping[str, Any],
+        self, records: Mapping[str, TensorRecord], packs: Mapping[str, dict], tree: Any, request: SaveRequest
     ) -> mf.CheckpointInfo:
-        """Commit a checkpoint whose tensors other writers already put into packs (a sharded save: each rank
-        wrote its own pack); the same staging, manifest and rename as ``commit``. Nothing is written on failure."""
-        if not self.writable:
-            raise CheckpointError("this store was opened read-only")
-        step = check_step(step)
-        missing = sorted(p for p in set(tensor_packs.values()) if not (self.packs_dir / p).is_file())
+        """Commit a checkpoint whose tensors other writers already put into packs (a sharded save: each rank wrote its
+        own; ``records`` name their packs); the same publish as ``commit``. Nothing is written on failure."""
+        step = check_step(request.step)
+        self.check_lease()
+        missing = sorted(p for p in packs if self.backend.size(f"packs/{p}") is None)
         if missing:
             raise CheckpointWriteError(f"pack {missing[0]} of the sharded save of step {step} is missing; nothing was committed")
-        tree_bytes = canonical_json(tree)
-        digest = mf.state_digest({k: r.id for k, r in records.items()}, tree_bytes)
         self.last_ids = {k: r.id for k, r in records.items()}
-        return self._publish(
-            dict(records), dict(tensor_packs), dict(packs), tree_bytes, digest, None, step, epoch, metrics, tags, meta
+        return self._publish(self._commit_record(request, step, dict(records), dict(packs), tree), None)
+
+    @staticmethod
+    def _commit_record(
+        request: SaveRequest, step: int, records: dict[str, TensorRecord], packs: dict[str, dict], tree: Any
+    ) -> mf.Commit:
+        return mf.Commit(
+            step=step,
+            epoch=request.epoch,
+            metrics=mf.clean_metrics(request.metrics),
+            tags=tuple(request.tags),
+            meta=dict(request.meta or {}),
+            records=records,
+            packs=packs,
+            tree_bytes=canonical_json(tree),
         )
 
-    def _not_saved(self, step: int, exc: OSError) -> CheckpointWriteError:
+    def _not_saved(self, step: int, exc: BaseException) -> CheckpointWriteError:
         return CheckpointWriteError(
-            f"could not save the checkpoint of step {step} in {self.root}: {exc.strerror or exc}; "
+            f"could not save the checkpoint of step {step} in {self.root}: {getattr(exc, 'strerror', None) or exc}; "
             "nothing was committed and earlier checkpoints are intact"
         )
 
-    def _publish(
-        self,
-        records: dict[str, TensorRecord],
-        tensor_packs: dict[str, str],
-        packs: dict[str, dict],
-        tree_bytes: bytes,
-        digest: str,
-        new_pack: PackInfo | None,
-        step: int,
-        epoch: int | None,
-        metrics: Mapping[str, Any] | None,
-        tags: Iterable[str],
-        meta: Mapping[str, Any],
-    ) -> mf.CheckpointInfo:
-        """The commit protocol once the tensors are in packs: stage the JSON state and the manifest,
-        fsync, rename without replacing, fsync the root. On failure before the rename nothing stays (``new_pack``,
-        the pack this save wrote, is dropped unless something committed uses it)."""
-        records_list = list(records.values())
-        name = self._free_name(step)
-        manifest = mf.build(
-            name=name,
-            step=step,
-            epoch=epoch,
-            created_at=time.time(),
-            tags=tuple(tags),
-            metrics=mf.clean_metrics(metrics),
-            records=records,
-            tensor_packs=tensor_packs,
-            packs=packs,
-            state_sha256=hashlib.sha256(tree_bytes).hexdigest(),
-            state_bytes=len(tree_bytes),
-            digest=digest,
-            meta=meta,
-            versions=_versions(),
-        )
-        staging: Path | None = None
-        sealed: bytes | None = None
+    def _publish(self, c: mf.Commit, new_pack: PackInfo | None) -> mf.CheckpointInfo:
+        """Publish the checkpoint's directory, manifest last (the commit point); see the module doc."""
+        name, sealed, manifest, taken = "", b"", {}, set()
         try:
-            staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
-            staging.mkdir()
-            write_file_durable(staging / mf.STATE_JSON, tree_bytes)
-            sealed = mf.seal(manifest)
-            write_file_durable(staging / mf.MANIFEST, sealed)
-            fsync_dir(staging)
-            rename_noreplace(staging, self.root / name)
-            staging = None
-            fsync_dir(self.root)
+            for attempt in range(5):
+                self.check_lease()
+                name = self._free_name(c.step, taken)
+                manifest = mf.build(c, name=name, created_at=time.time(), versions=_versions(), generation=self.generation)
+                sealed = mf.seal(manifest)
+                try:
+                    self.backend.publish_dir(name, [(STATE, c.tree_bytes), (MANIFEST, sealed)])
+                    break
+                except FileExistsError:  # taken meanwhile (a listing that lagged): choose the next free name
+                    if attempt == 4:
+                        where = self.backend.describe(name)
+                        raise CheckpointWriteError(f"{where} keeps appearing; is another writer live?") from None
+                    taken.add(name)
+                    self.catalog.sizes = self.backend.list()
         except BaseException as exc:
-            if sealed is not None and self._in_place(name, sealed):
-                # Committed: the new manifest is in place, so nothing it references may be deleted.
-                info = self._register(name, manifest, records_list, tensor_packs, packs)
+            if sealed and self._in_place(name, sealed):  # committed: nothing it references may be deleted now
+                info = self._register(name, manifest)
                 if not isinstance(exc, OSError):
                     raise  # an abort: the checkpoint stays; the next writable open makes it durable
                 return self._make_durable(info, exc)
-            if staging is not None:
-                rmtree_nofollow(staging)
-            if new_pack is not None and new_pack.name not in self.known.values():
-                self._drop_pack(new_pack.name)
-            if isinstance(exc, OSError):
-                raise self._not_saved(step, exc) from exc
+            self._drop_unused(new_pack)
+            if isinstance(exc, (OSError, BackendError)) and not isinstance(exc, LeaseLostError):
+                raise self._not_saved(c.step, exc) from exc
             raise
-        info = self._register(name, manifest, records_list, tensor_packs, packs)
+        info = self._register(name, manifest)
+        self.check_lease()  # published by a writer that lost its lease meanwhile: void, and this writer stops
         self.write_index(f"checkpoint {name} is committed")
         return info
 
     def _in_place(self, name: str, sealed: bytes) -> bool:
-        """Whether ``name`` holds this very manifest: the commit rename happened (even if it reported an error)."""
+        """Whether ``name`` holds this very manifest: the commit happened (even if it reported an error)."""
         try:
-            return read_nofollow(self.root / name / mf.MANIFEST) == sealed
-        except OSError:
+            return self.backend.read(f"{name}/{MANIFEST}") == sealed
+        except Exception:  # noqa: BLE001 - unknown: treated as not committed (the next open cleans up)
             return False
 
-    def _register(
-        self, name: str, manifest: dict, records_list: list[TensorRecord], tensor_packs: dict[str, str], packs: dict[str, dict]
-    ) -> mf.CheckpointInfo:
+    def _register(self, name: str, manifest: dict) -> mf.CheckpointInfo:
         """Record a committed checkpoint in memory: listed, and its tensors known for deduplication."""
-        for rec in records_list:
-            self.known.setdefault(rec.id, tensor_packs[rec.id])
-        self.pack_meta.update(packs)
-        info = mf.info_from(manifest, self.root / name)
-        self.infos[name] = info
+        info = mf.info_from(manifest, self.backend.describe(name))
+        self.catalog.add(info, manifest)
+        for p, meta in manifest["packs"].items():
+            self.catalog.sizes[f"packs/{p}"] = meta["bytes"]
         return info
 
     def _make_durable(self, info: mf.CheckpointInfo, first: OSError) -> mf.CheckpointInfo:
-        """A checkpoint renamed into place whose root fsync failed: try again; report what is known.
-
-        It is committed (listed, intact), so an error now must not say otherwise nor delete anything.
-        """
+        """A checkpoint in place whose final sync failed: try again; report what is known. It is committed (listed,
+        intact), so an error now must not say otherwise nor delete anything."""
         try:
-            fsync_dir(self.root)
+            self.backend.sync("")
         except OSError as exc:
             raise CheckpointNotDurableError(
                 f"checkpoint {info.name} is committed and intact but not yet durable: syncing {self.root} failed "
@@ -538,62 +379,92 @@ class CheckpointStore:
                 return info
         return None
 
-    def _free_name(self, step: int) -> str:
+    def _free_name(self, step: int, tried: set[str]) -> str:
+        taken = self.catalog.names() | set(self.infos) | tried
         name, n = f"step_{step:09d}", 0
-        while os.path.lexists(self.root / name):
+        while name in taken or (self.backend.caps.atomic_rename and self.backend.list(name + "/")):
             n += 1
             name = f"step_{step:09d}.{n}"
         return name
 
-    def _drop_pack(self, name: str) -> None:
-        try:
-            os.unlink(self.packs_dir / name)
-        except FileNotFoundError:
-            pass
+    def _drop_unused(self, pack: PackInfo | None) -> None:
+        """Delete a pack this save wrote when nothing committed uses it (and the lease still allows it)."""
+        if pack is not None and pack.name not in self.known.values() and self.lease_ok():
+            try:
+                self.backend.delete(f"packs/{pack.name}")
+            except (OSError, BackendError):
+                pass  # an orphan: the next collection removes it
+
+    def adopt(self, name: str, manifest: Mapping[str, Any], state: bytes) -> str:
+        """Publish a checkpoint copied from another store, under its name (its packs must be here already), as this
+        writer's own; "copied", "retagged" (held here with other tags: the copy's tags and notes are taken) or
+        "unchanged". A damaged copy here is replaced; one holding another state is refused (one sentence)."""
+        self.check_lease()
+        doc = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "generation")}
+        if self.generation is not None:
+            doc["generation"] = self.generation
+        there = self.infos.get(name)
+        if there is not None and not there.valid:
+            self.delete(name)
+            there = None
+        if there is None:
+            self.backend.publish_dir(name, [(STATE, state), (MANIFEST, mf.seal(doc))])
+            self._register(name, doc)
+            self.write_index(f"checkpoint {name} is copied")
+            return "copied"
+        if there.digest != manifest["digest"]:
+            raise CheckpointError(
+                f"{self.backend.describe(name)} holds another state than the checkpoint of that name being copied; "
+                "copy to another destination"
+            )
+        current = self.manifest(name)
+        if (current.get("tags"), current.get("notes")) == (doc.get("tags"), doc.get("notes")):
+            return "unchanged"
+        current.update({k: doc[k] for k in ("tags", "notes") if k in doc})
+        self.backend.replace(f"{name}/{MANIFEST}", mf.seal(current))
+        self.catalog.add(mf.info_from(current, self.backend.describe(name)), current)
+        self.write_index(f"the tags of {name} are copied")
+        return "retagged"
 
     # ------------------------------------------------------------------ tags and deletion
     def set_tags(self, name: str, tags: Iterable[str], note: str | None = None) -> mf.CheckpointInfo:
         """Atomically rewrite a checkpoint's manifest with a new tag set (and an optional dated note)."""
-        if not self.writable:
-            raise CheckpointError("this store was opened read-only")
-        path = self.root / name
-        manifest = mf.load(path)
+        self.check_lease()
+        manifest = self.manifest(name)
         manifest["tags"] = sorted(set(tags))
         if note:
             manifest.setdefault("notes", []).append({"at": time.time(), "note": note, "tags": manifest["tags"]})
-        replace_file_durable(path / mf.MANIFEST, mf.seal(manifest))
-        self.infos[name] = mf.info_from(manifest, path)
+        self.backend.replace(f"{name}/{MANIFEST}", mf.seal(manifest))
+        info = mf.info_from(manifest, self.backend.describe(name))
+        self.catalog.add(info, manifest)
         self.write_index(f"the new tags of {name} are saved")
-        return self.infos[name]
+        return info
 
     def delete(self, name: str) -> None:
-        """Remove a committed checkpoint (rename to trash, fsync, then delete). Packs stay until gc_packs."""
-        trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:12]}"
-        os.rename(self.root / name, trash)
-        self.infos.pop(name, None)  # gone from here on, even if removing the trash fails (the next open does)
-        fsync_dir(self.root)
-        rmtree_nofollow(trash)
+        """Remove a committed checkpoint (it disappears at once). Packs stay until ``gc_packs``."""
+        self.check_lease()
+        self.backend.remove_dir(name, MANIFEST)
+        self.catalog.forget(name)
 
     def gc_packs(self) -> list[tuple[str, int]]:
-        """Delete packs no committed manifest refers to; returns (name, bytes) removed."""
+        """Delete packs no committed manifest refers to; returns (name, bytes) removed. Only packs listed while the
+        lease was valid are deleted, and the lease is checked before each deletion."""
         refs = self.referenced_packs()
         if refs is None:
             return []
+        listed = self.backend.list("packs/")
+        self.check_lease()
         removed = []
-        for entry in os.scandir(self.packs_dir):
-            if (
-                entry.name.endswith(".safetensors")
-                and not entry.name.startswith(".")
-                and entry.name not in refs
-                and not entry.is_dir(follow_symlinks=False)
-            ):  # a symlink is unlinked, never followed
-                size = entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)
-                removed.append((entry.name, size))
+        for key, size in sorted(listed.items()):
+            pack = key[len("packs/") :]
+            if "/" not in pack and pack.endswith(".safetensors") and not pack.startswith(".") and pack not in refs:
+                self.check_lease()
+                self.backend.delete(key)
+                removed.append((pack, size))
+                self.catalog.sizes.pop(key, None)
         if removed:
-            fsync_dir(self.packs_dir)
-            self.known = {cid: p for cid, p in self.known.items() if p in refs}
-            self.pack_meta = {p: m for p, m in self.pack_meta.items() if p in refs}
+            self.catalog.known = {cid: p for cid, p in self.known.items() if p in refs}
+            self.catalog.pack_meta = {p: m for p, m in self.pack_meta.items() if p in refs}
         return removed
 
     # ------------------------------------------------------------------ reading
@@ -603,30 +474,19 @@ class CheckpointStore:
         ``mmap``: tensors backed by private mappings of the packs instead of fresh memory (see
         ``CheckpointManager.restore``); with ``verify`` their mapped bytes are hashed before returning.
         """
-        path = self.root / name
-        manifest = mf.load(path)
-        tree_bytes = read_state(path, manifest)
-        tree = json.loads(tree_bytes)
+        if mmap and not self.backend.caps.mmap:
+            raise CheckpointError(f"a memory-mapped restore needs a local checkpoints root, not {self.root}")
+        manifest = self.manifest(name)
+        tree = json.loads(read_state(self.backend, name, manifest))
         aliases = alias_keys(tree)
         by_pack: dict[str, dict[str, TensorRecord]] = {}
         for key, t in manifest["tensors"].items():
-            if key in aliases:
-                continue
-            by_pack.setdefault(t["pack"], {})[key] = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
+            if key not in aliases:
+                by_pack.setdefault(t["pack"], {})[key] = TensorRecord.from_json(t)
         tensors: dict[str, torch.Tensor] = {}
-        for pack_name, recs in by_pack.items():
-            entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
-            try:
-                unique = {r.id: r for r in recs.values()}
-                if mmap:
-                    mm = map_pack(fd, populate=verify)
-                    read = lambda r: mapped_tensor(mm, entry_of(entries, r, pack_name), start, r, verify)  # noqa: B023, E731
-                else:
-                    read = lambda r: read_tensor(fd, entry_of(entries, r, pack_name), start, r, verify)  # noqa: B023, E731
-                runner = self.pool.map if verify or not mmap else map  # an unverified mapping reads nothing
-                loaded = dict(zip(unique, runner(read, unique.values())))
-            finally:
-                os.close(fd)
+        for pack, recs in by_pack.items():
+            unique = {r.id: r for r in recs.values()}
+            loaded = read_pack(self.backend, manifest, pack, unique, verify=verify, mmap=mmap, pool=self.pool)
             first: set[str] = set()
             for key, r in recs.items():
                 tensors[key] = loaded[r.id] if r.id not in first else loaded[r.id].clone()
@@ -637,119 +497,117 @@ class CheckpointStore:
         self, name: str, keys: Iterable[str] | None = None, *, verify: bool = True
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(key, tensor)`` of a checkpoint one at a time (memory: one tensor), in pack order."""
-        path = self.root / name
-        manifest = mf.load(path)
+        manifest = self.manifest(name)
         table = manifest["tensors"]
         wanted = list(table) if keys is None else [k for k in keys if k in table]
-        by_pack: dict[str, list[str]] = {}
+        by_pack: dict[str, list[tuple[str, TensorRecord]]] = {}
         for key in wanted:
-            by_pack.setdefault(table[key]["pack"], []).append(key)
-        for pack_name, pack_keys in by_pack.items():
-            entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
-            try:
-                for key in pack_keys:
-                    t = table[key]
-                    rec = TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"])
-                    yield key, read_tensor(fd, entry_of(entries, rec, pack_name), start, rec, verify)
-            finally:
-                os.close(fd)
+            by_pack.setdefault(table[key]["pack"], []).append((key, TensorRecord.from_json(table[key])))
+        for pack, keyed in by_pack.items():
+            yield from iter_pack(self.backend, manifest, pack, keyed, verify)
 
     def read_tree(self, name: str) -> Any:
         """The verified JSON state tree of a checkpoint (tensors appear as markers)."""
-        path = self.root / name
-        return json.loads(read_state(path, mf.load(path)))
+        return json.loads(read_state(self.backend, name, self.manifest(name)))
 
     def verify(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str]:
         """Re-hash every file and tensor a checkpoint depends on; returns the problems found.
 
-        ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify
-        many checkpoints that share packs); a tensor stored again in another pack is checked there too.
+        ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify many
+        checkpoints that share packs); a tensor stored again in another pack is checked there too.
         """
-        path = self.root / name
         try:
-            manifest = mf.load(path)
-            read_state(path, manifest)
+            manifest = self.manifest(name)
+            read_state(self.backend, name, manifest)
         except (mf.ManifestError, IntegrityError, KeyError, TypeError) as exc:
             return [str(exc)]
         problems: list[str] = []
         verified = verified if verified is not None else set()
-        by_pack: dict[str, list[TensorRecord]] = {}
+        by_pack: dict[str, dict[str, TensorRecord]] = {}
         for t in manifest["tensors"].values():
-            by_pack.setdefault(t["pack"], []).append(TensorRecord(t["id"], t["dtype"], tuple(t["shape"]), t["nbytes"]))
-        for pack_name, recs in by_pack.items():
-            try:
-                entries, start, fd = open_pack(self.packs_dir, pack_name, manifest)
-            except IntegrityError as exc:
-                problems.append(str(exc))
-                self._forget((r.id for r in recs), pack_name)
+            by_pack.setdefault(t["pack"], {})[t["id"]] = TensorRecord.from_json(t)
+        for pack, recs in by_pack.items():
+            todo = [r for cid, r in recs.items() if (pack, cid) not in verified]
+            if not todo:
                 continue
-            try:
-                todo = [r for r in {r.id: r for r in recs}.values() if (pack_name, r.id) not in verified]
-                results = self.pool.map(lambda r: verify_tensor(fd, entries, start, r, pack_name), todo)  # noqa: B023
-                for rec, err in zip(todo, results):
-                    if err:
-                        problems.append(err)
-                        self._forget([rec.id], pack_name)
-                    else:
-                        verified.add((pack_name, rec.id))
-            finally:
-                os.close(fd)
+            found, bad = verify_pack(self.backend, manifest, pack, todo, self.pool)
+            problems += found
+            self._forget(bad, pack)
+            verified.update((pack, r.id) for r in todo if r.id not in bad)
         return problems
 
     def verify_current(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str] | None:
         """``verify`` that tolerates a live writer (readers take no lock): None when the checkpoint was deleted
-        meanwhile; problems only when they persist with the very manifest they were found with (a pack deleted
-        after repack pointed the manifest elsewhere is looked at again, not reported)."""
-        path = self.root / name
+        meanwhile; problems only when they persist with the very manifest they were found with (a pack deleted after
+        repack pointed the manifest elsewhere is looked at again, not reported)."""
         problems: list[str] = []
         for _ in range(5):
-            before = self._manifest_bytes(path)
+            before = self.catalog.manifest_bytes(name)
             if before is None:
                 return None
             problems = self.verify(name, verified)
             if not problems:
                 return []
-            after = self._manifest_bytes(path)
+            after = self.catalog.manifest_bytes(name)
             if after is None:
                 return None
             if after == before:
                 return problems
         return problems
 
-    def _manifest_bytes(self, path: Path) -> bytes | None:
-        """A manifest's bytes; None when its checkpoint is gone; b"" when unreadable (damage, not absence)."""
-        try:
-            return read_nofollow(path / mf.MANIFEST)
-        except FileNotFoundError:
-            return None if not os.path.lexists(path) else b""
-        except OSError:
-            return b""
-
-    def _forget(self, ids: Iterable[str], pack_name: str) -> None:
-        """Treat tensors damaged in ``pack_name`` as absent, so the next save that holds them writes them again
-        (a copy of them already written again into another pack stays known)."""
+    def _forget(self, ids: Iterable[str], pack: str) -> None:
+        """Treat tensors damaged in ``pack`` as absent, so the next save that holds them writes them again (a copy of
+        them already written again into another pack stays known)."""
         for cid in ids:
-            if self.known.get(cid) == pack_name:
+            if self.known.get(cid) == pack:
                 del self.known[cid]
 
     # ------------------------------------------------------------------ sizes and shutdown
     def physical_bytes(self) -> int:
-        """Bytes the store occupies on disk (packs, manifests, state files, index)."""
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, f)).st_size
-                except FileNotFoundError:
-                    pass
-        return total
+        """Bytes the store occupies (packs, manifests, state files, index, lease and fence)."""
+        return sum(self.backend.list().values())
+
+    def own_bytes(self, name: str) -> int:
+        """Bytes of a checkpoint's own files (manifest and JSON state)."""
+        return sum(self.backend.size(f"{name}/{f}") or 0 for f in (MANIFEST, STATE))
+
+    def pack_size(self, pack: str) -> int:
+        """Bytes a pack occupies (0 when it is gone)."""
+        return self.backend.size(f"packs/{pack}") or 0
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the writer's lease now, or None (takes nothing)."""
+        return self.backend.holder()
+
+    def sorted_names(self) -> list[str]:
+        return sorted(self.infos, key=order)
 
     def close(self) -> None:
-        """Release the lock and worker threads."""
+        """Release the lease and worker threads."""
         self.pool.shutdown(wait=True)
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-__all__ = ["CheckpointStore", "CheckpointError", "StoreLockedError", "CheckpointWriteError", "IntegrityError", "content_id"]
+def _placed(rec: TensorRecord, pack: str) -> TensorRecord:
+    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
+
+
+__all__ = [
+    "CKPT_NAME",
+    "CheckpointError",
+    "CheckpointStore",
+    "CheckpointWriteError",
+    "IntegrityError",
+    "SaveRequest",
+    "StoreLockedError",
+    "check_step",
+    "content_id",
+]

@@ -15,6 +15,7 @@ import torch
 from . import packs
 from .errors import BackgroundSaveError
 from .packs import dtype_name, hash_algorithm, raw_bytes
+from .storage import LeaseLostError
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _memcmp = getattr(_libc, "memcmp", None)
@@ -58,6 +59,8 @@ class BackgroundWriter:
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None
+            if isinstance(err, LeaseLostError):
+                raise err  # not a failed save: this writer must stop writing
             raise BackgroundSaveError(f"the background save of {self._what} failed: {err}") from err
 
 

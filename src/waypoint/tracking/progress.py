@@ -14,17 +14,23 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class Progress:
-    """Shows optimizer steps done out of the planned total, the step rate and the time left."""
+class ProgressBar:
+    """Shows optimizer steps done out of the planned total, the step rate and the time left (nothing at all when
+    ``shown`` is false: the ranks of a multi-process run other than rank 0)."""
 
-    def __init__(self, total: int, initial: int, bar: bool, every: int) -> None:
+    def __init__(self, total: int, initial: int, bar: bool, every: int, shown: bool = True) -> None:
         self.total, self.every, self.start, self.t0 = total, max(1, every), initial, time.monotonic()
+        self.shown = shown
         self.bar = (
-            tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5) if bar else None
+            tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+            if bar and shown
+            else None
         )
 
     def update(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
         """Advance to ``step`` completed steps."""
+        if not self.shown:
+            return
         loss = logs.get("train/loss")
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
@@ -37,6 +43,8 @@ class Progress:
 
     def write(self, text: str) -> None:
         """Print a line without breaking the bar."""
+        if not self.shown:
+            return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:

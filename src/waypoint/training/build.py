@@ -117,6 +117,31 @@ def build_task(model_cfg: DictConfig, data: Any, seed: int, **extra: Any) -> Any
     return instantiate(model_cfg, data=data, seed=seed, _recursive_=False, **extra)
 
 
+def task_and_schedule(cfg: DictConfig, world_size: int = 1, *, shards: bool = False, **extra: Any) -> tuple[Any, Any]:
+    """The task and the run's schedule (steps, batches), checked: a training set smaller than one batch, a batch
+    the processes cannot split, a task that cannot be sharded are refused in one sentence (ConfigError)."""
+    from waypoint.training.trainer import Schedule
+
+    data, workers = build_data(cfg.data)
+    task = build_task(cfg.model, data, int(cfg.seed), **extra)
+    n, batch = len(task.train_dataset()), int(data.batch_size)
+    if n // batch < 1:
+        raise ConfigError(
+            f"the training set has {n} items, fewer than one batch of {batch}; lower data.batch_size or raise data.max_items"
+        )
+    if shards and not getattr(task, "shardable", True):
+        raise ConfigError(
+            f"hardware=fsdp cannot shard {type(task).__name__} (its modules change while it trains); use hardware=ddp"
+        )
+    if batch % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch} is the global batch and must be divisible by the {world_size} "
+            "processes; change data.batch_size or --nproc_per_node"
+        )
+    limits = [m for m in ((cfg.trainer.max_epochs or 0) * (n // batch), cfg.trainer.max_steps or 0) if m > 0]
+    return task, Schedule(min(limits), n // batch, batch, workers, int(cfg.seed))
+
+
 def config_hash(cfg: dict) -> str:
     """SHA-256 of the run-defining config sections (model, data without num_workers, seed)."""
     data = {k: v for k, v in (cfg.get("data") or {}).items() if k != "num_workers"}
@@ -128,24 +153,24 @@ def config_hash(cfg: dict) -> str:
 LOWER_IS_BETTER = ("loss", "bpb", "mse", "error", "perplexity")
 
 
-def monitored_metric(ck: DictConfig, task_monitor: str, task_mode: str) -> tuple[str, str]:
+def monitored_metric(ck: Any, task_monitor: str, task_mode: str) -> tuple[str, str]:
     """(metric, mode) that define ``best``: ``checkpoint.monitor``/``checkpoint.mode``, else the family's own.
 
     A custom metric without a mode gets ``min`` when its name says lower is better (loss, bpb, ...); otherwise
     the mode must be given. Whether the metric exists is only known at the first validation (the trainer checks).
     """
-    monitor = str(ck.get("monitor") or task_monitor)
-    mode = ck.get("mode")
+    monitor = str(getattr(ck, "monitor", None) or task_monitor)
+    mode = getattr(ck, "mode", None)
     if mode is None:
         if monitor == task_monitor:
             mode = task_mode
         elif any(word in monitor.lower() for word in LOWER_IS_BETTER):
             mode = "min"
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint.monitor={monitor} needs checkpoint.mode=max or checkpoint.mode=min "
                 "(is a higher value better or a lower one?)"
             )
     if mode not in ("max", "min"):
-        raise ValueError(f"checkpoint.mode must be max or min, not '{mode}'")
+        raise ConfigError(f"checkpoint.mode must be max or min, not '{mode}'")
     return monitor, str(mode)

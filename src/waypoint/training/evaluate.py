@@ -8,6 +8,7 @@ in this command's own run directory, never in the source run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint.policy import SaveTriggers
 from waypoint.checkpoint.refs import open_ref
-from waypoint.config import ConfigError
+from waypoint.config import ConfigError, TrainerConfig
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.training import build
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.state import seed_everything
-from waypoint.training.trainer import LoopConfig, Trainer
+from waypoint.training.trainer import Schedule, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -52,54 +53,20 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     assert isinstance(plain, dict)
     device, autocast, scaler = build.device_and_precision(cfg.hardware)
     seed_everything(int(cfg.seed))
-    data, workers = build.build_data(cfg.data)
-    task = build.build_task(cfg.model, data, int(cfg.seed))
+    task, schedule = build.task_and_schedule(cfg)
     if task.val_dataset() is None:
         raise EvalConfigError("this data configuration has no held-out split to evaluate on")
-    batch_size = int(data.batch_size)
-    steps_per_epoch = max(1, len(task.train_dataset()) // batch_size)
     src, selector = open_ref(ref)  # read-only: no lock, nothing written in the source run
-    with src, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        state, info = src.restore_with_info(selector)
-        saved = src.manifest(info.name).meta
-    for w in caught:
-        log.warning("%s", w.message)
-    diff = config_diff(saved.get("config") or {}, plain, sections=("model",))
-    if diff and not cfg.resume.allow_config_change:
-        raise ConfigChangedError(
-            f"the model config differs from the one {info.name} was trained with; pass the "
-            f"same model overrides, or resume.allow_config_change=true:\n{diff}"
-        )
-    total = int(saved.get("total_steps") or max(1, info.step))
-    task.setup(total, int(saved.get("steps_per_epoch") or steps_per_epoch), device)
-    metrics_log = MetricsLog(run_dir)
-    try:
-        trainer = Trainer(
-            task,
-            src,
-            SaveTriggers(),
-            LoopConfig(
-                total_steps=total,
-                steps_per_epoch=steps_per_epoch,
-                batch_size=batch_size,
-                num_workers=workers,
-                progress_bar=False,
-                seed=int(cfg.seed),
-            ),
-            device=device,
-            metrics=metrics_log,
-            autocast=autocast,
-            scaler=scaler,
-        )
-        trainer.load_state_dict(state)
+    with src:
+        state, info, saved = _restore(src, selector)
+        _check_model(saved, plain, info.name, bool(cfg.resume.allow_config_change))
+        total = int(saved.get("total_steps") or max(1, info.step))
+        task.setup(total, int(saved.get("steps_per_epoch") or schedule.steps_per_epoch), device)
         started = time.time()
-        metrics = trainer.evaluate()
-    finally:
-        metrics_log.close()
+        metrics = _validate(task, src, dataclasses.replace(schedule, total_steps=total), state, run_dir, device, autocast, scaler)
     row = {
         "time": time.time(),
-        "source": str(src.root.parent),
+        "source": str(src.root).removesuffix("/checkpoints"),
         "checkpoint": info.name,
         "step": info.step,
         "epoch": info.epoch,
@@ -112,5 +79,40 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with open(run_dir / EVAL_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
     text = ", ".join(f"{k} {v:.6g}" + (" (monitored)" if k == task.monitor else "") for k, v in sorted(metrics.items()))
-    log.info("evaluated %s of %s (step %d): %s; recorded in %s", info.name, src.root.parent, info.step, text, run_dir / EVAL_FILE)
+    log.info("evaluated %s of %s (step %d): %s; recorded in %s", info.name, row["source"], info.step, text, run_dir / EVAL_FILE)
     return row
+
+
+def _restore(src: Any, selector: str) -> tuple[Any, Any, dict]:
+    """The state, its checkpoint and its manifest's meta; a damaged checkpoint skipped is said in the log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state, info = src.restore_with_info(selector)
+        saved = src.manifest(info.name).meta
+    for w in caught:
+        log.warning("%s", w.message)
+    return state, info, saved
+
+
+def _check_model(saved: dict, plain: dict, name: str, allowed: bool) -> None:
+    diff = config_diff(saved.get("config") or {}, plain, sections=("model",))
+    if diff and not allowed:
+        raise ConfigChangedError(
+            f"the model config differs from the one {name} was trained with; pass the "
+            f"same model overrides, or resume.allow_config_change=true:\n{diff}"
+        )
+
+
+def _validate(
+    task: Any, src: Any, schedule: Schedule, state: Any, run_dir: Path, device: Any, autocast: Any, scaler: Any
+) -> dict:
+    metrics_log = MetricsLog(run_dir)
+    try:
+        loop = TrainerConfig(progress_bar=False)
+        trainer = Trainer(
+            task, src, SaveTriggers(), schedule, loop=loop, device=device, metrics=metrics_log, autocast=autocast, scaler=scaler
+        )
+        trainer.load_state_dict(state)
+        return trainer.evaluate()
+    finally:
+        metrics_log.close()

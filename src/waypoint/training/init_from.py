@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from waypoint.checkpoint.foreign import read_foreign
 from waypoint.checkpoint.refs import BadReferenceError, open_ref
+from waypoint.checkpoint.transfer.foreign import read_foreign
 from waypoint.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from waypoint.errors import FailureError, UserError
+
 log = logging.getLogger(__name__)
 
 #: the strategies of ``hardware.strategy``: one process, data-parallel replicas, fully sharded (FSDP2)
@@ -32,11 +34,11 @@ STRATEGIES = ("single", "ddp", "fsdp")
 FORWARD_METHODS = ("forward_features",)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(FailureError, RuntimeError):
     """A collective failed or timed out: another rank died, raised, or stalled."""
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """The launcher environment does not fit the configuration (e.g. ``hardware=ddp`` without torchrun)."""
 
 

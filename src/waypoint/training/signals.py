@@ -1,13 +1,7 @@
 """Signals become a flag; the training loop services it at the next step boundary (no I/O in handlers).
 
-Exit codes of ``train.py`` (documented in README.md):
-
-* 0   finished (or already finished)
-* 1   an uncaught error (an ``emergency`` checkpoint was saved when training had started)
-* 2   bad configuration or input (nothing was trained, nothing in the run directory changed)
-* 3   the loss became non-finite (the newest checkpoint still holds the last good state)
-* 75  preempted: SIGTERM, SIGUSR1, SIGUSR2 or a first Ctrl-C saved a ``preempt`` checkpoint (EX_TEMPFAIL: requeue me);
-      also when the signal came before training started (nothing new to save)
+A serviced stop signal ends the run with exit 75 (``waypoint.errors``: the one exit-code table); a second
+Ctrl-C with 130.
 
 Under Slurm through Hydra's submitit launcher (``hydra/launcher=slurm``), submitit has installed its
 checkpoint-and-requeue handler for SIGUSR2 (the signal Slurm sends ``signal_delay_s`` before the time limit,
@@ -15,7 +9,6 @@ or ``scancel -s USR2``) before train.py starts. Waypoint takes the signal first,
 checkpoint at the next step boundary, and then hands the signal over (``StopFlag.hand_over``): submitit
 requeues the job, which runs the same command in the same run directory and resumes. A real preemption
 (SIGTERM from a higher-priority partition) is handed over the same way.
-* 130 aborted by a second Ctrl-C (no save; committed checkpoints are intact)
 
 train.py installs the handlers as it starts (``listen``), so a signal during start-up or after the run
 finished is a flag too, never the default "die with 128 + signum".
@@ -27,7 +20,6 @@ import signal
 from types import FrameType
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_ABORTED = 0, 1, 2, 3, 75, 130
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 #: the handler a launcher installs to requeue its job after a checkpoint (submitit's, for SIGUSR2)
 REQUEUE_HANDLERS = ("checkpoint_and_try_requeue",)

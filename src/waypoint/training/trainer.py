@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from waypoint.checkpoint import CheckpointManager
-from waypoint.checkpoint.dcp import load_sharded, save_sharded
+from waypoint.checkpoint import CheckpointManager, LeaseLostError
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
-from waypoint.config import ConfigError
+from waypoint.config import CheckpointConfig, ConfigError, TrainerConfig
 from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
-from waypoint.tracking.progress import Progress as ProgressView
+from waypoint.tracking.progress import ProgressBar
+from waypoint.training.build import monitored_metric
 from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import StopFlag
 from waypoint.training.state import Progress, rng_state, seed_everything, set_rng_state
@@ -58,43 +58,19 @@ class _StopInValidation(Exception):
     pass
 
 
-class _SilentView:
-    """The progress display of a rank other than the coordinator: nothing."""
-
-    def update(self, *args: Any) -> None:
-        pass
-
-    def write(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class PeerFailed(Exception):
     """Another rank raised an error at this step boundary (its own output has the traceback)."""
 
 
-@dataclass
-class LoopConfig:
-    """The trainer's knobs (from the ``trainer``, ``checkpoint`` and ``hardware`` groups)."""
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length and batches, derived when a run starts (from the data and the ``trainer`` group)."""
 
     total_steps: int
     steps_per_epoch: int
     batch_size: int
     num_workers: int = 0
-    val_every_n_epochs: int | None = 1
-    val_every_n_steps: int | None = None
-    validate_at_start: bool = True
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = 10
-    progress_bar: bool = True
-    async_save: bool = True
     seed: int = 0
-    monitor: str | None = None  # the metric that defines best / on-improvement saves (None: the task's own)
-    monitor_mode: str | None = None  # 'max' or 'min' (None: the task's own)
-    save_optimizer: bool = True  # False: checkpoints hold weights and progress, not optimizer state
-    checkpointing: bool = True  # False (checkpoint.enabled=false): save nothing, not even at the end or on a signal
 
 
 class Trainer:
@@ -105,8 +81,10 @@ class Trainer:
         task: Task,
         manager: CheckpointManager,
         triggers: SaveTriggers,
-        cfg: LoopConfig,
+        schedule: Schedule,
         *,
+        loop: TrainerConfig | None = None,
+        saving: CheckpointConfig | None = None,
         device: torch.device,
         metrics: MetricsLog,
         autocast: Callable[[], Any] = nullcontext,
@@ -118,7 +96,8 @@ class Trainer:
     ) -> None:
         # on a rank other than the coordinator ``manager`` and ``metrics`` are None: rank 0 alone logs and commits
         self.runtime = runtime or Runtime(device=device)
-        self.task, self.manager, self.triggers, self.cfg = task, manager, triggers, cfg
+        self.task, self.manager, self.triggers, self.schedule = task, manager, triggers, schedule
+        self.loop, self.saving = loop or TrainerConfig(), saving or CheckpointConfig()
         self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
         self.meta = dict(meta or {})
         self.on_log, self.on_save = on_log, on_save
@@ -130,12 +109,12 @@ class Trainer:
         self.last_val: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
         self.last_val_step = self.last_train_step = -1  # the step each was measured at
-        self.monitor = cfg.monitor or task.monitor
-        self.monitor_mode = cfg.monitor_mode or task.monitor_mode
+        self.monitor, self.monitor_mode = monitored_metric(self.saving, task.monitor, task.monitor_mode)
         self._rng_before_val: dict[str, Any] | None = None
         self.view: Any = None
         self.emergency: Any = None
-        self.store_root: Any = None  # the checkpoints root, where other ranks write their shards (FSDP)
+        # FSDP: the manager this rank writes its shards through (rank 0's own; a read-only one over the same root elsewhere)
+        self.shard_manager: CheckpointManager | None = manager
         self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
         self._shared_failure = False  # every rank knows of the failure being handled (so all can join a save)
 
@@ -152,11 +131,11 @@ class Trainer:
             streams = self.runtime.gather_object(mine, "gathering every rank's RNG streams")
         if streams is None:  # not the coordinator: it writes the (replicated) state once
             return {}
-        task_state = self.task.state_dict() if self.cfg.save_optimizer else self.task.state_dict(optimizer=False)
+        task_state = self.task.state_dict() if self.saving.save_optimizer else self.task.state_dict(optimizer=False)
         state: dict[str, Any] = {"task": task_state, "progress": self.progress.to_state(), "rng": streams[0]}
         if len(streams) > 1:
             state["rank_rng"] = streams[1:]  # ranks 1..N-1, in order
-        if not self.cfg.save_optimizer:
+        if not self.saving.save_optimizer:
             state["weights_only"] = True
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -176,11 +155,14 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self._set_rank_rng(state)
 
-    def load_sharded_state(self, root: Any, name: str) -> None:
-        """Collective: restore checkpoint ``name`` of ``root`` into this rank's shards (DCP reshards as needed)."""
+    def load_sharded_state(self, name: str, manager: CheckpointManager | None = None) -> None:
+        """Collective: restore checkpoint ``name`` (of this run's store, or of ``manager``'s) into this rank's shards
+        (DCP reshards as needed)."""
         for opt in self.task.optimizers():  # the optimizer state must exist (sharded like its parameter) to load into
             self.runtime.init_optimizer_state(opt)
-        self.load_state_dict(load_sharded(self.state_dict(), root, name))
+        source = manager or self.shard_manager
+        assert source is not None
+        self.load_state_dict(source.restore_sharded(self.state_dict(), name)[0])
 
     def _set_rank_rng(self, state: Mapping[str, Any]) -> None:
         """This rank's saved streams; a rank the checkpoint has none for (another world size) is seeded afresh."""
@@ -192,16 +174,16 @@ class Trainer:
         if rank - 1 < len(saved):
             set_rng_state(saved[rank - 1])
         else:
-            seed_everything(rank_seed(self.cfg.seed, rank))
+            seed_everything(rank_seed(self.schedule.seed, rank))
 
     def ctx(self) -> StepContext:
         """Where the run is now."""
         p = self.progress
-        return StepContext(p.step, p.epoch, self.cfg.total_steps, self.cfg.steps_per_epoch, self.device)
+        return StepContext(p.step, p.epoch, self.schedule.total_steps, self.schedule.steps_per_epoch, self.device)
 
     # ------------------------------------------------------------------ data
     def _loader(self, dataset: Any, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
-        workers = self.cfg.num_workers
+        workers = self.schedule.num_workers
         sizing = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
         return DataLoader(
             dataset,
@@ -219,8 +201,8 @@ class Trainer:
         rt = self.runtime
         sampler = EpochBatchSampler(
             len(self.train_set),
-            self.cfg.batch_size,
-            self.cfg.seed,
+            self.schedule.batch_size,
+            self.schedule.seed,
             p.epoch,
             p.batch_in_epoch,
             rank=rt.rank,
@@ -230,7 +212,7 @@ class Trainer:
 
     def _val_batches(self) -> Iterator[Any]:
         collective = self.runtime.shards_parameters  # every rank runs validation in step: agree on a stop per batch
-        for batch in self._loader(self.val_set, batch_size=self.cfg.batch_size):
+        for batch in self._loader(self.val_set, batch_size=self.schedule.batch_size):
             stop = self.runtime.any(self.flag.requested, "agreeing on a stop") if collective else self.flag.requested
             if stop:
                 raise _StopInValidation()
@@ -241,10 +223,10 @@ class Trainer:
         """Train until ``total_steps``; an unexpected error first saves an ``emergency`` checkpoint, then propagates."""
         try:
             self._fit()
-        except (Preempted, NonFiniteLossError):
+        except (Preempted, NonFiniteLossError, LeaseLostError):  # a writer that lost its lease saves nothing more
             raise
         except Exception as exc:
-            if (isinstance(exc, MonitorError) and self.progress.step == 0) or not self.cfg.checkpointing:
+            if (isinstance(exc, MonitorError) and self.progress.step == 0) or not self.saving.enabled:
                 raise  # a config error before any training, or a run that saves nothing
             if isinstance(exc, DistributedError):  # the ranks cannot agree any more: no emergency save is possible
                 log.error("no emergency checkpoint: %s", exc)
@@ -271,24 +253,22 @@ class Trainer:
     def _fit(self) -> None:
         p = self.progress
         self._now = time.time()
-        if self.runtime.is_coordinator:
-            self.view = ProgressView(self.cfg.total_steps, p.step, self.cfg.progress_bar, self.cfg.log_every_n_steps)
-        else:  # one progress display per run: rank 0's
-            self.view = _SilentView()
+        loop, shown = self.loop, self.runtime.is_coordinator  # one progress display per run: rank 0's
+        self.view = ProgressBar(self.schedule.total_steps, p.step, loop.progress_bar, loop.log_every_n_steps, shown)
         try:
             with self.flag:
-                if p.pending_validation or (p.step == 0 and self.cfg.validate_at_start):
+                if p.pending_validation or (p.step == 0 and self.loop.validate_at_start):
                     self._validate_and_maybe_save(
-                        epoch_end=p.step > 0 and p.batch_in_epoch == 0, is_end=p.step >= self.cfg.total_steps
+                        epoch_end=p.step > 0 and p.batch_in_epoch == 0, is_end=p.step >= self.schedule.total_steps
                     )
-                while p.step < self.cfg.total_steps:
+                while p.step < self.schedule.total_steps:
                     for batch in self._train_batches():
                         self._train_step(batch)
-                        epoch_end = p.batch_in_epoch >= self.cfg.steps_per_epoch
+                        epoch_end = p.batch_in_epoch >= self.schedule.steps_per_epoch
                         if epoch_end:
                             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                         self._after_step(epoch_end)
-                        if p.step >= self.cfg.total_steps:
+                        if p.step >= self.schedule.total_steps:
                             break
                     else:
                         if p.batch_in_epoch:  # the loader ended early (never with drop_last), be safe
@@ -350,9 +330,9 @@ class Trainer:
         else:
             loss.backward()
         self.task.before_optimizer_step(ctx)
-        if self.cfg.gradient_clip_val:
+        if self.loop.gradient_clip_val:
             params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip_val)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.loop.gradient_clip_val)
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
             logs = {**logs, "train/grad_norm": float(norm)}
         for opt in optimizers:
@@ -369,7 +349,7 @@ class Trainer:
         if lr is not None:
             self.last_train.setdefault("train/lr", float(lr))
         self._agree_after_step()
-        if p.step % max(1, self.cfg.log_every_n_steps) == 0 or p.step == self.cfg.total_steps:
+        if p.step % max(1, self.loop.log_every_n_steps) == 0 or p.step == self.schedule.total_steps:
             self._log({"epoch": p.epoch, **self.last_train})
         assert self.view is not None
         self.view.update(p.step, p.epoch, self.last_train)
@@ -391,8 +371,8 @@ class Trainer:
         self.last_train = {k: v / rt.world_size for k, v in zip(keys, sums[2:])}
 
     def _after_step(self, epoch_end: bool) -> None:
-        p, c = self.progress, self.cfg
-        is_end = p.step >= c.total_steps
+        p, c = self.progress, self.loop
+        is_end = p.step >= self.schedule.total_steps
         due_val = (
             is_end
             or (c.val_every_n_steps and p.step % c.val_every_n_steps == 0)
@@ -478,7 +458,7 @@ class Trainer:
         reasons = self.triggers.due(
             self.trigger_state,
             step=p.step,
-            total_steps=self.cfg.total_steps,
+            total_steps=self.schedule.total_steps,
             now=self._now,
             epoch_end=epoch_end,
             epochs_done=p.epoch,
@@ -491,7 +471,7 @@ class Trainer:
             p.best_value = self.trigger_state.best_value
         if reasons:
             tags = tuple(t for t in ("milestone", "end") if t in reasons)
-            self.save(tags, blocking=is_end or not self.cfg.async_save)
+            self.save(tags, blocking=is_end or not self.saving.async_save)
 
     def save(self, tags: tuple[str, ...], blocking: bool, rng: Mapping[str, Any] | None = None) -> Any:
         """Save the training state now, with the metrics measured at this step only.
@@ -499,28 +479,20 @@ class Trainer:
         Train metrics are those of the step just taken; validation metrics only when validation ran at this step,
         so a checkpoint never carries an earlier checkpoint's score (and cannot become ``best`` with it).
         """
-        if not self.cfg.checkpointing:
+        if not self.saving.enabled:
             return None
         p = self.progress
         metrics = {
             **(self.last_train if self.last_train_step == p.step else {}),
             **(self.last_val if self.last_val_step == p.step else {}),
         }
-        if not self.cfg.save_optimizer:
+        if not self.saving.save_optimizer:
             tags = (*tags, WEIGHTS_ONLY)
         state = self.state_dict(rng)
         info, error = None, None
         if self.runtime.shards_parameters:  # collective: each rank writes its shards, rank 0 commits (or none does)
-            info = save_sharded(
-                state,
-                manager=self.manager,
-                root=self.store_root,
-                step=p.step,
-                epoch=p.epoch,
-                metrics=metrics,
-                tags=tags,
-                meta=self.meta,
-            )
+            assert self.shard_manager is not None
+            info = self.shard_manager.save_sharded(state, p.step, p.epoch, metrics, tags, meta=self.meta)
         elif self.manager is not None:
             try:
                 info = self.manager.save(
@@ -540,8 +512,8 @@ class Trainer:
             return "rank 0 says where a rerun starts"
         try:
             self.manager.wait()  # a background save still in flight counts once it committed
-        except Exception:
-            pass
+        except Exception as exc:  # noqa: BLE001 - it does not count, and says so
+            log.warning("%s", exc)
         latest = self.manager.latest()
         if latest is None:
             return "no checkpoint has been saved yet, so running again starts from step 0"
@@ -562,8 +534,10 @@ class Trainer:
         try:
             if self.manager is not None:
                 self.manager.wait()
-        except Exception:  # a failed background save must not stop the emergency save
-            pass
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed background save must not stop the emergency save
+            log.warning("%s", exc)
         return self.save(("emergency",), blocking=True)
 
     def _log(self, row: Mapping[str, Any]) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors
 
-from . import dcp
-from .codec import UnsupportedValueError, encode
-from .durable import create_exclusive, fsync_dir, rename_noreplace
+from .. import dcp
+from ..codec import UnsupportedValueError, encode
+from ..durable import create_exclusive, fsync_dir, rename_noreplace
+from ..errors import CheckpointError
+from ..manager import CheckpointManager
 from .foreign import read_foreign
-from .manager import CheckpointManager
-from .store import CheckpointError
 
 #: recognised layouts of foreign checkpoints: name -> keys that identify it
 FOREIGN_LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -32,28 +32,23 @@ FOREIGN_LAYOUTS: dict[str, tuple[str, ...]] = {
 def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint whose key starts with ``part``, keyed by the rest in module style (``a.b.c``)."""
     prefix = (part or "").rstrip("/.")
-    table = _table(mgr, name)
+    table = mgr.manifest(name).tensors
     keys = [k for k in table if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
     if not keys:
         sample = ", ".join(sorted({k.split("/")[0] for k in table})[:8])
         raise CheckpointError(f"no tensor key of {name} starts with '{part}'; top-level parts are: {sample}")
     out = {}
-    tree = mgr.store.read_tree(name)
+    tree = mgr.tree(name)
     if dcp.is_sharded(tree):  # a sharded save: one full tensor per key, assembled from the ranks' chunks
-        _, full = dcp.consolidate(tree, dict(mgr.store.iter_tensors(name)))
+        _, full = dcp.consolidate(tree, dict(mgr.tensors(name)))
         keys = [k for k in full if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
         pairs: Any = ((k, full[k]) for k in keys)
     else:
-        pairs = mgr.store.iter_tensors(name, keys)
+        pairs = mgr.tensors(name, keys)
     for key, tensor in pairs:
         short = key[len(prefix) :].lstrip("/.") if prefix else key
         out[(short or key.rsplit("/", 1)[-1]).replace("/", ".").replace("~1", "/").replace("~0", "~")] = tensor
     return out
-
-
-def _table(mgr: CheckpointManager, name: str) -> Mapping[str, Any]:
-
-    return mgr.store.manifest(name)["tensors"]
 
 
 def export_checkpoint(
@@ -134,7 +129,7 @@ class ImportRefusedError(CheckpointError):
 
 
 def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
-    own = [i.name for i in mgr.store.infos.values() if "imported" not in i.tags]
+    own = [i.name for i in mgr.list() if "imported" not in i.tags]
     if own and not force:
         raise ImportRefusedError(
             f"{mgr.root} already holds {len(own)} training checkpoint(s); import into a new run directory, "

@@ -1,4 +1,5 @@
-"""The single-writer lock of a checkpoints root: a POSIX record lock on ``LOCK``, which names its holder.
+"""The single-writer lock of a local checkpoints root: a POSIX record lock on ``LOCK``, which names its holder
+and counts the holders (``generation``: the previous holder's plus one).
 
 A POSIX record lock (``fcntl.lockf``, F_SETLK) belongs to the process, not to the open file: a child
 forked while the lock is held (a DataLoader worker) inherits the descriptor but not the lock, so the
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, StoreLockedError
+from ..errors import CheckpointError, StoreLockedError
 
 _held: dict[tuple[int, int], StoreLock] = {}  # (st_dev, st_ino) of LOCK files this process holds
 _held_guard = threading.Lock()
@@ -44,7 +45,7 @@ def _refuse(path: Path, holder: dict[str, Any]) -> StoreLockedError:
 class StoreLock:
     """An exclusive POSIX record lock on ``LOCK``, released automatically when the process dies."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, floor: int = 1) -> None:
         self.path = path
         self.fd = -1
         with _held_guard:
@@ -76,7 +77,15 @@ class StoreLock:
             self.fd = fd
             st = os.fstat(fd)
             self.key = (st.st_dev, st.st_ino)
-            self.info = {"pid": os.getpid(), "host": platform.node(), "since": time.time(), "argv": sys.argv[:8]}
+            previous = self._read(fd).get("generation")
+            generation = max(floor, previous + 1 if isinstance(previous, int) and not isinstance(previous, bool) else 1)
+            self.info = {
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "since": time.time(),
+                "argv": sys.argv[:8],
+                "generation": generation,
+            }
             _held[self.key] = self
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, json.dumps(self.info).encode(), 0)

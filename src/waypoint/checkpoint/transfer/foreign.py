@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from waypoint.units import human_bytes
+
+from ..errors import CheckpointError
 
 DEFAULT_RATIO = 4  # a torch.save archive stores tensors uncompressed: it expands ~1x
 DEFAULT_SLACK = 64 << 20  # bytes allowed on top of the ratio (small files with compressed members)
@@ -77,14 +79,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def check_size(path: Path, max_bytes: int | None = None) -> int:
     """The bytes ``path`` would expand to; ImportTooLargeError past the limit (read from the zip directory only)."""
     size = os.stat(path).st_size
@@ -100,11 +94,10 @@ def check_size(path: Path, max_bytes: int | None = None) -> int:
         why = (
             f"more than --max-bytes {max_bytes}"
             if max_bytes is not None
-            else f"more than {DEFAULT_RATIO}x its size plus {_human(DEFAULT_SLACK)}, which a PyTorch checkpoint never needs"
+            else f"more than {DEFAULT_RATIO}x its size plus {human_bytes(DEFAULT_SLACK)}, which a PyTorch checkpoint never needs"
         )
-        raise ImportTooLargeError(
-            f"{path} ({_human(size)}) would expand to {_human(expanded)}, {why}; pass --max-bytes {expanded} if you trust it"
-        )
+        grown = f"{path} ({human_bytes(size)}) would expand to {human_bytes(expanded)}"
+        raise ImportTooLargeError(f"{grown}, {why}; pass --max-bytes {expanded} if you trust it")
     return expanded
 
 
