@@ -40,6 +40,9 @@ SCREENSHOT = REPO / "docs" / "ui.png"
 ROWS = """e => [...e.querySelectorAll('[role=row][data-index]')]
   .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))"""
 RUN, DAMAGED = "outputs/stackwise/run", "outputs/stackwise/damaged"
+# a run and a note named like markup: shown as the text they are, and no script of theirs runs
+MARKUP = "outputs/stackwise/<img src=x onerror=alert(1)> **bold** _it_"
+NOTE = "<img src=x onerror=alert(2)> **note** [link](x)"
 WAIT_MS = 30_000
 
 
@@ -87,6 +90,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         run_train(run, "model=stackwise", "checkpoint=all")
         shutil.copytree(run, root / "stackwise" / "damaged")
         damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
+        markup = shutil.copytree(run, root.parent / MARKUP)
+        with CheckpointManager(markup / "checkpoints") as mgr:
+            mgr.tag("step_000000008", "noted", note=NOTE)
         deadline = time.monotonic() + 120
         while not any("Waypoint UI on" in line for line in lines):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -112,19 +118,26 @@ def browser() -> Iterator:
         b.close()
 
 
-@pytest.fixture(scope="module")
-def page(browser, served: dict):
-    """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
+def open_ui(browser, url: str, dialogs: list[str] | None = None):
+    """A fresh page on the UI (requests to anything else aborted), its Runs table loaded; dialogs land in ``dialogs``."""
     context = browser.new_context(viewport={"width": 1200, "height": 820}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
-    url = served["url"]
+    if dialogs is not None:  # listening from the start: a script run while the page loads is caught too
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
     sync_api.expect.set_options(timeout=WAIT_MS)  # a loaded machine (two xdist workers) can take >5 s to render
     page.goto(url)
     sync_api.expect(page.locator("#runs-table")).to_contain_text(RUN)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, served: dict):
+    """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
+    page = open_ui(browser, served["url"])
     yield page
-    context.close()
+    page.context.close()
 
 
 def table(page, elem_id: str) -> list[list[str]]:
@@ -134,6 +147,14 @@ def table(page, elem_id: str) -> list[list[str]]:
 def pick(page, elem_id: str, option: str) -> None:
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()
+
+
+def pick_one_more(page, elem_id: str, option: str) -> None:
+    """Add ``option`` to a multiselect (typing its checkpoint name first keeps the list short and still)."""
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id} input").press_sequentially(option.rsplit("@", 1)[-1])
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
 
 
 def message(page, elem_id: str = "act-message"):
@@ -158,7 +179,7 @@ def act_on(page, run_id: str, checkpoint: str) -> None:
 def test_the_runs_list_shows_each_run_with_model_status_and_steps(page) -> None:
     page.get_by_role("tab", name="Runs").click()
     rows = {r[0]: r for r in table(page, "runs-table")}
-    assert set(rows) == {RUN, DAMAGED}
+    assert set(rows) == {RUN, DAMAGED, MARKUP}
     assert rows[RUN][2:6] == ["stackwise", rows[RUN][3], "finished", "16"] and "model=stackwise" in rows[RUN][3]
 
 
@@ -202,6 +223,26 @@ def test_comparing_two_checkpoints_shows_metrics_and_per_module_change(page) -> 
     modules = table(page, "compare-modules")
     moved = [r for r in modules if float(r[4]) > 0]
     assert moved and all(-1.0 <= float(r[5]) <= 1.0 for r in moved)
+
+
+def test_names_and_notes_like_markup_show_as_text_and_run_no_script(browser, served: dict) -> None:
+    dialogs: list[str] = []
+    page = open_ui(browser, served["url"], dialogs)
+    try:
+        assert MARKUP in [r[0] for r in table(page, "runs-table")]
+        page.get_by_role("tab", name="Run", exact=True).click()
+        pick(page, "run-select", MARKUP)
+        sync_api.expect(page.locator("#ckpt-table")).to_contain_text(NOTE)
+        page.get_by_role("tab", name="Compare").click()
+        pick_one_more(page, "compare-select", f"{MARKUP}@step_000000008")
+        pick_one_more(page, "compare-select", f"{MARKUP}@step_000000016")
+        page.locator("#compare-button").click()
+        summary = page.locator("#compare-summary")
+        sync_api.expect(summary).to_contain_text(f"{MARKUP}@step_000000008 -> {MARKUP}@step_000000016: ")
+        assert summary.locator("img, strong, em, a, code").count() == 0
+        assert page.locator("img[src='x']").count() == 0 and dialogs == []
+    finally:
+        page.context.close()
 
 
 def test_a_tag_set_in_the_browser_shows_in_waypoint_ls(page, served: dict) -> None:

@@ -3,7 +3,6 @@ events to ``handlers``. No logic of its own."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import gradio as gr
 from . import detail, runs
 from .catalog import Catalog
 from .handlers import SELECTORS, Handlers, open_run, shown_runs
+from .markup import md
 
 CSS = """
 .wp-chart { max-width: 100%; height: auto; }
@@ -119,7 +119,7 @@ def run_tab() -> RunTab:
             run_pick = gr.Dropdown([], label="run", elem_id="run-select", scale=3)
             metric_pick = gr.Dropdown([], label="metric", elem_id="metric-select")
             refresh = gr.Button("Refresh", elem_id="run-refresh")
-        summary = gr.Markdown(elem_id="run-summary")
+        summary = gr.Markdown(elem_id="run-summary", latex_delimiters=[])
         metric_chart = gr.HTML(elem_id="run-metric-chart")
         ckpt_table = gr.Dataframe(
             headers=detail.CHECKPOINT_COLUMNS,
@@ -138,7 +138,7 @@ def compare_tab() -> CompareTab:
         with gr.Row():
             picks = gr.Dropdown([], multiselect=True, label="checkpoints (two or more)", elem_id="compare-select", scale=4)
             button = gr.Button("Compare", variant="primary", elem_id="compare-button")
-        summary = gr.Markdown(elem_id="compare-summary")
+        summary = gr.Markdown(elem_id="compare-summary", latex_delimiters=[])
         metrics = gr.Dataframe(interactive=False, label="metrics", elem_id="compare-metrics")
         modules = gr.Dataframe(interactive=False, label="per-module change (vs the first)", elem_id="compare-modules")
         tensors = gr.Dataframe(interactive=False, label="tensors that moved most", elem_id="compare-tensors")
@@ -240,7 +240,8 @@ def build(catalog: Catalog, *, export_dir: str | Path | None = None) -> gr.Block
     h = Handlers(catalog, export_dir)
     # exported weights copied into Gradio's cache are deleted after an hour, and when the server stops
     with gr.Blocks(title="Waypoint", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("## Waypoint: runs and checkpoints  \n" + html.escape(", ".join(str(r) for r in catalog.roots)))
+        roots = ", ".join(md(r) for r in catalog.roots)
+        gr.Markdown(f"## Waypoint: runs and checkpoints  \n{roots}", latex_delimiters=[])
         with gr.Tabs(elem_id="tabs") as tabs:
             runs_ui, run_ui, compare_ui, act_ui = runs_tab(), run_tab(), compare_tab(), act_tab()
         wire_runs(demo, h, runs_ui, [run_ui.run_pick, compare_ui.picks, act_ui.run])

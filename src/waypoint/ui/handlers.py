@@ -6,7 +6,6 @@ each event to one of these. A refusal or an error becomes one sentence for the p
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from . import actions, detail, runs
 from . import compare as cmp
 from .catalog import Catalog
 from .errors import ActionRefusedError, UIError
+from .markup import html_text, md
 
 SELECTORS = ["latest", "best"]
 MODULE_COLUMNS = ["vs", "module", "tensors changed", "unchanged", "relative change", "cosine"]
@@ -136,7 +136,7 @@ class Handlers:
         try:
             view = detail.run_view(self.catalog, run_id, metric)
         except (UIError, CheckpointError, OSError) as exc:
-            return f"**refused:** {exc}", gr.Dropdown(choices=[]), "", frame([], detail.CHECKPOINT_COLUMNS), ""
+            return f"**refused:** {md(exc)}", gr.Dropdown(choices=[]), "", frame([], detail.CHECKPOINT_COLUMNS), ""
         return (
             view["summary"],
             gr.Dropdown(choices=view["metrics"], value=view["metric"]),
@@ -152,7 +152,7 @@ class Handlers:
         try:
             doc = cmp.compare(self.catalog, refs or [])
         except (UIError, CheckpointError, OSError) as exc:
-            return f"**refused:** {exc}", empty, empty, empty, empty
+            return f"**refused:** {md(exc)}", empty, empty, empty, empty
         pairs = doc["pairs"]
         summary = "  \n".join(p["summary"] for p in pairs)
         if not pairs or not any(p["config"] for p in pairs):
@@ -229,6 +229,6 @@ class Handlers:
         page = Path(doc["html"]).read_text()
         frame_html = (
             f"<iframe id='report-frame' sandbox='' style='width:100%;height:900px;border:1px solid #ddd' "
-            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
+            f'srcdoc="{html_text(page)}"></iframe>'
         )
         return f"report written to {doc['html']}", frame_html
