@@ -1,7 +1,7 @@
 """`waypoint ui` in a real headless Chromium (Playwright, the system browser) over real smoke runs of train.py.
 
-One UI process serves the module's runs on a free port; every test opens a fresh page. Nothing is
-fetched from the network: requests to anything but the UI are aborted.
+One UI process serves the module's runs on a free port; the tests share one page (a test that must watch a page
+load opens its own). Nothing is fetched from the network: requests to anything but the UI are aborted.
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browserkit import CHROMIUM, launch_chromium, open_run, open_ui, pick, start_ui, stop_ui, ui_url
 from safetensors.torch import load_file
 from trainkit import REPO, run_train
 
@@ -34,22 +30,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 if importlib.util.find_spec("gradio") is None:  # looked up, not imported: the UI runs in its own process
     pytest.skip("the web interface needs the ui extra (pip install -e '.[ui]')", allow_module_level=True)
 
-CHROMIUM = "/usr/bin/chromium"
-# The README's screenshot is rewritten only when asked (WAYPOINT_UI_SCREENSHOT=1), so a test run leaves the tree clean
-SCREENSHOT = REPO / "docs" / "ui.png"
 ROWS = """e => [...e.querySelectorAll('[role=row][data-index]')]
   .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))"""
 RUN, DAMAGED = "outputs/stackwise/run", "outputs/stackwise/damaged"
 # a run and a note named like markup: shown as the text they are, and no script of theirs runs
 MARKUP = "outputs/stackwise/<img src=x onerror=alert(1)> **bold** _it_"
 NOTE = "<img src=x onerror=alert(2)> **note** [link](x)"
-WAIT_MS = 30_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flip_a_tensor_byte(run: Path) -> str:
@@ -73,19 +59,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ui") / "outputs"
     run = root / "stackwise" / "run"
     root.mkdir(parents=True)
-    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(  # starts while the run trains: the UI lists runs afresh on every page load
-        [sys.executable, "-m", "waypoint", "ui", str(root), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    proc, lines = start_ui([root], REPO, env)  # starts while the run trains: the UI lists runs afresh on every page load
     try:
         run_train(run, "model=stackwise", "checkpoint=all")
         shutil.copytree(run, root / "stackwise" / "damaged")
@@ -93,19 +68,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         markup = shutil.copytree(run, root.parent / MARKUP)
         with CheckpointManager(markup / "checkpoints") as mgr:
             mgr.tag("step_000000008", "noted", note=NOTE)
-        deadline = time.monotonic() + 120
-        while not any("Waypoint UI on" in line for line in lines):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("waypoint ui did not start:\n" + "".join(lines)[-3000:])
-            time.sleep(0.1)
-        url = re.search(r"(http://127\.0\.0\.1:\d+/?)", "".join(lines)).group(1)
-        yield {"url": url, "root": root, "run": run, "damaged_key": damaged_key, "log": lines}
+        yield {"url": ui_url(proc, lines), "root": root, "run": run, "damaged_key": damaged_key, "log": lines}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_ui(proc)
 
 
 @pytest.fixture(scope="module")
@@ -113,40 +78,21 @@ def browser() -> Iterator:
     if not Path(CHROMIUM).exists():
         pytest.skip("the browser tests need the system Chromium at /usr/bin/chromium (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        b = launch_chromium(p)
         yield b
         b.close()
-
-
-def open_ui(browser, url: str, dialogs: list[str] | None = None):
-    """A fresh page on the UI (requests to anything else aborted), its Runs table loaded; dialogs land in ``dialogs``."""
-    context = browser.new_context(viewport={"width": 1200, "height": 820}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    if dialogs is not None:  # listening from the start: a script run while the page loads is caught too
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
-    sync_api.expect.set_options(timeout=WAIT_MS)  # a loaded machine (two xdist workers) can take >5 s to render
-    page.goto(url)
-    sync_api.expect(page.locator("#runs-table")).to_contain_text(RUN)
-    return page
 
 
 @pytest.fixture(scope="module")
 def page(browser, served: dict):
     """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
-    page = open_ui(browser, served["url"])
+    page = open_ui(browser, served["url"], RUN)
     yield page
     page.context.close()
 
 
 def table(page, elem_id: str) -> list[list[str]]:
     return page.locator(f"#{elem_id}").evaluate(ROWS)
-
-
-def pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def pick_one_more(page, elem_id: str, option: str) -> None:
@@ -183,9 +129,7 @@ def test_the_runs_list_shows_each_run_with_model_status_and_steps(page) -> None:
     assert rows[RUN][2:6] == ["stackwise", rows[RUN][3], "finished", "16"] and "model=stackwise" in rows[RUN][3]
 
 
-def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_curves(
-    page, served: dict, tmp_path_factory
-) -> None:
+def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_curves(page, served: dict) -> None:
     page.get_by_role("tab", name="Runs").click()
     index = [r[0] for r in table(page, "runs-table")].index(RUN)
     page.locator(f"#runs-table [data-testid=cell-{index}-0]").click()
@@ -199,17 +143,8 @@ def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_
     marks = page.locator("#run-metric-chart circle.marker title").all_text_contents()
     assert [m.split()[0] for m in marks] == [c["name"] for c in listed]
     assert "tags [best,end,latest]" in marks[-1]
-    pick(page, "metric-select", "train/loss")  # a denser curve for the README's picture
-    sync_api.expect(page.locator("#run-metric-chart")).to_contain_text("train/loss over steps")
+    open_run(page, RUN, "train/loss")  # any logged metric, the checkpoints marked on its curve too
     assert page.locator("#run-metric-chart circle.marker").count() == len(listed)
-    page.wait_for_timeout(500)  # let the components' update fade finish
-    shot = tmp_path_factory.mktemp("screenshot") / "ui.png"
-    page.screenshot(path=str(shot), full_page=False)
-    assert 0 < shot.stat().st_size < 200_000
-    if os.environ.get("WAYPOINT_UI_SCREENSHOT") == "1":
-        tmp = SCREENSHOT.with_name(f".ui-{os.getpid()}.png")
-        shutil.copyfile(shot, tmp)
-        os.replace(tmp, SCREENSHOT)  # atomic: parallel workers never leave a torn file
 
 
 def test_comparing_two_checkpoints_shows_metrics_and_per_module_change(page) -> None:
@@ -227,7 +162,7 @@ def test_comparing_two_checkpoints_shows_metrics_and_per_module_change(page) -> 
 
 def test_names_and_notes_like_markup_show_as_text_and_run_no_script(browser, served: dict) -> None:
     dialogs: list[str] = []
-    page = open_ui(browser, served["url"], dialogs)
+    page = open_ui(browser, served["url"], RUN, dialogs)
     try:
         assert MARKUP in [r[0] for r in table(page, "runs-table")]
         page.get_by_role("tab", name="Run", exact=True).click()
