@@ -1,7 +1,7 @@
 """`waypoint ui` in a real headless Chromium (Playwright, the system browser) over real smoke runs of train.py.
 
-One UI process serves the module's runs on a free port; every test opens a fresh page. Nothing is
-fetched from the network: requests to anything but the UI are aborted.
+One UI process serves the module's runs on a free port; the tests share one page (a test that must watch a page
+load opens its own). Nothing is fetched from the network: requests to anything but the UI are aborted.
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browserkit import CHROMIUM, launch_chromium, open_run, open_ui, pick, start_ui, stop_ui, ui_url
 from safetensors.torch import load_file
 from trainkit import REPO, run_train
 
@@ -34,19 +30,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 if importlib.util.find_spec("gradio") is None:  # looked up, not imported: the UI runs in its own process
     pytest.skip("the web interface needs the ui extra (pip install -e '.[ui]')", allow_module_level=True)
 
-CHROMIUM = "/usr/bin/chromium"
-# The README's screenshot is rewritten only when asked (WAYPOINT_UI_SCREENSHOT=1), so a test run leaves the tree clean
-SCREENSHOT = REPO / "docs" / "ui.png"
 ROWS = """e => [...e.querySelectorAll('[role=row][data-index]')]
   .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))"""
 RUN, DAMAGED = "outputs/stackwise/run", "outputs/stackwise/damaged"
-WAIT_MS = 30_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# a run and a note named like markup: shown as the text they are, and no script of theirs runs
+MARKUP = "outputs/stackwise/<img src=x onerror=alert(1)> **bold** _it_"
+NOTE = "<img src=x onerror=alert(2)> **note** [link](x)"
 
 
 def flip_a_tensor_byte(run: Path) -> str:
@@ -70,36 +59,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ui") / "outputs"
     run = root / "stackwise" / "run"
     root.mkdir(parents=True)
-    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(  # starts while the run trains: the UI lists runs afresh on every page load
-        [sys.executable, "-m", "waypoint", "ui", str(root), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    proc, lines = start_ui([root], REPO, env)  # starts while the run trains: the UI lists runs afresh on every page load
     try:
         run_train(run, "model=stackwise", "checkpoint=all")
         shutil.copytree(run, root / "stackwise" / "damaged")
         damaged_key = flip_a_tensor_byte(root / "stackwise" / "damaged")
-        deadline = time.monotonic() + 120
-        while not any("Waypoint UI on" in line for line in lines):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("waypoint ui did not start:\n" + "".join(lines)[-3000:])
-            time.sleep(0.1)
-        url = re.search(r"(http://127\.0\.0\.1:\d+/?)", "".join(lines)).group(1)
-        yield {"url": url, "root": root, "run": run, "damaged_key": damaged_key, "log": lines}
+        markup = shutil.copytree(run, root.parent / MARKUP)
+        with CheckpointManager(markup / "checkpoints") as mgr:
+            mgr.tag("step_000000008", "noted", note=NOTE)
+        yield {"url": ui_url(proc, lines), "root": root, "run": run, "damaged_key": damaged_key, "log": lines}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_ui(proc)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +78,7 @@ def browser() -> Iterator:
     if not Path(CHROMIUM).exists():
         pytest.skip("the browser tests need the system Chromium at /usr/bin/chromium (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -115,25 +86,21 @@ def browser() -> Iterator:
 @pytest.fixture(scope="module")
 def page(browser, served: dict):
     """One page for the module (loading Gradio costs seconds); each test opens the tab it needs."""
-    context = browser.new_context(viewport={"width": 1200, "height": 820}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    url = served["url"]
-    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
-    sync_api.expect.set_options(timeout=WAIT_MS)  # a loaded machine (two xdist workers) can take >5 s to render
-    page.goto(url)
-    sync_api.expect(page.locator("#runs-table")).to_contain_text(RUN)
+    page = open_ui(browser, served["url"], RUN)
     yield page
-    context.close()
+    page.context.close()
 
 
 def table(page, elem_id: str) -> list[list[str]]:
     return page.locator(f"#{elem_id}").evaluate(ROWS)
 
 
-def pick(page, elem_id: str, option: str) -> None:
+def pick_one_more(page, elem_id: str, option: str) -> None:
+    """Add ``option`` to a multiselect (typing its checkpoint name first keeps the list short and still)."""
     page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id} input").press_sequentially(option.rsplit("@", 1)[-1])
     page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
 
 
 def message(page, elem_id: str = "act-message"):
@@ -158,13 +125,11 @@ def act_on(page, run_id: str, checkpoint: str) -> None:
 def test_the_runs_list_shows_each_run_with_model_status_and_steps(page) -> None:
     page.get_by_role("tab", name="Runs").click()
     rows = {r[0]: r for r in table(page, "runs-table")}
-    assert set(rows) == {RUN, DAMAGED}
+    assert set(rows) == {RUN, DAMAGED, MARKUP}
     assert rows[RUN][2:6] == ["stackwise", rows[RUN][3], "finished", "16"] and "model=stackwise" in rows[RUN][3]
 
 
-def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_curves(
-    page, served: dict, tmp_path_factory
-) -> None:
+def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_curves(page, served: dict) -> None:
     page.get_by_role("tab", name="Runs").click()
     index = [r[0] for r in table(page, "runs-table")].index(RUN)
     page.locator(f"#runs-table [data-testid=cell-{index}-0]").click()
@@ -178,17 +143,8 @@ def test_opening_a_run_shows_the_checkpoint_table_waypoint_ls_prints_and_marked_
     marks = page.locator("#run-metric-chart circle.marker title").all_text_contents()
     assert [m.split()[0] for m in marks] == [c["name"] for c in listed]
     assert "tags [best,end,latest]" in marks[-1]
-    pick(page, "metric-select", "train/loss")  # a denser curve for the README's picture
-    sync_api.expect(page.locator("#run-metric-chart")).to_contain_text("train/loss over steps")
+    open_run(page, RUN, "train/loss")  # any logged metric, the checkpoints marked on its curve too
     assert page.locator("#run-metric-chart circle.marker").count() == len(listed)
-    page.wait_for_timeout(500)  # let the components' update fade finish
-    shot = tmp_path_factory.mktemp("screenshot") / "ui.png"
-    page.screenshot(path=str(shot), full_page=False)
-    assert 0 < shot.stat().st_size < 200_000
-    if os.environ.get("WAYPOINT_UI_SCREENSHOT") == "1":
-        tmp = SCREENSHOT.with_name(f".ui-{os.getpid()}.png")
-        shutil.copyfile(shot, tmp)
-        os.replace(tmp, SCREENSHOT)  # atomic: parallel workers never leave a torn file
 
 
 def test_comparing_two_checkpoints_shows_metrics_and_per_module_change(page) -> None:
@@ -202,6 +158,26 @@ def test_comparing_two_checkpoints_shows_metrics_and_per_module_change(page) -> 
     modules = table(page, "compare-modules")
     moved = [r for r in modules if float(r[4]) > 0]
     assert moved and all(-1.0 <= float(r[5]) <= 1.0 for r in moved)
+
+
+def test_names_and_notes_like_markup_show_as_text_and_run_no_script(browser, served: dict) -> None:
+    dialogs: list[str] = []
+    page = open_ui(browser, served["url"], RUN, dialogs)
+    try:
+        assert MARKUP in [r[0] for r in table(page, "runs-table")]
+        page.get_by_role("tab", name="Run", exact=True).click()
+        pick(page, "run-select", MARKUP)
+        sync_api.expect(page.locator("#ckpt-table")).to_contain_text(NOTE)
+        page.get_by_role("tab", name="Compare").click()
+        pick_one_more(page, "compare-select", f"{MARKUP}@step_000000008")
+        pick_one_more(page, "compare-select", f"{MARKUP}@step_000000016")
+        page.locator("#compare-button").click()
+        summary = page.locator("#compare-summary")
+        sync_api.expect(summary).to_contain_text(f"{MARKUP}@step_000000008 -> {MARKUP}@step_000000016: ")
+        assert summary.locator("img, strong, em, a, code").count() == 0
+        assert page.locator("img[src='x']").count() == 0 and dialogs == []
+    finally:
+        page.context.close()
 
 
 def test_a_tag_set_in_the_browser_shows_in_waypoint_ls(page, served: dict) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
+
+from .markup import html_text
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -53,7 +54,7 @@ def svg(chart: Chart, width: int = 960, height: int = 320, css_class: str = "wp-
     pts = [(x, y) for s in chart.series.values() for x, y in s if _finite(x) and _finite(y)]
     pts += [(m.x, m.y) for m in chart.markers if _finite(m.x) and _finite(m.y)]
     if not pts:
-        return f"<p class='{css_class}-empty'>{escape(chart.title)}: nothing to draw yet.</p>"
+        return f"<p class='{css_class}-empty'>{html_text(chart.title)}: nothing to draw yet.</p>"
     left, right, top, bottom = 64, 16, 28, 40
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
@@ -71,9 +72,9 @@ def svg(chart: Chart, width: int = 960, height: int = 320, css_class: str = "wp-
 
     out = [
         f"<svg class='{css_class}' xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-        f"width='100%' role='img' aria-label='{escape(chart.title)}' "
+        f"width='100%' role='img' aria-label='{html_text(chart.title)}' "
         f"style='max-width: {width}px; font: 11px sans-serif; background: #fff'>",
-        f"<text x='{left}' y='16' font-weight='bold'>{escape(chart.title)}</text>",
+        f"<text x='{left}' y='16' font-weight='bold'>{html_text(chart.title)}</text>",
         f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='none' stroke='#ccc'/>",
     ]
     for t in _ticks(y0, y1):
@@ -81,9 +82,9 @@ def svg(chart: Chart, width: int = 960, height: int = 320, css_class: str = "wp-
         out.append(f"<text x='{left - 4}' y='{sy(t) + 4:.1f}' text-anchor='end'>{_fmt(t)}</text>")
     for t in _ticks(x0, x1):
         out.append(f"<text x='{sx(t):.1f}' y='{top + ph + 14}' text-anchor='middle'>{_fmt(t)}</text>")
-    out.append(f"<text x='{left + pw / 2:.0f}' y='{height - 6}' text-anchor='middle'>{escape(chart.x_label)}</text>")
+    out.append(f"<text x='{left + pw / 2:.0f}' y='{height - 6}' text-anchor='middle'>{html_text(chart.x_label)}</text>")
     out.append(
-        f"<text transform='translate(12 {top + ph / 2:.0f}) rotate(-90)' text-anchor='middle'>{escape(chart.y_label)}</text>"
+        f"<text transform='translate(12 {top + ph / 2:.0f}) rotate(-90)' text-anchor='middle'>{html_text(chart.y_label)}</text>"
     )
     for i, (name, series) in enumerate(chart.series.items()):
         color = PALETTE[i % len(PALETTE)]
@@ -92,14 +93,14 @@ def svg(chart: Chart, width: int = 960, height: int = 320, css_class: str = "wp-
             continue
         d = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
         out.append(f"<polyline class='series' fill='none' stroke='{color}' stroke-width='1.5' points='{d}'>")
-        out.append(f"<title>{escape(name)}</title></polyline>")
-        out.append(f"<text x='{left + pw - 4}' y='{top + 14 + 13 * i}' text-anchor='end' fill='{color}'>{escape(name)}</text>")
+        out.append(f"<title>{html_text(name)}</title></polyline>")
+        out.append(f"<text x='{left + pw - 4}' y='{top + 14 + 13 * i}' text-anchor='end' fill='{color}'>{html_text(name)}</text>")
     for m in chart.markers:
         if not (_finite(m.x) and _finite(m.y)):
             continue
         out.append(
-            f"<circle class='marker {escape(m.kind)}' cx='{sx(m.x):.1f}' cy='{sy(m.y):.1f}' r='5' "
-            f"fill='#fff' stroke='#d62728' stroke-width='2'><title>{escape(m.title)}</title></circle>"
+            f"<circle class='marker {html_text(m.kind)}' cx='{sx(m.x):.1f}' cy='{sy(m.y):.1f}' r='5' "
+            f"fill='#fff' stroke='#d62728' stroke-width='2'><title>{html_text(m.title)}</title></circle>"
         )
     out.append("</svg>")
     return "".join(out)

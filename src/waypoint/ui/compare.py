@@ -14,6 +14,7 @@ from waypoint.analysis.compare import diff_checkpoints, json_differences
 
 from .catalog import Catalog
 from .errors import UIError
+from .markup import md
 
 
 def module_of(key: str, depth: int = 3) -> str:
@@ -99,7 +100,7 @@ def compare(catalog: Catalog, refs: list[str], *, top: int = 30) -> dict[str, An
                     "b": label,
                     "same_state": doc["same_state"],
                     "summary": (
-                        f"{labels[0]} -> {label}: {len(doc['changed'])} tensors changed, {doc['unchanged']} unchanged, "
+                        f"{md(labels[0])} -> {md(label)}: {len(doc['changed'])} tensors changed, {doc['unchanged']} unchanged, "
                         f"{len(doc['added'])} added, {len(doc['removed'])} removed"
                         + ("; identical state" if doc["same_state"] else "")
                     ),

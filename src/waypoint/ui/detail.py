@@ -12,6 +12,7 @@ from waypoint.checkpoint import CheckpointError, CheckpointInfo, CheckpointManag
 
 from . import charts
 from .catalog import Catalog, inside
+from .markup import md
 
 CHECKPOINT_COLUMNS = ["name", "step", "epoch", "tags", "metrics", "size MiB", "created", "valid", "digest", "notes"]
 
@@ -98,7 +99,8 @@ def _num(v: Any) -> bool:
 
 
 def run_view(catalog: Catalog, run_id: str, metric: str | None = None) -> dict[str, Any]:
-    """Everything the Run view shows: records, table rows, metric choices, metric chart and storage chart (SVG)."""
+    """Everything the Run view shows: records, table rows, metric choices, metric chart and storage chart (SVG),
+    and a one-line summary (Markdown, its values escaped)."""
     ref = catalog.run(run_id)
     rows = read_metrics(ref.path) if inside(ref.path / "metrics.jsonl", ref.root) else []
     names = metric_names(rows)
@@ -140,7 +142,7 @@ def run_view(catalog: Catalog, run_id: str, metric: str | None = None) -> dict[s
         "metric_svg": charts.svg(chart),
         "storage_svg": charts.svg(storage_chart),
         "summary": (
-            f"{len(records)} checkpoint(s); monitored metric {monitor or '-'}; "
+            f"{len(records)} checkpoint(s); monitored metric {md(monitor or '-')}; "
             f"disk: logical {logical / 2**20:.2f} MiB, physical {physical / 2**20:.2f} MiB"
         ),
         "choices": [r["name"] for r in records],
