@@ -162,19 +162,6 @@ def bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str)
     return _save(fig, path)
 
 
-def overlaid(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str, ylabel: str) -> Path:
-    """Several runs' curves of one metric on one axis (a sweep)."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    for name, pts in curves.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, lw=1)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    if curves:
-        ax.legend(fontsize=6)
-    return _save(fig, path)
-
-
 def group_summary(
     groups: Sequence[tuple[str, Sequence[float]]], baselines: Mapping[str, float], path: Path, metric: str, what: str
 ) -> Path:
