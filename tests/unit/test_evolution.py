@@ -120,3 +120,14 @@ def test_the_evolution_table_has_one_row_per_snapshot_from_step_0_and_one_column
     student = header.index("student update vs previous")
     assert rows[1][student] == pytest.approx(4.0) and rows[2][student] == pytest.approx(1.0)
     assert rows[2][header.index("teacher update vs previous")] == 0.0
+
+
+def test_batchnorm_statistics_are_not_weights():
+    from waypoint.analysis.evolution import parameter_keys
+    from waypoint.checkpoint.manifest import TensorEntry
+
+    table = {
+        k: TensorEntry(id="x", dtype="F32", shape=(4,), nbytes=16, pack="p")
+        for k in ("task/teacher/head/mlp.1.running_mean", "task/teacher/head/mlp.1.running_var", "task/teacher/head/mlp.1.weight")
+    }
+    assert parameter_keys(table) == ["task/teacher/head/mlp.1.weight"]

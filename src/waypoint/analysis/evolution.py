@@ -21,6 +21,8 @@ from waypoint.checkpoint.manifest import TensorEntry
 
 _FLOAT = {"F64", "F32", "F16", "BF16"}
 _SKIP = re.compile(r"(^|/)(optim|optimizer|optimizers|rng|scaler|trainer)(/|$)")
+#: normalisation statistics: buffers a forward pass overwrites, not weights that learn
+_STATS = re.compile(r"(^|[./])running_(mean|var)$")
 
 
 def checkpoints_in_order(mgr: CheckpointManager) -> list[CheckpointInfo]:
@@ -34,8 +36,12 @@ def tensor_tables(mgr: CheckpointManager, infos: Iterable[CheckpointInfo]) -> di
 
 
 def parameter_keys(table: Mapping[str, Any]) -> list[str]:
-    """Floating-point tensors that are model state (not optimizer moments, RNG or trainer counters)."""
-    return [k for k, r in table.items() if r.dtype in _FLOAT and not _SKIP.search(k) and math.prod(r.shape) > 1]
+    """Floating-point tensors that are model weights (not optimizer moments, RNG, trainer counters or BatchNorm statistics)."""
+    return [
+        k
+        for k, r in table.items()
+        if r.dtype in _FLOAT and not _SKIP.search(k) and not _STATS.search(k) and math.prod(r.shape) > 1
+    ]
 
 
 def _read(mgr: CheckpointManager, name: str, key: str) -> torch.Tensor:
