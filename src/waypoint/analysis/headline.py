@@ -38,7 +38,7 @@ def result_section(run: RunInfo, all_series: Mapping[str, sr.Points]) -> tuple[S
     steps = max((p[0] for pts in all_series.values() for p in pts), default=0)
     text = [f"{run.family.label} run in {run.path}: {steps} steps logged; monitored metric {monitor or '-'} ({run.mode})."]
     if points:
-        best_step = next(s for s, v in points if v == best and (s > 0 or len(points) == 1))
+        best_step = next((s for s, v in points if v == best and s > 0), points[0][0])
         parts = ", ".join(f"{k} {num(v)}" for k, v in base.items())
         text.append(
             f"{monitor}: final {num(final)} (step {points[-1][0]}), best {num(best)} (step {best_step})"
