@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,7 +39,7 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project directory (the repository's entry points linked in) holding train.py's own run and sweep dirs."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("Makefile", "analyze.py", "train.py", "conf", ".venv", "pyproject.toml", "README.md"):
+    for name in ("Makefile", "analyze.py", "train.py", "conf", ".venv", "pyproject.toml"):
         (root / name).symlink_to(REPO / name)
     python = str(root / ".venv" / "bin" / "python")
     ok(run([python, "train.py", "experiment=smoke"], root))
@@ -152,34 +153,42 @@ def test_waypoint_compare_writes_one_report_and_refuses_runs_of_two_families(pro
     mixed = run([waypoint, "compare", "outputs/dino/experiment=smoke", SWEEP], project)
     assert mixed.returncode == 2 and mixed.stderr.count("\n") == 1
     assert "runs of different families cannot be compared" in mixed.stderr
-    jobs = sorted(p.name for p in (project / SWEEP).iterdir() if p.name.startswith("experiment="))
-    two = ok(analyze(project, f"{SWEEP}/{jobs[0]}", f"{SWEEP}/{jobs[-1]}", "out=cmp2"))
-    assert "comparison report of 2 groups" in two.stdout and (project / "cmp2" / "report.html").is_file()
 
 
-def readme_examples() -> list[str]:
-    """Every analyze command in the README's code blocks (comments cut)."""
+def examples(doc: Path) -> list[str]:
+    """Every analyze and compare command in a document's code blocks (comments cut)."""
     lines, inside = [], False
-    for line in (REPO / "README.md").read_text().splitlines():
+    for line in doc.read_text().splitlines():
         if line.lstrip().startswith("```"):
             inside = not inside
         elif inside:
             lines.append(line.split(" #")[0].strip())
-    return [line for line in lines if re.match(r"^(make analyze|(\S*python\S*) analyze\.py)\b", line)]
+    return [line for line in lines if re.match(r"^(make analyze|\S*python\S* analyze\.py|\S*waypoint compare)\b", line)]
 
 
-def test_every_analyze_example_in_the_readme_runs(project: Path, reports) -> None:
-    examples = readme_examples()
-    assert examples, "the README shows no analyze command"
+def run_examples(project: Path, doc: Path) -> None:
+    """Run each example in the project; a run directory it names that does not exist is a copy of a run of that family."""
+    found = examples(doc)
+    assert found, f"{doc.name} shows no analyze command"
     with_checkpoints = {"dino": project / "outputs/dino/experiment=smoke", "universeg": shapes(project)["job"]}
-    for example in examples:
-        for path in re.findall(r"(?:outputs|multirun)/[^\s'\"]+", example):
-            family = path.split("/")[1]
-            if not (project / path).exists() and family in with_checkpoints:
+    for example in found:
+        for token in shlex.split(example):
+            path = token.split("=", 1)[1] if token.startswith("RUN=") else token
+            family = path.split("/")[1] if path.startswith(("outputs/", "multirun/")) and path.count("/") >= 2 else None
+            if family in with_checkpoints and not (project / path).exists():
                 shutil.copytree(with_checkpoints[family], project / path)
         example = re.sub(r"step:\d+", "step:8", example)  # the smoke runs' first checkpoint
         proc = run(["bash", "-c", example], project)
         assert proc.returncode == 0, f"{example}\n{proc.stdout[-1500:]}{proc.stderr[-2500:]}"
+
+
+def test_every_analyze_example_in_the_readme_runs(project: Path, reports) -> None:
+    run_examples(project, REPO / "README.md")
+
+
+@pytest.mark.slow  # ~80 s: seven reports
+def test_every_example_in_the_analysis_guide_runs(project: Path, reports) -> None:
+    run_examples(project, REPO / "docs" / "analysis.md")
 
 
 PROBE = """e => new Promise(done => { const imgs = [...document.images];
