@@ -48,8 +48,10 @@ bench-io: $(STAMP)  ## checkpoint I/O benchmark only (table + bench/results/chec
 results: $(STAMP)  ## every family's default run beside its baselines (bench/results/results.{json,md}; ~40 min on 2 cores)
 	$(PY) bench/results.py
 
-analyze: $(STAMP)  ## report on the newest run (or RUN=<run or sweep dir>)
-	$(PY) analyze.py $(if $(RUN),run=$(RUN),)
+# RUN reaches analyze.py through the environment, quoted by the shell: any path works ('=', commas, spaces, quotes)
+analyze: export RUN := $(RUN)
+analyze: $(STAMP)  ## report on the newest run, or on RUN=<run or sweep dir> (a sweep: its jobs compared)
+	$(PY) analyze.py $${RUN:+"$$RUN"}
 
 clean:  ## remove generated files (not .venv)
 	rm -rf outputs multirun .pytest_cache bench/results

@@ -235,6 +235,25 @@ def _retag(args: argparse.Namespace, tag: str, add: bool) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare runs of one family (run or sweep directories): groups, seeds aggregated, baselines, curves, config diff"""
+    from waypoint.analysis.compare_runs import CompareError, build_comparison_report, default_out
+
+    try:
+        result = build_comparison_report(args.runs, Path(args.out) if args.out else default_out(args.runs))
+    except CompareError as exc:
+        raise UsageError(str(exc)) from None
+    doc = {"report": result["html"], "markdown": result["markdown"], **result["summary"]}
+
+    def text() -> None:
+        for group in doc["groups"]:
+            print(f"  {group['label']}: {len(group['runs'])} runs")
+        print(f"comparison report: {doc['report']}")
+
+    _emit(args, doc, text)
+    return EXIT_OK
+
+
 def cmd_tag(args: argparse.Namespace) -> int:
     """Add a tag (with an optional note) to a checkpoint."""
     return _retag(args, args.tag, add=True)
@@ -395,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--top", type=int, default=15, help="rows of each kind to print (default 15)")
+    p = add("compare", cmd_compare, "waypoint compare multirun/universeg/seed=0,1,2 outputs/universeg/default --out cmp")
+    p.add_argument("runs", metavar="DIR", nargs="+", help="run directories, or sweep directories (their jobs)")
+    p.add_argument("--out", default=None, help="report directory (default: reports/compare-<hash of the runs' paths>)")
     for name, fn, example in (
         ("tag", cmd_tag, "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'used in fig 3'"),
         ("untag", cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3"),

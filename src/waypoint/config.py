@@ -64,6 +64,7 @@ class CheckpointConfig:
     keep_last: Optional[int] = 3
     keep_best: Optional[int] = 1
     keep_every_n_steps: Optional[int] = None  # permanent
+    keep_evolution: Optional[int] = 10  # about this many snapshots spread over the run, kept for evolution reports
     keep_all: bool = False  # no retention at all
     async_save: bool = True  # periodic saves hash and write in the background
     monitor: Optional[str] = None  # metric that defines best and on-improvement saves; null = the model family's own
@@ -171,6 +172,7 @@ _RANGES: tuple[tuple[str, bool, float, float | None, str], ...] = (
     ("checkpoint.keep_last", True, 0, None, "an integer >= 0 or null"),
     ("checkpoint.keep_best", True, 0, None, "an integer >= 0 or null"),
     ("checkpoint.keep_every_n_steps", True, 1, None, "a positive integer or null"),
+    ("checkpoint.keep_evolution", True, 0, None, "an integer >= 0 or null"),
     ("hardware.num_threads", True, 1, None, "a positive integer or null (torch's default)"),
     ("data.batch_size", False, 1, None, "a positive integer"),
     ("data.num_workers", False, 0, None, "an integer >= 0"),

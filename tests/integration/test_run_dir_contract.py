@@ -17,6 +17,7 @@ RUN = [
     "trainer.max_steps=8",
     "checkpoint.every_n_steps=2",
     "checkpoint.keep_last=1",
+    "checkpoint.keep_evolution=null",  # a run this short would keep every checkpoint as an evolution snapshot
     "trainer.val_every_n_steps=4",
 ]
 

@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from waypoint.analysis.evolution import aggregate, pair_distance, paired_keys, stack_of, storage_by_checkpoint, tensor_evolution
+from waypoint.analysis.evolution import (
+    INITIAL,
+    aggregate,
+    evolution_table,
+    pair_distance,
+    paired_keys,
+    stack_of,
+    storage_by_checkpoint,
+    tensor_evolution,
+    top_part,
+)
 from waypoint.checkpoint import CheckpointManager
 
 
@@ -88,3 +98,36 @@ def test_lora_adapters_are_reported_apart_from_the_frozen_stack_they_adapt(tmp_p
     assert moved["stack 0"] == 0.0
     assert moved["LoRA on stack 0"] == pytest.approx(0.5)
     assert stack_of("task/rack/stacks/1/blocks.0.mlp.up_proj.lora.up") == "LoRA on stack 1"
+
+
+def test_evolution_starts_at_the_initial_weights_when_they_are_given(mgr):
+    initial = {"model/stacks/1/w.weight": torch.ones(4, 4) * 0.5, "student/l.weight": torch.ones(4, 4)}
+    rows = [r for r in aggregate(tensor_evolution(mgr, initial=initial)) if r["group"] == "model/stacks/1/w"]
+    assert [(r["checkpoint"], r["step"]) for r in rows][:2] == [(INITIAL, 0), ("step_000000001", 1)]
+    assert [r["rel_update"] for r in rows] == [None, pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0)]
+    assert rows[0]["norm"] == pytest.approx(2.0)
+
+
+def test_the_evolution_table_has_one_row_per_snapshot_from_step_0_and_one_column_set_per_part(tmp_path):
+    with CheckpointManager(tmp_path / "ck") as m:
+        for step in (5, 10):
+            m.save({"task": {"student": {"l.weight": torch.ones(3, 3) * step}, "teacher": {"l.weight": torch.ones(3, 3)}}}, step)
+    initial = {"task/student/l.weight": torch.ones(3, 3), "task/teacher/l.weight": torch.ones(3, 3)}
+    with CheckpointManager(tmp_path / "ck", read_only=True) as mgr:
+        header, rows = evolution_table(aggregate(tensor_evolution(mgr, initial=initial), top_part))
+    assert header[:2] == ["step", "snapshot"] and "student update vs previous" in header and "teacher cosine to final" in header
+    assert [r[:2] for r in rows] == [[0, INITIAL], [5, "step_000000005"], [10, "step_000000010"]]
+    student = header.index("student update vs previous")
+    assert rows[1][student] == pytest.approx(4.0) and rows[2][student] == pytest.approx(1.0)
+    assert rows[2][header.index("teacher update vs previous")] == 0.0
+
+
+def test_batchnorm_statistics_are_not_weights():
+    from waypoint.analysis.evolution import parameter_keys
+    from waypoint.checkpoint.manifest import TensorEntry
+
+    table = {
+        k: TensorEntry(id="x", dtype="F32", shape=(4,), nbytes=16, pack="p")
+        for k in ("task/teacher/head/mlp.1.running_mean", "task/teacher/head/mlp.1.running_var", "task/teacher/head/mlp.1.weight")
+    }
+    assert parameter_keys(table) == ["task/teacher/head/mlp.1.weight"]

@@ -17,6 +17,7 @@ from waypoint.checkpoint import (
     TriggerState,
     milestone_steps,
 )
+from waypoint.checkpoint.policy import KeepEvolution, evolution_steps
 
 metric = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32))
 
@@ -42,6 +43,8 @@ def policies(draw):
         pools.append(KeepEveryN(draw(st.integers(1, 100))))
     if draw(st.booleans()):
         pools.append(KeepMilestones(steps=frozenset(draw(st.lists(st.integers(1, 500), max_size=4)))))
+    if draw(st.booleans()):
+        pools.append(KeepEvolution(draw(st.integers(0, 12)), draw(st.integers(1, 600))))
     return RetentionPolicy(tuple(pools))
 
 
@@ -137,7 +140,13 @@ def test_policy_round_trips_through_json():
     from waypoint.checkpoint.policy import policy_from_json, policy_to_json
 
     policy = RetentionPolicy(
-        (KeepLast(2), KeepBest(1, "acc", "min"), KeepMilestones(fractions=frozenset({0.5, 1.0}), total_steps=8), KeepEveryN(4))
+        (
+            KeepLast(2),
+            KeepBest(1, "acc", "min"),
+            KeepMilestones(fractions=frozenset({0.5, 1.0}), total_steps=8),
+            KeepEveryN(4),
+            KeepEvolution(3, 8),
+        )
     )
     history = [Candidate(f"s{i}", i, metrics={"acc": (i * 7) % 5}) for i in range(1, 9)]
     assert policy_from_json(policy_to_json(policy)).select(history) == policy.select(history)
@@ -162,3 +171,72 @@ def test_time_trigger_and_improvement_trigger():
     assert trig.due(state, step=4, total_steps=10, now=161.0) == ("every_n_minutes",)
     assert trig.due(state, step=4, total_steps=10, now=130.0, monitored=0.6, mode="max") == ("improved",)
     assert trig.due(state, step=10, total_steps=10, now=130.0, is_end=True) == ("end",)
+
+
+@given(st.integers(0, 30), st.integers(1, 10_000))
+def test_evolution_targets_span_the_run_from_step_0_to_its_end(count, total):
+    targets = evolution_steps(count, total)
+    assert len(targets) <= count
+    if count >= 2:
+        assert targets[0] == 0 and targets[-1] == total
+    gaps = [b - a for a, b in zip(targets, targets[1:])]
+    assert all(g >= 1 for g in gaps) and (not gaps or max(gaps) - min(gaps) <= 1)
+
+
+@st.composite
+def saved_runs(draw):
+    """Steps at which a run saved (increasing), its planned length and a keep-last setting."""
+    total = draw(st.integers(1, 400))
+    steps = sorted(draw(st.lists(st.integers(1, total), min_size=1, max_size=60, unique=True)))
+    return steps, total, draw(st.integers(0, 3)), draw(st.integers(1, 12))
+
+
+@given(saved_runs())
+@settings(max_examples=300, deadline=None)
+def test_evolution_snapshots_kept_while_a_run_goes_on_are_the_first_checkpoint_at_or_after_each_target(run):
+    steps, total, keep_last, count = run
+    policy = RetentionPolicy((KeepLast(keep_last), KeepEvolution(count, total)))
+    alive: list[Candidate] = []
+    for step in steps:  # retention runs after every commit, as the manager does
+        alive.append(Candidate(f"step_{step:09d}", step))
+        doomed = set(policy.to_delete(alive))
+        alive = [c for c in alive if c.name not in doomed]
+    expected = {next(s for s in steps if s >= t) for t in evolution_steps(count, total) if any(s >= t for s in steps)}
+    kept = {c.step for c in alive}
+    assert expected <= kept
+    assert {c.step for c in alive if c.name in policy.evolution(alive)} == expected
+    assert len(kept) <= len(expected) + max(keep_last, 1)
+
+
+def test_evolution_snapshots_of_a_long_run_are_about_ten_spread_from_its_first_checkpoint_to_its_end():
+    history = [Candidate(f"s{s}", s) for s in range(22, 881, 22)]  # make train: 40 epochs of 22 steps
+    kept = sorted(int(n[1:]) for n in RetentionPolicy((KeepLast(3), KeepEvolution(10, 880))).select(history))
+    assert kept == [22, 110, 198, 308, 396, 506, 594, 704, 792, 836, 858, 880]
+
+
+def test_emergency_and_damaged_checkpoints_are_never_evolution_snapshots():
+    history = [
+        Candidate("s5", 5, tags=frozenset({"emergency"})),
+        Candidate("s6", 6, valid=False),
+        Candidate("s7", 7),
+    ]
+    assert KeepEvolution(2, 10).keep(history) == {"s7"}
+
+
+def test_the_default_checkpoint_group_keeps_ten_evolution_snapshots_of_the_planned_run():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from waypoint.config import CheckpointConfig
+    from waypoint.training.build import retention_policy
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "checkpoint"
+    for group, expected in (("default", KeepEvolution(10, 880)), ("frequent", KeepEvolution(10, 880)), ("best_only", None)):
+        cfg = OmegaConf.structured(CheckpointConfig)
+        for layer in ("default", group):
+            doc = OmegaConf.load(conf / f"{layer}.yaml")
+            doc.pop("defaults", None)
+            cfg = OmegaConf.merge(cfg, doc)
+        pools = [p for p in retention_policy(cfg, "val/acc", "max", 880).pools if isinstance(p, KeepEvolution)]
+        assert pools == ([expected] if expected else []), group

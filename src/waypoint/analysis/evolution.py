@@ -21,6 +21,8 @@ from waypoint.checkpoint.manifest import TensorEntry
 
 _FLOAT = {"F64", "F32", "F16", "BF16"}
 _SKIP = re.compile(r"(^|/)(optim|optimizer|optimizers|rng|scaler|trainer)(/|$)")
+#: normalisation statistics: buffers a forward pass overwrites, not weights that learn
+_STATS = re.compile(r"(^|[./])running_(mean|var)$")
 
 
 def checkpoints_in_order(mgr: CheckpointManager) -> list[CheckpointInfo]:
@@ -34,22 +36,51 @@ def tensor_tables(mgr: CheckpointManager, infos: Iterable[CheckpointInfo]) -> di
 
 
 def parameter_keys(table: Mapping[str, Any]) -> list[str]:
-    """Floating-point tensors that are model state (not optimizer moments, RNG or trainer counters)."""
-    return [k for k, r in table.items() if r.dtype in _FLOAT and not _SKIP.search(k) and math.prod(r.shape) > 1]
+    """Floating-point tensors that are model weights (not optimizer moments, RNG, trainer counters or BatchNorm statistics)."""
+    return [
+        k
+        for k, r in table.items()
+        if r.dtype in _FLOAT and not _SKIP.search(k) and not _STATS.search(k) and math.prod(r.shape) > 1
+    ]
 
 
 def _read(mgr: CheckpointManager, name: str, key: str) -> torch.Tensor:
     return mgr.tensor(name, key).double()
 
 
-def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """One row per (checkpoint, key): norm, diff_norm vs previous, dot with and norm of the final tensor."""
+#: the name evolution rows give the initial weights (step 0), rebuilt from the run's config and seed
+INITIAL = "initial"
+
+
+def _snapshots(
+    mgr: CheckpointManager, infos: list[CheckpointInfo], tables: Mapping[str, Mapping[str, TensorEntry]], initial: Any
+) -> list[tuple[str, int, Callable[[str], Any]]]:
+    """``(name, step, entry of key)`` of the initial weights (when given) and every checkpoint, oldest first."""
+    out: list[tuple[str, int, Callable[[str], Any]]] = []
+    if initial is not None:
+        out.append((INITIAL, 0, lambda key: initial.get(key)))
+    out += [(i.name, i.step, tables[i.name].get) for i in infos]
+    return out
+
+
+def _load(mgr: CheckpointManager, name: str, key: str, initial: Any) -> torch.Tensor:
+    return initial[key].detach().double().cpu() if name == INITIAL else _read(mgr, name, key)
+
+
+def tensor_evolution(
+    mgr: CheckpointManager, keys: Iterable[str] | None = None, initial: Mapping[str, torch.Tensor] | None = None
+) -> list[dict[str, Any]]:
+    """One row per (snapshot, key): norm, diff_norm vs previous, dot with and norm of the final tensor.
+
+    ``initial``: the weights at step 0 (keyed like the checkpoints' tensors), the first snapshot when given.
+    """
     infos = checkpoints_in_order(mgr)
     if not infos:
         return []
     tables = tensor_tables(mgr, infos)
     final = infos[-1]
     keys = list(keys) if keys is not None else parameter_keys(tables[final.name])
+    snapshots = _snapshots(mgr, infos, tables, initial)
     rows: list[dict[str, Any]] = []
     for key in keys:
         if key not in tables[final.name]:
@@ -57,18 +88,19 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
         final_t = _read(mgr, final.name, key)
         final_norm = final_t.norm().item()
         prev_t, prev_id, prev_row = None, None, None
-        for info in infos:
-            rec = tables[info.name].get(key)
+        for name, step, entry_of in snapshots:
+            rec = entry_of(key)
             if rec is None or list(rec.shape) != list(final_t.shape):
                 prev_t, prev_id, prev_row = None, None, None
                 continue
-            if rec.id == prev_id and prev_row is not None:
-                row = {**prev_row, "checkpoint": info.name, "step": info.step, "diff_norm": 0.0, "prev_norm": prev_row["norm"]}
+            rec_id = getattr(rec, "id", None)  # the initial weights are tensors, not table entries: always read
+            if rec_id is not None and rec_id == prev_id and prev_row is not None:
+                row = {**prev_row, "checkpoint": name, "step": step, "diff_norm": 0.0, "prev_norm": prev_row["norm"]}
             else:
-                t = _read(mgr, info.name, key)
+                t = _load(mgr, name, key, initial)
                 row = {
-                    "checkpoint": info.name,
-                    "step": info.step,
+                    "checkpoint": name,
+                    "step": step,
                     "key": key,
                     "norm": t.norm().item(),
                     "diff_norm": (t - prev_t).norm().item() if prev_t is not None else None,
@@ -78,7 +110,7 @@ def tensor_evolution(mgr: CheckpointManager, keys: Iterable[str] | None = None) 
                 }
                 prev_t = t
             rows.append(row)
-            prev_id, prev_row = rec.id, row
+            prev_id, prev_row = rec_id, row
     return rows
 
 
@@ -213,3 +245,30 @@ def groups_by_change(module_rows: Iterable[Mapping[str, Any]], top: int = 10) ->
         if r["rel_update"] is not None:
             total[r["group"]] += r["rel_update"]
     return sorted(total.items(), key=lambda kv: -kv[1])[:top]
+
+
+def top_part(key: str) -> str | None:
+    """The part of the training state a model tensor belongs to (``student``, ``teacher``, ``model``, ``rack``)."""
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == "task" else None
+
+
+def evolution_table(part_rows: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """One row per snapshot, step 0 first: for each part, weight norm, relative update since the previous snapshot
+    and cosine similarity to the final weights."""
+    part_rows = list(part_rows)
+    parts = sorted({r["group"] for r in part_rows})
+    by_snapshot: dict[tuple[int, str], dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in part_rows:
+        by_snapshot[(r["step"], r["checkpoint"])][r["group"]] = r
+    header = ["step", "snapshot"]
+    for p in parts:
+        header += [f"{p} norm", f"{p} update vs previous", f"{p} cosine to final"]
+    rows = []
+    for (step, name), groups in sorted(by_snapshot.items()):
+        row: list[Any] = [step, name]
+        for p in parts:
+            g = groups.get(p)
+            row += [g["norm"], g["rel_update"], g["cos_to_final"]] if g else [None, None, None]
+        rows.append(row)
+    return header, rows

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .fmt import num  # noqa: E402
 
 TAG_COLOURS = {
     "latest": "tab:blue",
@@ -30,27 +33,48 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def metric_curves(rows: Sequence[Mapping[str, Any]], checkpoint_steps: Iterable[int], path: Path, max_panels: int = 6) -> Path:
-    """One panel per numeric metric over steps, with vertical lines at checkpoints."""
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for r in rows:
-        step = r.get("step")
-        if not isinstance(step, int):
-            continue
-        for k, v in r.items():
-            if k not in ("step", "epoch", "time", "wall_time") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                series[k].append((step, float(v)))
-    names = sorted(series, key=lambda k: (not k.startswith("val"), k))[:max_panels] or ["(no metrics)"]
-    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.2 * len(names)), squeeze=False)
-    ckpts = sorted(set(checkpoint_steps))
-    for ax, name in zip(axes[:, 0], names):
-        pts = series.get(name, [])
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 60 else None, lw=1)
-        for s in ckpts:
-            ax.axvline(s, color="grey", alpha=0.25, lw=0.8)
-        ax.set_ylabel(name, fontsize=8)
-    axes[-1, 0].set_xlabel("step (grey lines: checkpoints)")
+@dataclass
+class PanelMarks:
+    """What is drawn on metric panels besides the curves."""
+
+    monitor: str | None = None
+    baselines: Mapping[str, float] = field(default_factory=dict)  # drawn on the monitor's panel
+    checkpoints: Sequence[int] = ()  # grey vertical lines
+    collapsed: Sequence[tuple[int, int]] = ()  # red bands on every panel
+    phases: Sequence[tuple[int, int]] = ()  # (stacks, first step): a labelled line where each phase starts
+
+
+def _panel(ax: Any, name: str, pts: Sequence[tuple[int, float]], marks: PanelMarks) -> None:
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 60 else None, lw=1.2, label=name)
+    for s in marks.checkpoints:
+        ax.axvline(s, color="grey", alpha=0.2, lw=0.7)
+    for a, b in marks.collapsed:
+        ax.axvspan(a, b, color="tab:red", alpha=0.15, lw=0)
+    for k, (value, step) in enumerate(marks.phases):
+        if k:
+            ax.axvline(step, color="tab:purple", ls=":", lw=1)
+            ax.annotate(f"{value} stacks", (step, 1), xycoords=("data", "axes fraction"), fontsize=6, va="top")
+    if name == marks.monitor:
+        for i, (label, value) in enumerate(marks.baselines.items()):
+            ax.axhline(value, ls="--", lw=1, color=f"C{i + 1}", label=f"baseline: {label} {num(value)}")
+        ax.legend(fontsize=6, loc="best")
+    ax.set_title(name + (" (monitored)" if name == marks.monitor else ""), fontsize=9)
+    ax.tick_params(labelsize=7)
+
+
+def metric_panels(
+    all_series: Mapping[str, Sequence[tuple[int, float]]], names: Sequence[str], marks: PanelMarks, path: Path, cols: int = 2
+) -> Path:
+    """One panel per metric in ``names`` order (row by row), with the baselines, checkpoints and collapse marked."""
+    names = list(names) or ["(no metrics)"]
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 2.5 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        _panel(ax, name, all_series.get(name, []), marks)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8)
     return _save(fig, path)
 
 
@@ -138,14 +162,64 @@ def bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str)
     return _save(fig, path)
 
 
-def overlaid(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str, ylabel: str) -> Path:
-    """Several runs' curves of one metric on one axis (a sweep)."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    for name, pts in curves.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, lw=1)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    if curves:
-        ax.legend(fontsize=6)
+def group_summary(
+    groups: Sequence[tuple[str, Sequence[float]]], baselines: Mapping[str, float], path: Path, metric: str, what: str
+) -> Path:
+    """Per group: every run's value (dots) and mean ± std (bar), beside the baselines (dashed lines)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 3), 3.6))
+    for i, (_, values) in enumerate(groups):
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        ax.errorbar([i], [mean], yerr=[std], fmt="s", color="black", capsize=6, ms=7, zorder=3)
+        ax.scatter([i + 0.08 * (j - (len(values) - 1) / 2) for j in range(len(values))], values, color="tab:blue", s=18)
+    for k, (label, value) in enumerate(baselines.items()):
+        ax.axhline(value, ls="--", lw=1, color=f"C{k + 1}", label=f"baseline: {label} {num(value)}")
+    ax.set_xticks(range(len(groups)), [_wrap(g) for g, _ in groups], fontsize=7)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylabel(f"{what} {metric}", fontsize=8)
+    ax.set_title(f"{what} {metric} per group: runs (dots), mean ± std (black)", fontsize=9)
+    if baselines:
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _wrap(label: str, width: int = 28) -> str:
+    parts, line = [], ""
+    for word in label.split(", "):
+        if line and len(line) + len(word) > width:
+            parts.append(line)
+            line = word
+        else:
+            line = f"{line}, {word}" if line else word
+    return "\n".join([*parts, line])
+
+
+def grouped_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    group_of: Mapping[str, str],
+    metrics: Sequence[str],
+    marks: PanelMarks,
+    path: Path,
+) -> Path:
+    """One panel per metric; every run's curve overlaid, one colour per group (seeds of a group share it)."""
+    colours = {g: f"C{i % 10}" for i, g in enumerate(dict.fromkeys(group_of.values()))}
+    metrics = list(metrics) or ["(no metrics)"]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 2.8 * len(metrics)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        seen: set[str] = set()
+        for run, by_metric in curves.items():
+            pts = by_metric.get(metric, [])
+            group = group_of[run]
+            label = None if group in seen else group
+            seen.add(group)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colours[group], lw=1, alpha=0.8, label=label)
+        if metric == marks.monitor:
+            for k, (name, value) in enumerate(marks.baselines.items()):
+                ax.axhline(value, ls="--", lw=1, color="grey", alpha=0.5 + 0.4 * (k % 2), label=f"baseline: {name} {num(value)}")
+        ax.set_title(metric, fontsize=9)
+        ax.legend(fontsize=6, loc="best")
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("step", fontsize=8)
     return _save(fig, path)

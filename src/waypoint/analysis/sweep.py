@@ -1,4 +1,5 @@
-"""A sweep (Hydra multirun) directory: one row per job, and overlaid curves of the monitored metric."""
+"""A sweep (Hydra multirun) directory: the comparison of its jobs (groups, seeds aggregated, baselines, curves,
+config diff) and one row per job (overrides, best and final monitored metric, steps, wall time, status)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,13 @@ import yaml
 
 from waypoint.checkpoint import CheckpointManager
 
-from . import plots
+from .compare_runs import CompareError, comparison_sections, job_dirs, load_runs
 from .render import Section, write_report
-from .report import read_metrics
+from .runinfo import is_run_dir, read_metrics
+
+__all__ = ["build_sweep_report", "is_run_dir", "is_sweep_dir", "job_dirs", "job_row"]
 
 FINISHED_TAGS = ("end", "final")
-
-
-def is_run_dir(path: Path) -> bool:
-    """A directory that holds a run's checkpoints or metrics."""
-    return (path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file()
 
 
 def is_sweep_dir(path: Path) -> bool:
@@ -29,11 +27,12 @@ def is_sweep_dir(path: Path) -> bool:
     return not is_run_dir(path) and any(is_run_dir(p) for p in path.iterdir() if p.is_dir())
 
 
-def job_dirs(sweep: Path) -> list[Path]:
-    """The run directories below a sweep dir (nested subdirs included), sorted by name."""
-    return sorted(
-        {p.parent for p in sweep.rglob("checkpoints") if p.is_dir()} | {p.parent for p in sweep.rglob("metrics.jsonl")}, key=str
-    )
+def _status(tags: set[str]) -> str:
+    if tags & set(FINISHED_TAGS):
+        return "finished"
+    if "preempt" in tags:
+        return "preempted"
+    return "failed" if "emergency" in tags else "unfinished"
 
 
 def job_row(job: Path, sweep: Path) -> dict[str, Any]:
@@ -49,8 +48,7 @@ def job_row(job: Path, sweep: Path) -> dict[str, Any]:
         "wall_time_s": None,
         "status": "no checkpoints",
     }
-    metrics = read_metrics(job)
-    times = [r["time"] for r in metrics if isinstance(r.get("time"), (int, float))]
+    times = [r["time"] for r in read_metrics(job) if isinstance(r.get("time"), (int, float))]
     if len(times) >= 2:
         row["wall_time_s"] = round(times[-1] - times[0], 1)
     if (job / "checkpoints").is_dir():
@@ -63,45 +61,37 @@ def job_row(job: Path, sweep: Path) -> dict[str, Any]:
                 # the last measured value: a checkpoint records the metric only when validated at its own step
                 row["final"] = next((i.metrics[mgr.monitor] for i in reversed(infos) if mgr.monitor in i.metrics), None)
                 row["best"] = best.metrics.get(mgr.monitor or "") if best else None
-                tags = set(last.tags)
-                row["status"] = (
-                    "finished"
-                    if tags & set(FINISHED_TAGS)
-                    else "preempted"
-                    if "preempt" in tags
-                    else "failed"
-                    if "emergency" in tags
-                    else "unfinished"
-                )
+                row["status"] = _status(set(last.tags))
     return row
 
 
+def jobs_section(sweep: Path, rows: list[dict[str, Any]]) -> Section:
+    """The job table: what each job's checkpoints say."""
+    monitor = next((r.get("monitor") for r in rows if r.get("monitor")), None) or ""
+    header = ["job", "overrides", f"best {monitor}", f"final {monitor}", "steps", "wall time (s)", "status"]
+    table = [[r["job"], r["overrides"], r["best"], r["final"], r["steps"], r["wall_time_s"], r["status"]] for r in rows]
+    return Section("Jobs", [f"{len(rows)} jobs in {sweep}."], tables=[(header, table)])
+
+
 def build_sweep_report(sweep: str | Path) -> dict[str, Any]:
-    """Write ``<sweep>/report/`` with the job table and overlaid curves; return the rows."""
+    """Write ``<sweep>/report/``: the comparison of the jobs and the job table; return the rows."""
     sweep = Path(sweep)
     out = sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = [job_row(j, sweep) for j in job_dirs(sweep)]
-    monitor = next((r.get("monitor") for r in rows if r.get("monitor")), None)
-    curves = {}
-    for job in job_dirs(sweep):
-        pts = [
-            (r["step"], float(r[monitor]))
-            for r in read_metrics(job)
-            if monitor and isinstance(r.get(monitor), (int, float)) and isinstance(r.get("step"), int)
-        ]
-        if pts:
-            curves[str(job.relative_to(sweep))] = pts
-    header = ["job", "overrides", f"best {monitor or ''}", f"final {monitor or ''}", "steps", "wall time (s)", "status"]
-    table = [[r["job"], r["overrides"], r["best"], r["final"], r["steps"], r["wall_time_s"], r["status"]] for r in rows]
-    sections = [
-        Section(
-            "Jobs",
-            [f"{len(rows)} jobs in {sweep}."],
-            tables=[(header, table)],
-            images=[plots.overlaid(curves, out / "sweep_curves.png", f"{monitor or 'metric'} per job", monitor or "")],
-        )
-    ]
-    paths = write_report(out, f"Waypoint sweep report: {sweep.name}", sections)
-    (out / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
-    return {"jobs": rows, **{k: str(v) for k, v in paths.items()}}
+    jobs = job_dirs(sweep)
+    rows = [job_row(j, sweep) for j in jobs]
+    sections = [jobs_section(sweep, rows)]
+    doc: dict[str, Any] = {}
+    title = f"Sweep · {sweep.name}"
+    try:
+        runs = load_runs(jobs) if jobs else []
+    except CompareError as exc:  # a sweep over model families: each job has its own report
+        sections[0].text.append(f"No comparison: {exc}.")
+        runs = []
+    if runs:
+        compared, doc = comparison_sections(runs, out)
+        sections = compared[:2] + sections + compared[2:]
+        title = f"{runs[0].family.label} sweep · {sweep.name}"
+    paths = write_report(out, title, sections)
+    (out / "summary.json").write_text(json.dumps({"jobs": rows, "comparison": doc}, indent=1, default=str))
+    return {"jobs": rows, "comparison": doc, **{k: str(v) for k, v in paths.items()}}

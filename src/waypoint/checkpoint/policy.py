@@ -152,6 +152,42 @@ class KeepTagged:
         return {c.name for c in candidates if c.tags & self.tags}
 
 
+def evolution_steps(count: int, total_steps: int) -> tuple[int, ...]:
+    """``count`` target steps spread evenly over a run of ``total_steps``: the first is 0, the last the end."""
+    if count <= 0 or total_steps <= 0:
+        return ()
+    if count == 1:
+        return (total_steps,)
+    return tuple(sorted({round(i * total_steps / (count - 1)) for i in range(count)}))
+
+
+@dataclass(frozen=True)
+class KeepEvolution:
+    """Keep about ``count`` snapshots spread over the planned run (``total_steps``), for parameter-evolution reports.
+
+    For each of ``count`` evenly spaced target steps (``evolution_steps``), the first valid checkpoint at or after
+    it is kept. A choice is stable while a run goes on: checkpoints arrive at later steps, so one chosen for a
+    target stays the first at or after it, and the snapshots kept by retention after every save are exactly those
+    chosen over the whole history. Emergency saves (a failing run's state) are never chosen.
+    """
+
+    count: int
+    total_steps: int
+
+    #: the label reports and tools give the checkpoints this pool keeps
+    label = "evolution"
+
+    def keep(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The first eligible checkpoint at or after each target step."""
+        eligible = sorted((c for c in candidates if c.valid and "emergency" not in c.tags), key=lambda c: (c.step, c.name))
+        out = set()
+        for target in evolution_steps(self.count, self.total_steps):
+            first = next((c for c in eligible if c.step >= target), None)
+            if first is not None:
+                out.add(first.name)
+        return out
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """A union of pools. With no pools at all, everything is kept."""
@@ -170,6 +206,10 @@ class RetentionPolicy:
         if newest_valid is not None:
             keep.add(newest_valid.name)
         return keep
+
+    def evolution(self, candidates: Sequence[Candidate]) -> set[str]:
+        """The evolution snapshots among ``candidates`` (what this policy's ``KeepEvolution`` pools keep)."""
+        return {n for pool in self.pools if isinstance(pool, KeepEvolution) for n in pool.keep(candidates)}
 
     def to_delete(self, candidates: Sequence[Candidate], protect: frozenset[str] = frozenset()) -> list[str]:
         """Names retention removes, oldest first."""
@@ -248,7 +288,7 @@ class SaveTriggers:
 
 
 # ---------------------------------------------------------------------------------------------- persistence
-_POOLS = {cls.__name__: cls for cls in (KeepLast, KeepBest, KeepMilestones, KeepEveryN, KeepTagged)}
+_POOLS = {cls.__name__: cls for cls in (KeepLast, KeepBest, KeepMilestones, KeepEveryN, KeepTagged, KeepEvolution)}
 
 
 def policy_to_json(policy: RetentionPolicy) -> list[dict]:

@@ -15,7 +15,16 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from waypoint.checkpoint.policy import KeepBest, KeepEveryN, KeepLast, KeepMilestones, KeepTagged, RetentionPolicy, SaveTriggers
+from waypoint.checkpoint.policy import (
+    KeepBest,
+    KeepEveryN,
+    KeepEvolution,
+    KeepLast,
+    KeepMilestones,
+    KeepTagged,
+    RetentionPolicy,
+    SaveTriggers,
+)
 from waypoint.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,7 +60,10 @@ def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any
 
 
 def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) -> RetentionPolicy:
-    """Retention pools from the ``checkpoint`` group (no pools at all with ``keep_all``)."""
+    """Retention pools from the ``checkpoint`` group (no pools at all with ``keep_all``).
+
+    ``keep_evolution`` snapshots are spread over ``total_steps``, the planned run.
+    """
     if ck.keep_all:
         return RetentionPolicy()
     pools: list[Any] = [KeepTagged(frozenset({"pinned"}))]
@@ -70,6 +82,8 @@ def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) 
         )
     if ck.keep_every_n_steps:
         pools.append(KeepEveryN(int(ck.keep_every_n_steps)))
+    if ck.get("keep_evolution"):
+        pools.append(KeepEvolution(int(ck.keep_evolution), total_steps))
     return RetentionPolicy(tuple(pools))
 
 
