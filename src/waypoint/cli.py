@@ -57,7 +57,9 @@ def stores(location: str) -> list[Path | str]:
     it; a location with none is refused in one sentence (never a success over nothing)."""
     try:
         root = refs.checkpoints_root(location)
-    except refs.BadReferenceError:
+    except refs.BadReferenceError as exc:
+        if not refs.is_url(location) and not Path(location).exists():
+            raise UsageError(str(exc)) from None
         root = None
     if root is not None and (refs.is_url(root) or Path(root).is_dir()):
         with CheckpointManager(root, read_only=True) as mgr:  # an unreachable or missing bucket: one sentence, exit 2

@@ -80,7 +80,7 @@ IMPORT_CASES = {
 
 
 @pytest.mark.parametrize("case", list(IMPORT_CASES))
-def test_import_of_bad_input_is_one_sentence_exit_1_bounded_and_writes_nothing(tmp_path, capsys, case):
+def test_import_of_bad_input_is_one_sentence_exit_2_bounded_and_writes_nothing(tmp_path, capsys, case):
     build, phrase = IMPORT_CASES[case]
     src = tmp_path / "in.pth"
     build(src)
@@ -90,7 +90,7 @@ def test_import_of_bad_input_is_one_sentence_exit_1_bounded_and_writes_nothing(t
     took = time.monotonic() - started
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err  # bad input: waypoint.errors
     assert err.startswith("waypoint: ") and err.count("\n") == 1 and phrase in err, err
     assert "Traceback" not in err
     assert took < 10, f"{case}: {took:.1f}s"
@@ -105,7 +105,7 @@ def test_max_bytes_lets_a_trusted_compressed_file_in(tmp_path, capsys):
     assert main(["import", str(src), str(tmp_path / "run"), "--max-bytes", str(200 * MiB)]) == 0
     with CheckpointManager(tmp_path / "run" / "checkpoints", read_only=True) as mgr:
         assert mgr.restore("tag:imported")["w"].numel() == 24 * MiB // 4 * 4
-    assert main(["import", str(src), str(tmp_path / "run2"), "--max-bytes", str(MiB)]) == 1
+    assert main(["import", str(src), str(tmp_path / "run2"), "--max-bytes", str(MiB)]) == 2
     assert "--max-bytes" in capsys.readouterr().err
 
 
@@ -150,10 +150,10 @@ def show_empty(run: Path) -> list[str]:
 
 
 CLI_CASES = {
-    "LOCK is a symlink": (lock_symlink, 1, "symbolic link"),
-    "packs/ is a file": (packs_file, 1, "not a directory"),
-    "export under a regular file": (export_under_a_file, 1, "cannot write"),
-    "export into an unwritable directory": (export_unwritable, 1, "cannot write"),
+    "LOCK is a symlink": (lock_symlink, 2, "symbolic link"),
+    "packs/ is a file": (packs_file, 2, "not a directory"),
+    "export under a regular file": (export_under_a_file, 2, "cannot write"),
+    "export into an unwritable directory": (export_unwritable, 2, "cannot write"),
     "show on an empty store": (show_empty, 2, "no checkpoint"),
     "import --step -1": (lambda run: ["import", str(run.parent / "none.pth"), str(run), "--step", "-1"], 2, "negative"),
 }

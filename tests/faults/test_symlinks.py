@@ -150,6 +150,6 @@ def test_export_onto_a_planted_output_symlink_is_refused_and_its_target_untouche
     out = tmp_path / "model.pt"
     os.symlink(victim, out)
     os.unlink(victim)  # a dangling link: exists() says False, yet writing through it would create the target
-    assert main(["export", f"{root}@latest", str(out), "--format", "pt"]) == 1
+    assert main(["export", f"{root}@latest", str(out), "--format", "pt"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert not victim.exists()

@@ -40,7 +40,7 @@ def test_rm_deletes_one_checkpoint_and_frees_its_own_tensors(run_dir, capsys):
 def test_rm_refuses_pinned_best_and_latest_without_force(run_dir, capsys, selector, why):
     assert main(["pin", f"{run_dir}@step:10"]) == 0
     capsys.readouterr()
-    assert main(["rm", f"{run_dir}@{selector}"]) == 1
+    assert main(["rm", f"{run_dir}@{selector}"]) == 2  # refused as asked: a usage error
     err = capsys.readouterr().err
     assert why in err and "--force" in err
     assert len(names(run_dir)) == 4

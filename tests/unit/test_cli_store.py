@@ -67,7 +67,7 @@ def test_console_script_runs_as_module(run_dir):
 def test_import_of_a_file_recording_a_negative_step_is_refused_and_writes_no_checkpoint(tmp_path, capsys):
     src = tmp_path / "neg.pth"
     torch.save({"step": -5, "w": torch.ones(1)}, src)
-    assert main(["import", str(src), str(tmp_path / "run")]) == 1
+    assert main(["import", str(src), str(tmp_path / "run")]) == 2  # unusable input
     err = capsys.readouterr().err
     assert "cannot be negative" in err and "--step" in err and err.count("\n") == 1
     assert not list((tmp_path / "run" / "checkpoints").glob("step_*"))
