@@ -22,3 +22,5 @@ def test_object_store_bench_smoke(tmp_path: Path, s3_endpoint) -> None:  # s3_en
     doc = json.loads(out.read_text())
     assert set(doc["medians"]) == {"local disk", "S3 (moto, 127.0.0.1)"}
     assert "| S3 (moto, 127.0.0.1) |" in proc.stdout
+    (row,) = doc["rows"]  # without --train: the ranged-restore target only
+    assert row["key"] == "s3_restore_fetched" and row["fetched"] > 0 and row["met"] == (row["ratio"] <= 1.2)
