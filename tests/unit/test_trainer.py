@@ -16,7 +16,8 @@ from waypoint.checkpoint import CheckpointManager, RetentionPolicy, SaveTriggers
 from waypoint.config import CheckpointConfig, TrainerConfig
 from waypoint.tasks.base import StepContext
 from waypoint.tracking.metrics import MetricsLog
-from waypoint.training.trainer import MonitorError, NonFiniteLossError, Preempted, Schedule, Trainer
+from waypoint.training.build import Schedule
+from waypoint.training.trainer import MonitorError, NonFiniteLossError, Preempted, Trainer
 
 
 class Points(Dataset):

@@ -50,74 +50,77 @@ def _plain_key(key: Any) -> bool:
 
 def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """Split a nested state into a flat ``{key: tensor}`` table and a JSON-able tree."""
-    tensors: dict[str, torch.Tensor] = {}
-    seen: dict[tuple, str] = {}
+    enc = _Encoder()
+    tree = enc.walk(state, "")
+    return enc.tensors, tree
 
-    def tensor_ref(value: torch.Tensor, path: str, marker: str) -> dict[str, str]:
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}/{_key_part(key)}" if path else _key_part(key)
+
+
+class _Encoder:
+    """One ``encode``: the tensors found so far, and which storage each came from (aliases are stored once)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.seen: dict[tuple, str] = {}
+
+    def tensor_ref(self, value: torch.Tensor, path: str, marker: str) -> dict[str, Any]:
         if value.is_sparse or value.layout != torch.strided:
             raise UnsupportedValueError(f"state value at '{path}' is a {value.layout} tensor; only dense tensors can be saved")
         if value.is_meta:
             raise UnsupportedValueError(f"state value at '{path}' is a meta tensor without data")
-        identity = (
-            (
-                value.device,
-                value.untyped_storage().data_ptr(),
-                value.storage_offset(),
-                tuple(value.shape),
-                tuple(value.stride()),
-                value.dtype,
-            )
-            if value.numel()
-            else None
-        )
+        identity = None
+        if value.numel():
+            storage = value.untyped_storage().data_ptr()
+            identity = (value.device, storage, value.storage_offset(), tuple(value.shape), tuple(value.stride()), value.dtype)
         key = path or "_"
-        if marker == "__tensor__" and identity is not None and identity in seen:
-            tensors[key] = tensors[seen[identity]]
-            return {"__alias__": [key, seen[identity]]}
-        tensors[key] = value
+        if marker == "__tensor__" and identity is not None and identity in self.seen:
+            self.tensors[key] = self.tensors[self.seen[identity]]
+            return {"__alias__": [key, self.seen[identity]]}
+        self.tensors[key] = value
         if marker == "__tensor__" and identity is not None:
-            seen[identity] = key
+            self.seen[identity] = key
         return {marker: key}
 
-    def walk(value: Any, path: str) -> Any:
+    def walk(self, value: Any, path: str) -> Any:
         if isinstance(value, torch.Tensor):
-            return tensor_ref(value.detach(), path, "__tensor__")
+            return self.tensor_ref(value.detach(), path, "__tensor__")
         if isinstance(value, np.ndarray):
             if value.dtype == object:
                 raise UnsupportedValueError(f"state value at '{path}' is a numpy object array; only numeric arrays can be saved")
-            return tensor_ref(torch.from_numpy(np.ascontiguousarray(value)), path, "__ndarray__")
+            return self.tensor_ref(torch.from_numpy(np.ascontiguousarray(value)), path, "__ndarray__")
         if isinstance(value, np.generic):
             return {"__numpy_scalar__": [value.dtype.str, value.item()]}
-        if value is None or isinstance(value, (bool, str)):
-            return value
-        if isinstance(value, int):
+        if value is None or isinstance(value, (bool, str, int)):
             return value
         if isinstance(value, float):
             if math.isfinite(value):
                 return value
             return {"__float__": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
         if isinstance(value, dict):
-            if all(_plain_key(k) for k in value):
-                return {k: walk(v, f"{path}/{_key_part(k)}" if path else _key_part(k)) for k, v in value.items()}
-            items = []
-            for k, v in value.items():
-                if not (k is None or isinstance(k, (str, int, float, bool))):
-                    raise UnsupportedValueError(
-                        f"state dict at '{path or '/'}' has a key of type {type(k).__name__}; "
-                        "keys must be str, int, float, bool or None"
-                    )
-                items.append([walk(k, path), walk(v, f"{path}/{_key_part(k)}" if path else _key_part(k))])
-            return {"__dict__": items}
+            return self.mapping(value, path)
         if isinstance(value, (list, tuple)):
-            encoded = [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(value)]
+            encoded = [self.walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(value)]
             return {"__tuple__": encoded} if isinstance(value, tuple) else encoded
         raise UnsupportedValueError(
             f"state value at '{path or '/'}' is a {type(value).__module__}.{type(value).__qualname__}, "
             "which is neither a tensor nor JSON-representable; convert it (e.g. to a dict or str) before saving"
         )
 
-    tree = walk(state, "")
-    return tensors, tree
+    def mapping(self, value: dict, path: str) -> Any:
+        if all(_plain_key(k) for k in value):
+            return {k: self.walk(v, _child(path, k)) for k, v in value.items()}
+        items = []
+        for k, v in value.items():
+            if not (k is None or isinstance(k, (str, int, float, bool))):
+                raise UnsupportedValueError(
+                    f"state dict at '{path or '/'}' has a key of type {type(k).__name__}; "
+                    "keys must be str, int, float, bool or None"
+                )
+            items.append([self.walk(k, path), self.walk(v, _child(path, k))])
+        return {"__dict__": items}
 
 
 def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -131,11 +132,20 @@ def build_task(model_cfg: DictConfig, data: Any, seed: int, **extra: Any) -> Any
     return instantiate(model_cfg, data=data, seed=seed, _recursive_=False, **extra)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length and batches, derived when a run starts (from the data and the ``trainer`` group)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    num_workers: int = 0
+    seed: int = 0
+
+
 def task_and_schedule(cfg: DictConfig, world_size: int = 1, *, shards: bool = False, **extra: Any) -> tuple[Any, Any]:
     """The task and the run's schedule (steps, batches), checked: a training set smaller than one batch, a batch
     the processes cannot split, a task that cannot be sharded are refused in one sentence (ConfigError)."""
-    from waypoint.training.trainer import Schedule
-
     data, workers = build_data(cfg.data)
     task = build_task(cfg.model, data, int(cfg.seed), **extra)
     n, batch = len(task.train_dataset()), int(data.batch_size)

@@ -23,9 +23,10 @@ from waypoint.checkpoint.refs import open_ref
 from waypoint.config import ConfigError, TrainerConfig
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.training import build
+from waypoint.training.build import Schedule
 from waypoint.training.rundir import ConfigChangedError, config_diff
 from waypoint.training.state import seed_everything
-from waypoint.training.trainer import Schedule, Trainer
+from waypoint.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

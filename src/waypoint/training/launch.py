@@ -31,12 +31,13 @@ from waypoint.tracking import logs
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.wandb_run import WandbRun
 from waypoint.training import build, init_from, resume
+from waypoint.training.build import Schedule
 from waypoint.training.evaluate import evaluate
 from waypoint.training.rundir import save_hydra_files
 from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import Aborted, StopFlag, listen
 from waypoint.training.state import seed_everything
-from waypoint.training.trainer import NonFiniteLossError, PeerFailed, Preempted, Schedule, Trainer
+from waypoint.training.trainer import NonFiniteLossError, PeerFailed, Preempted, Trainer
 from waypoint.units import human_bytes
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.progress import ProgressBar
-from waypoint.training.build import monitored_metric
+from waypoint.training.build import Schedule, monitored_metric
 from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import StopFlag
 from waypoint.training.state import Progress, rng_state, seed_everything, set_rng_state
@@ -60,17 +59,6 @@ class _StopInValidation(Exception):
 
 class PeerFailed(Exception):
     """Another rank raised an error at this step boundary (its own output has the traceback)."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The run's length and batches, derived when a run starts (from the data and the ``trainer`` group)."""
-
-    total_steps: int
-    steps_per_epoch: int
-    batch_size: int
-    num_workers: int = 0
-    seed: int = 0
 
 
 class Trainer:
