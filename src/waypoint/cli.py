@@ -122,6 +122,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every committed checkpoint (of every run beneath a ``checkpoint.root``); exit 1 naming each damaged one."""
     roots = stores(args.run_dir)
+    if args.repair:
+        return _repair(args, roots)
     report: dict[str, list[str]] = {}
     for root in roots:
         with CheckpointManager(root, read_only=True) as mgr:
@@ -142,15 +144,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if bad else EXIT_OK
 
 
+def _repair(args: argparse.Namespace, roots: list[Path | str]) -> int:
+    """``verify --repair``: per checkpoint ok, repaired (saying how) or damaged (naming what is left); exit 1 if any
+    stays damaged."""
+    backup = args.backup or refs.saved_checkpoint_config(args.run_dir).get("backup_to")
+    outcomes = {}
+    for root in roots:
+        with CheckpointManager(root, backup=str(refs.backup_root(backup)) if backup else None) as mgr:
+            found = mgr.repair(add_parity=args.add_parity)
+        outcomes.update({(f"{root}/{n}" if len(roots) > 1 else n): o for n, o in found.items()})
+    damaged = [n for n, o in outcomes.items() if o.status == "damaged"]
+
+    def text() -> None:
+        for name, o in outcomes.items():
+            print(f"{o.status:<9} {name}" + "".join(f"\n  {line}" for line in (*o.done, *o.problems)))
+        counts = {s: sum(o.status == s for o in outcomes.values()) for s in ("ok", "repaired", "damaged")}
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + (f"; still damaged: {', '.join(damaged)}" if damaged else ""))
+
+    _emit(args, {n: o.to_json() for n, o in outcomes.items()}, text)
+    return EXIT_FAILED if damaged else EXIT_OK
+
+
 def cmd_du(args: argparse.Namespace) -> int:
     """Logical bytes (what plain saves would write) vs physical bytes on disk."""
     with open_store(args.run_dir) as mgr:
         infos = [i for i in mgr.list() if i.valid]
-        logical, physical = sum(i.logical_bytes for i in infos), mgr.physical_bytes()
+        logical, physical, parity = sum(i.logical_bytes for i in infos), mgr.physical_bytes(), mgr.parity_bytes()
     doc = {
         "checkpoints": len(infos),
         "logical_bytes": logical,
         "physical_bytes": physical,
+        "parity_bytes": parity,
         "ratio": round(physical / logical, 4) if logical else None,
     }
     _emit(
@@ -159,6 +183,7 @@ def cmd_du(args: argparse.Namespace) -> int:
         lambda: print(
             f"{len(infos)} checkpoints: logical {human_bytes(logical)}, physical {human_bytes(physical)}"
             + (f" ({doc['ratio']:.2f}x of logical)" if logical else "")
+            + (f", of which parity {human_bytes(parity)}" if parity else "")
         ),
     )
     return EXIT_OK
@@ -410,7 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify", cmd_verify, "waypoint verify outputs/dino/run"),
         ("du", cmd_du, "waypoint du outputs/stackwise/run --json"),
     ):
-        add(name, fn, example).add_argument("run_dir", metavar="RUN_DIR", help="a run directory or its checkpoints/ directory")
+        p = add(name, fn, example)
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory or its checkpoints/ directory")
+        if name == "verify":
+            p.add_argument("--repair", action="store_true", help="rebuild damage from parity, spare copies and the backup")
+            p.add_argument("--add-parity", action="store_true", help="with --repair: give parity to packs without it")
+            p.add_argument("--backup", help="with --repair: the backup to repair from (default: the run's checkpoint.backup_to)")
     add("show", cmd_show, "waypoint show outputs/dino/run@best").add_argument("ref", metavar="REF")
     p = add("diff", cmd_diff, "waypoint diff outputs/dino/run@step:100 outputs/dino/run@latest")
     p.add_argument("a", metavar="A")

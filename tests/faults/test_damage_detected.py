@@ -90,7 +90,11 @@ def test_verify_names_exactly_the_checkpoint_whose_file_was_damaged(two_step_sto
     assert all(isinstance(p, str) and p for p in report[NEW])
 
 
-@pytest.mark.parametrize("kind", list(DAMAGE))
+#: damage a writable open repairs from the checkpoint's spare copies (manifest.json.copy, state.json.copy)
+REPAIRABLE = [k for k in DAMAGE if k.startswith(("manifest.json", "state.json"))]
+
+
+@pytest.mark.parametrize("kind", [k for k in DAMAGE if k not in REPAIRABLE])
 def test_restore_latest_falls_back_to_the_newest_intact_checkpoint_with_a_warning(two_step_store, kind):
     root, s1, _ = two_step_store
     DAMAGE[kind](root, NEW)
@@ -99,6 +103,17 @@ def test_restore_latest_falls_back_to_the_newest_intact_checkpoint_with_a_warnin
             state, info = mgr.restore_with_info("latest")
     assert info.name == OLD
     assert_state_equal(state, s1)
+
+
+@pytest.mark.parametrize("kind", REPAIRABLE)
+def test_restore_latest_repairs_a_damaged_manifest_or_state_from_its_spare_copy(two_step_store, kind, caplog):
+    root, _, s2 = two_step_store
+    DAMAGE[kind](root, NEW)
+    with CheckpointManager(root) as mgr, caplog.at_level("INFO", logger="waypoint.checkpoint.manager"):
+        state, info = mgr.restore_with_info("latest")
+        assert mgr.verify() == {OLD: [], NEW: []}
+    assert info.name == NEW and f"repaired {NEW}" in caplog.text
+    assert_state_equal(state, s2)
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))

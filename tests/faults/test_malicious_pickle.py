@@ -102,14 +102,14 @@ def test_load_foreign_still_loads_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(obj["state_dict"]["w"], torch.arange(3.0)) and obj["global_step"] == 7
 
 
-def test_cli_import_of_a_malicious_file_exits_1_with_one_line_and_no_marker(tmp_path):
+def test_cli_import_of_a_malicious_file_exits_2_with_one_line_and_no_marker(tmp_path):
     marker, path = tmp_path / "MARKER", tmp_path / "evil.pth"
     torch_zip_with_os_system(path, marker)
     run = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "waypoint", "import", str(path), str(run)], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # refused input
     assert "refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists()

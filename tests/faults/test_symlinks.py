@@ -61,15 +61,26 @@ def test_restore_refuses_a_checkpoint_with_a_symlinked_file(two_step_store, tmp_
             mgr.restore("step:2")
 
 
-@pytest.mark.parametrize("what", list(PLANTS))
-def test_restore_latest_skips_a_checkpoint_with_a_symlinked_file_with_a_warning(two_step_store, tmp_path, what):
+def test_restore_latest_skips_a_checkpoint_with_a_symlinked_pack_with_a_warning(two_step_store, tmp_path):
     root, s1, _ = two_step_store
-    PLANTS[what](root, tmp_path / "outside")
+    PLANTS["pack"](root, tmp_path / "outside")
     with CheckpointManager(root) as mgr:
         with pytest.warns(UserWarning, match=NEW):
             state, info = mgr.restore_with_info("latest")
     assert info.name == OLD
     assert_state_equal(state, s1)
+
+
+@pytest.mark.parametrize("what", ["state.json", "manifest.json"])
+def test_a_symlinked_manifest_or_state_is_replaced_by_its_spare_copy_and_the_target_left_alone(two_step_store, tmp_path, what):
+    root, _, s2 = two_step_store
+    PLANTS[what](root, tmp_path / "outside")
+    before = (tmp_path / "outside" / what).read_bytes()
+    with CheckpointManager(root) as mgr:
+        state, info = mgr.restore_with_info("latest")
+    assert info.name == NEW and not (root / NEW / what).is_symlink()
+    assert_state_equal(state, s2)
+    assert (tmp_path / "outside" / what).read_bytes() == before
 
 
 def test_a_symlink_to_a_foreign_file_in_place_of_a_pack_is_reported_as_a_symlink(two_step_store, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +60,28 @@ def test_sigkill_and_the_same_command_give_the_uninterrupted_final_digest(
     assert final_digest(run_dir) == reference(family)
     steps = [r["step"] for r in metrics_rows(run_dir) if "train/loss" in r]
     assert steps == sorted(steps) and len(steps) == len(set(steps)), "metrics.jsonl repeats or reorders steps after resume"
+
+
+def test_a_damaged_resume_source_is_repaired_from_its_parity_and_the_run_ends_bit_exact(
+    tmp_path: Path, reference: Callable, rng: random.Random
+) -> None:
+    """The newest checkpoint's own pack loses 1/16 of its bytes while the run is down: the rerun repairs it (and
+    says so in train.log) instead of falling back, and ends with the uninterrupted run's digest."""
+    args = [*FAMILIES["universeg"], *RUN, "checkpoint.parity=true"]
+    for attempt in range(4):
+        run_dir = tmp_path / f"run{attempt}"
+        if kill_after(start_train(run_dir, *args), lambda: len(committed(run_dir)) >= 2, delay=0.0):  # noqa: B023
+            break
+    else:
+        pytest.fail("every attempt finished before it could be killed")
+    newest = committed(run_dir)[-1]
+    manifests = [json.loads((c / "manifest.json").read_text()) for c in committed(run_dir)]
+    own = set(manifests[-1]["packs"]) - {p for m in manifests[:-1] for p in m["packs"]}
+    pack = newest.parent / "packs" / sorted(own)[0]
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + len(data) // 16] = bytes(len(data) // 16)
+    pack.write_bytes(bytes(data))
+    run_train(run_dir, *args)
+    log = (run_dir / "train.log").read_text()
+    assert f"repaired {newest.name}: pack" in log and f"resuming from {newest.name}" in log, log[-2000:]
+    assert final_digest(run_dir) == reference("universeg")

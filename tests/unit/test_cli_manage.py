@@ -90,7 +90,7 @@ def test_export_part_as_safetensors_strips_the_prefix(run_dir, tmp_path, capsys)
 def test_export_refuses_to_overwrite(run_dir, tmp_path):
     out = tmp_path / "x.pt"
     out.write_text("precious")
-    assert main(["export", str(run_dir), str(out), "--format", "pt"]) == 1
+    assert main(["export", str(run_dir), str(out), "--format", "pt"]) == 2  # refused as asked
     assert out.read_text() == "precious"
 
 
@@ -114,7 +114,7 @@ def test_import_refuses_code_executing_pickle(tmp_path, capsys):
             return (os.system, (f"touch {marker}",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    assert main(["import", str(tmp_path / "evil.pt"), str(tmp_path / "imp")]) == 1
+    assert main(["import", str(tmp_path / "evil.pt"), str(tmp_path / "imp")]) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
 

@@ -21,7 +21,7 @@ from waypoint.checkpoint import CheckpointManager
 
 @pytest.fixture
 def mgr(tmp_path):
-    frozen = torch.randn(8, 8)
+    frozen = torch.randn(64, 64)  # big enough that storing it once shows beside the manifests
     with CheckpointManager(tmp_path / "ck") as m:
         for step, scale in ((1, 1.0), (2, 2.0), (3, 4.0)):
             live = torch.ones(4, 4) * scale

@@ -180,7 +180,9 @@ def make_writer(store: Any, generation: int | None, finish: Callable[[Any, list[
             _refuse_byte_items(items)
             tensors = [planner.resolve_data(item).detach() for item in items]
             known = store.known
-            records, pack = write_pack(store.backend, tensors, known.__contains__, store.pool, generation=generation)
+            records, pack = write_pack(
+                store.backend, tensors, known.__contains__, store.pool, generation=generation, parity=store.parity
+            )
             results = []
             for item, rec in zip(items, records):
                 td = item.tensor_data
@@ -231,7 +233,7 @@ def committed_parts(
     packs: dict[str, dict] = {}
     for name in sorted({r.pack for r in records.values() if r.pack is not None}):
         if name in new:
-            packs[name] = {"bytes": new[name].size, "header_sha256": new[name].header_sha256}
+            packs[name] = new[name].entry()
         elif name in pack_meta:
             packs[name] = dict(pack_meta[name])
         else:

@@ -27,9 +27,10 @@ def write_all(fd: int, data: memoryview | bytes) -> None:
         view = view[written:]
 
 
-def create_exclusive(path: Path) -> int:
-    """Open a new file for writing; fails if anything (a symlink included) is already there."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+def create_exclusive(path: Path, readable: bool = False) -> int:
+    """Open a new file for writing (``readable``: and reading); fails if anything (a symlink included) is there."""
+    mode = os.O_RDWR if readable else os.O_WRONLY
+    return os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
 
 def write_file_durable(path: Path, data: bytes) -> None:

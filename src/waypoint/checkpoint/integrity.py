@@ -66,26 +66,42 @@ def open_pack(backend: Backend, pack_name: str, manifest: Mapping[str, Any]) -> 
         )
         raise IntegrityError(f"pack {pack_name} {what}") from None
     try:
-        header = _read_header(reader, pack_name)
-        if (
-            expected is None
-            or reader.size != expected["bytes"]
-            or hashlib.sha256(header).hexdigest() != expected["header_sha256"]
-        ):
-            raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
-        try:
-            entries = parse_entries(json.loads(header[8:]), pack_name)
-        except ValueError:
-            raise IntegrityError(f"pack {pack_name} has a damaged header") from None
+        entries, start = check_header(reader, pack_name, expected)
     except BaseException as exc:
         reader.close()
         if isinstance(exc, OSError):
             raise IntegrityError(f"pack {pack_name} cannot be read ({exc.strerror or exc})") from None
         raise
-    return entries, len(header), reader
+    return entries, start, reader
 
 
-def _read_header(reader: Reader, pack_name: str) -> bytes:
+def check_header(reader: Any, pack_name: str, expected: Mapping[str, Any] | None) -> tuple[dict, int]:
+    """A pack's tensor entries and data start, its size and header SHA-256 checked against what the manifest
+    recorded (``expected``); IntegrityError otherwise."""
+    header = _read_header(reader, pack_name)
+    if expected is None or reader.size != expected["bytes"] or hashlib.sha256(header).hexdigest() != expected["header_sha256"]:
+        raise IntegrityError(f"pack {pack_name} does not match its recorded size and header SHA-256")
+    try:
+        return parse_entries(json.loads(header[8:]), pack_name), len(header)
+    except ValueError:
+        raise IntegrityError(f"pack {pack_name} has a damaged header") from None
+
+
+def check_pack(reader: Any, pack_name: str, expected: Mapping[str, Any]) -> str | None:
+    """The first problem of a whole pack read through ``reader`` (size, header, every tensor), or None."""
+    try:
+        entries, start = check_header(reader, pack_name, expected)
+    except IntegrityError as exc:
+        return str(exc)
+    for cid, entry in entries.items():
+        rec = TensorRecord(cid, entry["dtype"], tuple(entry["shape"]), entry_nbytes(entry))
+        problem = verify_tensor(reader, entries, start, rec, pack_name)
+        if problem:
+            return problem
+    return None
+
+
+def _read_header(reader: Any, pack_name: str) -> bytes:
     """The header bytes (length prefix included) of an open pack, read from the very object that was opened."""
     prefix = reader.read(0, min(reader.size, _FIRST_READ))  # one request holds most headers whole
     if len(prefix) < 8:
@@ -108,7 +124,7 @@ def entry_of(entries: Mapping[str, dict], rec: TensorRecord, pack_name: str) -> 
     return entry
 
 
-def verify_tensor(reader: Reader, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+def verify_tensor(reader: Any, entries: Mapping[str, dict], start: int, rec: TensorRecord, pack_name: str) -> str | None:
     """Re-hash one tensor of an open pack; the problem found, or None when it matches its content id."""
     entry = entries.get(rec.id)
     if entry is None or entry_nbytes(entry) != rec.nbytes:
@@ -130,7 +146,7 @@ def verify_tensor(reader: Reader, entries: Mapping[str, dict], start: int, rec: 
     return None if h.id == rec.id else f"tensor {rec.id[:12]} in pack {pack_name} does not match its {HASH_NAMES[algorithm]}"
 
 
-def _verify_encoded(reader: Reader, entry: Mapping[str, Any], start: int, rec: TensorRecord, pack_name: str) -> str | None:
+def _verify_encoded(reader: Any, entry: Mapping[str, Any], start: int, rec: TensorRecord, pack_name: str) -> str | None:
     """Check a compressed tensor: its stored bytes against their BLAKE3, then its decoded bytes against its content id."""
     begin, end = entry["data_offsets"]
     try:

@@ -22,8 +22,10 @@ from . import manifest as mf
 from .compress import check_choice as check_compression
 from .manifest import CheckpointInfo
 from .packs import IntegrityError
+from .parity import SUFFIX as PARITY
 from .policy import Candidate, KeepBest, KeepLast, RetentionPolicy, policy_from_json, policy_to_json
 from .repack import bytes_freed_by_deleting, repack_sparse
+from .repair import repair
 from .storage import BackendError, LeaseLostError
 from .store import CheckpointError, CheckpointStore, SaveRequest, check_step
 from .writer import BackgroundWriter, Snapshots
@@ -77,7 +79,10 @@ class CheckpointManager:
     saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
 
     ``compression="zstd"`` stores the tensors new saves write byte-grouped and zstd-compressed where that
-    shrinks them (``checkpoint.compression``; see ``compress``); reading needs no setting.
+    shrinks them (``checkpoint.compression``; see ``compress``); reading needs no setting. ``parity=True`` gives
+    every new pack a parity object (``checkpoint.parity``; see ``parity``), from which ``repair`` rebuilds damage;
+    ``backup`` names the checkpoints root of a backup of this store (``checkpoint.backup_to``) that ``repair``
+    copies what is still damaged from.
     """
 
     def __init__(
@@ -90,10 +95,13 @@ class CheckpointManager:
         read_only: bool = False,
         snapshot_blocking: bool = True,
         compression: str = "none",
+        parity: bool = False,
+        backup: str | None = None,
     ) -> None:
         check_compression(compression)
         self.store = CheckpointStore(root, writable=not read_only)
-        self.store.compression = compression
+        self.store.compression, self.store.parity = compression, parity
+        self.backup = backup  # where a damaged checkpoint is repaired from when its own redundancy is not enough
         self.root = self.store.root
         self.policy = policy
         self.monitor, self.mode = monitor, mode
@@ -383,13 +391,14 @@ class CheckpointManager:
         """The verified JSON state of a checkpoint, with tensors shown as markers (nothing decoded, no tensor read)."""
         return self.store.read_tree(self.one(selector).name)
 
-    def verify_one(self, selector: str) -> list[str]:
-        """Re-hash everything one checkpoint depends on; its problems (empty when it verifies)."""
+    def verify_one(self, selector: str, parity: bool = True) -> list[str]:
+        """Re-hash everything one checkpoint depends on (``parity=False``: but not its packs' parity, which a restore
+        does not need); its problems (empty when it verifies)."""
         self.writer.wait()
         info = self.one(selector)
         if not info.valid and self.store.catalog.manifests.get(info.name) is None:
             return [info.problem or "damaged"]
-        return self.store.verify_current(info.name) or []
+        return self.store.verify_current(info.name, parity=parity) or []
 
     def sizes(self, selector: str) -> CheckpointSizes:
         """What one checkpoint occupies: logical bytes, its own files (manifest, JSON state), the packs it names."""
@@ -397,6 +406,10 @@ class CheckpointManager:
         manifest = mf.Manifest.from_json(self.store.manifest(info.name))
         own = self.store.own_bytes(info.name)
         return CheckpointSizes(info.name, manifest.logical_bytes, own, manifest.packs)
+
+    def parity_bytes(self) -> int:
+        """Bytes of the packs' parity objects (part of ``physical_bytes``)."""
+        return sum(n for key, n in self.store.backend.list("packs/").items() if key.endswith(PARITY))
 
     def physical_bytes(self) -> int:
         """Bytes the checkpoints root occupies on disk: packs (each stored once), manifests, state files, index."""
@@ -458,13 +471,13 @@ class CheckpointManager:
         if not order:
             raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}")
         for info in order:
+            if not info.valid and self.store.writable:  # a damaged resume source is repaired before falling back
+                info = self._repaired(info)
             if fallback and not info.valid:
                 warnings.warn(f"skipping damaged checkpoint {info.name}: {info.problem}", stacklevel=2)
                 continue
             try:
-                tree, tensors, _ = self.store.load(info.name, verify=verify, mmap=mmap)
-                if dcp.is_sharded(tree):  # saved by several ranks: assembled into full tensors here
-                    tree, tensors = dcp.consolidate(tree, tensors)
+                tree, tensors = self._load(info, verify, mmap)
             except (IntegrityError, mf.ManifestError, KeyError, ValueError, OSError) as exc:
                 if not fallback:
                     raise CheckpointError(f"checkpoint {info.name} is damaged ({exc}); choose another one") from exc
@@ -476,7 +489,44 @@ class CheckpointManager:
             return codec.decode(tree, tensors), info
         raise NoCheckpointError(f"no checkpoint in {self.root} verifies (tried {len(order)})")
 
+    def _load(self, info: CheckpointInfo, verify: bool, mmap: bool) -> tuple[Any, dict[str, torch.Tensor]]:
+        """A checkpoint's JSON tree and tensors; a damaged one is repaired first when this manager may write."""
+        try:
+            tree, tensors, _ = self.store.load(info.name, verify=verify, mmap=mmap)
+        except (IntegrityError, mf.ManifestError, OSError):
+            if not self.store.writable or not self._repaired(info).valid:
+                raise
+            tree, tensors, _ = self.store.load(info.name, verify=verify, mmap=mmap)
+        if dcp.is_sharded(tree):  # saved by several ranks: assembled into full tensors here
+            tree, tensors = dcp.consolidate(tree, tensors)
+        return tree, tensors
+
+    def _repaired(self, info: CheckpointInfo) -> CheckpointInfo:
+        """Repair one checkpoint (its info afterwards); what was done is logged."""
+        outcome = self.repair(info.name)[info.name]
+        for what in outcome.done:
+            log.info("repaired %s: %s", info.name, what)
+        return self.store.infos.get(info.name, info)
+
     # ------------------------------------------------------------------ integrity, tags, retention
+    def repair(self, selector: str | None = None, *, add_parity: bool = False) -> dict[str, Any]:
+        """Rebuild what the store's redundancy (spare copies of manifests and state, parity of packs), then the backup
+        (``backup``), can rebuild, for one checkpoint or all; per checkpoint an ``Outcome`` (``ok``, ``repaired`` or
+        ``damaged``, with what was done and what is left). ``add_parity``: also give parity to packs without it."""
+        self.writer.wait()
+        names = [self.one(selector).name] if selector is not None else list(self.store.infos)
+        mirror = None
+        if self.backup:
+            try:
+                mirror = CheckpointManager(self.backup, read_only=True)
+            except CheckpointError as exc:  # no backup made yet, or unreachable: repair from redundancy alone
+                log.warning("the backup %s cannot be read (%s); repairing from parity and spare copies only", self.backup, exc)
+        try:
+            return {n: repair(self.store, n, backup=mirror.store if mirror else None, add_parity=add_parity) for n in names}
+        finally:
+            if mirror is not None:
+                mirror.close()
+
     def verify(self) -> dict[str, list[str]]:
         """Re-hash everything; map each checkpoint name to its problems (empty when it verifies)."""
         self.writer.wait()

@@ -17,6 +17,9 @@ from .packs import TensorRecord, hash_algorithm
 
 MANIFEST = "manifest.json"
 STATE_JSON = "state.json"
+#: spare copies of the two, written in the same commit: a damaged manifest or state is rebuilt from them
+MANIFEST_COPY = "manifest.json.copy"
+STATE_COPY = "state.json.copy"
 FORMAT = "waypoint-checkpoint-2"  # names its tensors' hash in "content_hash" (BLAKE3)
 FORMAT_SHA256 = "waypoint-checkpoint-1"  # the first format: SHA-256 content ids, no "content_hash" field
 _ID_FORMS = {"blake3": re.compile(r"^b3:[0-9a-f]{64}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}

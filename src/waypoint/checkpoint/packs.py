@@ -51,6 +51,8 @@ import xxhash
 
 from . import compress
 from .errors import IntegrityError
+from .parity import encode as encode_parity
+from .parity import key_of as parity_key
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -183,11 +185,32 @@ class TensorRecord:
 
 @dataclass(frozen=True)
 class PackInfo:
-    """A pack file written to disk."""
+    """A pack written to the store (``parity``: the size of its parity object, 0 when it has none)."""
 
     name: str
     size: int
     header_sha256: str
+    parity: int = 0
+
+    def entry(self) -> dict[str, Any]:
+        """What a manifest records of the pack."""
+        return {"bytes": self.size, "header_sha256": self.header_sha256, **({"parity": self.parity} if self.parity else {})}
+
+
+class FdReader:
+    """The bytes of a new object's local file, read as a ``storage.Reader`` reads (for its parity)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        while len(out) < length:
+            chunk = os.pread(self.fd, min(length - len(out), 64 << 20), offset + len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
 
 
 def _header(
@@ -415,6 +438,7 @@ def write_pack(
     ids: Sequence[str | Future | None] | None = None,
     compression: str = "none",
     generation: int | None = None,
+    parity: bool = False,
 ) -> tuple[list[TensorRecord], PackInfo | None]:
     """Hash every tensor; write those not ``is_known`` into one new pack on ``backend``; return records and the pack.
 
@@ -423,7 +447,8 @@ def write_pack(
     caller's job that also fills the tensor (read only once the id is there). Hashing of later tensors overlaps with
     writing earlier ones. The pack is written into a new object (a temporary file), then committed under
     ``packs/<pack_name>``. ``compression="zstd"`` stores each new tensor that shrinks byte-grouped and
-    zstd-compressed (``compress``), encoded on threads of its own while earlier tensors are written.
+    zstd-compressed (``compress``), encoded on threads of its own while earlier tensors are written. With
+    ``parity`` the pack's parity object (``parity.py``) is computed from the finished bytes and stored beside it.
     """
     plan = _plan(tensors, is_known, pool, ids, compression)
     obj, sink, stream = None, None, None
@@ -448,8 +473,14 @@ def write_pack(
         sink.close()
         header_sha = hashlib.sha256(header).hexdigest()
         name = pack_name(header_sha, generation)
+        protection = b""
+        if parity:
+            _try_direct(obj.fd, False)  # read back through the page cache (O_DIRECT wants aligned buffers)
+            protection = encode_parity(FdReader(obj.fd, size))
         obj.commit(f"packs/{name}")
-        return stream.records, PackInfo(name, size, header_sha)
+        if protection:
+            backend.put(parity_key(name), protection)
+        return stream.records, PackInfo(name, size, header_sha, len(protection))
     except BaseException:
         _cancel(plan, stream)
         if sink is not None:

@@ -42,13 +42,31 @@ def run_checkpoints(root: str | os.PathLike | None, run_dir: Path, cwd: Path) ->
     return f"{text}/{key}/checkpoints" if is_url(text) else Path(local_path(text)) / key / "checkpoints"
 
 
+def saved_checkpoint_config(run_dir: str | Path) -> dict:
+    """The ``checkpoint`` group a local run directory was trained with (empty when it has no saved config)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / ".hydra" / "config.yaml").read_text()) or {}
+        return dict(cfg.get("checkpoint") or {})
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return {}
+
+
+def backup_root(dest: str | os.PathLike) -> Path | str:
+    """The checkpoints root of a backup destination (a run-like layout: ``<dest>/checkpoints``)."""
+    text = str(dest).rstrip("/")
+    if text.endswith("/checkpoints") or text.endswith(os.sep + "checkpoints"):
+        return text if is_url(text) else Path(local_path(text))
+    return f"{text}/checkpoints" if is_url(text) else Path(local_path(text)) / "checkpoints"
+
+
 def _configured(run_dir: Path) -> Path | str | None:
     """A local run directory's checkpoints as its saved config placed them (``checkpoint.root``), or None."""
     import yaml
 
     try:
-        cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
-        root = (cfg.get("checkpoint") or {}).get("root")
+        root = saved_checkpoint_config(run_dir).get("root")
         if not root:
             return None
         runtime = (yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {})["hydra"]["runtime"]

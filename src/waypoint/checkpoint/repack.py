@@ -87,8 +87,7 @@ def _point_manifests(store: CheckpointStore, manifests: list[tuple[str, dict]], 
             t["pack"] = redirect[(t["pack"], t["id"])]
         metas = {**store.pack_meta, **manifest["packs"]}
         manifest["packs"] = {p: metas[p] for p in sorted({t["pack"] for t in table.values()})}
-        store.check_lease()
-        store.backend.replace(f"{name}/{mf.MANIFEST}", mf.seal(manifest))
+        store.write_manifest(name, mf.seal(manifest))
 
 
 def _groups(live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list[list[str]]:
@@ -138,10 +137,17 @@ def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> lis
             ids = list(tensors)
             store.check_lease()
             _records, info = write_pack(
-                store.backend, [tensors[c] for c in ids], lambda _cid: False, store.pool, ids, store.compression, store.generation
+                store.backend,
+                [tensors[c] for c in ids],
+                lambda _cid: False,
+                store.pool,
+                ids,
+                store.compression,
+                store.generation,
+                store.parity,
             )  # just verified against these ids: not hashed again, algorithm kept
             assert info is not None
-            store.pack_meta[info.name] = {"bytes": info.size, "header_sha256": info.header_sha256}
+            store.pack_meta[info.name] = info.entry()
             redirect.update({key: info.name for key in copied})
             for cid in ids:
                 store.known[cid] = info.name

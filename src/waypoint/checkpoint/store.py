@@ -49,6 +49,9 @@ from .durable import canonical_json
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
 from .integrity import read_state
 from .packs import IntegrityError, PackInfo, TensorRecord, content_id, write_pack
+from .parity import SUFFIX as PARITY
+from .parity import Parity
+from .parity import key_of as parity_key
 from .reading import iter_pack, read_pack, verify_pack
 from .storage import Backend, BackendError, Lease, LeaseLostError, backend_for
 
@@ -105,6 +108,7 @@ class CheckpointStore:
         self.catalog = Catalog(self.backend)
         self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
         self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
+        self.parity = False  # whether new packs get a parity object (parity.py)
         self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
         try:
             self.backend.check()
@@ -249,6 +253,7 @@ class CheckpointStore:
                 [ids.get(k) for k in keys] if ids else None,
                 compression=self.compression,
                 generation=self.generation,
+                parity=self.parity,
             )
             self.last_ids = {k: r.id for k, r in zip(keys, records_list)}
             where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
@@ -310,7 +315,7 @@ class CheckpointStore:
                 manifest = mf.build(c, name=name, created_at=time.time(), versions=_versions(), generation=self.generation)
                 sealed = mf.seal(manifest)
                 try:
-                    self.backend.publish_dir(name, [(STATE, c.tree_bytes), (MANIFEST, sealed)])
+                    self.backend.publish_dir(name, _files(c.tree_bytes, sealed))
                     break
                 except FileExistsError:  # taken meanwhile (a listing that lagged): choose the next free name
                     if attempt == 4:
@@ -368,9 +373,7 @@ class CheckpointStore:
         return info
 
     def _pack_entry(self, name: str, new: PackInfo | None) -> dict[str, Any]:
-        if new is not None and name == new.name:
-            return {"bytes": new.size, "header_sha256": new.header_sha256}
-        return self.pack_meta[name]
+        return new.entry() if new is not None and name == new.name else self.pack_meta[name]
 
     def _same_step_same_state(self, step: int, digest: str) -> mf.CheckpointInfo | None:
         """A committed checkpoint of ``step`` holding this very state and still verifying (a damaged one is not reused)."""
@@ -408,7 +411,7 @@ class CheckpointStore:
             self.delete(name)
             there = None
         if there is None:
-            self.backend.publish_dir(name, [(STATE, state), (MANIFEST, mf.seal(doc))])
+            self.backend.publish_dir(name, _files(state, mf.seal(doc)))
             self._register(name, doc)
             self.write_index(f"checkpoint {name} is copied")
             return "copied"
@@ -421,7 +424,7 @@ class CheckpointStore:
         if (current.get("tags"), current.get("notes")) == (doc.get("tags"), doc.get("notes")):
             return "unchanged"
         current.update({k: doc[k] for k in ("tags", "notes") if k in doc})
-        self.backend.replace(f"{name}/{MANIFEST}", mf.seal(current))
+        self.write_manifest(name, mf.seal(current))
         self.catalog.add(mf.info_from(current, self.backend.describe(name)), current)
         self.write_index(f"the tags of {name} are copied")
         return "retagged"
@@ -434,11 +437,17 @@ class CheckpointStore:
         manifest["tags"] = sorted(set(tags))
         if note:
             manifest.setdefault("notes", []).append({"at": time.time(), "note": note, "tags": manifest["tags"]})
-        self.backend.replace(f"{name}/{MANIFEST}", mf.seal(manifest))
+        self.write_manifest(name, mf.seal(manifest))
         info = mf.info_from(manifest, self.backend.describe(name))
         self.catalog.add(info, manifest)
         self.write_index(f"the new tags of {name} are saved")
         return info
+
+    def write_manifest(self, name: str, sealed: bytes) -> None:
+        """Atomically replace a committed checkpoint's manifest (and its spare copy first)."""
+        self.check_lease()
+        self.backend.replace(f"{name}/{mf.MANIFEST_COPY}", sealed)
+        self.backend.replace(f"{name}/{MANIFEST}", sealed)
 
     def delete(self, name: str) -> None:
         """Remove a committed checkpoint (it disappears at once). Packs stay until ``gc_packs``."""
@@ -456,11 +465,13 @@ class CheckpointStore:
         self.check_lease()
         removed = []
         for key, size in sorted(listed.items()):
-            pack = key[len("packs/") :]
-            if "/" not in pack and pack.endswith(".safetensors") and not pack.startswith(".") and pack not in refs:
+            name = key[len("packs/") :]
+            pack = name.removesuffix(PARITY)  # a parity object goes with its pack
+            if "/" not in name and pack.endswith(".safetensors") and not name.startswith(".") and pack not in refs:
                 self.check_lease()
                 self.backend.delete(key)
-                removed.append((pack, size))
+                if name == pack:
+                    removed.append((pack, size))
                 self.catalog.sizes.pop(key, None)
         if removed:
             self.catalog.known = {cid: p for cid, p in self.known.items() if p in refs}
@@ -510,8 +521,9 @@ class CheckpointStore:
         """The verified JSON state tree of a checkpoint (tensors appear as markers)."""
         return json.loads(read_state(self.backend, name, self.manifest(name)))
 
-    def verify(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str]:
-        """Re-hash every file and tensor a checkpoint depends on; returns the problems found.
+    def verify(self, name: str, verified: set[tuple[str, str]] | None = None, parity: bool = True) -> list[str]:
+        """Re-hash every file and tensor a checkpoint depends on (``parity``: and the parity of its packs that have
+        one); returns the problems found.
 
         ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify many
         checkpoints that share packs); a tensor stored again in another pack is checked there too.
@@ -534,9 +546,26 @@ class CheckpointStore:
             problems += found
             self._forget(bad, pack)
             verified.update((pack, r.id) for r in todo if r.id not in bad)
+            if parity and manifest["packs"][pack].get("parity") and (pack, "parity") not in verified:
+                problems += self._parity_problem(pack, manifest["packs"][pack])
+                verified.add((pack, "parity"))
         return problems
 
-    def verify_current(self, name: str, verified: set[tuple[str, str]] | None = None) -> list[str] | None:
+    def _parity_problem(self, pack: str, entry: Mapping[str, Any]) -> list[str]:
+        """What is wrong with a pack's parity object (missing, another size, damaged), or nothing."""
+        try:
+            raw = self.backend.read(parity_key(pack))
+        except FileNotFoundError:
+            return [f"the parity of pack {pack} is missing (waypoint verify --repair writes it again)"]
+        if len(raw) != entry["parity"]:
+            return [f"the parity of pack {pack} does not match its recorded size"]
+        try:
+            Parity.parse(raw, pack)
+        except IntegrityError as exc:
+            return [str(exc)]
+        return []
+
+    def verify_current(self, name: str, verified: set[tuple[str, str]] | None = None, parity: bool = True) -> list[str] | None:
         """``verify`` that tolerates a live writer (readers take no lock): None when the checkpoint was deleted
         meanwhile; problems only when they persist with the very manifest they were found with (a pack deleted after
         repack pointed the manifest elsewhere is looked at again, not reported)."""
@@ -545,7 +574,7 @@ class CheckpointStore:
             before = self.catalog.manifest_bytes(name)
             if before is None:
                 return None
-            problems = self.verify(name, verified)
+            problems = self.verify(name, verified, parity)
             if not problems:
                 return []
             after = self.catalog.manifest_bytes(name)
@@ -568,8 +597,8 @@ class CheckpointStore:
         return sum(self.backend.list().values())
 
     def own_bytes(self, name: str) -> int:
-        """Bytes of a checkpoint's own files (manifest and JSON state)."""
-        return sum(self.backend.size(f"{name}/{f}") or 0 for f in (MANIFEST, STATE))
+        """Bytes of a checkpoint's own files (manifest and JSON state, and their spare copies)."""
+        return sum(self.backend.size(f"{name}/{f}") or 0 for f in (MANIFEST, STATE, mf.MANIFEST_COPY, mf.STATE_COPY))
 
     def pack_size(self, pack: str) -> int:
         """Bytes a pack occupies (0 when it is gone)."""
@@ -594,6 +623,11 @@ class CheckpointStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _files(state: bytes, sealed: bytes) -> list[tuple[str, bytes]]:
+    """A checkpoint directory's files in publishing order: the manifest, the commit point, last."""
+    return [(STATE, state), (mf.STATE_COPY, state), (mf.MANIFEST_COPY, sealed), (MANIFEST, sealed)]
 
 
 def _placed(rec: TensorRecord, pack: str) -> TensorRecord:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.checkpoint import CheckpointManager, LeaseLostError
 from waypoint.checkpoint.manager import SaveReport
-from waypoint.checkpoint.refs import run_checkpoints
+from waypoint.checkpoint.refs import backup_root, run_checkpoints
 from waypoint.checkpoint.transfer import BackgroundMirror
 from waypoint.config import validate
 from waypoint.errors import EXIT_ABORTED, EXIT_FAILED, EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, WaypointError
@@ -322,7 +322,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, sc
     prepared = Prepared(None, MetricsLog(run_dir) if runtime.is_coordinator else None)  # type: ignore[arg-type]
     try:
         prepared.trainer = _trainer(cfg, plan, opened.get("manager"), runtime, autocast, scaler, prepared.metrics)
-        prepared.shard_reader = _shard_reader(plan, opened, runtime, prepared.trainer)
+        prepared.shard_reader = _shard_reader(cfg, plan, runtime, prepared.trainer)
         resumed = _restore(prepared.trainer, opened, plan, runtime)
         if runtime.is_coordinator:
             _attach(cfg, run_dir, prepared.trainer)  # every check passed: from here on the run dir is this run's
@@ -344,8 +344,7 @@ def _open(cfg: DictConfig, plan: Plan, runtime: Runtime) -> dict[str, Any]:
 
     def open_store() -> bool:
         policy = build.retention_policy(cfg.checkpoint, plan.monitor, plan.mode, plan.schedule.total_steps)
-        compression = str(cfg.checkpoint.compression)
-        opened["manager"] = CheckpointManager(plan.store, policy, monitor=plan.monitor, mode=plan.mode, compression=compression)
+        opened["manager"] = CheckpointManager(plan.store, policy, monitor=plan.monitor, mode=plan.mode, **_store_options(cfg))
         opened["source"] = resume.source(opened["manager"], plan.rules)
         return opened["source"] is not None
 
@@ -353,12 +352,19 @@ def _open(cfg: DictConfig, plan: Plan, runtime: Runtime) -> dict[str, Any]:
     return opened
 
 
-def _shard_reader(plan: Plan, opened: dict[str, Any], runtime: Runtime, trainer: Trainer) -> CheckpointManager | None:
+def _store_options(cfg: DictConfig) -> dict[str, Any]:
+    """How the run's store writes (compression, parity) and where it repairs from (the backup)."""
+    ck = cfg.checkpoint
+    backup = str(backup_root(ck.backup_to)) if ck.get("backup_to") else None
+    return {"compression": str(ck.compression), "parity": bool(ck.get("parity", False)), "backup": backup}
+
+
+def _shard_reader(cfg: DictConfig, plan: Plan, runtime: Runtime, trainer: Trainer) -> CheckpointManager | None:
     """FSDP: every rank writes and reads its shards through a manager; ranks other than 0 open the run's store
     read-only (after rank 0 holds its lease)."""
     if not runtime.shards_parameters or runtime.is_coordinator:
         return None
-    trainer.shard_manager = CheckpointManager(plan.store, read_only=True)
+    trainer.shard_manager = CheckpointManager(plan.store, read_only=True, parity=bool(cfg.checkpoint.get("parity", False)))
     return trainer.shard_manager
 
 

@@ -71,7 +71,7 @@ class LocalNewObject(NewObject):
     def __init__(self, directory: Path, stats: IOStats) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.tmp = directory / f"{TEMP}{uuid.uuid4().hex}.safetensors"
-        self.fd = create_exclusive(self.tmp)
+        self.fd = create_exclusive(self.tmp, readable=True)  # read back for its parity
         self.stats = stats
 
     def commit(self, key: str) -> None:

@@ -1,18 +1,14 @@
-"""Backups: a store copied into another store (a directory or an fsspec URL), incrementally and verified.
+"""Backups: a run's store copied into another store (a directory or an fsspec URL), incrementally and verified.
 
-``mirror`` copies, for each sound checkpoint of the source the destination lacks (or holds with other tags), every
-pack it names that the destination lacks, each checked at the source first (a damaged one is reported and never
-copied, and its checkpoints stay out of the copy), then publishes the checkpoint there as the destination's own
-commit protocol publishes any checkpoint: a copy never names a pack it does not hold, at any moment. The
+The copy is made checkpoint by checkpoint, packs first, under the destination's lease (``replicate.mirror``). The
 destination is a store with a run's layout (``<dest>/checkpoints``): ``waypoint ls/verify/gc <dest>`` and
-``resume=<dest>@latest`` work there; the copy is made under the destination's lease.
+``resume=<dest>@latest`` work there.
 
 ``backup`` (the ``waypoint backup`` command) also re-verifies what the destination already holds and repairs a
 damaged copy from the source, carries the run's ``train.log``, ``metrics.jsonl`` and ``.hydra/`` along, and can
 keep only the newest checkpoints there (``keep_last``; pinned ones always stay). ``BackgroundMirror`` runs a mirror
 after every commit of a run (``checkpoint.backup_to``): a failure is logged and retried after the next save,
-never raised into training. A source written by a live writer is fine: a checkpoint deleted or repacked while it
-is copied is left for the next pass.
+never raised into training.
 """
 
 from __future__ import annotations
@@ -22,149 +18,27 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import manifest as mf
 from ..errors import CheckpointError
-from ..integrity import read_state
 from ..manager import CheckpointManager
-from ..packs import IntegrityError, TensorRecord
-from ..reading import verify_pack
-from ..refs import checkpoints_root
-from ..storage import Backend, backend_for, is_url, local_path
+from ..refs import backup_root, checkpoints_root
+from ..replicate import MirrorReport, mirror
+from ..storage import backend_for, is_url, local_path
 from ..store import CheckpointStore
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("metrics.jsonl", "train.log")
-_CHUNK = 8 << 20
 
 
 class BackupRefusedError(CheckpointError):
     """A backup that cannot be made as asked (e.g. the destination lies inside the source)."""
 
 
-@dataclass
-class MirrorReport:
-    copied: list[str] = field(default_factory=list)  # files copied, relative to the run ('checkpoints/packs/...')
-    checkpoints: list[str] = field(default_factory=list)  # checkpoints published at the destination
-    repaired: list[str] = field(default_factory=list)
-    damaged: dict[str, str] = field(default_factory=dict)  # source file -> its problem (never copied)
-    changed: list[str] = field(default_factory=list)  # deleted or rewritten by a live writer meanwhile
-    unchanged: int = 0
-    copied_bytes: int = 0
-
-    @property
-    def packs_copied(self) -> int:
-        return sum(1 for rel in self.copied if rel.startswith("checkpoints/packs/"))
-
-
 def destination(dest: str | os.PathLike) -> str:
     """The checkpoints root of a backup destination (a run-like layout: ``<dest>/checkpoints``)."""
-    text = str(dest).rstrip("/")
-    if text.endswith("/checkpoints") or text.endswith(os.sep + "checkpoints"):
-        return text
-    return f"{text}/checkpoints" if is_url(text) else str(Path(local_path(text)) / "checkpoints")
-
-
-def copy_object(src: Backend, dst: Backend, key: str) -> int:
-    """Stream one object from ``src`` to ``dst`` (it appears there whole, or not at all); returns its size."""
-    with src.open(key) as reader:
-        obj = dst.new_object(key.rsplit("/", 1)[0] + "/")
-        try:
-            pos = 0
-            while pos < reader.size:
-                data = reader.read(pos, min(_CHUNK, reader.size - pos))
-                if not data:
-                    raise FileNotFoundError(f"{src.describe(key)} shrank while it was copied")
-                os.pwrite(obj.fd, data, pos)
-                pos += len(data)
-            obj.commit(key)
-        except BaseException:
-            obj.abort()
-            raise
-    return reader.size
-
-
-class _Mirror:
-    """One pass copying ``src`` into ``dst`` (see the module doc)."""
-
-    def __init__(self, src: CheckpointStore, dst: CheckpointStore, check: bool) -> None:
-        self.src, self.dst, self.check = src, dst, check
-        self.report = MirrorReport()
-        self.source_problems: dict[str, str | None] = {}  # pack -> its problem at the source (None: sound)
-
-    def run(self) -> MirrorReport:
-        for name in sorted(self.src.infos, key=lambda n: (self.src.infos[n].step, n)):
-            if self.src.infos[name].valid:
-                try:
-                    self._one(name)
-                except FileNotFoundError:
-                    self.report.changed.append(f"checkpoints/{name}")  # deleted or repacked meanwhile: next pass
-        return self.report
-
-    def _one(self, name: str) -> None:
-        raw = self.src.catalog.manifest_bytes(name)
-        if raw is None:
-            return  # deleted by the source's writer since it was listed
-        try:
-            manifest = mf.parse(raw, name)
-            state = read_state(self.src.backend, name, manifest)
-        except (mf.ManifestError, IntegrityError) as exc:
-            self.report.damaged[f"checkpoints/{name}/manifest.json"] = str(exc)
-            return
-        there = self.dst.infos.get(name)
-        same = there is not None and there.digest == manifest["digest"]
-        if same and not self.check and set(there.tags) == set(manifest.get("tags", ())):
-            self.report.unchanged += 1
-            return
-        bad = self._packs(name, manifest)
-        if bad and self.src.catalog.manifest_bytes(name) != raw:
-            for pack in manifest["packs"]:  # deleted or repacked by the source's writer meanwhile: not damage
-                self.source_problems.pop(pack, None)
-                self.report.damaged.pop(f"checkpoints/packs/{pack}", None)
-            raise FileNotFoundError(name)
-        if bad:
-            self.report.damaged[f"checkpoints/{name}/manifest.json"] = f"it names a damaged pack ({bad})"
-            return
-        outcome = self.dst.adopt(name, manifest, state)
-        if outcome == "unchanged":
-            self.report.unchanged += 1
-        else:
-            self.report.checkpoints.append(name)
-            self.report.copied.append(f"checkpoints/{name}/manifest.json")
-
-    def _packs(self, name: str, manifest: dict) -> str | None:
-        """Copy the packs of one checkpoint the destination lacks (or, checking, holds damaged); the first problem
-        found at the source, or None."""
-        by_pack: dict[str, list[TensorRecord]] = {}
-        for t in manifest["tensors"].values():
-            by_pack.setdefault(t["pack"], []).append(TensorRecord.from_json(t))
-        for pack, recs in sorted(by_pack.items()):
-            key = f"packs/{pack}"
-            if pack not in self.source_problems:
-                problems, _bad = verify_pack(self.src.backend, manifest, pack, recs, self.src.pool)
-                self.source_problems[pack] = problems[0] if problems else None
-            if self.source_problems[pack]:
-                self.report.damaged[f"checkpoints/{key}"] = self.source_problems[pack]  # type: ignore[assignment]
-                return self.source_problems[pack]
-            size = self.dst.backend.size(key)
-            if size != manifest["packs"][pack]["bytes"] or (self.check and self._damaged_there(manifest, pack, recs)):
-                self.dst.check_lease()
-                self.report.copied_bytes += copy_object(self.src.backend, self.dst.backend, key)
-                self.report.copied.append(f"checkpoints/{key}")
-                if size is not None:
-                    self.report.repaired.append(f"checkpoints/{key}")
-        return None
-
-    def _damaged_there(self, manifest: dict, pack: str, recs: list[TensorRecord]) -> bool:
-        return bool(verify_pack(self.dst.backend, manifest, pack, recs, self.dst.pool)[0])
-
-
-def mirror(src: CheckpointStore, dst: CheckpointStore, *, check: bool = False) -> MirrorReport:
-    """Copy what ``dst`` lacks of ``src`` (``check``: and re-verify, repairing, what it holds); see the module doc."""
-    return _Mirror(src, dst, check).run()
+    return str(backup_root(dest))
 
 
 def _inside(dest: Path, source: Path) -> bool:
