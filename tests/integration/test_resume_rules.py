@@ -34,10 +34,11 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
     newest = committed(run_dir)[-1]
-    state = newest / "state.json"
-    data = bytearray(state.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    state.write_bytes(bytes(data))
+    for name in ("state.json", "state.json.copy"):  # beyond what its spare copy can repair
+        state = newest / name
+        data = bytearray(state.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        state.write_bytes(bytes(data))
     proc = run_train(run_dir, *RUN)
     assert "warning" in proc.stderr and newest.name in proc.stderr, proc.stderr[-2000:]
     assert "resuming from" in proc.stderr
@@ -49,6 +50,21 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_ends_
     doc = json.loads((redone[-1] / "manifest.json").read_text())
     assert doc["digest"] == good and "end" in doc["tags"]
     assert waypoint("verify", str(run_dir)).returncode == 1  # the damaged one is still there, and still named
+
+
+def test_a_damaged_state_file_is_repaired_from_its_spare_copy_and_the_run_is_already_finished(
+    finished: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    newest = committed(run_dir)[-1]
+    (newest / "state.json").write_bytes(b"{}")
+    run_train(run_dir, *RUN)
+    log = (run_dir / "train.log").read_text()
+    assert f"repaired {newest.name}: state.json rebuilt from its spare copy" in log, log[-1500:]
+    assert waypoint("verify", str(run_dir)).returncode == 0
 
 
 def test_a_damaged_pack_is_written_again_by_the_resumed_run(finished: Path, tmp_path: Path) -> None:
