@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from waypoint.analysis.fmt import num
 from waypoint.checkpoint import CheckpointManager, LeaseLostError
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
 from waypoint.config import CheckpointConfig, ConfigError, TrainerConfig
@@ -23,6 +24,7 @@ from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.progress import ProgressBar
+from waypoint.tracking.story import EpochMeans
 from waypoint.training.build import monitored_metric
 from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import StopFlag
@@ -90,8 +92,7 @@ class Trainer:
         autocast: Callable[[], Any] = nullcontext,
         scaler: torch.amp.GradScaler | None = None,
         meta: Mapping[str, Any] | None = None,
-        on_log: Callable[[Mapping[str, Any]], None] | None = None,
-        on_save: Callable[[Any, tuple[str, ...]], None] | None = None,
+        on_log: Sequence[Callable[[Mapping[str, Any]], None]] = (),
         runtime: Runtime | None = None,
     ) -> None:
         # on a rank other than the coordinator ``manager`` and ``metrics`` are None: rank 0 alone logs and commits
@@ -100,7 +101,8 @@ class Trainer:
         self.loop, self.saving = loop or TrainerConfig(), saving or CheckpointConfig()
         self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
         self.meta = dict(meta or {})
-        self.on_log, self.on_save = on_log, on_save
+        self.on_log = list(on_log)  # trackers (W&B, TensorBoard): every logged row
+        self.epoch_means = EpochMeans()
         self.progress = Progress()
         self.trigger_state = TriggerState(last_save_step=-1, last_save_time=time.time(), best_value=None)
         self.flag = StopFlag()
@@ -112,7 +114,6 @@ class Trainer:
         self.monitor, self.monitor_mode = monitored_metric(self.saving, task.monitor, task.monitor_mode)
         self._rng_before_val: dict[str, Any] | None = None
         self.view: Any = None
-        self.emergency: Any = None
         # FSDP: the manager this rank writes its shards through (rank 0's own; a read-only one over the same root elsewhere)
         self.shard_manager: CheckpointManager | None = manager
         self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
@@ -238,7 +239,6 @@ class Trainer:
                 raise
             try:
                 info = self.emergency_save()
-                self.emergency = info
                 if info is not None:
                     log.error(
                         "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
@@ -253,22 +253,27 @@ class Trainer:
     def _fit(self) -> None:
         p = self.progress
         self._now = time.time()
-        loop, shown = self.loop, self.runtime.is_coordinator  # one progress display per run: rank 0's
-        self.view = ProgressBar(self.schedule.total_steps, p.step, loop.progress_bar, loop.log_every_n_steps, shown)
+        loop, s = self.loop, self.schedule
+        epochs = -(-s.total_steps // s.steps_per_epoch)
+        self.view = ProgressBar(
+            s.total_steps, p.step, epochs, loop.progress_bar, loop.log_every_n_steps, self.runtime.is_coordinator
+        )
         try:
             with self.flag:
                 if p.pending_validation or (p.step == 0 and self.loop.validate_at_start):
                     self._validate_and_maybe_save(
                         epoch_end=p.step > 0 and p.batch_in_epoch == 0, is_end=p.step >= self.schedule.total_steps
                     )
-                while p.step < self.schedule.total_steps:
+                while p.step < s.total_steps:
                     for batch in self._train_batches():
                         self._train_step(batch)
-                        epoch_end = p.batch_in_epoch >= self.schedule.steps_per_epoch
+                        epoch_end = p.batch_in_epoch >= s.steps_per_epoch
                         if epoch_end:
                             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                        if epoch_end or p.step >= s.total_steps:  # an epoch's means, or those of the last one begun
+                            log.info("%s", self.epoch_means.line(p.epoch + (not epoch_end), epochs, p.step))
                         self._after_step(epoch_end)
-                        if p.step >= self.schedule.total_steps:
+                        if p.step >= s.total_steps:
                             break
                     else:
                         if p.batch_in_epoch:  # the loader ended early (never with drop_last), be safe
@@ -349,6 +354,7 @@ class Trainer:
         if lr is not None:
             self.last_train.setdefault("train/lr", float(lr))
         self._agree_after_step()
+        self.epoch_means.add(self.last_train)
         if p.step % max(1, self.loop.log_every_n_steps) == 0 or p.step == self.schedule.total_steps:
             self._log({"epoch": p.epoch, **self.last_train})
         assert self.view is not None
@@ -412,10 +418,9 @@ class Trainer:
                 f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}"
             )
         self._log({"epoch": p.epoch, **self.last_val})
-        assert self.view is not None
-        line = f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
-        self.view.write(line)
-        log.debug("validation at %s", line)
+        log.info(
+            "validation at step %d (epoch %d): %s", p.step, p.epoch, ", ".join(f"{k} {num(v)}" for k, v in self.last_val.items())
+        )
         if p.step > 0:
             self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.monitor])
         else:
@@ -502,8 +507,6 @@ class Trainer:
                 error = exc
         self._agreed(error, "agreeing that the checkpoint was committed")
         self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=self._now)
-        if self.on_save is not None and info is not None:
-            self.on_save(info, tags)
         return info
 
     def _where_a_rerun_starts(self) -> str:
@@ -545,5 +548,5 @@ class Trainer:
             return
         full = {"step": self.progress.step, "time": time.time(), **row}
         self.metrics.log(full)
-        if self.on_log is not None:
-            self.on_log(full)
+        for listener in self.on_log:
+            listener(full)
