@@ -95,6 +95,7 @@ class LoggerConfig:
     """Where metrics go besides metrics.jsonl (always written)."""
 
     wandb: bool = False
+    tensorboard: bool = False  # event files in <run dir>/tensorboard (needs the tensorboard package)
     project: str = "waypoint"
     entity: Optional[str] = None
     mode: str = "offline"  # offline | online | disabled; online only when you ask for it
