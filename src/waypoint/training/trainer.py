@@ -306,48 +306,8 @@ class Trainer:
             nonfinite = not bool(torch.isfinite(loss.detach()).all())
         except Exception as exc:  # every rank must hear of it before the collective backward pass
             error, nonfinite = exc, False
-        if self.runtime.distributed:
-            flags = self.runtime.all_sum(
-                [1.0 if error is not None else 0.0, 1.0 if nonfinite else 0.0], "agreeing on the loss before backward"
-            )
-            self._shared_failure = flags[0] > 0
-            if error is not None:
-                raise error
-            if flags[0] > 0:
-                raise PeerFailed(f"another rank at step {p.step + 1}")
-            bad_rank = flags[1] > 0
-        else:
-            if error is not None:
-                raise error
-            bad_rank = nonfinite
-        if bad_rank:
-            value = float(loss.detach()) if nonfinite else float("nan")
-            where = "" if not self.runtime.distributed else (" on this rank" if nonfinite else " on another rank")
-            raise NonFiniteLossError(
-                f"the loss became {value}{where} at step {p.step + 1} (epoch {p.epoch}); "
-                f"the step was not applied; {self._where_a_rerun_starts()}. "
-                "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
-            )
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            for opt in optimizers:
-                self.scaler.unscale_(opt)
-        else:
-            loss.backward()
-        self.task.before_optimizer_step(ctx)
-        if self.loop.gradient_clip_val:
-            params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.loop.gradient_clip_val)
-            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
-            logs = {**logs, "train/grad_norm": float(norm)}
-        for opt in optimizers:
-            if self.scaler is not None:
-                self.scaler.step(opt)
-            else:
-                opt.step()
-        if self.scaler is not None:
-            self.scaler.update()
-        self.task.after_optimizer_step(ctx)
+        self._check_loss(error, nonfinite, loss if error is None else None)
+        logs = self._optimizer_step(loss, logs, optimizers, ctx)
         p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
         self.last_train, self.last_train_step = {k: float(v) for k, v in logs.items()}, p.step
         lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
@@ -359,6 +319,49 @@ class Trainer:
             self._log({"epoch": p.epoch, **self.last_train})
         assert self.view is not None
         self.view.update(p.step, p.epoch, self.last_train)
+
+    def _check_loss(self, error: BaseException | None, nonfinite: bool, loss: Any) -> None:
+        """Every rank learns whether any rank's forward pass failed or gave a non-finite loss; then all stop."""
+        p, distributed = self.progress, self.runtime.distributed
+        bad_rank = nonfinite
+        if distributed:
+            flags = self.runtime.all_sum([float(error is not None), float(nonfinite)], "agreeing on the loss before backward")
+            self._shared_failure = flags[0] > 0
+            if error is None and flags[0] > 0:
+                raise PeerFailed(f"another rank at step {p.step + 1}")
+            bad_rank = flags[1] > 0
+        if error is not None:
+            raise error
+        if bad_rank:
+            value = float(loss.detach()) if nonfinite else float("nan")
+            where = "" if not distributed else (" on this rank" if nonfinite else " on another rank")
+            raise NonFiniteLossError(
+                f"the loss became {value}{where} at step {p.step + 1} (epoch {p.epoch}); "
+                f"the step was not applied; {self._where_a_rerun_starts()}. "
+                "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
+            )
+
+    def _optimizer_step(self, loss: Any, logs: Mapping[str, Any], optimizers: Sequence[Any], ctx: StepContext) -> dict:
+        """Backward, clipping (the norm joins the logs), the optimizer (and loss scaler) step; the logs."""
+        scaler = self.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            for opt in optimizers:
+                scaler.unscale_(opt)
+        else:
+            loss.backward()
+        self.task.before_optimizer_step(ctx)
+        logs = dict(logs)
+        if self.loop.gradient_clip_val:
+            params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.loop.gradient_clip_val)
+            logs["train/grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor (FSDP)
+        for opt in optimizers:
+            scaler.step(opt) if scaler is not None else opt.step()
+        if scaler is not None:
+            scaler.update()
+        self.task.after_optimizer_step(ctx)
+        return logs
 
     def _agree_after_step(self) -> None:
         """One all-reduce per step: the train metrics averaged over ranks, any rank's stop signal, the coordinator's
