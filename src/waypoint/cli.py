@@ -432,101 +432,61 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- the parser
 
-RUN = ("run_dir", {"metavar": "RUN_DIR", "help": "a run directory or its checkpoints/ directory"})
-REF = ("ref", {"metavar": "REF"})
-NOTE = ("--note", {"default": None, "help": "a note stored with the tag change"})
-DRY = ("--dry-run", {"action": "store_true", "help": "print what would be deleted, delete nothing"})
-KEEP = ("--keep-last", {"type": count, "default": None, "metavar": "N"})
-FLAG = {"action": "store_true"}
 
-#: name -> (function, example, arguments); ``ui`` prints no JSON
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[tuple[str, dict]]]] = {
+def _opt(flag: str, help: str | None = None, **kw: Any) -> tuple[str, dict[str, Any]]:
+    return flag, {**kw, "help": help} if help else kw
+
+
+RUN, REF = _opt("run_dir", "a run directory or its checkpoints/ directory", metavar="RUN_DIR"), _opt("ref", metavar="REF")
+NOTE, TAG = _opt("--note", "a note stored with the tag change"), _opt("tag", metavar="TAG")
+DRY = _opt("--dry-run", "print what would be deleted, delete nothing", action="store_true")
+FORCE = _opt("--force", "rm: even a pinned, best or latest checkpoint; import: into a run with checkpoints", action="store_true")
+YES = _opt("--yes", "delete a whole run without asking", action="store_true")
+HOST = _opt("--host", "address to listen on (default 127.0.0.1; any other needs --auth)", default="127.0.0.1")
+AUTH = _opt("--auth", "require this login (default: $WAYPOINT_UI_AUTH, kept out of ps)", metavar="USER:PASSWORD")
+KEEP = _opt(
+    "--keep-last", "keep the N newest (beside milestones, evolution snapshots, pins, best, latest)", type=count, metavar="N"
+)
+DROP = _opt("--drop", "let gc delete these too", action="append", choices=("milestones", "evolution"))
+PART = _opt("--part", "only tensors whose key starts with this prefix (stripped in the output)")
+RUNS = _opt("runs", "run directories, or sweep directories (their jobs)", metavar="DIR", nargs="+")
+ROOTS = _opt("roots", "runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)", metavar="ROOT", nargs="*")
+MAX = _opt("--max-bytes", "allow the file to expand to N bytes (default: 4x its size + 64 MiB)", type=count, metavar="N")
+
+#: name -> (function, example, arguments); every command but ``ui`` also takes --json
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[tuple[str, dict[str, Any]]]]] = {
     "ls": (cmd_ls, "waypoint ls outputs/dino/run --json", [RUN]),
     "verify": (cmd_verify, "waypoint verify outputs/dino/run", [RUN]),
     "du": (cmd_du, "waypoint du outputs/stackwise/run --json", [RUN]),
-    "show": (cmd_show, "waypoint show outputs/dino/run@best --tensors", [REF, ("--tensors", FLAG)]),
-    "diff": (
-        cmd_diff,
-        "waypoint diff outputs/dino/run@step:100 outputs/dino/run@latest",
-        [("a", {"metavar": "A"}), ("b", {"metavar": "B"}), ("--top", {"type": int, "default": 15, "help": "rows of each kind"})],
-    ),
-    "compare": (
-        cmd_compare,
-        "waypoint compare multirun/universeg/seed=0,1,2 outputs/universeg/default --out cmp",
-        [
-            ("runs", {"metavar": "DIR", "nargs": "+", "help": "run directories, or sweep directories (their jobs)"}),
-            ("--out", {"default": None, "help": "report directory (default: reports/compare-<hash of the runs' paths>)"}),
-        ],
-    ),
-    "tag": (
-        cmd_tag,
-        "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'used in fig 3'",
-        [REF, ("tag", {"metavar": "TAG"}), NOTE],
-    ),
-    "untag": (cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3", [REF, ("tag", {"metavar": "TAG"}), NOTE]),
+    "show": (cmd_show, "waypoint show outputs/dino/run@best --tensors", [REF, _opt("--tensors", action="store_true")]),
+    "diff": (cmd_diff, "waypoint diff run@step:100 run@latest", [_opt("a"), _opt("b"), _opt("--top", type=int, default=15)]),
+    "compare": (cmd_compare, "waypoint compare multirun/universeg/seed=0,1,2 --out cmp", [RUNS, _opt("--out", "report dir")]),
+    "tag": (cmd_tag, "waypoint tag outputs/dino/run@step:400 paper-fig3 --note 'fig 3'", [REF, TAG, NOTE]),
+    "untag": (cmd_untag, "waypoint untag outputs/dino/run@step:400 paper-fig3", [REF, TAG, NOTE]),
     "pin": (cmd_pin, "waypoint pin outputs/dino/run@best --note 'submitted model'", [REF, NOTE]),
-    "gc": (
-        cmd_gc,
-        "waypoint gc outputs/dino/run --keep-last 3 --dry-run",
-        [
-            RUN,
-            (KEEP[0], {**KEEP[1], "help": "keep the N newest, beside milestones, evolution snapshots, pinned, best, latest"}),
-            ("--drop", {"action": "append", "choices": ("milestones", "evolution"), "help": "let gc delete these too"}),
-            DRY,
-        ],
-    ),
-    "rm": (
-        cmd_rm,
-        "waypoint rm outputs/dino/run@step:400; waypoint rm outputs/dino/old-run --yes",
-        [
-            ("ref", {"metavar": "RUN_DIR|REF", "help": "a whole run, or one checkpoint (RUN_DIR@SELECTOR)"}),
-            ("--force", {**FLAG, "help": "delete even a pinned, best or latest checkpoint"}),
-            ("--yes", {**FLAG, "help": "delete a whole run without asking"}),
-            DRY,
-        ],
-    ),
+    "gc": (cmd_gc, "waypoint gc outputs/dino/run --keep-last 3 --dry-run", [RUN, KEEP, DROP, DRY]),
+    "rm": (cmd_rm, "waypoint rm outputs/dino/run@step:400; waypoint rm outputs/dino/old --yes", [REF, FORCE, YES, DRY]),
     "export": (
         cmd_export,
         "waypoint export outputs/dino/run@best teacher.safetensors --part task/teacher/backbone",
-        [
-            REF,
-            ("out", {"metavar": "OUT"}),
-            ("--part", {"default": None, "help": "only tensors whose key starts with this prefix (stripped in the output)"}),
-            ("--format", {"choices": ("safetensors", "pt"), "default": "safetensors"}),
-        ],
+        [REF, _opt("out", metavar="OUT"), PART, _opt("--format", choices=("safetensors", "pt"), default="safetensors")],
     ),
     "import": (
         cmd_import,
         "waypoint import ~/old/dino_epoch40.pth outputs/dino/imported",
         [
-            ("file", {"metavar": "FILE"}),
-            ("run_dir", {"metavar": "RUN_DIR"}),
-            ("--step", {"type": count, "default": None, "help": "step to record (default: from the file, else 0)"}),
-            ("--force", {**FLAG, "help": "import into a run that holds training checkpoints"}),
-            ("--max-bytes", {"type": count, "default": None, "metavar": "N", "help": "allowed expansion (default 4x + 64 MiB)"}),
+            _opt("file", metavar="FILE"),
+            _opt("run_dir", metavar="RUN_DIR"),
+            _opt("--step", "default: from the file, else 0", type=count),
+            FORCE,
+            MAX,
         ],
     ),
-    "backup": (
-        cmd_backup,
-        "waypoint backup outputs/dino/run /mnt/backup/dino-run --keep-last 3",
-        [
-            RUN,
-            ("dest", {"metavar": "DEST", "help": "a directory or an fsspec URL (e.g. s3://bucket/run)"}),
-            (KEEP[0], {**KEEP[1], "help": "keep only the N newest there, beside milestones, evolution snapshots and pins"}),
-        ],
-    ),
+    "backup": (cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/run --keep-last 3", [RUN, _opt("dest"), KEEP]),
     "ui": (
         cmd_ui,
         "waypoint ui outputs/ multirun/ --port 7860",
-        [
-            (
-                "roots",
-                {"metavar": "ROOT", "nargs": "*", "help": "runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)"},
-            ),
-            ("--host", {"default": "127.0.0.1", "help": "address to listen on (default 127.0.0.1; others need --auth)"}),
-            ("--port", {"type": count, "default": None, "help": "port (default: the first free from 7860)"}),
-            ("--auth", {"default": None, "metavar": "USER:PASSWORD", "help": "require this login (default $WAYPOINT_UI_AUTH)"}),
-        ],
+        [ROOTS, HOST, _opt("--port", "default: the first free from 7860", type=count), AUTH],
     ),
 }
 
