@@ -22,7 +22,7 @@ lint: $(STAMP)  ## ruff check and ruff format --check (run by CI before the test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-train: $(STAMP)  ## short real DINO training on the embedded digits data (a few minutes on 2 CPU cores)
+train: $(STAMP)  ## real DINO training on the embedded digits (40 epochs on the CPU; ends with its result line)
 	$(PY) train.py trainer.max_epochs=40
 
 # two pytest workers (one per core); a file's tests stay on one worker, so module fixtures run once
@@ -35,7 +35,7 @@ test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q -m '' $(XDIST)
 
 SIZE_MIB ?= 1024
-bench: $(STAMP)  ## every issue-#12 figure: I/O (SIZE_MIB=1024), compression, training overhead; ~45 min on 2 cores
+bench: $(STAMP)  ## every benchmark: checkpoint I/O (SIZE_MIB=1024), compression, training overhead
 	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
 	$(PY) bench/compression.py
 	$(PY) bench/overhead.py
@@ -45,7 +45,7 @@ bench-io: $(STAMP)  ## checkpoint I/O benchmark only (table + bench/results/chec
 	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
 	$(PY) bench/targets.py
 
-results: $(STAMP)  ## every family's default run beside its baselines (bench/results/results.{json,md}; ~40 min on 2 cores)
+results: $(STAMP)  ## every family's default run beside its baselines (bench/results/results.{json,md})
 	$(PY) bench/results.py
 
 # RUN reaches analyze.py through the environment, quoted by the shell: any path works ('=', commas, spaces, quotes)

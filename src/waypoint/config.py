@@ -1,14 +1,16 @@
 """Structured configs (dataclasses) for train.py, registered in Hydra's ConfigStore.
 
-Every group yaml under ``conf/`` names its schema first in its defaults list, so a misspelt key or a wrong
-type fails at start with the key's name. Task modules export ``CONFIG_SCHEMAS`` (``"group/name" -> dataclass``)
-for their model and data configs; ``register()`` collects them. ``validate()`` checks the values the schemas
-cannot (ranges), and every refusal of a configuration or input is a ``ConfigError`` naming the key.
+Every group yaml under ``conf/`` names its schema first in its defaults list (``- /model_dino_schema@_here_``;
+schemas live outside the groups, so ``--help`` lists only real options): a misspelt key or a wrong type fails at
+start with the key's name. Task modules export ``CONFIG_SCHEMAS`` (``"group/name" -> dataclass``) for their model
+and data configs. ``validate()`` checks what the schemas cannot (ranges, keys appended with ``+``); every refusal
+of a configuration or input is a ``ConfigError`` naming the key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import sys
@@ -94,6 +96,7 @@ class LoggerConfig:
     """Where metrics go besides metrics.jsonl (always written)."""
 
     wandb: bool = False
+    tensorboard: bool = False  # event files in <run dir>/tensorboard (needs the tensorboard package)
     project: str = "waypoint"
     entity: Optional[str] = None
     mode: str = "offline"  # offline | online | disabled; online only when you ask for it
@@ -138,7 +141,8 @@ class RunConfig:
 
 
 def register() -> None:
-    """Register the run schema, the group schemas and every task module's schemas."""
+    """Register the run schema, the group schemas and every task module's schemas (``model/dino_schema`` as
+    ``model_dino_schema``)."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for group, node in (
@@ -147,7 +151,7 @@ def register() -> None:
         ("hardware", HardwareConfig),
         ("logger", LoggerConfig),
     ):
-        cs.store(group=group, name=f"{group}_schema", node=node)
+        cs.store(name=f"{group}_schema", node=node)
     for module in TASK_MODULES:
         try:
             schemas = importlib.import_module(module).CONFIG_SCHEMAS
@@ -156,8 +160,7 @@ def register() -> None:
                 raise
             continue
         for key, node in schemas.items():
-            group, name = key.rsplit("/", 1)
-            cs.store(group=group, name=name, node=node)
+            cs.store(name=key.replace("/", "_"), node=node)
 
 
 #: (key, accepts null, smallest value, largest value or None, what to say); ranges are inclusive
@@ -198,8 +201,24 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
 
 
+def _unknown_keys(node: DictConfig, path: str = "") -> None:
+    """Refuse a key no schema declares: Hydra appends ``+key=value`` even to a structured config."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    known = {f.name for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in known:
+            raise ConfigError(f"{path}{key} is not a config key; check its spelling (python train.py --cfg job lists every key)")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _unknown_keys(child, f"{path}{key}.")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Refuse values the schemas accept but a run cannot use (ConfigError naming the key); changes nothing."""
+    """Refuse values the schemas accept but a run cannot use, and keys no schema declares (ConfigError naming the
+    key); changes nothing."""
+    _unknown_keys(cfg)
     for key, nullable, low, high, want in _RANGES:
         value = _select(cfg, key)
         if value is _MISSING or (value is None and nullable):
@@ -231,8 +250,7 @@ def describe_hydra_error(exc: BaseException) -> str:
     """One sentence naming the key for an error Hydra raised while composing the config."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, choice = exc.missing_cfg_file.rsplit("/", 1)
-        options = [o for o in exc.options or () if not o.endswith("_schema")]
-        return f"{group}={choice} is not a config of '{group}'; choose one of {', '.join(options)}"
+        return f"{group}={choice} is not a config of '{group}'; choose one of {', '.join(exc.options or ())}"
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
     key = getattr(cause, "full_key", None)
     first = (str(getattr(cause, "msg", None) or cause).strip().splitlines() or [type(cause).__name__])[0]

@@ -14,9 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from faultkit import debris
 
-from waypoint.checkpoint import CheckpointManager
+from waypoint.checkpoint import CheckpointManager, CheckpointWriteError
 from waypoint.checkpoint import manifest as mf
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +81,14 @@ def _private_tmpfs_available() -> str | None:
     return None
 
 
-def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp_path):
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        ("tensors", "it may need"),  # the tensors alone cannot fit: refused before anything is written
+        ("json", "No space left on device"),  # the JSON state is not counted beforehand: the disk fills mid-write
+    ],
+)
+def test_full_filesystem_is_one_clear_error_and_keeps_nothing_of_the_failed_save(tmp_path, mode, says):
     reason = _private_tmpfs_available()
     if reason:
         pytest.skip(f"ENOSPC variant needs a private tmpfs: {reason}")
@@ -88,10 +96,10 @@ def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp
     mnt.mkdir()
     script = textwrap.dedent("""
         mount -t tmpfs -o size=4m tmpfs "$1" || exit 90
-        cd "$2" && exec "$3" -c "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')" "$4" "$1/ck" tensors
+        cd "$2" && exec "$3" -c "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')" "$4" "$1/ck" "$5"
     """)
     proc = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", str(mnt), str(HERE), sys.executable, str(FILL_CHILD)],
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(mnt), str(HERE), sys.executable, str(FILL_CHILD), mode],
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,10 +108,21 @@ def test_full_filesystem_mid_save_is_one_clear_error_and_frees_what_it_wrote(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert_clean_failure(report, "CheckpointWriteError")
-    assert "No space left on device" in report["error"]["message"]
+    assert says in report["error"]["message"]
     assert report["free_after"] >= report["free_before"] - (64 << 10), (
         f"the failed save kept {report['free_before'] - report['free_after']} bytes of the full disk"
     )
+
+
+def test_a_save_larger_than_the_free_space_is_refused_before_writing(tmp_path):
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        mgr.save({"w": torch.zeros(4)}, step=1)
+        packs = sorted((tmp_path / "ck" / "packs").iterdir())
+        mgr.store.backend.free_bytes = lambda: 2 << 20  # a disk with 2 MiB left
+        with pytest.raises(CheckpointWriteError, match=r"step 2 .* may need 5\.0 MiB and the disk has 2\.0 MiB free"):
+            mgr.save({"w": torch.zeros(1 << 20)}, step=2)
+        assert sorted((tmp_path / "ck" / "packs").iterdir()) == packs and [i.step for i in mgr.list()] == [1]
+        assert mgr.save({"w": torch.ones(4)}, step=3).step == 3  # a save that fits goes on
 
 
 INDEX_AFTER_COMMIT = """

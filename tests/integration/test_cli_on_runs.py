@@ -40,6 +40,18 @@ def ok(*args: str) -> str:
     return proc.stdout
 
 
+def test_show_gives_the_stack_wise_rack_and_each_tensor_with_what_changed(runs: Runs) -> None:
+    shown = json.loads(ok("show", f"{runs['stackwise']}@latest", "--tensors", "--json"))
+    assert [(s["frozen"], s["precision"]) for s in shown["rack"]] == [(True, "full"), (False, "full")]  # grown to 2
+    table = {t["name"]: t for t in shown["tensor_table"]}
+    assert len(table) == shown["tensors"] and all(t["bytes"] > 0 and t["dtype"] for t in table.values())
+    frozen = [t["changed"] for k, t in table.items() if k.startswith("task/rack/stacks/0/")]
+    trained = [t["changed"] for k, t in table.items() if k.startswith("task/rack/stacks/1/") and "weight" in k]
+    assert frozen and set(frozen) == {"same"} and trained and set(trained) == {"changed"}
+    text = ok("show", f"{runs['stackwise']}@latest")
+    assert "stack 0   1 blocks, full (float32), frozen" in text and "stack 1" in text
+
+
 # Stack-Wise (the fastest run) in make test; DINO and UniverSeg in make test-all
 @pytest.fixture(params=[f if f == "stackwise" else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
 def family(request: pytest.FixtureRequest) -> str:

@@ -31,6 +31,9 @@ BAD = [
     ("checkpoint.milestone_steps=[-1]", "checkpoint.milestone_steps"),
     ("seed=-1", "seed"),
     ("checkpoint.compression=lz4", "checkpoint.compression"),
+    ("+nope=1", "nope"),  # Hydra appends +keys even to a structured config: no schema declares it
+    ("+trainer.max_epochz=3", "trainer.max_epochz"),
+    ("checkpoint.monitor=val/baseline_threshold_dice", "checkpoint.mode"),  # a custom metric: is higher better?
 ]
 
 
@@ -54,6 +57,15 @@ def test_every_bad_value_exits_2_with_one_sentence_naming_the_key(tmp_path: Path
         assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], f"{override}: {err[-2000:]}"
         run_dir = tmp_path / f"run{i}"
         assert not run_dir.exists() or not any(run_dir.iterdir()), f"{override} wrote {list(run_dir.iterdir())}"
+
+
+def test_help_lists_as_options_only_the_configs_of_each_group() -> None:
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = dict(line.split(": ", 1) for line in groups.splitlines() if ": " in line)
+    assert set(listed) >= {"model", "data", "trainer", "checkpoint", "hardware", "logger", "experiment"}
+    for group, options in listed.items():
+        assert sorted(options.split(", ")) == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
 
 
 def test_a_missing_data_folder_is_one_clear_sentence(tmp_path: Path) -> None:

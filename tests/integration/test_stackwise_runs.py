@@ -97,3 +97,14 @@ def test_a_stack_exports_to_safetensors_and_seeds_a_new_run(grown: Path, tmp_pat
     first = manifests(child)[0]
     assert stack_ids(first, 0) == {k: v for k, v in stack_ids(final, 0).items()}, "stack 0 was not taken from the parent run"
     assert stack_ids(first, 1), "no trainable stack was added on top of the frozen one"
+
+
+def test_a_new_run_starts_from_any_stacks_of_an_earlier_run(grown: Path, tmp_path: Path) -> None:
+    child = tmp_path / "child"
+    run_train(
+        child, "model=stackwise", "trainer.max_epochs=1", f"model.init_stacks_from={grown}", "model.init_stacks_indices=[3,1]"
+    )
+    first, final = manifests(child)[0], manifests(grown)[-1]
+    ids = lambda doc, i: sorted(stack_ids(doc, i).values())  # noqa: E731 - the tensors, wherever the stack sits
+    assert ids(first, 0) == ids(final, 3) and ids(first, 1) == ids(final, 1) and ids(first, 0) != ids(first, 1)
+    assert stack_ids(first, 2), "no trainable stack was added on top of the two taken"

@@ -119,3 +119,9 @@ def test_a_manager_on_a_memory_url_round_trips():
 def test_an_unknown_protocol_is_one_sentence():
     with pytest.raises(BackendError, match="unknown storage protocol 'nosuchfs://'"):
         FsspecBackend("nosuchfs://x/y")
+
+
+def test_free_space_is_known_on_a_local_disk_and_unknown_on_an_object_store(backend):
+    backend.create()
+    free = backend.free_bytes()
+    assert (free is None) if backend.url.startswith("memory://") else (isinstance(free, int) and free > 0)

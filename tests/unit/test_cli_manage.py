@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from waypoint.checkpoint import CheckpointManager, KeepLast, RetentionPolicy
+from waypoint.checkpoint.policy import KeepEvolution, KeepMilestones
 from waypoint.cli import main
 
 
@@ -75,7 +76,7 @@ def test_gc_dry_run_deletes_nothing(run_dir, capsys):
 def test_gc_refuses_a_negative_keep_last_naming_the_option(run_dir, capsys):
     capsys.readouterr()
     assert main(["gc", str(run_dir), "--keep-last", "-1"]) == 2
-    assert "--keep-last: must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "--keep-last: must be a non-negative integer, got -1" in capsys.readouterr().err
     assert len(run_json(capsys, "ls", str(run_dir))[1]) == 4
 
 
@@ -90,7 +91,7 @@ def test_export_part_as_safetensors_strips_the_prefix(run_dir, tmp_path, capsys)
 def test_export_refuses_to_overwrite(run_dir, tmp_path):
     out = tmp_path / "x.pt"
     out.write_text("precious")
-    assert main(["export", str(run_dir), str(out), "--format", "pt"]) == 2  # refused as asked
+    assert main(["export", str(run_dir), str(out), "--format", "pt"]) == 2  # a refusal: nothing changed
     assert out.read_text() == "precious"
 
 
@@ -114,7 +115,7 @@ def test_import_refuses_code_executing_pickle(tmp_path, capsys):
             return (os.system, (f"touch {marker}",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    assert main(["import", str(tmp_path / "evil.pt"), str(tmp_path / "imp")]) == 2
+    assert main(["import", str(tmp_path / "evil.pt"), str(tmp_path / "imp")]) == 2  # unusable input: refused, nothing changed
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
 
@@ -135,3 +136,53 @@ def test_every_command_has_help_with_an_example(capsys):
     for cmd in ("ls", "verify", "du", "show", "diff", "tag", "untag", "pin", "gc", "export", "import", "backup"):
         assert main([cmd, "--help"]) == 0
         assert "example: waypoint" in capsys.readouterr().out
+
+
+def test_show_tensors_lists_each_tensor_and_whether_it_changed_since_the_previous_checkpoint(run_dir, capsys):
+    code, doc = run_json(capsys, "show", f"{run_dir}@step:20", "--tensors")
+    table = {t["name"]: t for t in doc["tensor_table"]}
+    assert code == 0 and len(table) == doc["tensors"] == 4
+    weight = table["task/teacher/backbone.1.weight"]
+    assert weight["shape"] == [4, 16] and weight["bytes"] == 4 * 16 * 4 and weight["changed"] == "changed"
+    assert [t["changed"] for k, t in table.items() if k != "task/teacher/backbone.1.weight"] == ["same"] * 3
+    code, first = run_json(capsys, "show", f"{run_dir}@step:10", "--tensors")
+    assert {t["changed"] for t in first["tensor_table"]} == {"-"}
+    assert main(["show", f"{run_dir}@step:20", "--tensors"]) == 0
+    assert "task/teacher/backbone.1.weight" in capsys.readouterr().out
+
+
+@pytest.fixture
+def kept_run(tmp_path):
+    """Ten checkpoints under a policy keeping the 2 newest, a milestone at step 30 and 3 evolution snapshots."""
+    pools = (KeepLast(2), KeepMilestones(steps=frozenset({30})), KeepEvolution(3, 100))
+    with CheckpointManager(tmp_path / "run" / "checkpoints", RetentionPolicy(pools)) as mgr:
+        for step in range(10, 101, 10):
+            mgr.save({"w": torch.full((8,), float(step))}, step)
+    return tmp_path / "run"
+
+
+def steps(run):
+    with CheckpointManager(run / "checkpoints", read_only=True) as mgr:
+        return [i.step for i in mgr.list()]
+
+
+def test_gc_keep_last_never_deletes_milestones_evolution_snapshots_or_pins(kept_run, capsys):
+    assert steps(kept_run) == [10, 30, 50, 90, 100]  # evolution targets 0, 50, 100 -> 10, 50, 100
+    assert main(["pin", f"{kept_run}@step:90"]) == 0
+    code, report = run_json(capsys, "gc", str(kept_run), "--keep-last", "0")
+    assert code == 0 and report["deleted"] == [] and steps(kept_run) == [10, 30, 50, 90, 100]
+
+
+def test_gc_drops_milestones_and_evolution_snapshots_only_when_told(kept_run, capsys):
+    code, report = run_json(capsys, "gc", str(kept_run), "--keep-last", "1", "--drop", "milestones")
+    assert report["deleted"] == ["step_000000030", "step_000000090"] and steps(kept_run) == [10, 50, 100]
+    code, report = run_json(capsys, "gc", str(kept_run), "--keep-last", "1", "--drop", "evolution")
+    assert report["deleted"] == ["step_000000010", "step_000000050"] and steps(kept_run) == [100]
+
+
+def test_backup_keep_last_prunes_the_copy_and_keeps_its_pins(run_dir, tmp_path, capsys):
+    assert main(["pin", f"{run_dir}@step:10"]) == 0
+    code, doc = run_json(capsys, "backup", str(run_dir), str(tmp_path / "copy"), "--keep-last", "1")
+    assert code == 0 and doc["deleted"] == ["step_000000030"]  # 10 is pinned, 20 the best, 40 the newest
+    assert steps(tmp_path / "copy") == [10, 20, 40] and steps(run_dir) == [10, 20, 30, 40]
+    assert {p.name for p in (tmp_path / "copy").iterdir()} >= {"checkpoints"}

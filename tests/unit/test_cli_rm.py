@@ -1,5 +1,6 @@
-"""`waypoint rm REF`: delete one checkpoint, refusing pinned, best and latest unless --force."""
+"""`waypoint rm`: a whole run (asking first, never while written), or one checkpoint (pinned, best, latest need --force)."""
 
+import io
 import json
 
 import pytest
@@ -62,3 +63,34 @@ def test_rm_dry_run_deletes_nothing(run_dir, capsys):
 def test_rm_unknown_ref_is_a_usage_error(run_dir, tmp_path):
     assert main(["rm", f"{run_dir}@step:999"]) == 2
     assert main(["rm", str(tmp_path / "nowhere")]) == 2
+
+
+def test_rm_of_a_run_dir_deletes_the_whole_run_after_asking(run_dir, monkeypatch, capsys):
+    (run_dir / "train.log").write_text("a log\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert main(["rm", str(run_dir)]) == 0
+    assert "nothing deleted" in capsys.readouterr().out and len(names(run_dir)) == 4
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    assert main(["rm", str(run_dir)]) == 0
+    assert "deleted" in capsys.readouterr().out and not run_dir.exists()
+
+
+def test_rm_of_a_run_without_a_terminal_to_ask_needs_yes(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["rm", str(run_dir)]) == 2
+    assert "--yes" in capsys.readouterr().err and len(names(run_dir)) == 4
+    assert main(["rm", str(run_dir), "--yes", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["checkpoints"] == 4 and doc["freed_bytes"] > 0 and not run_dir.exists()
+
+
+def test_rm_of_a_run_that_a_writer_holds_is_refused(run_dir, capsys):
+    with CheckpointManager(run_dir / "checkpoints"):  # a training process holds the run
+        assert main(["rm", str(run_dir), "--yes"]) == 2
+    assert "being written by pid" in capsys.readouterr().err and len(names(run_dir)) == 4
+
+
+def test_rm_of_a_directory_that_is_not_a_run_deletes_nothing(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    assert main(["rm", str(tmp_path / "notes"), "--yes"]) == 2
+    assert "not a run directory" in capsys.readouterr().err and (tmp_path / "notes").is_dir()

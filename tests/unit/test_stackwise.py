@@ -286,3 +286,18 @@ def test_a_weights_only_state_rebuilds_the_grown_rack_with_a_fresh_optimizer():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not fresh.optimizers()[0].state
     train(fresh, 5, 6)  # and it trains on
+
+
+def test_init_stacks_take_any_stacks_of_the_earlier_run_in_the_order_asked():
+    earlier = make()
+    train(earlier, 0, 5)
+    state = round_trip(earlier.state_dict())
+    task = make(init_stacks=state, init_stacks_indices=[2, 0], target_stacks=5)
+    assert [s.source for s in task.specs] == ["init", "init", "fresh"]
+    for new, old in ((0, 2), (1, 0)):
+        a, b = extract_stack(state, old), extract_stack(task.state_dict(), new)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    gapped = make(init_stacks={1: extract_stack(state, 1), 3: extract_stack(state, 2)}, init_stacks_frozen=False)
+    assert len(gapped.specs) == 2  # stacks 1 and 3 of a file become 0 and 1
+    with pytest.raises(StackStateError, match=r"init_stacks_indices=\[5\] must name distinct stacks of the \[0, 1, 2\]"):
+        make(init_stacks=state, init_stacks_indices=[5])

@@ -9,9 +9,8 @@ import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 
-from waypoint.tasks import stackwise
+from waypoint.config import register
 from waypoint.tasks.base import StepContext
 from waypoint.training.build import build_data
 
@@ -26,12 +25,7 @@ def conf_dir(tmp_path):
         for name in names:
             shutil.copy(CONF / group / f"{name}.yaml", tmp_path / group)
     (tmp_path / "config.yaml").write_text("defaults:\n  - data: segshapes\n  - model: stackwise\n  - _self_\nseed: 0\n")
-    for key, node in stackwise.CONFIG_SCHEMAS.items():
-        group, name = key.split("/")
-        ConfigStore.instance().store(group=group, name=name, node=node)
-    from waypoint.tasks import universeg  # the primary's default data (segshapes) needs its schema too
-
-    ConfigStore.instance().store(group="data", name="segshapes_schema", node=universeg.CONFIG_SCHEMAS["data/segshapes_schema"])
+    register()  # every family's schemas, as train.py registers them
     return str(tmp_path)
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from PIL import Image
 
+from waypoint.config import register
 from waypoint.tasks import universeg
 from waypoint.tasks.base import StepContext
 from waypoint.training.build import build_data
@@ -28,9 +28,7 @@ def conf_dir(tmp_path):
         for name in names:
             shutil.copy(CONF / group / f"{name}.yaml", tmp_path / group)
     (tmp_path / "config.yaml").write_text("defaults:\n  - data: text\n  - model: universeg\n  - _self_\nseed: 0\n")
-    for key, node in universeg.CONFIG_SCHEMAS.items():
-        group, name = key.split("/")
-        ConfigStore.instance().store(group=group, name=name, node=node)
+    register()  # every family's schemas, as train.py registers them
     return str(tmp_path)
 
 

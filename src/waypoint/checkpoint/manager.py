@@ -636,10 +636,13 @@ class CheckpointManager:
         repack_sparse(self.store)
         return [p for p, _ in self.store.gc_packs()]
 
-    def gc(self, keep_last: int | None = None, dry_run: bool = False) -> dict[str, Any]:
-        """Apply retention (optionally only keep-last N plus pinned/best/latest), repack and drop unreferenced packs."""
+    def gc(self, keep_last: int | None = None, dry_run: bool = False, drop: Iterable[str] = ()) -> dict[str, Any]:
+        """Apply the run's retention, or keep the ``keep_last`` newest beside its milestones, evolution snapshots,
+        pinned, best and latest checkpoints; ``drop`` (``milestones``, ``evolution``) gives those pools up. Then
+        repack and delete unreferenced packs."""
         self.writer.wait()
-        policy = self.policy if keep_last is None else RetentionPolicy((KeepLast(keep_last),))
+        own = self.policy.without(drop)
+        policy = own if keep_last is None else RetentionPolicy((KeepLast(keep_last), *own.permanent()))
         before = self.store.physical_bytes()
         doomed, packs = self._apply_retention(policy, dry_run=dry_run)
         if dry_run:

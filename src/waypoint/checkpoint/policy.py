@@ -8,7 +8,7 @@ any pool keeps it. Whatever the pools say, the newest valid checkpoint and every
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -206,6 +206,15 @@ class RetentionPolicy:
         if newest_valid is not None:
             keep.add(newest_valid.name)
         return keep
+
+    def without(self, kinds: Iterable[str]) -> RetentionPolicy:
+        """This policy less its ``milestones`` pools (milestones, every N steps) or ``evolution`` snapshots."""
+        gone = tuple(t for k in kinds for t in {"milestones": (KeepMilestones, KeepEveryN), "evolution": (KeepEvolution,)}[k])
+        return RetentionPolicy(tuple(p for p in self.pools if not isinstance(p, gone)))
+
+    def permanent(self) -> tuple[Pool, ...]:
+        """The pools that keep checkpoints for good: milestones, every N steps, evolution snapshots, tags."""
+        return tuple(p for p in self.pools if isinstance(p, (KeepMilestones, KeepEveryN, KeepEvolution, KeepTagged)))
 
     def evolution(self, candidates: Sequence[Candidate]) -> set[str]:
         """The evolution snapshots among ``candidates`` (what this policy's ``KeepEvolution`` pools keep)."""

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from ..units import human_bytes
 from . import manifest as mf
 from .catalog import CKPT_NAME, Catalog, order, write_fence
 from .codec import alias_keys
@@ -243,6 +244,13 @@ class CheckpointStore:
         step = check_step(request.step)
         self.check_lease()
         keys = list(tensors)
+        free = self.backend.free_bytes()
+        need = sum(tensors[k].nbytes + 4096 for k in keys if not (ids and ids.get(k) in self.known)) + (1 << 20)
+        if free is not None and need > free:  # an upper bound (headers, padding, manifest); the JSON state is not counted
+            raise CheckpointWriteError(
+                f"could not save the checkpoint of step {step} in {self.root}: it may need {human_bytes(need)} and the disk "
+                f"has {human_bytes(free)} free, so nothing was written and earlier checkpoints are intact"
+            )
         pack: PackInfo | None = None
         try:
             records_list, pack = write_pack(

@@ -57,20 +57,21 @@ class WandbRun:
             log.warning(f"logger=wandb could not start ({type(exc).__name__}: {exc}); logging to metrics.jsonl only")
             self.run = None
 
-    @property
-    def run_id(self) -> str | None:
-        """The wandb run id, or None when wandb is off."""
-        return self.run.id if self.run is not None else None
-
     def log(self, row: Mapping[str, Any]) -> None:
         """Log one metrics row at its step (and the checkpoints committed since the last call)."""
         self.flush_checkpoints()
+        self._guard(
+            "logging", lambda: self.run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=int(row["step"]))
+        )
+
+    def _guard(self, what: str, fn: Any) -> None:
+        """Call ``fn`` while wandb is on; a failure turns it off with one warning."""
         if self.run is None:
             return
         try:
-            self.run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=int(row["step"]))
+            fn()
         except Exception as exc:
-            log.warning(f"wandb logging failed ({exc}); turning wandb off for this run")
+            log.warning("wandb %s failed (%s); turning wandb off for this run", what, exc)
             self.run = None
 
     def committed(self, info: Any, files: Iterable[Path]) -> None:
@@ -96,29 +97,19 @@ class WandbRun:
         self, name: str, step: int, files: Iterable[Path], aliases: list[str], metadata: Mapping[str, Any] | None = None
     ) -> None:
         """Log one checkpoint as an artifact referencing (not copying) the files that hold its bytes."""
-        if self.run is None:
-            return
-        try:
-            art = self._wandb.Artifact(
-                f"checkpoints-{self.run.id}",
-                type="checkpoint",
-                metadata={"checkpoint": name, "step": step, **dict(metadata or {})},
-            )
-            for f in files:
-                f = Path(f).resolve()
+
+        def log_artifact() -> None:
+            meta = {"checkpoint": name, "step": step, **dict(metadata or {})}
+            art = self._wandb.Artifact(f"checkpoints-{self.run.id}", type="checkpoint", metadata=meta)
+            for f in map(lambda f: Path(f).resolve(), files):
                 entry = f"packs/{f.name}" if f.parent.name == "packs" else f"{name}/{f.name}"
                 art.add_reference(f"file://{f}", name=entry, checksum=False)
             self.run.log_artifact(art, aliases=list(dict.fromkeys(aliases)))
-        except Exception as exc:
-            log.warning(f"wandb artifact logging failed ({exc}); turning wandb off for this run")
-            self.run = None
+
+        self._guard("artifact logging", log_artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         """Log what is still queued, then close the wandb run."""
         self.flush_checkpoints()
-        if self.run is not None:
-            try:
-                self.run.finish(exit_code=exit_code)
-            except Exception:
-                pass
-            self.run = None
+        self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
+        self.run = None

@@ -36,25 +36,8 @@ FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 #: key segments of training state that is not model weights (never reported as unexpected)
 NOT_WEIGHTS = frozenset(
-    {
-        "optimizer",
-        "optimizers",
-        "optimizer_state_dict",
-        "scheduler",
-        "scheduler_state_dict",
-        "lr_scheduler",
-        "lr_schedulers",
-        "fp16_scaler",
-        "scaler",
-        "rng",
-        "progress",
-        "optimizer_states",
-        "cache",
-        "rng_state",
-        "rng_states",
-        "cuda_rng_state",
-        "torch_rng_state",
-    }
+    "optimizer optimizers optimizer_state_dict optimizer_states scheduler scheduler_state_dict lr_scheduler lr_schedulers "
+    "fp16_scaler scaler rng rng_state rng_states cuda_rng_state torch_rng_state progress cache".split()
 )
 #: key segments that wrappers (DDP, torch.compile) insert
 WRAPPER_SEGMENTS = frozenset({"module", "_orig_mod"})
@@ -68,11 +51,6 @@ class InitFromError(ConfigError):
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_foreign_file(path: Path) -> Any:
-    """A foreign PyTorch checkpoint, unpickled weights-only by the store (the one place that reads them)."""
-    return read_foreign(path)
-
-
 def flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     """Every tensor of a nested state (dicts, lists, tuples) under a ``.``-joined key; other leaves are skipped."""
     out: dict[str, torch.Tensor] = {}
@@ -113,7 +91,7 @@ def read_source(ref: str) -> Source:
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: say which
             raise InitFromError(f"init_from: {ref} is not a readable safetensors file ({exc})") from None
     elif path.is_file() and path.suffix in FOREIGN_SUFFIXES:
-        raw, kind, detail = flatten(read_foreign_file(path)), "foreign", ""
+        raw, kind, detail = flatten(read_foreign(path)), "foreign", ""
     elif path.is_file():
         raise InitFromError(f"init_from: {ref} is a file but neither .safetensors nor {'/'.join(FOREIGN_SUFFIXES)}")
     else:

@@ -27,8 +27,9 @@ from waypoint.checkpoint.refs import backup_root, run_checkpoints
 from waypoint.checkpoint.transfer import BackgroundMirror
 from waypoint.config import validate
 from waypoint.errors import EXIT_ABORTED, EXIT_FAILED, EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, WaypointError
-from waypoint.tracking import logs
+from waypoint.tracking import logs, story
 from waypoint.tracking.metrics import MetricsLog
+from waypoint.tracking.tensorboard_run import TensorBoardRun
 from waypoint.tracking.wandb_run import WandbRun
 from waypoint.training import build, init_from, resume
 from waypoint.training.build import Schedule
@@ -82,9 +83,9 @@ def git_commit() -> str | None:
     """The commit of the code being run, when it is a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -158,20 +159,22 @@ class Prepared:
 
     trainer: Trainer
     metrics: MetricsLog | None
-    wandb: WandbRun | None = None
+    trackers: tuple[Any, ...] = ()  # W&B, TensorBoard (rank 0): every log row and every commit
     shard_reader: CheckpointManager | None = None  # FSDP, ranks other than 0: the read-only manager of their shards
 
 
-def _train(prepared: Prepared | None, run_dir: Path, flag: StopFlag, runtime: Runtime) -> int:
-    if prepared is None:
-        if flag.requested:
-            log.info("%s received: the run is already finished, nothing to save", flag.name)
-        return EXIT_OK
-    trainer = prepared.trainer
-    trainer.flag = flag
-    code = EXIT_OK
+def _train(prepared: Prepared | Plan, run_dir: Path, flag: StopFlag, runtime: Runtime) -> int:
+    if isinstance(prepared, Plan):
+        return _finished(prepared, run_dir, flag, runtime)
+    trainer, result = prepared.trainer, None
+    trainer.flag, code, start, started = flag, EXIT_OK, trainer.progress.step, time.time()
     try:
         code = _fit(trainer, run_dir, flag, runtime)
+        if code == EXIT_OK and trainer.manager is not None:
+            end, took = trainer.progress.step, story.duration(time.time() - started)
+            done = f"{end} steps" + (f" ({end - start} since the resume at step {start})" if start else "") + f" in {took}"
+            best = trainer.manager.best()
+            result = story.result_line(trainer.meta["config"], trainer.monitor, trainer.monitor_mode, run_dir, best, done)
     finally:
         code = _close(prepared, code)
     if runtime.distributed and code in (EXIT_OK, EXIT_PREEMPTED, EXIT_NONFINITE):
@@ -180,12 +183,25 @@ def _train(prepared: Prepared | None, run_dir: Path, flag: StopFlag, runtime: Ru
         except DistributedError as exc:
             log.error("%s", exc)
             code = code or EXIT_FAILED
+    if result is not None and code == EXIT_OK:
+        log.info("%s", result)  # the last line of the run
     return code
+
+
+def _finished(plan: Plan, run_dir: Path, flag: StopFlag, runtime: Runtime) -> int:
+    """A finished run started again: the line saying so goes to train.log, and the result line ends the command."""
+    if flag.requested:
+        log.info("%s received: the run is already finished, nothing to save", flag.name)
+    if runtime.is_coordinator:
+        logs.attach_file(run_dir)
+        with CheckpointManager(plan.store, read_only=True) as mgr:
+            best = mgr.best()
+        log.info("%s", story.result_line(plan.plain, plan.monitor, plan.mode, run_dir, best, "already finished"))
+    return EXIT_OK
 
 
 def _fit(trainer: Trainer, run_dir: Path, flag: StopFlag, runtime: Runtime) -> int:
     """Train, and turn how training ended into an exit code (every way of ending says so in train.log)."""
-    started = time.time()
     try:
         if flag.requested:  # a signal while starting: nothing was trained since the newest checkpoint
             log.info("%s received before training started: nothing new to save; run the same command again to resume", flag.name)
@@ -193,7 +209,6 @@ def _fit(trainer: Trainer, run_dir: Path, flag: StopFlag, runtime: Runtime) -> i
         trainer.fit()
         if trainer.manager is not None:
             trainer.manager.wait()
-        log.info("done: %d steps in %.1fs; run dir %s", trainer.progress.step, time.time() - started, run_dir)
         if flag.requested:
             log.info("%s received after the run finished; nothing to save", flag.name)
         return EXIT_OK
@@ -233,8 +248,8 @@ def _close(prepared: Prepared, code: int) -> int:
             code = code or EXIT_FAILED
     if prepared.metrics is not None:
         prepared.metrics.close()
-    if prepared.wandb is not None:
-        prepared.wandb.finish(code)
+    for tracker in prepared.trackers:
+        tracker.finish(code)
     return code
 
 
@@ -308,8 +323,8 @@ def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
     return extra
 
 
-def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, scaler: Any) -> Prepared | None:
-    """Build the run and restore it; None when it is already finished. Writes nothing until every check passed.
+def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, scaler: Any) -> Prepared | Plan:
+    """Build the run and restore it; its plan alone when it is already finished. Writes nothing until every check passed.
 
     Across ranks: every rank builds the task; rank 0 alone looks at the run's store, takes the writer's lease, picks
     the checkpoint to resume and writes ``.hydra``/``train.log``/``metrics.jsonl``; the others restore the checkpoint
@@ -317,7 +332,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, sc
     """
     plan = _plan(cfg, run_dir, runtime)
     if _shared(runtime, lambda: resume.finished(plan.store, plan.rules, plan.schedule.total_steps)):
-        return None
+        return plan
     opened = _open(cfg, plan, runtime)  # rank 0 holds the writer's lease from here on
     prepared = Prepared(None, MetricsLog(run_dir) if runtime.is_coordinator else None)  # type: ignore[arg-type]
     try:
@@ -333,7 +348,8 @@ def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, sc
             if manager is not None:
                 manager.close()
         raise
-    prepared.wandb = _wandb(cfg, run_dir, plan, prepared.trainer, runtime)
+    if runtime.is_coordinator:
+        prepared.trackers = _trackers(cfg, run_dir, plan, prepared.trainer, resumed)
     return prepared
 
 
@@ -482,17 +498,20 @@ def _announce(
     )
 
 
-def _wandb(cfg: DictConfig, run_dir: Path, plan: Plan, trainer: Trainer, runtime: Runtime) -> WandbRun | None:
-    """The W&B run (rank 0, ``logger.wandb=true``): every log row, and every commit (async ones too)."""
-    if not (cfg.logger.wandb and runtime.is_coordinator):
-        return None
-    run = WandbRun(
-        run_dir, cfg.logger.project, cfg.logger.entity, cfg.logger.mode, list(cfg.logger.tags), plan.plain, name=run_dir.name
-    )
-    trainer.on_log = run.log
+def _trackers(cfg: DictConfig, run_dir: Path, plan: Plan, trainer: Trainer, resumed: Any) -> tuple[Any, ...]:
+    """W&B (``logger.wandb``) and TensorBoard (``logger.tensorboard``): every log row and every commit (async ones
+    too). A resumed run continues the same tracker run; what the attempt that died logged past the resumed step is
+    dropped, as from metrics.jsonl."""
+    lg, out = cfg.logger, []
+    if lg.wandb:
+        out.append(WandbRun(run_dir, lg.project, lg.entity, lg.mode, list(lg.tags), plan.plain, name=run_dir.name))
+    if lg.get("tensorboard"):
+        out.append(TensorBoardRun(run_dir, trainer.progress.step if resumed is not None else -1))
     manager = trainer.manager
-    manager.on_commit(lambda report: run.committed(report.info, manager.checkpoint_files(report.info.name)))
-    return run
+    for tracker in out:
+        trainer.on_log.append(tracker.log)
+        manager.on_commit(lambda r, t=tracker: t.committed(r.info, manager.checkpoint_files(r.info.name)))
+    return tuple(out)
 
 
 def _log_config(cfg: DictConfig, run_dir: Path) -> None:

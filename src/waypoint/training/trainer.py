@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from waypoint.analysis.fmt import num
 from waypoint.checkpoint import CheckpointManager, LeaseLostError
 from waypoint.checkpoint.policy import SaveTriggers, TriggerState
 from waypoint.config import CheckpointConfig, ConfigError, TrainerConfig
@@ -22,6 +23,7 @@ from waypoint.data.sampler import EpochBatchSampler
 from waypoint.tasks.base import StepContext, Task
 from waypoint.tracking.metrics import MetricsLog
 from waypoint.tracking.progress import ProgressBar
+from waypoint.tracking.story import EpochMeans
 from waypoint.training.build import Schedule, monitored_metric
 from waypoint.training.runtime import DistributedError, Runtime, rank_seed
 from waypoint.training.signals import StopFlag
@@ -78,8 +80,7 @@ class Trainer:
         autocast: Callable[[], Any] = nullcontext,
         scaler: torch.amp.GradScaler | None = None,
         meta: Mapping[str, Any] | None = None,
-        on_log: Callable[[Mapping[str, Any]], None] | None = None,
-        on_save: Callable[[Any, tuple[str, ...]], None] | None = None,
+        on_log: Sequence[Callable[[Mapping[str, Any]], None]] = (),
         runtime: Runtime | None = None,
     ) -> None:
         # on a rank other than the coordinator ``manager`` and ``metrics`` are None: rank 0 alone logs and commits
@@ -88,7 +89,8 @@ class Trainer:
         self.loop, self.saving = loop or TrainerConfig(), saving or CheckpointConfig()
         self.device, self.metrics, self.autocast, self.scaler = device, metrics, autocast, scaler
         self.meta = dict(meta or {})
-        self.on_log, self.on_save = on_log, on_save
+        self.on_log = list(on_log)  # trackers (W&B, TensorBoard): every logged row
+        self.epoch_means = EpochMeans()
         self.progress = Progress()
         self.trigger_state = TriggerState(last_save_step=-1, last_save_time=time.time(), best_value=None)
         self.flag = StopFlag()
@@ -100,7 +102,6 @@ class Trainer:
         self.monitor, self.monitor_mode = monitored_metric(self.saving, task.monitor, task.monitor_mode)
         self._rng_before_val: dict[str, Any] | None = None
         self.view: Any = None
-        self.emergency: Any = None
         # FSDP: the manager this rank writes its shards through (rank 0's own; a read-only one over the same root elsewhere)
         self.shard_manager: CheckpointManager | None = manager
         self._now, self._stop = time.time(), False  # the agreed clock and stop decision of the last step boundary
@@ -226,7 +227,6 @@ class Trainer:
                 raise
             try:
                 info = self.emergency_save()
-                self.emergency = info
                 if info is not None:
                     log.error(
                         "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
@@ -241,22 +241,27 @@ class Trainer:
     def _fit(self) -> None:
         p = self.progress
         self._now = time.time()
-        loop, shown = self.loop, self.runtime.is_coordinator  # one progress display per run: rank 0's
-        self.view = ProgressBar(self.schedule.total_steps, p.step, loop.progress_bar, loop.log_every_n_steps, shown)
+        loop, s = self.loop, self.schedule
+        epochs = -(-s.total_steps // s.steps_per_epoch)
+        self.view = ProgressBar(
+            s.total_steps, p.step, epochs, loop.progress_bar, loop.log_every_n_steps, self.runtime.is_coordinator
+        )
         try:
             with self.flag:
                 if p.pending_validation or (p.step == 0 and self.loop.validate_at_start):
                     self._validate_and_maybe_save(
                         epoch_end=p.step > 0 and p.batch_in_epoch == 0, is_end=p.step >= self.schedule.total_steps
                     )
-                while p.step < self.schedule.total_steps:
+                while p.step < s.total_steps:
                     for batch in self._train_batches():
                         self._train_step(batch)
-                        epoch_end = p.batch_in_epoch >= self.schedule.steps_per_epoch
+                        epoch_end = p.batch_in_epoch >= s.steps_per_epoch
                         if epoch_end:
                             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                        if epoch_end or p.step >= s.total_steps:  # an epoch's means, or those of the last one begun
+                            log.info("%s", self.epoch_means.line(p.epoch + (not epoch_end), epochs, p.step))
                         self._after_step(epoch_end)
-                        if p.step >= self.schedule.total_steps:
+                        if p.step >= s.total_steps:
                             break
                     else:
                         if p.batch_in_epoch:  # the loader ended early (never with drop_last), be safe
@@ -289,58 +294,62 @@ class Trainer:
             nonfinite = not bool(torch.isfinite(loss.detach()).all())
         except Exception as exc:  # every rank must hear of it before the collective backward pass
             error, nonfinite = exc, False
-        if self.runtime.distributed:
-            flags = self.runtime.all_sum(
-                [1.0 if error is not None else 0.0, 1.0 if nonfinite else 0.0], "agreeing on the loss before backward"
-            )
-            self._shared_failure = flags[0] > 0
-            if error is not None:
-                raise error
-            if flags[0] > 0:
-                raise PeerFailed(f"another rank at step {p.step + 1}")
-            bad_rank = flags[1] > 0
-        else:
-            if error is not None:
-                raise error
-            bad_rank = nonfinite
-        if bad_rank:
-            value = float(loss.detach()) if nonfinite else float("nan")
-            where = "" if not self.runtime.distributed else (" on this rank" if nonfinite else " on another rank")
-            raise NonFiniteLossError(
-                f"the loss became {value}{where} at step {p.step + 1} (epoch {p.epoch}); "
-                f"the step was not applied; {self._where_a_rerun_starts()}. "
-                "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
-            )
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            for opt in optimizers:
-                self.scaler.unscale_(opt)
-        else:
-            loss.backward()
-        self.task.before_optimizer_step(ctx)
-        if self.loop.gradient_clip_val:
-            params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.loop.gradient_clip_val)
-            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP
-            logs = {**logs, "train/grad_norm": float(norm)}
-        for opt in optimizers:
-            if self.scaler is not None:
-                self.scaler.step(opt)
-            else:
-                opt.step()
-        if self.scaler is not None:
-            self.scaler.update()
-        self.task.after_optimizer_step(ctx)
+        self._check_loss(error, nonfinite, loss if error is None else None)
+        logs = self._optimizer_step(loss, logs, optimizers, ctx)
         p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
         self.last_train, self.last_train_step = {k: float(v) for k, v in logs.items()}, p.step
         lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
         if lr is not None:
             self.last_train.setdefault("train/lr", float(lr))
         self._agree_after_step()
+        self.epoch_means.add(self.last_train)
         if p.step % max(1, self.loop.log_every_n_steps) == 0 or p.step == self.schedule.total_steps:
             self._log({"epoch": p.epoch, **self.last_train})
         assert self.view is not None
         self.view.update(p.step, p.epoch, self.last_train)
+
+    def _check_loss(self, error: BaseException | None, nonfinite: bool, loss: Any) -> None:
+        """Every rank learns whether any rank's forward pass failed or gave a non-finite loss; then all stop."""
+        p, distributed = self.progress, self.runtime.distributed
+        bad_rank = nonfinite
+        if distributed:
+            flags = self.runtime.all_sum([float(error is not None), float(nonfinite)], "agreeing on the loss before backward")
+            self._shared_failure = flags[0] > 0
+            if error is None and flags[0] > 0:
+                raise PeerFailed(f"another rank at step {p.step + 1}")
+            bad_rank = flags[1] > 0
+        if error is not None:
+            raise error
+        if bad_rank:
+            value = float(loss.detach()) if nonfinite else float("nan")
+            where = "" if not distributed else (" on this rank" if nonfinite else " on another rank")
+            raise NonFiniteLossError(
+                f"the loss became {value}{where} at step {p.step + 1} (epoch {p.epoch}); "
+                f"the step was not applied; {self._where_a_rerun_starts()}. "
+                "Lower model.lr or set trainer.gradient_clip_val, then run the same command again."
+            )
+
+    def _optimizer_step(self, loss: Any, logs: Mapping[str, Any], optimizers: Sequence[Any], ctx: StepContext) -> dict:
+        """Backward, clipping (the norm joins the logs), the optimizer (and loss scaler) step; the logs."""
+        scaler = self.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            for opt in optimizers:
+                scaler.unscale_(opt)
+        else:
+            loss.backward()
+        self.task.before_optimizer_step(ctx)
+        logs = dict(logs)
+        if self.loop.gradient_clip_val:
+            params = [q for opt in optimizers for g in opt.param_groups for q in g["params"] if q.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.loop.gradient_clip_val)
+            logs["train/grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor (FSDP)
+        for opt in optimizers:
+            scaler.step(opt) if scaler is not None else opt.step()
+        if scaler is not None:
+            scaler.update()
+        self.task.after_optimizer_step(ctx)
+        return logs
 
     def _agree_after_step(self) -> None:
         """One all-reduce per step: the train metrics averaged over ranks, any rank's stop signal, the coordinator's
@@ -400,10 +409,9 @@ class Trainer:
                 f"choose one of {', '.join(sorted(self.last_val)) or '(none)'}"
             )
         self._log({"epoch": p.epoch, **self.last_val})
-        assert self.view is not None
-        line = f"step {p.step} epoch {p.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
-        self.view.write(line)
-        log.debug("validation at %s", line)
+        log.info(
+            "validation at step %d (epoch %d): %s", p.step, p.epoch, ", ".join(f"{k} {num(v)}" for k, v in self.last_val.items())
+        )
         if p.step > 0:
             self._maybe_save(epoch_end, is_end, monitored=self.last_val[self.monitor])
         else:
@@ -490,8 +498,6 @@ class Trainer:
                 error = exc
         self._agreed(error, "agreeing that the checkpoint was committed")
         self.trigger_state = self.triggers.after_save(self.trigger_state, step=p.step, now=self._now)
-        if self.on_save is not None and info is not None:
-            self.on_save(info, tags)
         return info
 
     def _where_a_rerun_starts(self) -> str:
@@ -533,5 +539,5 @@ class Trainer:
             return
         full = {"step": self.progress.step, "time": time.time(), **row}
         self.metrics.log(full)
-        if self.on_log is not None:
-            self.on_log(full)
+        for listener in self.on_log:
+            listener(full)

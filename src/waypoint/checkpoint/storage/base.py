@@ -216,6 +216,10 @@ class Backend(ABC):
         root that is a symbolic link)."""
 
     @abstractmethod
+    def free_bytes(self) -> int | None:
+        """Bytes a new write may still take under the root, or None when that cannot be known (object stores)."""
+
+    @abstractmethod
     def exists(self) -> bool:
         """Whether the root is there to read (a local directory exists; an object prefix always is)."""
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..durable import (
     create_exclusive,
+    free_bytes,
     fsync_dir,
     open_regular,
     rename_noreplace,
@@ -144,6 +145,10 @@ class LocalBackend(Backend):
                 )
             if os.path.lexists(path) and not os.path.isdir(path):
                 raise CheckpointError(f"{path} is not a directory, so it cannot hold checkpoints; move it away")
+
+    def free_bytes(self) -> int | None:
+        """Bytes available to an unprivileged writer on the root's file system (statvfs)."""
+        return free_bytes(self.root)
 
     def exists(self) -> bool:
         """Whether the root directory exists."""

@@ -384,6 +384,9 @@ class FsspecBackend(Backend):
 
         self._call("reach the bucket", probe)
 
+    def free_bytes(self) -> int | None:
+        return None  # an object store does not say
+
     def exists(self) -> bool:
         return True
 

@@ -79,7 +79,10 @@ def backup(source: str | os.PathLike, dest: str, *, keep_last: int | None = None
     every checkpoint there verified; ``keep_last`` keeps only the newest N there (pinned ones too)."""
     root = checkpoints_root(source)
     _refuse_inside(dest, root)
-    with CheckpointManager(root, read_only=True) as src, CheckpointManager(destination(dest)) as dst:
+    with (
+        CheckpointManager(root, read_only=True) as src,
+        CheckpointManager(destination(dest), src.policy, monitor=src.monitor, mode=src.mode) as dst,  # the run's best, pools
+    ):
         report = mirror(src.store, dst.store, check=True)
         pruned = dst.gc(keep_last=keep_last)["deleted"] if keep_last is not None else []
         for name, problems in dst.verify().items():

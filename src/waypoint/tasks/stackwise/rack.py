@@ -145,26 +145,26 @@ class InitStacks:
     head: Optional[dict[str, torch.Tensor]]
 
 
-def parse_init_stacks(init: Mapping[str, Any]) -> InitStacks:
-    """Accept a full task state, its flat tensor table, or ``{i: stack tensors}``; return the stacks in order."""
+def parse_init_stacks(init: Mapping[str, Any], select: Optional[list[int]] = None) -> InitStacks:
+    """Accept a full task state, its flat tensor table, or ``{i: stack tensors}``; return the stacks ``select`` names,
+    in that order (all of them, by index, when None): they become stacks 0, 1, ... of the new rack."""
     flat = flatten_state(init)
-    indices = stack_indices(flat)
-    if indices:
-        stacks = [extract_stack(flat, i) for i in indices]
-    else:
-        by_index: dict[int, dict[str, torch.Tensor]] = {}
+    by_index: dict[int, dict[str, torch.Tensor]] = {i: extract_stack(flat, i) for i in stack_indices(flat)}
+    if not by_index:
         for key, value in flat.items():
             head, _, rest = key.partition("/")
             if head.isdigit() and rest and isinstance(value, torch.Tensor):
                 by_index.setdefault(int(head), {})[rest] = value
-        indices = sorted(by_index)
-        stacks = [by_index[i] for i in indices]
-    if not stacks:
+    if not by_index:
         raise StackStateError(
             "init_stacks holds no stacks; give a Stack-Wise state (keys 'rack/stacks/<i>/...') or {i: stack tensors}."
         )
-    if indices != list(range(len(indices))):
-        raise StackStateError(f"init_stacks holds stacks {indices}; they must be numbered 0..n-1 with none missing.")
+    missing = sorted(set(select or ()) - set(by_index))
+    if missing or (select is not None and (not select or len(set(select)) < len(select))):
+        raise StackStateError(
+            f"model.init_stacks_indices={select} must name distinct stacks of the {sorted(by_index)} that init_stacks holds."
+        )
+    stacks = [by_index[i] for i in (select if select is not None else sorted(by_index))]
 
     def part(prefix: str) -> Optional[dict[str, torch.Tensor]]:
         found = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}

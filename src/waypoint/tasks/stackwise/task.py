@@ -91,6 +91,7 @@ class StackWiseConfig:
     weight_decay: float = 0.1
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     init_stacks_from: Optional[str] = None  # resolved by the trainer into the `init_stacks` argument
+    init_stacks_indices: Optional[list[int]] = None  # which of its stacks, in this order (null: all of them)
     init_stacks_frozen: bool = True
 
 
@@ -146,7 +147,9 @@ class StackWiseTask:
                 "model.init_stacks_from is set but no init_stacks were given; "
                 "the trainer resolves it through the checkpoint store."
             )
-        self.init = parse_init_stacks(init_stacks) if init_stacks is not None else None
+        if self.cfg.init_stacks_indices is not None and init_stacks is None:
+            raise ValueError("model.init_stacks_indices picks stacks of model.init_stacks_from, which is not set")
+        self.init = parse_init_stacks(init_stacks, self.cfg.init_stacks_indices) if init_stacks is not None else None
         if getattr(data, "kind", None) != "text":
             raise ValueError(f"model=stackwise needs text data (data=text), got {type(data).__name__}")
         self.data, self.seed = data, int(seed)
