@@ -22,6 +22,9 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
+    # moto answers every request from one Python process; on a loaded 2-core machine a lease renewal queued behind a
+    # GiB of part uploads can take longer than the default 30 s lease allows, which would end the save, not slow it
+    "WAYPOINT_LEASE_TTL_S": "300",
 }
 
 
