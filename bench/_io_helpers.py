@@ -1,8 +1,13 @@
-"""Helpers of bench/checkpoint_io.py: the synthetic state, the reference operations, page-cache warming,
-CPU-load accounting, and the fresh-process measurements (peak RSS and restore time).
+"""Helpers of bench/checkpoint_io.py: the synthetic state, the floors (the disk, hashing, copying), the peers
+(torch.save / torch.load, DCP), page-cache warming, CPU-load accounting, and the fresh-process measurements
+(peak RSS and restore time).
 
-Run as a script it is one such fresh process: ``_io_helpers.py KIND PATH SIZE_MIB`` performs one
-operation and prints a JSON line ``{"seconds", "baseline_rss", "maxrss_before", "peak_rss", ...}``.
+Run as a script it performs measurements in fresh processes, each printing a JSON line ``{"seconds",
+"baseline_rss", "maxrss_before", "peak_rss", ...}``: ``_io_helpers.py one KIND PATH SIZE_MIB`` is one operation in
+this new interpreter (what RSS is measured with); ``_io_helpers.py serve`` is a zygote that imports torch and
+Waypoint once, then for each line ``KIND<TAB>PATH<TAB>SIZE_MIB`` on stdin forks a process that performs it (fresh
+memory and allocator without paying for the imports each time; its RSS figures leave out the shared libraries'
+pages, which a forked process maps again as it first touches them).
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+import xxhash
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
@@ -30,28 +39,36 @@ if str(REPO / "src") not in sys.path:
 from waypoint.checkpoint import CheckpointManager  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
+# DCP in one process says "torch.distributed is disabled, unavailable or uninitialized, assuming ..." on every call
+warnings.filterwarnings("ignore", message="torch.distributed is disabled")
 _CHUNK = 64 << 20
 
 
 # ---------------------------------------------------------------------------- the state
-def make_state(size_mib: float, n: int = 200, seed: int = 0) -> dict[str, Any]:
-    """A model-like state: ``n`` random fp32 tensors summing to ~``size_mib`` MiB, plus a few scalars.
-
-    A third are small 1-D tensors (biases, norms: 1-32 KiB); the rest are 2-D with log-uniform sizes
-    spanning ~4 orders of magnitude, as in a real network.
-    """
+def state_shapes(size_mib: float, n: int = 200, seed: int = 0) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of ``make_state``'s tensors (nothing allocated)."""
     rng = np.random.default_rng(seed)
     small = rng.random(n) < 1 / 3
     weights = np.where(small, 0.0, np.exp(rng.uniform(0.0, np.log(1e4), n)))
     small_numels = rng.integers(256, 8192, n) * small
     big_total = size_mib * MiB / 4 - small_numels.sum()
     numels = np.where(small, small_numels, weights / weights.sum() * big_total).astype(np.int64)
-    gen = torch.Generator().manual_seed(seed)
-    model = {}
+    shapes = {}
     for i, numel in enumerate(numels):
         cols = 1 if small[i] else (1024 if numel >= 1 << 16 else 64)
         shape = (int(numel),) if cols == 1 else (max(1, int(numel) // cols), cols)
-        model[f"layers.{i:03d}.{'bias' if cols == 1 else 'weight'}"] = torch.randn(shape, generator=gen)
+        shapes[f"layers.{i:03d}.{'bias' if cols == 1 else 'weight'}"] = shape
+    return shapes
+
+
+def make_state(size_mib: float, n: int = 200, seed: int = 0) -> dict[str, Any]:
+    """A model-like state: ``n`` random fp32 tensors summing to ~``size_mib`` MiB, plus a few scalars.
+
+    A third are small 1-D tensors (biases, norms: 1-32 KiB); the rest are 2-D with log-uniform sizes
+    spanning ~4 orders of magnitude, as in a real network.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    model = {name: torch.randn(shape, generator=gen) for name, shape in state_shapes(size_mib, n, seed).items()}
     return {"model": model, "step": 1000, "epoch": 3, "lr": 1e-4}
 
 
@@ -126,6 +143,65 @@ def disk_write(path: Path, nbytes: int, direct: bool = False) -> float:
     return time.perf_counter() - t0
 
 
+def disk_read(path: Path) -> float:
+    """Seconds to read a file sequentially with O_DIRECT (64 MiB reads into one reused buffer): the disk's own
+    read bandwidth, what a restore from a cold page cache cannot beat (NaN where O_DIRECT is refused)."""
+    buf = mmap.mmap(-1, _CHUNK)
+    t0 = time.perf_counter()
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        return float("nan")
+    try:
+        offset = 0
+        while n := os.preadv(fd, [buf], offset):
+            offset += n
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return float("nan")
+        raise
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def raw_views(state: dict[str, Any]) -> list[memoryview]:
+    return [memoryview(t.reshape(-1).view(torch.uint8).numpy()) for t in state["model"].values()]
+
+
+def xxh3_pass(state: dict[str, Any]) -> float:
+    """Seconds for one thread to read every tensor once with XXH3-128 (change detection's floor)."""
+    views = raw_views(state)
+    t0 = time.perf_counter()
+    for v in views:
+        xxhash.xxh3_128_hexdigest(v)
+    return time.perf_counter() - t0
+
+
+def blake3_pass(state: dict[str, Any]) -> float:
+    """Seconds for one thread to BLAKE3 every tensor (the content ids of a save that writes everything)."""
+    views = raw_views(state)
+    t0 = time.perf_counter()
+    for v in views:
+        blake3.blake3(v, max_threads=1).digest()
+    return time.perf_counter() - t0
+
+
+def copy_into(bufs: list[torch.Tensor], state: dict[str, Any]) -> float:
+    """Seconds to copy every tensor of ``state`` into ``bufs`` (memory already touched), one ``copy_`` each."""
+    t0 = time.perf_counter()
+    for buf, t in zip(bufs, state["model"].values()):
+        buf.copy_(t)
+    return time.perf_counter() - t0
+
+
+def dcp_save(path: Path, state: Any) -> float:
+    """Seconds for ``torch.distributed.checkpoint.save`` of the model's tensors (one process, files fsynced)."""
+    t0 = time.perf_counter()
+    dcp.save(dict(state["model"]), checkpoint_id=str(path))
+    return time.perf_counter() - t0
+
+
 def torch_save(path: Path, state: Any) -> float:
     """Seconds for ``torch.save(state, path)`` followed by an fsync of the file."""
     t0 = time.perf_counter()
@@ -194,6 +270,14 @@ class CpuLoad:
 
 
 # ---------------------------------------------------------------------------- fresh-process measurements
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _tensors(v)]
+    return []
+
+
 def rss_bytes() -> int:
     """Current resident set size of this process."""
     with open("/proc/self/statm") as f:
@@ -206,7 +290,9 @@ def max_rss_bytes() -> int:
 
 def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
     """One operation in this (fresh) process; RSS figures are taken around exactly that operation."""
-    mgr = None
+    mgr = template = None
+    if kind == "restore-dcp":
+        template = state_shapes(size_mib)
     if kind.startswith("save"):
         state = make_state(size_mib)
         if kind == "save-waypoint":
@@ -231,13 +317,17 @@ def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
         out = torch.load(path, weights_only=True, mmap=True)
     elif kind == "restore-torch":
         out = torch.load(path, weights_only=True)
+    elif kind == "restore-dcp":
+        out = {"model": dcp_load(path, template)}
+    elif kind == "read-floor":
+        out = {"model": read_into_fresh(path)}
     else:
         raise SystemExit(f"unknown kind {kind}")
     seconds = time.perf_counter() - t0
     peak = max_rss_bytes()
     if mgr is not None:
         mgr.close()
-    nbytes = state_bytes(state if state is not None else out)
+    nbytes = state_bytes(state) if state is not None else sum(t.numel() * t.element_size() for t in _tensors(out))
     return {
         "kind": kind,
         "seconds": seconds,
@@ -249,5 +339,54 @@ def child(kind: str, path: Path, size_mib: float) -> dict[str, Any]:
     }
 
 
+def dcp_load(path: Path, shapes: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """DCP's restore: allocate the tensors (DCP fills a template) and load into them."""
+    out = {k: torch.empty(shape) for k, shape in shapes.items()}
+    dcp.load(out, checkpoint_id=str(path))
+    return out
+
+
+def read_into_fresh(path: Path) -> dict[str, torch.Tensor]:
+    """Every file under ``path`` read (from the page cache when warm) into fresh memory, one thread: the floor of a
+    warm restore (what any reader pays to get the bytes into new tensors), before any checking."""
+    out = {}
+    for f in sorted(Path(d) / n for d, _, fs in os.walk(path) for n in fs):
+        size = f.stat().st_size
+        t = torch.empty(size, dtype=torch.uint8)
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            got = 0
+            while got < size:
+                got += os.preadv(fd, [memoryview(t.numpy())[got:]], got)
+        finally:
+            os.close(fd)
+        out[str(f)] = t
+    return out
+
+
+def serve() -> None:
+    """The zygote loop (see the module doc); a failed operation prints ``{"error": ...}``."""
+    for line in sys.stdin:
+        kind, path, size_mib = line.rstrip("\n").split("\t")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                out, code = json.dumps(child(kind, Path(path), float(size_mib))), 0
+            except BaseException as exc:  # noqa: BLE001 - reported to the bench, which stops
+                out, code = json.dumps({"error": f"{kind}: {exc!r}"}), 1
+            os.write(w, out.encode())
+            os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        print(data.decode(), flush=True)
+
+
 if __name__ == "__main__":
-    print(json.dumps(child(sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]))))
+    if sys.argv[1] == "serve":
+        serve()
+    else:
+        print(json.dumps(child(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]))))

@@ -1,13 +1,18 @@
-"""A save compares each tensor with the last save's private copy and reuses its content id only when the
-bytes, dtype and shape are provably the same; everything else is hashed and stored."""
+"""A save fingerprints each tensor (XXH3-128) and reuses the content id its key had at the last save only when the
+fingerprint, dtype and shape match; everything else is hashed with BLAKE3 and stored. No copy of the state is kept."""
 
 import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from waypoint.checkpoint import CheckpointManager, packs
+from waypoint.checkpoint.storage import backend_for
 
 
 @pytest.fixture
@@ -117,10 +122,65 @@ def test_tied_tensors_stay_one_copy_and_untying_them_is_seen(tmp_path):
         assert torch.equal(mgr.restore("step:3")["a"], torch.full((16,), 5.0))
 
 
-def test_blocking_saves_can_keep_no_copy(tmp_path, hashed):
-    state = {"w": torch.ones(100)}
-    with CheckpointManager(tmp_path / "ck", snapshot_blocking=False) as mgr:
+def test_blocking_saves_keep_no_copy_and_hash_nothing_unchanged_with_blake3(tmp_path, hashed):
+    state = {"w": torch.ones(100), "b": torch.zeros(3)}
+    with CheckpointManager(tmp_path / "ck") as mgr:
         mgr.save(state, step=1)
         mgr.save(state, step=2)
-        assert len(hashed) == 2  # nothing to compare with: hashed every time
-        assert mgr.snapshots.nbytes == 0
+        assert len(hashed) == 2  # the first save only: the second matched both fingerprints
+        assert mgr.staging.nbytes == 0
+        assert ids(mgr.one("step:1")) == ids(mgr.one("step:2"))
+
+
+def test_async_saves_copy_only_the_tensors_that_change(tmp_path):
+    frozen, trained = torch.ones(4096), torch.zeros(1024)
+    with CheckpointManager(tmp_path / "ck") as mgr:
+        for step in range(1, 5):
+            trained.add_(1.0)
+            mgr.save({"frozen": frozen, "trained": trained}, step=step, blocking=False)
+        mgr.wait()
+        assert mgr.staging.nbytes == trained.numel() * 4  # the frozen tensor was copied once, then only fingerprinted
+        assert torch.equal(mgr.restore("step:4")["trained"], torch.full((1024,), 4.0))
+        assert torch.equal(mgr.restore("step:4")["frozen"], frozen)
+
+
+def test_a_given_tensor_whose_bytes_changed_is_refused_not_written_under_its_old_id(tmp_path):
+    w = torch.arange(2048, dtype=torch.float32)
+    stale = packs.TensorRecord(packs.content_id("F32", (2048,), packs.raw_bytes(w)), "F32", (2048,), 8192, check="0" * 32)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(packs.IntegrityError, match="changed while it was being saved"):
+        packs.write_pack(backend_for(tmp_path), [w], lambda _cid: False, pool, [stale])
+    assert not [p for p in (tmp_path / "packs").iterdir()]
+
+
+def _flip(t: torch.Tensor, index: int, value: int) -> torch.Tensor:
+    out = t.clone()
+    raw = out.reshape(-1).view(torch.uint8)
+    raw[index % raw.numel()] = value if value != raw[index % raw.numel()] else (value + 1) % 256
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from(["big", "half", "ints", "one"]),
+    index=st.integers(min_value=0, max_value=(300 << 10) - 1),
+    value=st.integers(min_value=0, max_value=255),
+    blocking=st.booleans(),
+)
+def test_a_change_of_any_single_byte_is_always_saved(which, index, value, blocking):
+    g = torch.Generator().manual_seed(0)
+    state = {
+        "big": torch.randn(75 << 10, generator=g),  # 300 KiB: more than one hashing piece
+        "half": torch.randn(33, 7, generator=g).half(),
+        "ints": torch.arange(1000),
+        "one": torch.tensor(3.5),
+    }
+    with tempfile.TemporaryDirectory() as d, CheckpointManager(Path(d) / "ck") as mgr:
+        for step in (1, 2):  # the second save sees every tensor unchanged, as the flipped save would expect
+            mgr.save(state, step=step, blocking=blocking)
+        changed = {**state, which: _flip(state[which], index, value)}
+        mgr.save(changed, step=3, blocking=blocking)
+        mgr.wait()
+        got = mgr.restore("step:3")
+        for key, t in changed.items():
+            assert torch.equal(bits(got[key]), bits(t)), key
+        assert ids(mgr.one("step:3"))[which] != ids(mgr.one("step:2"))[which]

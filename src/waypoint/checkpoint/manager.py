@@ -9,8 +9,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from .repack import bytes_freed_by_deleting, repack_sparse
 from .repair import repair
 from .storage import BackendError, LeaseLostError
 from .store import CheckpointError, CheckpointStore, SaveRequest, check_step
-from .writer import BackgroundWriter, Snapshots
+from .writer import BackgroundWriter, Staging
 
 DERIVED_TAGS = frozenset({"latest", "best"})
 #: checkpoints ``latest`` (and so ``resume=auto``) never takes unless named: saved by a failing run, or foreign
@@ -73,10 +71,10 @@ class CheckpointManager:
     ``monitor``/``mode`` name the metric that defines ``best``. ``policy`` is the retention policy
     applied after every commit (keep everything when None).
 
-    Every save keeps a private host copy of the saved tensors (about the state's size in memory), so
-    the next save compares each tensor with it at memcmp speed and neither hashes nor writes the ones
-    that did not change; async saves need the copy anyway. ``snapshot_blocking=False`` makes blocking
-    saves hash the caller's tensors directly instead, holding no copy for them (every tensor is hashed).
+    A save reads each tensor once with XXH3-128 and compares that fingerprint with the one its key had at the
+    last save: an unchanged tensor keeps its content id and is neither BLAKE3-hashed nor written. No copy of
+    the state is kept for this. An async save copies the tensors that changed into host buffers it reuses
+    across saves (about the size of what changes), and returns once they are copied.
 
     ``compression="zstd"`` stores the tensors new saves write byte-grouped and zstd-compressed where that
     shrinks them (``checkpoint.compression``; see ``compress``); reading needs no setting. ``parity=True`` gives
@@ -93,7 +91,6 @@ class CheckpointManager:
         monitor: str | None = None,
         mode: str = "max",
         read_only: bool = False,
-        snapshot_blocking: bool = True,
         compression: str = "none",
         parity: bool = False,
         backup: str | None = None,
@@ -110,8 +107,7 @@ class CheckpointManager:
         self.policy = self.policy or RetentionPolicy()
         self.protected: set[str] = set()
         self.writer = BackgroundWriter()
-        self.snapshots = Snapshots()  # the last save's tensors: compared, and reused as buffers, by the next
-        self.snapshot_blocking = snapshot_blocking
+        self.staging = Staging()  # the last save's fingerprints, and the buffers of async saves
         self._listeners: list[Callable[[SaveReport], None]] = []  # on_commit: after every commit, async ones too
 
     def _settings_from_manifests(self, monitor: bool, policy: bool) -> None:
@@ -147,15 +143,13 @@ class CheckpointManager:
         tags, meta = self._tags_and_meta(tags, meta)
         tensors, tree = codec.encode(state)
         mf.clean_metrics(metrics)
-        if blocking and not self.snapshot_blocking:
-            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, None, started, True)
-        # Copies into the previous save's buffers (no fresh pages to fault in), skipping unchanged tensors;
-        # safe because the save above waited for the previous background save, the only other reader.
-        staged, ids = self.snapshots.stage(tensors, self.store.pool, packs.CONTENT_HASH, wait=not blocking)
         if blocking:
-            return self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, True)
+            return self._commit(tensors, tree, step, epoch, metrics, tags, meta, None, started, True)
+        # Copies what changed into the previous saves' buffers; safe because the wait above finished the previous
+        # background save, the only other reader of the buffers.
+        staged, proven = self.staging.stage(tensors, self.store.pool, self.store.known)
         self.writer.submit(
-            lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, ids, started, False), f"step {step}"
+            lambda: self._commit(staged, tree, step, epoch, metrics, tags, meta, proven, started, False), f"step {step}"
         )
         return None
 
@@ -168,17 +162,14 @@ class CheckpointManager:
         metrics: Mapping[str, Any] | None,
         tags: tuple[str, ...],
         meta: Mapping[str, Any],
-        ids: Mapping[str, str | Future | None] | None = None,
+        proven: Mapping[str, packs.TensorRecord] | None = None,
         started: float | None = None,
         blocking: bool = True,
     ) -> CheckpointInfo:
         packs_before = set(self.store.pack_meta) if self._listeners else set()
-        try:
-            info = self.store.commit(tensors, tree, SaveRequest(step, epoch, metrics, tags, meta), ids)
-        finally:  # even a failed save returns only once no staging job still writes the copies
-            futures_wait([f for f in (ids or {}).values() if isinstance(f, Future)])
-        if ids is not None:  # the tensors were the snapshots: remember the ids of their bytes
-            self.snapshots.learn(self.store.last_ids)
+        request = SaveRequest(step, epoch, metrics, tags, meta)
+        info = self.store.commit(tensors, tree, request, proven, self.staging.priors(tensors))
+        self.staging.learn(self.store.last_records)
         return self._after_commit(info, packs_before, started, blocking)
 
     def commit_prewritten(

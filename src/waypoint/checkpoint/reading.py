@@ -1,14 +1,17 @@
 """Reading tensors out of packs on any backend, each checked as it arrives (``integrity``, ``packs``).
 
 Local files are read straight into each tensor's fresh memory (or mapped, with ``mmap``). On a remote backend
-every request costs a round trip, so the byte ranges of the tensors wanted from one pack are fetched as few
-ranged requests as they are contiguous runs (never a whole pack for part of it), several at a time.
+every request costs a round trip, so the tensors wanted from one pack are grouped into runs of adjacent bytes
+(never a whole pack for part of it), and the runs fetched with ranged requests of at most ``_PART`` bytes,
+``_FETCHES`` at a time, a window of runs at once; the tensors of a window are then read out of the fetched bytes
+and checked on the store's pool while nothing else is held.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -17,20 +20,34 @@ from .integrity import entry_of, open_pack, verify_tensor
 from .packs import IntegrityError, TensorRecord, mapped_tensor, read_tensor
 from .storage import Backend, Reader
 
-_RUN_MAX = 64 << 20  # bytes fetched by one ranged request at most
+_RUN_MAX = 64 << 20  # bytes of one run of adjacent tensors at most
+# Bytes fetched by one ranged request at most. Big requests suit servers whose cost is per request (moto reads the
+# whole object for every ranged GET); on AWS S3, 8-16 MiB ranges with more in flight parallelise as well.
+_PART = 64 << 20
+_FETCHES = 4  # ranged requests in flight at once
+_WINDOW = 2 * _FETCHES * _PART  # bytes of runs fetched before their tensors are read (more only for one huge run)
 
 
 class _Fetched(Reader):
-    """Bytes fetched in one request, read as if they were the pack itself (offsets are the pack's)."""
+    """Byte ranges fetched ahead (by their offset in the pack), read as if they were the pack itself."""
 
-    def __init__(self, data: bytes, offset: int) -> None:
-        self.data, self.offset = memoryview(data), offset
-        self.size = offset + len(data)
+    def __init__(self, pieces: dict[int, bytes]) -> None:
+        self.starts = sorted(pieces)
+        self.pieces = pieces
+        self.size = max((o + len(b) for o, b in pieces.items()), default=0)
 
     def readinto(self, view: memoryview, offset: int) -> int:
-        got = self.data[offset - self.offset : offset - self.offset + len(view)]
-        view[: len(got)] = got
-        return len(got)
+        got = 0
+        i = bisect.bisect_right(self.starts, offset) - 1
+        while got < len(view) and 0 <= i < len(self.starts):
+            at = offset + got - self.starts[i]
+            piece = memoryview(self.pieces[self.starts[i]])[max(at, 0) :]
+            if at < 0 or not piece:  # a gap: nothing was fetched there
+                break
+            n = min(len(piece), len(view) - got)
+            view[got : got + n] = piece[:n]
+            got, i = got + n, i + 1
+        return got
 
     def close(self) -> None:
         pass
@@ -52,14 +69,38 @@ def _runs(entries: Mapping[str, dict], start: int, records: Iterable[TensorRecor
     return runs
 
 
-def _read_run(
-    reader: Reader, entries: Mapping[str, dict], start: int, run: list[TensorRecord], pack: str, verify: bool
-) -> list[tuple[str, torch.Tensor]]:
-    """One ranged request for a run of adjacent tensors, then each read (and checked) out of the bytes fetched."""
-    first = entry_of(entries, run[0], pack)["data_offsets"][0]
-    last = entry_of(entries, run[-1], pack)["data_offsets"][1]
-    fetched = _Fetched(reader.read(start + first, last - first), start + first)
-    return [(r.id, read_tensor(fetched, entry_of(entries, r, pack), start, r, verify)) for r in run]
+def _windows(entries: Mapping[str, dict], records: Iterable[TensorRecord], pack: str) -> list[list[list[TensorRecord]]]:
+    """The runs of adjacent tensors, grouped into windows of about ``_WINDOW`` bytes, in pack order."""
+    windows: list[list[list[TensorRecord]]] = [[]]
+    size = 0
+    for run in _runs(entries, 0, records, pack):
+        first, last = entry_of(entries, run[0], pack)["data_offsets"][0], entry_of(entries, run[-1], pack)["data_offsets"][1]
+        if windows[-1] and size + last - first > _WINDOW:
+            windows.append([])
+            size = 0
+        windows[-1].append(run)
+        size += last - first
+    return windows
+
+
+def _read_remote(
+    reader: Reader, entries: Mapping[str, dict], start: int, records: Mapping[str, TensorRecord], pack: str, verify: bool,
+    pool: Executor,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The tensors of one pack on a remote backend: parallel ranged requests per window, then read and checked."""
+    out: dict[str, torch.Tensor] = {}
+    with ThreadPoolExecutor(_FETCHES, thread_name_prefix="waypoint-fetch") as fetcher:
+        for window in _windows(entries, records.values(), pack):
+            parts = []
+            for run in window:
+                first = start + entry_of(entries, run[0], pack)["data_offsets"][0]
+                last = start + entry_of(entries, run[-1], pack)["data_offsets"][1]
+                parts += [(a, min(_PART, last - a)) for a in range(first, last, _PART)]
+            fetched = _Fetched(dict(zip((a for a, _ in parts), fetcher.map(lambda p: reader.read(*p), parts))))
+            recs = [r for run in window for r in run]
+            got = list(pool.map(lambda r, f=fetched: read_tensor(f, entry_of(entries, r, pack), start, r, verify), recs))
+            out.update(zip((r.id for r in recs), got))
+    return out
 
 
 def read_pack(
@@ -81,9 +122,7 @@ def read_pack(
             got = runner(lambda r: mapped_tensor(mm, entry_of(entries, r, pack), start, r, verify), records.values())
             return dict(zip(records, got))
         if backend.caps.remote:
-            runs = _runs(entries, start, records.values(), pack)
-            parts = pool.map(lambda run: _read_run(reader, entries, start, run, pack, verify), runs)
-            return {cid: t for part in parts for cid, t in part}
+            return _read_remote(reader, entries, start, records, pack, verify, pool)
         got = pool.map(lambda r: read_tensor(reader, entry_of(entries, r, pack), start, r, verify), records.values())
         return dict(zip(records, got))
 

@@ -108,6 +108,7 @@ class CheckpointStore:
         self.generation: int | None = None  # the lease generation of this writer (None: read-only)
         self.catalog = Catalog(self.backend)
         self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
+        self.last_records: dict[str, TensorRecord] = {}  # tensor key -> its record (with its XXH3-128), of the last commit
         self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
         self.parity = False  # whether new packs get a parity object (parity.py)
         self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="waypoint-io")
@@ -234,12 +235,18 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ commit
     def commit(
-        self, tensors: Mapping[str, torch.Tensor], tree: Any, request: SaveRequest, ids: Mapping[str, Any] | None = None
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        tree: Any,
+        request: SaveRequest,
+        ids: Mapping[str, str | TensorRecord] | None = None,
+        priors: Mapping[str, TensorRecord] | None = None,
     ) -> mf.CheckpointInfo:
         """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
 
-        ``ids`` gives the content id (or a Future of it) of tensors the caller proved unchanged or hashed;
-        ``last_ids`` holds every tensor's id afterwards.
+        ``ids`` gives the record (content id and XXH3-128) of tensors the caller proved unchanged; ``priors`` the
+        record each key had at the last save, reused when its fingerprint matches (``packs.write_pack``).
+        ``last_ids`` and ``last_records`` hold every tensor's id and record afterwards.
         """
         step = check_step(request.step)
         self.check_lease()
@@ -262,7 +269,9 @@ class CheckpointStore:
                 compression=self.compression,
                 generation=self.generation,
                 parity=self.parity,
+                priors=[priors.get(k) for k in keys] if priors else None,
             )
+            self.last_records = dict(zip(keys, records_list))
             self.last_ids = {k: r.id for k, r in zip(keys, records_list)}
             where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
             records = {k: _placed(r, where[r.id]) for k, r in zip(keys, records_list)}

@@ -1,27 +1,21 @@
-"""Background persist: the caller snapshots, one thread hashes and writes; at most one save in flight.
-The snapshots are kept between saves, so the next save copies and hashes only what changed."""
+"""Background persist: the caller stages what changed, one thread hashes and writes; at most one save in flight.
+
+Change detection keeps no copy of the state: ``Staging`` remembers each key's record (content id and XXH3-128
+fingerprint) from the last save, and a save reuses an id whose fingerprint still matches (``packs.identify``)."""
 
 from __future__ import annotations
 
-import ctypes
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Container, Iterable, Mapping
+from concurrent.futures import Executor
 from concurrent.futures import wait as futures_wait
 from typing import Any
 
 import torch
 
-from . import packs
 from .errors import BackgroundSaveError
-from .packs import dtype_name, hash_algorithm, raw_bytes
+from .packs import TensorRecord, dtype_name, fast_check, fingerprint_matches, prefault, raw_bytes
 from .storage import LeaseLostError
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_memcmp = getattr(_libc, "memcmp", None)
-if _memcmp is not None:
-    _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    _memcmp.restype = ctypes.c_int
 
 
 class BackgroundWriter:
@@ -64,97 +58,72 @@ class BackgroundWriter:
             raise BackgroundSaveError(f"the background save of {self._what} failed: {err}") from err
 
 
-def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two contiguous CPU tensors of one dtype and shape hold the same bytes (memcmp, stops at
-    the first difference; a float compare would call -0.0 equal to 0.0 and NaN unequal to itself)."""
-    n = a.numel() * a.element_size()
-    if n == 0:
-        return True
-    if _memcmp is not None:
-        return _memcmp(a.data_ptr(), b.data_ptr(), n) == 0
-    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+class Staging:
+    """What a save compares with, and the host buffers an async save copies into.
 
+    ``last`` holds each key's record from the last committed save (content id, dtype, shape, XXH3-128): a save
+    hashes each tensor with XXH3-128 and keeps the key's id when the fingerprint matches (``priors``), so an
+    unchanged tensor is neither BLAKE3-hashed nor written.
 
-class Snapshots:
-    """Private CPU copies of the last save's tensors (by key), each with the content id of its bytes once known.
-
-    A save stages the caller's tensors here: a tensor byte-for-byte equal to its key's copy (same dtype
-    and shape) is not copied, and keeps the copy's id, so it is neither hashed nor written again; any
-    other is copied into its key's buffer (or a fresh one) and hashed. Only ``stage`` writes the buffers
-    and nothing outside hands them out, so a copy always holds the bytes its id was computed from: the
-    caller cannot have changed them since. Staging runs on the store's pool (memcmp and copies release
-    the GIL); ``stage`` must not run while a save still reads the buffers (the manager waits first).
+    An async save must hold what it writes before returning (the caller may change its tensors then): ``stage``
+    copies each tensor that changed into a host buffer kept for its key across saves (its pages already touched;
+    pinned for CUDA tensors). A tensor whose id did not change at the last save is fingerprinted first and copied
+    only if it changed now; one that changed at the last save (training changes the same tensors every step) is
+    copied at once and fingerprinted on its copy in the background, where an unchanged one still keeps its id.
+    ``stage`` must not run while a save still reads the buffers (the manager waits first).
     """
 
     def __init__(self) -> None:
+        self.last: dict[str, TensorRecord] = {}
+        self.moved: set[str] = set()  # keys whose content id changed at the last save
         self._bufs: dict[str, torch.Tensor] = {}
-        self._ids: dict[str, str] = {}  # key -> content id of the bytes self._bufs[key] holds
+
+    def priors(self, keys: Iterable[str]) -> dict[str, TensorRecord]:
+        """The last save's record of each of ``keys`` that has one."""
+        return {k: self.last[k] for k in keys if k in self.last}
+
+    def learn(self, records: Mapping[str, TensorRecord]) -> None:
+        """Remember the records of a committed save (those with a fingerprint)."""
+        self.moved = {k for k, r in records.items() if k not in self.last or self.last[k].id != r.id}
+        self.last = {k: r for k, r in records.items() if r.check is not None}
 
     def stage(
-        self, tensors: Mapping[str, torch.Tensor], pool: Executor, algorithm: str, *, wait: bool = True
-    ) -> tuple[dict[str, torch.Tensor], dict[str, str | None | Future]]:
-        """The copies a save writes from, and per key the content id of what it holds.
-
-        With ``wait`` (a background save: the caller may change its tensors once this returns) every copy
-        is taken before returning, and a key's id is None unless the tensor was provably unchanged. Without
-        (a blocking save) the comparisons and copies run on ``pool`` after returning, each followed by
-        hashing when the tensor changed, and a key's id is a Future of its id: the save writes tensor i
-        while later ones are still being compared (it must wait for every future, even when failing).
-        """
-        jobs: list[tuple[str, torch.Tensor, torch.Tensor, bool, str | None]] = []
+        self, tensors: Mapping[str, torch.Tensor], pool: Executor, known: Container[str]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, TensorRecord]]:
+        """The tensors an async save writes (the buffers of those that changed, the caller's own for the rest), and the
+        record of each tensor proven unchanged (its id is in ``known``). Every copy is taken before returning."""
         first: dict[int, str] = {}  # tied tensors arrive as one object under several keys: one copy
-        used: set[int] = set()
         for key, t in tensors.items():
-            if id(t) in first:
-                continue
-            first[id(t)] = key
-            buf = self._bufs.get(key)
-            if buf is not None and (id(buf) in used or buf.dtype != t.dtype or buf.shape != t.shape):
-                buf = None
-            prev = None
-            if buf is not None:
-                used.add(id(buf))
-                prev = self._ids.get(key)
-                if prev is not None and hash_algorithm(prev) != algorithm:
-                    prev = None  # an id of another algorithm is never reused
-            fresh = buf is None
-            if fresh:  # its pages are faulted in by the copy, on a pool thread
-                buf = torch.empty(t.shape, dtype=t.dtype, device="cpu")
-            jobs.append((key, t, buf, fresh, prev))
-        by_key = {j[0]: j for j in jobs}
-        staged = {k: by_key[first[id(t)]][2] for k, t in tensors.items()}
-        self._bufs, self._ids = staged, {}  # ids are learned again once the save succeeded
-        futures = {j[0]: pool.submit(_stage_one, *j[1:], None if wait else algorithm) for j in jobs}
-        if wait:
-            futures_wait(futures.values())  # all of them, even when one failed: none may still be copying
-            ids: dict[str, str | None | Future] = {k: futures[first[id(t)]].result() for k, t in tensors.items()}
-        else:
-            ids = {k: futures[first[id(t)]] for k, t in tensors.items()}
-        return staged, ids
+            first.setdefault(id(t), key)
+        jobs = {key: pool.submit(self._stage_one, key, tensors[key], known) for key in first.values()}
+        futures_wait(jobs.values())  # all of them, even when one failed: none may still be copying
+        done = {key: job.result() for key, job in jobs.items()}
+        if any(t.is_cuda for t in tensors.values()):
+            torch.cuda.synchronize()  # the device-to-host copies, queued without blocking, are complete
+        self._bufs = {k: b for k, (b, rec) in done.items() if rec is None}  # the memory of what changes, no more
+        staged = {k: done[first[id(t)]][0] for k, t in tensors.items()}
+        proven = {k: rec for k, t in tensors.items() if (rec := done[first[id(t)]][1]) is not None}
+        return staged, proven
 
-    def learn(self, ids: Mapping[str, str]) -> None:
-        """Record the content ids a save computed for the copies ``stage`` last returned."""
-        for key, cid in ids.items():
-            if key in self._bufs:
-                self._ids[key] = cid
+    def _stage_one(self, key: str, t: torch.Tensor, known: Container[str]) -> tuple[torch.Tensor, TensorRecord | None]:
+        """``t`` itself and its record when provably unchanged, else its copy in ``key``'s buffer and None."""
+        t, prior = t.detach(), self.last.get(key)
+        plain = t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg()
+        if plain and prior is not None and key not in self.moved and prior.id in known:
+            if fingerprint_matches(prior, dtype_name(t.dtype), tuple(t.shape), fast_check(raw_bytes(t))):
+                return t, prior
+        buf = self._bufs.get(key)
+        if buf is None or buf.dtype != t.dtype or buf.shape != t.shape:
+            buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+            prefault(buf, buf.numel() * buf.element_size())
+        buf.copy_(t, non_blocking=t.is_cuda)
+        return buf, None
 
     @property
     def nbytes(self) -> int:
-        """Host memory the copies hold."""
-        return sum(t.numel() * t.element_size() for t in {id(t): t for t in self._bufs.values()}.values())
+        """Host memory the buffers hold."""
+        return sum(t.numel() * t.element_size() for t in self._bufs.values())
 
     def clear(self) -> None:
-        """Drop every copy (and the memory it holds)."""
-        self._bufs, self._ids = {}, {}
-
-
-def _stage_one(t: torch.Tensor, buf: torch.Tensor, fresh: bool, prev: str | None, algorithm: str | None) -> str | None:
-    """Compare ``t`` with its copy ``buf`` and copy it there when it differs; its content id when known
-    (``prev`` when unchanged), else, with ``algorithm``, the hash of the copy, else None."""
-    t = t.detach()
-    if fresh or not (t.device.type == "cpu" and t.is_contiguous() and not t.is_conj() and not t.is_neg() and same_bytes(t, buf)):
-        buf.copy_(t)
-        prev = None
-    if prev is None and algorithm is not None:
-        return packs.content_id(dtype_name(buf.dtype), tuple(buf.shape), raw_bytes(buf), algorithm)
-    return prev
+        """Forget the last save and drop every buffer (and the memory it holds)."""
+        self.last, self.moved, self._bufs = {}, set(), {}

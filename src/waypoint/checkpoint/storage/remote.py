@@ -97,12 +97,14 @@ class RemoteReader(Reader):
         self.size = size
 
     def readinto(self, view: memoryview, offset: int) -> int:
-        end = min(self.size, offset + len(view))
-        if end <= offset:
-            return 0
-        data = self.backend.fetch(self.key, offset, end)
+        data = self.read(offset, len(view))
         view[: len(data)] = data
         return len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """One ranged request (the bytes as they arrive, not copied again)."""
+        end = min(self.size, offset + length)
+        return self.backend.fetch(self.key, offset, end) if end > offset else b""
 
     def close(self) -> None:
         pass
@@ -398,8 +400,9 @@ class FsspecBackend(Backend):
         self.stats.wrote(len(data))
 
     def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file; on S3 one above 2 x 8 MiB goes up as a multipart upload (completed atomically)."""
-        extra = {"chunksize": 8 << 20} if self.protocol in ("s3", "s3a") else {}
+        """Upload a local file; on S3 one above 2 x 16 MiB goes up as a multipart upload (completed atomically), 8
+        parts at a time (at most 128 MiB held in memory)."""
+        extra = {"chunksize": 16 << 20, "max_concurrency": 8} if self.protocol in ("s3", "s3a") else {}
         self._call("upload " + key, lambda: self.fs.put_file(str(path), self._full(key), **extra))
         self.stats.wrote(os.path.getsize(path))
 
