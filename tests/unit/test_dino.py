@@ -11,6 +11,7 @@ import torch
 from waypoint.data.images import Digits
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.dino import DinoTask
+from waypoint.tasks.dino.aug import ANGLE, BLUR, DRAWS_PER_CROP, JITTER, CropSpec, multi_crop
 from waypoint.tasks.dino.model import knn_top1
 
 
@@ -41,13 +42,37 @@ def step(task: DinoTask, batch: dict, ctx: StepContext) -> float:
     return float(loss.detach())
 
 
+def crops_of(task: DinoTask, *keys: tuple[int, int]) -> dict:
+    ds = task.train_dataset()
+    return task.collate([ds[key] for key in keys])
+
+
 def test_crops_are_a_function_of_seed_epoch_and_index(digits: Digits) -> None:
     task = make(digits)
-    ds = task.train_dataset()
-    a, b, c = ds[(1, 3)], ds[(1, 3)], ds[(1, 4)]
-    assert a["global"].shape == (2, 1, 32, 32) and a["local"].shape == (2, 1, 16, 16)
+    a, b, c, d = (crops_of(task, key) for key in ((1, 3), (1, 3), (1, 4), (2, 3)))
+    assert a["global"].shape == (1, 2, 1, 32, 32) and a["local"].shape == (1, 2, 1, 16, 16)
     assert torch.equal(a["global"], b["global"]) and torch.equal(a["local"], b["local"])
-    assert not torch.equal(a["global"], c["global"]) and not torch.equal(a["global"], ds[(2, 3)]["global"])
+    assert not torch.equal(a["global"], c["global"]) and not torch.equal(a["global"], d["global"])
+
+
+def test_an_items_crops_do_not_depend_on_the_batch_it_is_in(digits: Digits) -> None:
+    task = make(digits)
+    alone = crops_of(task, (1, 3))
+    among = crops_of(task, (1, 0), (1, 3), (1, 7))
+    for key in ("global", "local"):
+        torch.testing.assert_close(among[key][1], alone[key][0], rtol=0, atol=1e-6)
+
+
+def test_a_rotated_crop_of_the_whole_image_keeps_its_ink_near_the_centre(digits: Digits) -> None:
+    spec = CropSpec(32, 16, 0, (1.0, 1.0), (0.5, 0.5), rotate_deg=90.0)
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 14:18, 4:28] = 1.0  # a horizontal bar through the centre
+    draws = torch.full((1, 2, DRAWS_PER_CROP), 0.5)
+    draws[0, :, JITTER] = draws[0, :, BLUR] = 1.0  # no jitter, no blur
+    draws[0, 1, ANGLE] = 1.0  # +90 degrees: the bar stands upright
+    still, turned = multi_crop(image, draws, spec)["global"][0, :, 0]
+    assert still[15, 6] > 1.0 and still[6, 15] == 0.0
+    assert turned[6, 15] > 1.0 and turned[15, 6] == 0.0
 
 
 def test_the_teacher_is_an_ema_of_the_student(digits: Digits) -> None:

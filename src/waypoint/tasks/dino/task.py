@@ -24,8 +24,8 @@ import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import cosine, preset_sizes, sample_generator, stack_dicts
-from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropImages, normalise
+from waypoint.tasks.common import cosine, preset_sizes, sample_generator
+from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropCollate, MultiCropImages, normalise
 from waypoint.tasks.dino.collapse import CollapseDetector
 from waypoint.tasks.dino.model import (
     DINOHead,
@@ -107,6 +107,7 @@ class DinoConfig:
     local_scale: list[float] = field(default_factory=lambda: [0.25, 0.6])
     flip_p: float = 0.0  # horizontal flips (upstream 0.5) turn digits into other shapes
     solarize_p: float = 0.0  # solarization of the second global crop (upstream 0.2)
+    rotate_deg: float = 0.0  # each crop turns by a uniform angle in [-rotate_deg, rotate_deg] degrees (upstream: none)
     lr: float = 5e-3
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
@@ -190,7 +191,11 @@ class DinoTask:
             _check_range("local_scale", self.cfg.local_scale),
             float(self.cfg.flip_p),
             float(self.cfg.solarize_p),
+            float(self.cfg.rotate_deg),
         )
+        if not 0.0 <= self.crops.rotate_deg <= 180.0:
+            raise ValueError(f"model.rotate_deg must be an angle in degrees between 0 and 180, got {self.cfg.rotate_deg}")
+        self.collate = MultiCropCollate(self.crops)
         self.student: Optional[StudentTeacherNet] = None
         self.train_student: Optional[torch.nn.Module] = None  # the student, or its DDP wrapper under torchrun
         self.runtime: Any = None
@@ -210,14 +215,12 @@ class DinoTask:
 
     # -- data ---------------------------------------------------------------------------------------
     def train_dataset(self) -> torch.utils.data.Dataset:
-        """Multi-crops of the training images; ``__getitem__`` takes ``(epoch, index)``."""
+        """Training images with their random draws; ``__getitem__`` takes ``(epoch, index)``; ``collate`` crops them."""
         return MultiCropImages(self.data.train_images, self.seed, self.crops)
 
     def val_dataset(self) -> torch.utils.data.Dataset | None:
         """Held-out images with labels (queries of the kNN evaluation)."""
         return EvalImages(self.data.val_images, self.data.val_labels)
-
-    collate = staticmethod(stack_dicts)
 
     # -- modules ------------------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:
