@@ -12,7 +12,7 @@ from waypoint.data.images import Digits
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.dino import DinoTask
 from waypoint.tasks.dino.aug import ANGLE, BLUR, DRAWS_PER_CROP, JITTER, CropSpec, multi_crop
-from waypoint.tasks.dino.model import knn_top1
+from waypoint.tasks.dino.model import knn_top1, linear_probe_top1
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,25 @@ def test_knn_votes_with_the_nearest_labelled_features() -> None:
     assert knn_top1(bank, labels, torch.tensor([[1.0, 0.05], [0.05, 1.0]]), torch.tensor([0, 1]), k=2) == 1.0
 
 
+def test_the_linear_probe_reads_a_direction_that_cosine_neighbours_miss() -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def points(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % 2
+        signal = (2 * labels - 1).float() * 0.1  # the class: a small offset along one axis
+        noise = torch.randn(n, 16, generator=gen) * 10.0  # a large nuisance along 16 others
+        return torch.cat([signal.unsqueeze(1), noise], dim=1), labels
+
+    (bank, bank_labels), (queries, labels) = points(200), points(100)
+    assert knn_top1(bank, bank_labels, queries, labels, k=5) < 0.8
+    assert linear_probe_top1(bank, bank_labels, queries, labels, 2) == 1.0
+
+
+def test_the_linear_probe_is_a_function_of_its_inputs_and_seed(digits: Digits) -> None:
+    args = (digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels, 10)
+    assert linear_probe_top1(*args, iters=20, seed=3) == linear_probe_top1(*args, iters=20, seed=3)
+
+
 def test_validation_reports_the_monitored_metric(digits: Digits) -> None:
     task = make(digits)
     loader = torch.utils.data.DataLoader(task.val_dataset(), batch_size=8, collate_fn=task.collate)
@@ -173,8 +192,13 @@ def test_the_first_validation_reports_raw_pixel_and_untrained_baselines(digits: 
     )
     assert first["val/knn_top1_raw_pixels"] == pytest.approx(raw, abs=1e-6)
     assert first["val/knn_top1_untrained"] == first["val/knn_top1"]
+    raw_linear = linear_probe_top1(
+        digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels, 10, 20, seed=0
+    )
+    assert first["val/linear_top1_raw_pixels"] == pytest.approx(raw_linear, abs=1e-6)
+    assert first["val/linear_top1_untrained"] == first["val/linear_top1"]
     later = task.validate(val_loader(task), StepContext(4, 1, 20, 4, torch.device("cpu")))
-    assert set(later) == {"val/knn_top1"}
+    assert set(later) == {"val/knn_top1", "val/linear_top1"}
 
 
 def test_the_untrained_baseline_is_the_initial_network_even_after_training(digits: Digits) -> None:
