@@ -217,6 +217,7 @@ def test_a_uniform_teacher_is_reported_as_collapse(digits: Digits, caplog: pytes
         for i in range(3):
             _, logs = task.training_step(batch_of(task, i), StepContext(i, 1, 20, 4, torch.device("cpu")))
     assert logs["train/teacher_entropy"] == pytest.approx(math.log(task.size["out_dim"]), rel=1e-3)
+    assert logs["train/teacher_batch_entropy"] == pytest.approx(math.log(task.size["out_dim"]), rel=1e-3)
     assert "train/kl_teacher_student" in logs
     warnings = [r for r in caplog.records if "collapse (uniform)" in r.getMessage()]
     assert len(warnings) == 1 and "step 2" in warnings[0].getMessage()

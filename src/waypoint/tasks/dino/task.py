@@ -8,9 +8,10 @@ the loss center. Validation: weighted kNN top-1 of teacher features (``val/knn_t
 CLS token, or CLS with average-pooled patch tokens), with the training split as the bank, and the top-1 of
 a linear probe fitted on the same split (``val/linear_top1``: logistic regression, L2 penalty chosen by
 cross-validation on the training split); the first validation also logs both on raw pixels and on the
-untrained network with the same settings and split. Every step
-logs the teacher's entropy and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when
-the entropy stays pinned at ln K or near 0. State layout: ``student/{backbone,head}``,
+untrained network with the same settings and split. Every step logs the teacher's entropy (per image), the
+entropy of its batch-mean target (how the batch spreads over the prototypes: near 0 when every image goes to
+one) and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when the entropy stays pinned
+at ln K or near 0. State layout: ``student/{backbone,head}``,
 ``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
 """
 
@@ -330,6 +331,8 @@ class DinoTask:
             log_probs = torch.log_softmax((t_out - self.center) / temp, dim=-1)
             s_glob = torch.log_softmax(s_out[: len(t_out)] / self.cfg.student_temp, dim=-1)
             entropy = float(-(probs * log_probs).sum(-1).mean())
+            mean_probs = probs.mean(0)  # how the batch spreads over the prototypes: 0 when all go to one
+            batch_entropy = float(-(mean_probs * mean_probs.clamp_min(1e-30).log()).sum())
             kl = float((probs * (log_probs - s_glob)).sum(-1).mean())
             batch_center = t_out.mean(0, keepdim=True)
             if self.runtime is not None:  # as upstream: the centre follows the whole (global) batch
@@ -342,6 +345,7 @@ class DinoTask:
             "train/loss": float(loss.detach()),
             "train/teacher_temp": temp,
             "train/teacher_entropy": entropy,
+            "train/teacher_batch_entropy": batch_entropy,
             "train/kl_teacher_student": kl,
             "train/collapsed": float(self.collapse.collapsed),
         }
@@ -385,7 +389,7 @@ class DinoTask:
         out = {"knn_top1": knn_top1(bank, train_labels, queries, labels, self.cfg.knn_k, self.cfg.knn_temperature, n_classes)}
         if self.size["linear_probe_iters"]:
             out["linear_top1"] = linear_probe_top1(
-                bank, train_labels, queries, labels, n_classes, self.size["linear_probe_iters"], self.seed
+                bank, train_labels, queries, labels, n_classes, self.size["linear_probe_iters"]
             )
         return out
 
