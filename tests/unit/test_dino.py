@@ -11,7 +11,8 @@ import torch
 from waypoint.data.images import Digits
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.dino import DinoTask
-from waypoint.tasks.dino.model import knn_top1
+from waypoint.tasks.dino.aug import ANGLE, BLUR, DRAWS_PER_CROP, JITTER, CropSpec, multi_crop
+from waypoint.tasks.dino.model import knn_top1, linear_probe_top1
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +42,37 @@ def step(task: DinoTask, batch: dict, ctx: StepContext) -> float:
     return float(loss.detach())
 
 
+def crops_of(task: DinoTask, *keys: tuple[int, int]) -> dict:
+    ds = task.train_dataset()
+    return task.collate([ds[key] for key in keys])
+
+
 def test_crops_are_a_function_of_seed_epoch_and_index(digits: Digits) -> None:
     task = make(digits)
-    ds = task.train_dataset()
-    a, b, c = ds[(1, 3)], ds[(1, 3)], ds[(1, 4)]
-    assert a["global"].shape == (2, 1, 32, 32) and a["local"].shape == (2, 1, 16, 16)
+    a, b, c, d = (crops_of(task, key) for key in ((1, 3), (1, 3), (1, 4), (2, 3)))
+    assert a["global"].shape == (1, 2, 1, 32, 32) and a["local"].shape == (1, 2, 1, 16, 16)
     assert torch.equal(a["global"], b["global"]) and torch.equal(a["local"], b["local"])
-    assert not torch.equal(a["global"], c["global"]) and not torch.equal(a["global"], ds[(2, 3)]["global"])
+    assert not torch.equal(a["global"], c["global"]) and not torch.equal(a["global"], d["global"])
+
+
+def test_an_items_crops_do_not_depend_on_the_batch_it_is_in(digits: Digits) -> None:
+    task = make(digits)
+    alone = crops_of(task, (1, 3))
+    among = crops_of(task, (1, 0), (1, 3), (1, 7))
+    for key in ("global", "local"):
+        torch.testing.assert_close(among[key][1], alone[key][0], rtol=0, atol=1e-6)
+
+
+def test_a_rotated_crop_of_the_whole_image_keeps_its_ink_near_the_centre(digits: Digits) -> None:
+    spec = CropSpec(32, 16, 0, (1.0, 1.0), (0.5, 0.5), rotate_deg=90.0)
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 14:18, 4:28] = 1.0  # a horizontal bar through the centre
+    draws = torch.full((1, 2, DRAWS_PER_CROP), 0.5)
+    draws[0, :, JITTER] = draws[0, :, BLUR] = 1.0  # no jitter, no blur
+    draws[0, 1, ANGLE] = 1.0  # +90 degrees: the bar stands upright
+    still, turned = multi_crop(image, draws, spec)["global"][0, :, 0]
+    assert still[15, 6] > 1.0 and still[6, 15] == 0.0
+    assert turned[6, 15] > 1.0 and turned[15, 6] == 0.0
 
 
 def test_the_teacher_is_an_ema_of_the_student(digits: Digits) -> None:
@@ -88,6 +113,25 @@ def test_knn_votes_with_the_nearest_labelled_features() -> None:
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = torch.tensor([0, 0, 1, 1])
     assert knn_top1(bank, labels, torch.tensor([[1.0, 0.05], [0.05, 1.0]]), torch.tensor([0, 1]), k=2) == 1.0
+
+
+def test_the_linear_probe_reads_a_direction_that_cosine_neighbours_miss() -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def points(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % 2
+        signal = (2 * labels - 1).float() * 0.1  # the class: a small offset along one axis
+        noise = torch.randn(n, 16, generator=gen) * 10.0  # a large nuisance along 16 others
+        return torch.cat([signal.unsqueeze(1), noise], dim=1), labels
+
+    (bank, bank_labels), (queries, labels) = points(200), points(100)
+    assert knn_top1(bank, bank_labels, queries, labels, k=5) < 0.8
+    assert linear_probe_top1(bank, bank_labels, queries, labels, 2) == 1.0
+
+
+def test_the_linear_probe_is_a_function_of_its_inputs_and_seed(digits: Digits) -> None:
+    args = (digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels, 10)
+    assert linear_probe_top1(*args, iters=20, seed=3) == linear_probe_top1(*args, iters=20, seed=3)
 
 
 def test_validation_reports_the_monitored_metric(digits: Digits) -> None:
@@ -148,8 +192,13 @@ def test_the_first_validation_reports_raw_pixel_and_untrained_baselines(digits: 
     )
     assert first["val/knn_top1_raw_pixels"] == pytest.approx(raw, abs=1e-6)
     assert first["val/knn_top1_untrained"] == first["val/knn_top1"]
+    raw_linear = linear_probe_top1(
+        digits.train_images.flatten(1), digits.train_labels, digits.val_images.flatten(1), digits.val_labels, 10, 20, seed=0
+    )
+    assert first["val/linear_top1_raw_pixels"] == pytest.approx(raw_linear, abs=1e-6)
+    assert first["val/linear_top1_untrained"] == first["val/linear_top1"]
     later = task.validate(val_loader(task), StepContext(4, 1, 20, 4, torch.device("cpu")))
-    assert set(later) == {"val/knn_top1"}
+    assert set(later) == {"val/knn_top1", "val/linear_top1"}
 
 
 def test_the_untrained_baseline_is_the_initial_network_even_after_training(digits: Digits) -> None:
@@ -168,6 +217,7 @@ def test_a_uniform_teacher_is_reported_as_collapse(digits: Digits, caplog: pytes
         for i in range(3):
             _, logs = task.training_step(batch_of(task, i), StepContext(i, 1, 20, 4, torch.device("cpu")))
     assert logs["train/teacher_entropy"] == pytest.approx(math.log(task.size["out_dim"]), rel=1e-3)
+    assert logs["train/teacher_batch_entropy"] == pytest.approx(math.log(task.size["out_dim"]), rel=1e-3)
     assert "train/kl_teacher_student" in logs
     warnings = [r for r in caplog.records if "collapse (uniform)" in r.getMessage()]
     assert len(warnings) == 1 and "step 2" in warnings[0].getMessage()

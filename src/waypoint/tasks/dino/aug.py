@@ -1,10 +1,14 @@
-"""DINO multi-crop augmentation on tensors, with all randomness drawn from a per-sample generator.
+"""DINO multi-crop augmentation: random draws per sample, applied to a whole batch at once.
 
-Two global crops (large scale range, full resolution) and several local crops (small scale range, low
-resolution), each with brightness/contrast jitter; blur and solarization as in the original recipe
-(global 1: blur always; global 2: blur p=0.1, solarize ``solarize_p``; locals: blur p=0.5) and a
-horizontal flip with probability ``flip_p`` (upstream 0.5 for both; 0 for digits, where a mirrored
-digit is another shape and an inverted stroke is not a stroke).
+Each training item is an image with its random draws, from a per-sample generator seeded by
+``(seed, epoch, index)``; collation turns a batch of them into crops with a few batched tensor operations
+(affine sampling grids, grouped convolutions), so the crops of an item depend on its draws alone, never
+on the batch it lands in or on the number of loader workers. Per crop, as upstream: a random resized crop
+(area fraction and aspect ratio, by rejection sampling), an optional rotation (``rotate_deg``, 0 upstream;
+small rotations are what handwriting varies by), a horizontal flip with probability ``flip_p``,
+brightness/contrast jitter (p=0.8), Gaussian blur (global 1: always; global 2: p=0.1; locals: p=0.5) and
+solarization of global 2 with probability ``solarize_p`` (upstream 0.5 flip and 0.2 solarization; 0 for
+digits, where a mirrored digit is another shape and an inverted stroke is not a stroke).
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from waypoint.tasks.common import sample_generator
+from waypoint.tasks.common import sample_generator, stack_dicts
+
+#: rejection-sampling tries for a crop box that fits (as torchvision's RandomResizedCrop), then the whole image
+CROP_TRIES = 10
+#: the random numbers one crop consumes: (area, log-ratio) per try, then top, left, angle, flip, jitter (apply,
+#: contrast, brightness), blur (apply, sigma), solarize
+DRAWS_PER_CROP = 2 * CROP_TRIES + 10
+#: where each draw of a crop sits in its row of DRAWS_PER_CROP
+TOP, LEFT, ANGLE, FLIP, JITTER, CONTRAST, BRIGHT, BLUR, SIGMA, SOLAR = range(2 * CROP_TRIES, DRAWS_PER_CROP)
 
 
 @dataclass(frozen=True)
@@ -31,65 +43,108 @@ class CropSpec:
     local_scale: tuple[float, float] = (0.05, 0.4)
     flip_p: float = 0.0  # horizontal flip probability (0 for digits: a mirrored 2 is not a 2)
     solarize_p: float = 0.0  # solarization probability of the second global crop (upstream 0.2)
+    rotate_deg: float = 0.0  # each crop turns by an angle uniform in [-rotate_deg, rotate_deg] (0: no rotation)
 
 
-def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+def crop_boxes(draws: torch.Tensor, scale: tuple[float, float], height: int, width: int) -> torch.Tensor:
+    """``(N, 4)`` boxes ``(top, left, h, w)`` in pixels (fractional) from ``(N, DRAWS_PER_CROP)`` uniform draws.
+
+    As RandomResizedCrop: area fraction uniform in ``scale``, log aspect ratio uniform in [ln 3/4, ln 4/3], the
+    first of ``CROP_TRIES`` candidates that fits the image, else the whole image; position uniform where it fits.
+    """
+    tries = draws[:, : 2 * CROP_TRIES].view(-1, CROP_TRIES, 2).double()
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * tries[..., 0])
+    ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * tries[..., 1])
+    w, h = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
+    fits = (w <= width) & (h <= height)
+    first = torch.where(fits.any(1), fits.int().argmax(1), -1)
+    pick = first.clamp(min=0).unsqueeze(1)
+    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], float(width))
+    h = torch.where(first >= 0, h.gather(1, pick)[:, 0], float(height))
+    top = draws[:, TOP].double() * (height - h)
+    left = draws[:, LEFT].double() * (width - w)
+    return torch.stack([top, left, h, w], dim=1)
 
 
-def resized_crop(img: torch.Tensor, gen: torch.Generator, size: int, scale: tuple[float, float]) -> torch.Tensor:
-    """A random area/aspect crop of ``img`` (C, H, W) resized to ``size``x``size`` (as RandomResizedCrop)."""
-    _, h, w = img.shape
-    area = h * w
-    for _ in range(10):
-        target = area * _u(gen, *scale)
-        ratio = math.exp(_u(gen, math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
-        if 0 < cw <= w and 0 < ch <= h:
-            top, left = int(_u(gen) * (h - ch + 1)), int(_u(gen) * (w - cw + 1))
-            break
-    else:
-        ch, cw, top, left = h, w, 0, 0
-    crop = img[:, top : top + ch, left : left + cw].unsqueeze(0)
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+def resized_crops(
+    images: torch.Tensor, draws: torch.Tensor, size: int, scale: tuple[float, float], rotate_deg: float, flip_p: float
+) -> torch.Tensor:
+    """Crop, rotate and flip each image of ``images`` (N, C, H, W) by its draws, resized to ``size`` x ``size``.
+
+    Bilinear sampling at twice the output resolution, then 2x2 averaging: a downscaled crop is antialiased.
+    """
+    n, _, height, width = images.shape
+    top, left, h, w = crop_boxes(draws, scale, height, width).unbind(1)
+    cx, cy = (left + w / 2) / width * 2 - 1, (top + h / 2) / height * 2 - 1
+    sx, sy = w / width, h / height
+    sx = torch.where(draws[:, FLIP] < flip_p, -sx, sx)
+    angle = torch.deg2rad((2 * draws[:, ANGLE].double() - 1) * rotate_deg)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    aspect = height / width  # rotate in pixel space, not in the normalised [-1, 1] square
+    theta = torch.stack(
+        [torch.stack([cos * sx, -sin * sy * aspect, cx], 1), torch.stack([sin * sx / aspect, cos * sy, cy], 1)], 1
+    ).to(images.dtype)
+    grid = F.affine_grid(theta, [n, images.shape[1], 2 * size, 2 * size], align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.avg_pool2d(out, 2)
 
 
-def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A 5x5 Gaussian blur (reflect padding)."""
-    x = torch.arange(5, dtype=img.dtype) - 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = img.shape[0]
-    out = F.pad(img.unsqueeze(0), (2, 2, 2, 2), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(out, k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)[0]
+def blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A 5x5 Gaussian blur of each image (N, C, H, W) with its own ``sigma`` (N,) (reflect padding)."""
+    n, c, height, width = images.shape
+    x = torch.arange(5, dtype=images.dtype) - 2
+    k = torch.exp(-(x**2) / (2 * sigma.to(images.dtype).view(-1, 1) ** 2))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, 5)
+    out = F.pad(images.reshape(1, n * c, height, width), (2, 2, 2, 2), mode="reflect")
+    out = F.conv2d(out, k.view(n * c, 1, 1, 5), groups=n * c)
+    return F.conv2d(out, k.view(n * c, 1, 5, 1), groups=n * c).view(n, c, height, width)
 
 
-def photometric(img: torch.Tensor, gen: torch.Generator, p_blur: float, p_solarize: float, p_flip: float = 0.5) -> torch.Tensor:
-    """Flip, brightness/contrast jitter (p=0.8), blur and solarization."""
-    if _u(gen) < p_flip:
-        img = img.flip(-1)
-    if _u(gen) < 0.8:
-        mean = img.mean()
-        img = ((img - mean) * _u(gen, 0.6, 1.4) + mean) * _u(gen, 0.6, 1.4)
-    if _u(gen) < p_blur:
-        img = blur(img, _u(gen, 0.1, 1.0))
-    if _u(gen) < p_solarize:
-        img = torch.where(img >= 0.5, 1.0 - img, img)
-    return img.clamp(0.0, 1.0)
+def photometric(images: torch.Tensor, draws: torch.Tensor, p_blur: float, p_solarize: float) -> torch.Tensor:
+    """Brightness/contrast jitter (p=0.8), blur (``p_blur``, sigma uniform in [0.1, 1]) and solarization."""
+
+    def per_image(v: torch.Tensor) -> torch.Tensor:
+        return v.to(images.dtype).view(-1, 1, 1, 1)
+
+    jitter = per_image(draws[:, JITTER] < 0.8)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    contrast, bright = per_image(0.6 + 0.8 * draws[:, CONTRAST]), per_image(0.6 + 0.8 * draws[:, BRIGHT])
+    jittered = ((images - mean) * contrast + mean) * bright
+    images = jitter * jittered + (1 - jitter) * images
+    if p_blur > 0:
+        blurred = blur(images, 0.1 + 0.9 * draws[:, SIGMA])
+        images = torch.where(per_image(draws[:, BLUR] < p_blur) > 0, blurred, images)
+    if p_solarize > 0:
+        solar = torch.where(images >= 0.5, 1.0 - images, images)
+        images = torch.where(per_image(draws[:, SOLAR] < p_solarize) > 0, solar, images)
+    return images.clamp(0.0, 1.0)
 
 
-def multi_crop(img: torch.Tensor, gen: torch.Generator, spec: CropSpec) -> dict[str, torch.Tensor]:
-    """``{"global": (2, C, G, G), "local": (n_local, C, L, L)}``, normalised by ``normalise``."""
-    g1 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 1.0, 0.0, spec.flip_p)
-    g2 = photometric(resized_crop(img, gen, spec.global_size, spec.global_scale), gen, 0.1, spec.solarize_p, spec.flip_p)
-    locs = [
-        photometric(resized_crop(img, gen, spec.local_size, spec.local_scale), gen, 0.5, 0.0, spec.flip_p)
-        for _ in range(spec.n_local)
-    ]
-    out = {"global": normalise(torch.stack([g1, g2]))}
-    c = img.shape[0]
-    out["local"] = normalise(torch.stack(locs)) if locs else torch.zeros(0, c, spec.local_size, spec.local_size)
+def multi_crop(images: torch.Tensor, draws: torch.Tensor, spec: CropSpec) -> dict[str, torch.Tensor]:
+    """``{"global": (B, 2, C, G, G), "local": (B, n_local, C, L, L)}`` of ``images`` (B, C, H, W), normalised by
+    ``normalise``; ``draws`` (B, 2 + n_local, DRAWS_PER_CROP) holds each sample's uniform draws, crop by crop."""
+    b, c = images.shape[:2]
+    out: dict[str, torch.Tensor] = {}
+    for key, first, count, size, scale in (
+        ("global", 0, 2, spec.global_size, spec.global_scale),
+        ("local", 2, spec.n_local, spec.local_size, spec.local_scale),
+    ):
+        if not count:
+            out[key] = images.new_zeros(b, 0, c, size, size)
+            continue
+        d = draws[:, first : first + count].reshape(b * count, DRAWS_PER_CROP)
+        src = images.repeat_interleave(count, dim=0)
+        crops = resized_crops(src, d, size, scale, spec.rotate_deg, spec.flip_p)
+        if key == "global":  # global 1: blur always; global 2: blur p=0.1 and solarization
+            slot = torch.arange(b * count) % count
+            crops = torch.where(
+                (slot == 0).view(-1, 1, 1, 1),
+                photometric(crops, d, 1.0, 0.0),
+                photometric(crops, d, 0.1, spec.solarize_p),
+            )
+        else:
+            crops = photometric(crops, d, 0.5, 0.0)
+        out[key] = normalise(crops).view(b, count, c, size, size)
     return out
 
 
@@ -99,7 +154,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 class MultiCropImages(Dataset):
-    """Training items: multi-crops of image ``index``, random from ``(seed, epoch, index)`` only."""
+    """Training items: image ``index`` with its random draws, a function of ``(seed, epoch, index)`` only."""
 
     def __init__(self, images: torch.Tensor, seed: int, spec: CropSpec) -> None:
         self.images, self.seed, self.spec = images, int(seed), spec
@@ -109,7 +164,22 @@ class MultiCropImages(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key
-        return multi_crop(self.images[index], sample_generator(self.seed, "dino", int(epoch), int(index)), self.spec)
+        gen = sample_generator(self.seed, "dino", int(epoch), int(index))
+        return {"image": self.images[index], "draws": torch.rand(2 + self.spec.n_local, DRAWS_PER_CROP, generator=gen)}
+
+
+@dataclass(frozen=True)
+class MultiCropCollate:
+    """Collation of DINO's loaders: training items (image and draws) become ``multi_crop``'s crops; other items
+    (validation images with labels) are stacked key by key."""
+
+    spec: CropSpec
+
+    def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        batch = stack_dicts(items)
+        if "draws" not in batch:
+            return batch
+        return multi_crop(batch["image"], batch["draws"], self.spec)
 
 
 class EvalImages(Dataset):

@@ -136,3 +136,61 @@ def param_groups(module: nn.Module) -> list[dict[str, Any]]:
             continue
         (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+#: L2 penalties the linear probe chooses from (on a held-out part of the bank, never on the queries)
+PROBE_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+#: folds of the bank for that choice (cross-validation)
+PROBE_FOLDS = 5
+
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, iters: int, weight_decay: float) -> torch.nn.Linear:
+    """Multinomial logistic regression of ``y`` on ``x`` with the penalty ``weight_decay / 2 * |W|^2``: full-batch
+    L-BFGS for at most ``iters`` iterations from zero weights, so the fit is a function of its inputs alone."""
+    linear = torch.nn.Linear(x.shape[1], n_classes)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(objective)
+    return linear
+
+
+@torch.no_grad()
+def linear_probe_top1(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    iters: int = 100,
+    seed: int = 0,
+) -> float:
+    """Top-1 on ``queries`` of a linear classifier (``fit_linear``) on standardised bank features.
+
+    The penalty is chosen among ``PROBE_WEIGHT_DECAYS`` by fitting on 80% of the bank and scoring on the other
+    20% (a split drawn from ``seed``), then the classifier is refitted on the whole bank with that penalty:
+    every feature set (raw pixels or a network's) gets its own best regularisation, and the queries decide nothing.
+    """
+    mean, std = bank.mean(0), bank.std(0).clamp_min(1e-6)
+    x, q = ((bank - mean) / std).float(), ((queries - mean) / std).float()
+    folds = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed))).chunk(PROBE_FOLDS)
+
+    def held_out_top1(wd: float) -> float:
+        right = 0
+        for i, held in enumerate(folds):
+            fit = torch.cat([f for j, f in enumerate(folds) if j != i])
+            linear = fit_linear(x[fit], bank_labels[fit], n_classes, iters, wd)
+            right += int((linear(x[held]).argmax(1) == bank_labels[held]).sum())
+        return right / len(x)
+
+    best = max(PROBE_WEIGHT_DECAYS, key=held_out_top1)  # ties go to the smallest penalty
+    linear = fit_linear(x, bank_labels, n_classes, iters, best)
+    return float((linear(q).argmax(1) == labels).float().mean())

@@ -5,10 +5,13 @@ schedule) sees the 2 global crops; the student learns to match the teacher's cen
 Schedules (cosine LR with warm-up, cosine weight decay, teacher momentum, teacher-temperature warm-up,
 last-layer freezing) are pure functions of the step, so the task's state is the two networks, AdamW and
 the loss center. Validation: weighted kNN top-1 of teacher features (``val/knn_top1``, higher is better;
-CLS token, or CLS with average-pooled patch tokens), with the training split as the bank; the first
-validation also logs kNN on raw pixels and of the untrained network with the same k and split. Every step
-logs the teacher's entropy and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when
-the entropy stays pinned at ln K or near 0. State layout: ``student/{backbone,head}``,
+CLS token, or CLS with average-pooled patch tokens), with the training split as the bank, and the top-1 of
+a linear probe fitted on the same split (``val/linear_top1``: logistic regression, L2 penalty chosen by
+cross-validation on the training split); the first validation also logs both on raw pixels and on the
+untrained network with the same settings and split. Every step logs the teacher's entropy (per image), the
+entropy of its batch-mean target (how the batch spreads over the prototypes: near 0 when every image goes to
+one) and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when the entropy stays pinned
+at ln K or near 0. State layout: ``student/{backbone,head}``,
 ``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
 """
 
@@ -24,8 +27,8 @@ import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import cosine, preset_sizes, sample_generator, stack_dicts
-from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropImages, normalise
+from waypoint.tasks.common import cosine, preset_sizes, sample_generator
+from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropCollate, MultiCropImages, normalise
 from waypoint.tasks.dino.collapse import CollapseDetector
 from waypoint.tasks.dino.model import (
     DINOHead,
@@ -33,6 +36,7 @@ from waypoint.tasks.dino.model import (
     build_backbone,
     dino_loss,
     knn_top1,
+    linear_probe_top1,
     param_groups,
     sincos_pos_embed,
 )
@@ -53,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hidden_dim": 256,
         "bottleneck_dim": 64,
         "n_local_crops": 4,
+        "linear_probe_iters": 100,
     },
     "smoke": {
         "embed_dim": 32,
@@ -63,6 +68,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hidden_dim": 64,
         "bottleneck_dim": 32,
         "n_local_crops": 2,
+        "linear_probe_iters": 20,
     },
     # upstream DINO ViT-S/16: 21.7M backbone, head 2048-2048-256 + weight-normalised 65536-way last layer,
     # 10 local crops (the paper's best multi-crop); with experiment=dino_paper for the rest of the recipe
@@ -75,6 +81,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hidden_dim": 2048,
         "bottleneck_dim": 256,
         "n_local_crops": 10,
+        "linear_probe_iters": 100,
     },
 }
 
@@ -107,6 +114,7 @@ class DinoConfig:
     local_scale: list[float] = field(default_factory=lambda: [0.25, 0.6])
     flip_p: float = 0.0  # horizontal flips (upstream 0.5) turn digits into other shapes
     solarize_p: float = 0.0  # solarization of the second global crop (upstream 0.2)
+    rotate_deg: float = 0.0  # each crop turns by a uniform angle in [-rotate_deg, rotate_deg] degrees (upstream: none)
     lr: float = 5e-3
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
@@ -121,6 +129,7 @@ class DinoConfig:
     freeze_last_layer: int = 1  # epochs during which the head's last layer does not learn
     knn_k: int = 20
     knn_temperature: float = 0.07
+    linear_probe_iters: Optional[int] = None  # L-BFGS iterations per fit of the linear probe (val/linear_top1); 0: none
     knn_feature: str = "cls"  # teacher feature for kNN: "cls", or "cls+avg" (CLS with average-pooled patch tokens, as DINOv2)
     collapse_patience: int = 50  # warn after this many consecutive collapsed steps (0: never)
     collapse_tolerance: float = 0.01  # fraction of ln(K): entropy above (1 - tol) ln K is uniform, below tol ln K one-prototype
@@ -129,7 +138,7 @@ class DinoConfig:
 def _check_sizes(size: Mapping[str, int]) -> None:
     """Refuse widths the backbone cannot build, naming the option."""
     for key, value in size.items():
-        low = 0 if key == "n_local_crops" else 1
+        low = 0 if key in ("n_local_crops", "linear_probe_iters") else 1
         if value < low:
             raise ValueError(f"model.{key} must be at least {low}, got {value}")
     if size["embed_dim"] % size["num_heads"]:
@@ -190,7 +199,11 @@ class DinoTask:
             _check_range("local_scale", self.cfg.local_scale),
             float(self.cfg.flip_p),
             float(self.cfg.solarize_p),
+            float(self.cfg.rotate_deg),
         )
+        if not 0.0 <= self.crops.rotate_deg <= 180.0:
+            raise ValueError(f"model.rotate_deg must be an angle in degrees between 0 and 180, got {self.cfg.rotate_deg}")
+        self.collate = MultiCropCollate(self.crops)
         self.student: Optional[StudentTeacherNet] = None
         self.train_student: Optional[torch.nn.Module] = None  # the student, or its DDP wrapper under torchrun
         self.runtime: Any = None
@@ -210,14 +223,12 @@ class DinoTask:
 
     # -- data ---------------------------------------------------------------------------------------
     def train_dataset(self) -> torch.utils.data.Dataset:
-        """Multi-crops of the training images; ``__getitem__`` takes ``(epoch, index)``."""
+        """Training images with their random draws; ``__getitem__`` takes ``(epoch, index)``; ``collate`` crops them."""
         return MultiCropImages(self.data.train_images, self.seed, self.crops)
 
     def val_dataset(self) -> torch.utils.data.Dataset | None:
         """Held-out images with labels (queries of the kNN evaluation)."""
         return EvalImages(self.data.val_images, self.data.val_labels)
-
-    collate = staticmethod(stack_dicts)
 
     # -- modules ------------------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:
@@ -320,6 +331,8 @@ class DinoTask:
             log_probs = torch.log_softmax((t_out - self.center) / temp, dim=-1)
             s_glob = torch.log_softmax(s_out[: len(t_out)] / self.cfg.student_temp, dim=-1)
             entropy = float(-(probs * log_probs).sum(-1).mean())
+            mean_probs = probs.mean(0)  # how the batch spreads over the prototypes: 0 when all go to one
+            batch_entropy = float(-(mean_probs * mean_probs.clamp_min(1e-30).log()).sum())
             kl = float((probs * (log_probs - s_glob)).sum(-1).mean())
             batch_center = t_out.mean(0, keepdim=True)
             if self.runtime is not None:  # as upstream: the centre follows the whole (global) batch
@@ -332,6 +345,7 @@ class DinoTask:
             "train/loss": float(loss.detach()),
             "train/teacher_temp": temp,
             "train/teacher_entropy": entropy,
+            "train/teacher_batch_entropy": batch_entropy,
             "train/kl_teacher_student": kl,
             "train/collapsed": float(self.collapse.collapsed),
         }
@@ -368,30 +382,41 @@ class DinoTask:
             out.append(cls.float().cpu())
         return torch.cat(out)
 
-    def _knn(self, bank: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor) -> float:
-        return knn_top1(
-            bank, self.data.train_labels, queries, labels, self.cfg.knn_k, self.cfg.knn_temperature, len(self.data.classes)
-        )
+    def _scores(self, bank: torch.Tensor, queries: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """``knn_top1`` and (unless ``linear_probe_iters`` is 0) ``linear_top1`` of features, the training split as
+        the bank (or the probe's training set) and the held-out images as queries."""
+        train_labels, n_classes = self.data.train_labels, len(self.data.classes)
+        out = {"knn_top1": knn_top1(bank, train_labels, queries, labels, self.cfg.knn_k, self.cfg.knn_temperature, n_classes)}
+        if self.size["linear_probe_iters"]:
+            out["linear_top1"] = linear_probe_top1(
+                bank, train_labels, queries, labels, n_classes, self.size["linear_probe_iters"]
+            )
+        return out
 
-    def baselines(self, queries: torch.Tensor, labels: torch.Tensor, untrained: Optional[float] = None) -> dict[str, float]:
-        """kNN with the same k, temperature and split on raw pixels, and on the untrained network's features.
+    def baselines(
+        self, queries: torch.Tensor, labels: torch.Tensor, untrained: Optional[dict[str, float]] = None
+    ) -> dict[str, float]:
+        """kNN and linear probe with the same settings and split on raw pixels and on the untrained network's features.
 
         ``queries`` are the normalised held-out images (a rescaling leaves cosine similarities unchanged);
-        ``untrained`` is the figure already measured when the validated network is the untrained one (step 0).
+        ``untrained`` are the figures already measured when the validated network is the untrained one (step 0).
         """
         bank_images = normalise(self.data.train_images)
-        raw = self._knn(bank_images.flatten(1), queries.flatten(1), labels)
+        raw = self._scores(bank_images.flatten(1), queries.flatten(1), labels)
         if untrained is None:
             fresh = self._fresh_net()
-            untrained = self._knn(self.features(bank_images, net=fresh), self.features(queries, net=fresh), labels)
-        return {"val/knn_top1_raw_pixels": raw, "val/knn_top1_untrained": untrained}
+            untrained = self._scores(self.features(bank_images, net=fresh), self.features(queries, net=fresh), labels)
+        out = {f"val/{k}_raw_pixels": v for k, v in raw.items()}
+        out.update({f"val/{k}_untrained": v for k, v in untrained.items()})
+        return out
 
     @torch.no_grad()
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-        """kNN top-1 of teacher features: training images as the bank, held-out images as queries.
+        """kNN top-1 and linear-probe top-1 of teacher features: training images as the bank, held-out images as
+        queries.
 
         The first validation of a run that did not restore a state also reports the baselines (raw pixels and the
-        untrained network, same k and split) under their own keys; the end of the run logs all three side by side.
+        untrained network, same settings and split) under their own keys; the end of the run logs them side by side.
         """
         feats, labels, images = [], [], []
         for batch in batches:
@@ -401,24 +426,27 @@ class DinoTask:
         if not feats:
             raise ValueError("validation received no batches; check data.val_fraction and data.max_items")
         bank = self.features(normalise(self.data.train_images))
-        out = {"val/knn_top1": self._knn(bank, torch.cat(feats), torch.cat(labels))}
+        scores = self._scores(bank, torch.cat(feats), torch.cat(labels))
+        out = {f"val/{k}": v for k, v in scores.items()}
         if not self.baselines_logged:
             self.baselines_logged = True
-            self.baseline_values = self.baselines(
-                torch.cat(images), torch.cat(labels), out["val/knn_top1"] if ctx.step == 0 else None
-            )
+            self.baseline_values = self.baselines(torch.cat(images), torch.cat(labels), scores if ctx.step == 0 else None)
             out.update(self.baseline_values)
         if ctx.step >= ctx.total_steps:
             base = self.baseline_values or self.baselines(torch.cat(images), torch.cat(labels))
-            log.info(
-                "kNN top-1 (k=%d, %s feature) of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
-                self.cfg.knn_k,
-                self.cfg.knn_feature,
-                ctx.step,
-                out["val/knn_top1"],
-                base["val/knn_top1_raw_pixels"],
-                base["val/knn_top1_untrained"],
-            )
+            for key, what in (
+                ("knn_top1", f"kNN top-1 (k={self.cfg.knn_k}, {self.cfg.knn_feature} feature)"),
+                ("linear_top1", "linear-probe top-1"),
+            ):
+                if key in scores:
+                    log.info(
+                        "%s of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
+                        what,
+                        ctx.step,
+                        scores[key],
+                        base[f"val/{key}_raw_pixels"],
+                        base[f"val/{key}_untrained"],
+                    )
         return out
 
     # -- state --------------------------------------------------------------------------------------
