@@ -71,3 +71,11 @@ def test_a_failed_seed_is_left_out_of_the_spread_and_counted():
     ok = {"metric": "val/bpb", "mode": "min", "untrained": 8.0, "final": 2.0, "best": 2.0, "steps": 8, "baselines": {}}
     row = results.aggregate([ok, {"error": "exit 1: boom"}])
     assert row["seeds_ok"] == 1 and row["final"]["values"] == [2.0]
+
+
+def test_the_results_bench_runs_dino_as_make_train_does():
+    makefile = (REPO / "Makefile").read_text().splitlines()
+    recipe = makefile[makefile.index(next(line for line in makefile if line.startswith("train:"))) + 1]
+    make_train_args = recipe.split("train.py", 1)[1].split()
+    _, overrides, _ = results_module().FAMILIES["dino"][0]
+    assert [o for o in overrides if o != "model=dino"] == make_train_args
