@@ -35,13 +35,14 @@ test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q -m '' $(XDIST)
 
 SIZE_MIB ?= 1024
-bench: $(STAMP)  ## every benchmark: checkpoint I/O (SIZE_MIB=1024), compression, training overhead
+bench: $(STAMP)  ## every benchmark: checkpoint I/O and parity (SIZE_MIB=1024), compression, training overhead, object store
 	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
 	$(PY) bench/compression.py
 	$(PY) bench/overhead.py
+	$(PY) bench/object_store_io.py --train
 	$(PY) bench/targets.py
 
-bench-io: $(STAMP)  ## checkpoint I/O benchmark only (table + bench/results/checkpoint_io.json; SIZE_MIB=1024)
+bench-io: $(STAMP)  ## checkpoint I/O and parity cost only (table + bench/results/checkpoint_io.json; SIZE_MIB=1024)
 	$(PY) bench/checkpoint_io.py --size-mib $(SIZE_MIB)
 	$(PY) bench/targets.py
 

@@ -210,9 +210,9 @@ def torch_save(path: Path, state: Any) -> float:
     return time.perf_counter() - t0
 
 
-def waypoint_save(root: Path, state: Any, compression: str = "none") -> float:
+def waypoint_save(root: Path, state: Any, compression: str = "none", parity: bool = False) -> float:
     """Seconds for a blocking ``CheckpointManager.save`` into a new store (opened before the clock starts)."""
-    with CheckpointManager(root, compression=compression) as mgr:
+    with CheckpointManager(root, compression=compression, parity=parity) as mgr:
         t0 = time.perf_counter()
         mgr.save(state, step=1)
         return time.perf_counter() - t0

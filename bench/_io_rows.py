@@ -47,6 +47,8 @@ TARGETED = (
     "s3_save_vs_raw",
     "s3_restore_vs_raw",
     "restore_mmap_vs_torch",
+    "parity_time",
+    "parity_bytes",
 )
 
 
@@ -54,6 +56,7 @@ def build(s: dict[str, Any], env: dict[str, Any]) -> list[dict[str, Any]]:
     """Every row, from the samples of one run (the S3 rows only when they ran)."""
     rows = [
         *save_rows(s["full"], env),
+        *parity_rows(s["full"]),
         *incremental_rows(s["incremental"], s["full"], env),
         *fresh_rows(s["fresh"], env),
         *async_rows(s["async"], s["incremental"]),
@@ -83,6 +86,18 @@ def save_rows(f: dict[str, list[float]], env: dict[str, Any]) -> list[dict[str, 
             reference=gib / med(f["dcp"]), reference_name="torch.distributed.checkpoint.save", **bw),
         row("save_zstd", f"full save, compression=zstd (stores {f['zstd_stored_fraction'][0]:.2f}x): time / none", "s",
             med(f["waypoint-zstd"]), med(f["waypoint-zstd"]) / sv, None, reference=sv, reference_name="compression=none"),
+    ]  # fmt: skip
+
+
+def parity_rows(f: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """What ``checkpoint.parity=true`` costs a full save: extra time and bytes (targets of on-by-default)."""
+    sv, with_parity, share = med(f["waypoint"]), med(f["waypoint-parity"]), f["parity_bytes_fraction"][0]
+    extra = med([p / s - 1 for p, s in zip(f["waypoint-parity"], f["waypoint"])])
+    return [
+        row("parity_time", "full save with parity: time / without, minus 1", "s", with_parity, extra, "<= 0.05",
+            reference=sv, reference_name="full save without parity", floor=sv, floor_name="the save without parity"),
+        row("parity_bytes", "parity bytes / pack bytes", "frac", share, share, "<= 0.15", reference=1.0,
+            reference_name="the packs' bytes", floor=2 / 16, floor_name="2 parity stripes per 16 data stripes"),
     ]  # fmt: skip
 
 

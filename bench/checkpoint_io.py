@@ -127,7 +127,7 @@ def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, l
     h.disk_write(work / "read.bin", nbytes, direct=True)  # what the O_DIRECT read floor reads
     disk, wp = work / "disk.bin", work / "wp-full"
     paths = {"disk-direct": disk, "disk-buffered": disk, "torch": work / "state.pt", "dcp": work / "dcp", "waypoint": wp}
-    paths["waypoint-zstd"] = work / "wp-zstd"
+    paths["waypoint-zstd"], paths["waypoint-parity"] = work / "wp-zstd", work / "wp-parity"
     ops = {
         "disk-direct": lambda: h.disk_write(disk, nbytes, direct=True),
         "disk-buffered": lambda: h.disk_write(disk, nbytes),
@@ -138,6 +138,7 @@ def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, l
         "dcp": lambda: h.dcp_save(paths["dcp"], state),
         "waypoint": lambda: h.waypoint_save(paths["waypoint"], state),
         "waypoint-zstd": lambda: h.waypoint_save(paths["waypoint-zstd"], state, "zstd"),
+        "waypoint-parity": lambda: h.waypoint_save(paths["waypoint-parity"], state, parity=True),
     }
     out: dict[str, list[float]] = {k: [] for k in ops}
     for r in range(repeats):
@@ -151,6 +152,10 @@ def full_saves(state: Any, nbytes: int, work: Path, repeats: int) -> dict[str, l
     h.remove(work / "read.bin")
     out["zstd_stored_fraction"] = [h.dir_bytes(paths["waypoint-zstd"] / "packs") / h.dir_bytes(paths["waypoint"] / "packs")]
     h.remove(paths["waypoint-zstd"])
+    packs = list((paths["waypoint-parity"] / "packs").iterdir())
+    parity = sum(p.stat().st_size for p in packs if p.name.endswith(".parity"))
+    out["parity_bytes_fraction"] = [parity / sum(p.stat().st_size for p in packs if not p.name.endswith(".parity"))]
+    h.remove(paths["waypoint-parity"])
     return out
 
 

@@ -29,6 +29,8 @@ IO_TARGETS = (
     ("io", "s3_save_vs_raw", "save to S3 (moto) >= 0.7x a raw s3fs put of the same bytes"),
     ("io", "s3_restore_vs_raw", "restore from S3 (moto) >= 0.7x a raw s3fs get of the same bytes"),
     ("io", "restore_mmap_vs_torch", "non-copying restore (mmap=True, verify=False) >= 2.0x torch.load"),
+    ("parity", "parity_time", "parity per pack adds <= 5% to a full save's time (else checkpoint.parity is off by default)"),
+    ("parity", "parity_bytes", "parity per pack adds <= 15% to the packs' bytes"),
 )
 
 
@@ -47,7 +49,39 @@ def collect(results: Path) -> list[dict[str, Any]]:
     io = _load(results / "checkpoint_io.json")
     by_key = {r["key"]: r for r in io["rows"]} if io else {}
     size = f"{io['env']['state_bytes'] / 2**30:.2f} GiB, medians of {io['env']['repeats']}" if io else ""
-    return [*io_rows(by_key, size), *overhead_rows(_load(results / "overhead.json")), *compression_rows(results, by_key, size)]
+    return [
+        *io_rows(by_key, size),
+        *object_store_rows(_load(results / "object_store_io.json")),
+        *overhead_rows(_load(results / "overhead.json")),
+        *compression_rows(results, by_key, size),
+    ]
+
+
+#: (object_store_io row key, what the target says)
+OBJECT_STORE_TARGETS = (
+    ("s3_restore_fetched", "restoring 1 of 10 checkpoints from S3 fetches <= 1.2x its own bytes"),
+    ("s3_physical_vs_local", "a UniverSeg run's physical bytes on S3 within 10% of the same run on local disk"),
+)
+
+
+def object_store_rows(doc: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_key = {r["key"]: r for r in (doc or {}).get("rows", [])}
+    rows: list[dict[str, Any]] = []
+    for key, what in OBJECT_STORE_TARGETS:
+        r = by_key.get(key)
+        figure = None if r is None else f"{r['ratio']:.3f}x"
+        note = "object_store_io.json missing (s3_physical_vs_local needs --train)" if r is None else key
+        rows.append(
+            {
+                "item": "object store",
+                "target": what,
+                "figure": figure,
+                "ratio": r and r["ratio"],
+                "met": r and r["met"],
+                "note": note,
+            }
+        )
+    return rows
 
 
 def io_rows(by_key: dict[str, Any], size: str) -> list[dict[str, Any]]:
