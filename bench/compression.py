@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Compression of real training state (issue #12, item 7): ratio and speed of byte-grouping + zstd.
+"""Compression of real training state: ratio and speed of byte-grouping + zstd.
 
 Reads the newest checkpoint of real training runs (``--run NAME=RUN_DIR``, repeatable). Without ``--run``
 it first trains two short runs into ``--dir``: DINO fp32 (``model=dino trainer.max_epochs=3``) and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What checkpointing costs a real training run (issue #12, item 6).
+"""What checkpointing costs a real training run.
 
 Runs DINO's and Stack-Wise's default command twice each, in one invocation: once as shipped (a checkpoint
 every epoch and on improvement, async, blocking at the end) and once with ``checkpoint.enabled=false``

@@ -1,4 +1,4 @@
-"""bench/compression.py measures a run's checkpoints and bench/targets.py lists every #12 target from the JSON
+"""bench/compression.py measures a run's checkpoints and bench/targets.py lists every target from the JSON
 (never judging timings; a missing input is reported as missing)."""
 
 import json
