@@ -224,7 +224,7 @@ with CheckpointManager(url) as mgr:
             os.kill(os.getpid(), signal.SIGKILL)
         return await orig(self, m, *a, **kw)
     s3fs.core.S3FileSystem._call_s3 = call
-    big = {"big": torch.randn(6_000_000)} if method == "upload_part" else {}  # 24 MB: a multipart upload
+    big = {"big": torch.randn(12_000_000)} if method == "upload_part" else {}  # 48 MB: above 2 parts, a multipart upload
     mgr.save({**state(2), **big}, step=2)
 print("not killed")
 """

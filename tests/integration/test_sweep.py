@@ -38,10 +38,10 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_unfinished_one
     rerun = subprocess.run(sweep_cmd(tmp_path), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     out = rerun.stdout + rerun.stderr
-    assert out.count("already finished") == 1 and "resuming from" in out
+    assert out.count("already finished:") == 1 and "resuming from" in out
     final_digest(job0), final_digest(job1)
     skip = subprocess.run(sweep_cmd(tmp_path), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert (skip.stdout + skip.stderr).count("already finished") == 2
+    assert (skip.stdout + skip.stderr).count("already finished:") == 2
     assert time.monotonic() - t0 < 120
 
 
@@ -64,4 +64,4 @@ def test_a_sweep_over_a_model_hyperparameter_gives_one_finished_run_per_value(tm
     for job in jobs:
         assert final_digest(tmp_path / job)[0] == 4
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("already finished") == 2, again.stderr[-3000:]
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already finished:") == 2, again.stderr[-3000:]

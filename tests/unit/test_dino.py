@@ -227,3 +227,12 @@ def test_cls_with_pooled_patch_tokens_doubles_the_feature(digits: Digits) -> Non
     cls, both = make(digits), make(digits, knn_feature="cls+avg")
     images = digits.val_images[:4] / 0.3
     assert both.features(images).shape[1] == 2 * cls.features(images).shape[1]
+
+
+def test_the_linear_probe_draws_nothing_from_the_global_rng():
+    from waypoint.tasks.dino.model import linear_probe_top1
+
+    x, y = torch.randn(60, 8), torch.arange(60) % 3
+    before = torch.get_rng_state()
+    linear_probe_top1(x, y, x[:6], y[:6], 3, iters=3)
+    assert torch.equal(before, torch.get_rng_state())  # validation must not move training's random stream

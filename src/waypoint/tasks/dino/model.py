@@ -147,7 +147,7 @@ PROBE_FOLDS = 5
 def fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, iters: int, weight_decay: float) -> torch.nn.Linear:
     """Multinomial logistic regression of ``y`` on ``x`` with the penalty ``weight_decay / 2 * |W|^2``: full-batch
     L-BFGS for at most ``iters`` iterations from zero weights, so the fit is a function of its inputs alone."""
-    linear = torch.nn.Linear(x.shape[1], n_classes)
+    linear = torch.nn.utils.skip_init(torch.nn.Linear, x.shape[1], n_classes)  # draws nothing from the global RNG
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
