@@ -125,17 +125,3 @@ def open_regular(path: Path) -> int:
             break
         # another regular file took the name in between (a writer's atomic replace): look again
     raise OSError(errno.EINVAL, "not a regular file", str(path))
-
-
-def read_nofollow(path: Path) -> bytes:
-    """A regular file's bytes; a symlink or a non-regular file raises ``OSError`` (see ``open_regular``)."""
-    fd = open_regular(path)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)

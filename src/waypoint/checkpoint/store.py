@@ -44,7 +44,7 @@ import torch
 
 from ..units import human_bytes
 from . import manifest as mf
-from .catalog import CKPT_NAME, Catalog, order, write_fence
+from .catalog import CKPT_NAME, Catalog, write_fence
 from .codec import alias_keys
 from .durable import canonical_json
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
@@ -107,7 +107,6 @@ class CheckpointStore:
         self.lease: Lease | None = None
         self.generation: int | None = None  # the lease generation of this writer (None: read-only)
         self.catalog = Catalog(self.backend)
-        self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
         self.last_records: dict[str, TensorRecord] = {}  # tensor key -> its record (with its XXH3-128), of the last commit
         self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
         self.parity = False  # whether new packs get a parity object (parity.py)
@@ -246,7 +245,7 @@ class CheckpointStore:
 
         ``ids`` gives the record (content id and XXH3-128) of tensors the caller proved unchanged; ``priors`` the
         record each key had at the last save, reused when its fingerprint matches (``packs.write_pack``).
-        ``last_ids`` and ``last_records`` hold every tensor's id and record afterwards.
+        ``last_records`` holds every tensor's record afterwards.
         """
         step = check_step(request.step)
         self.check_lease()
@@ -272,7 +271,6 @@ class CheckpointStore:
                 priors=[priors.get(k) for k in keys] if priors else None,
             )
             self.last_records = dict(zip(keys, records_list))
-            self.last_ids = {k: r.id for k, r in zip(keys, records_list)}
             where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
             records = {k: _placed(r, where[r.id]) for k, r in zip(keys, records_list)}
             packs = {p: self._pack_entry(p, pack) for p in sorted(set(where.values()))}
@@ -298,7 +296,6 @@ class CheckpointStore:
         missing = sorted(p for p in packs if self.backend.size(f"packs/{p}") is None)
         if missing:
             raise CheckpointWriteError(f"pack {missing[0]} of the sharded save of step {step} is missing; nothing was committed")
-        self.last_ids = {k: r.id for k, r in records.items()}
         return self._publish(self._commit_record(request, step, dict(records), dict(packs), tree), None)
 
     @staticmethod
@@ -624,9 +621,6 @@ class CheckpointStore:
     def holder(self) -> dict[str, Any] | None:
         """Who holds the writer's lease now, or None (takes nothing)."""
         return self.backend.holder()
-
-    def sorted_names(self) -> list[str]:
-        return sorted(self.infos, key=order)
 
     def close(self) -> None:
         """Release the lease and worker threads."""

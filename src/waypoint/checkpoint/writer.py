@@ -25,7 +25,6 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._what = ""
-        self.last_result: Any = None
 
     def submit(self, fn: Callable[[], Any], what: str) -> None:
         """Wait for the save in flight (re-raising its failure), then start ``fn`` in the background."""
@@ -34,7 +33,7 @@ class BackgroundWriter:
 
         def run() -> None:
             try:
-                self.last_result = fn()
+                fn()
             except BaseException as exc:  # noqa: BLE001 - reported to the caller later
                 self._error = exc
 

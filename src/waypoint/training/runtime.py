@@ -213,19 +213,6 @@ class Runtime:
             return bool(flag)
         return self._all_reduce([1.0 if flag else 0.0], what, "max")[0] > 0
 
-    def agree(
-        self, flags: Sequence[bool], metrics: Mapping[str, float] | None = None, what: str = "the step agreement"
-    ) -> tuple[list[bool], dict[str, float]]:
-        """One all-reduce: each flag OR-ed over ranks, each metric averaged over ranks (same keys on every rank)."""
-        metrics = dict(metrics or {})
-        if not self._group:
-            return [bool(f) for f in flags], metrics
-        keys = sorted(metrics)
-        n = len(flags)
-        values = [1.0 if f else 0.0 for f in flags] + [float(metrics[k]) for k in keys]
-        out = self._all_reduce(values, what)
-        return [v > 0 for v in out[:n]], {k: v / self.world_size for k, v in zip(keys, out[n:])}
-
     def all_sum(self, values: Sequence[float], what: str = "summing over ranks") -> list[float]:
         """Element-wise sums over ranks (float64)."""
         if not self._group:

@@ -21,8 +21,7 @@ class ActivationCache:
         self.max_items = max_items
         self.prefix = -1
         self.items: dict[int, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # rows served from the cache
 
     def reset(self, prefix: int) -> None:
         """Forget everything; entries will hold inputs of stack ``prefix``."""
@@ -33,7 +32,6 @@ class ActivationCache:
         keys = [int(i) for i in indices.tolist()]
         missing = [row for row, key in enumerate(keys) if key not in self.items]
         self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
         fresh = compute(torch.tensor(missing, dtype=torch.long)) if missing else None
         rows: list[torch.Tensor] = []
         fresh_row = 0
