@@ -334,13 +334,9 @@ def _collective(what: str, fn: Callable[[], Any], error: type[CheckpointError]) 
 
 
 def save_sharded(manager: Any, state: Any, request: SaveRequest, process_group: Any = None) -> Any:
-    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint of ``manager``'s store; returns its
-    info on the coordinator (None elsewhere).
-
-    The coordinator's manager is writable (it commits, under its lease, with retention and listeners); every other
-    rank's manager is read-only over the same root (it only writes its own pack, named with the writer's lease
-    generation, deduplicated against what the store holds). Only the coordinator's non-tensor values are kept.
-    """
+    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint; its info on the coordinator, whose
+    writable manager commits (None elsewhere: read-only managers writing their own packs). Only the coordinator's
+    non-tensor values are kept."""
     import torch.distributed.checkpoint as dcp
 
     tensors, tree = split(state)

@@ -156,10 +156,7 @@ def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> lis
 
 
 def bytes_freed_by_deleting(store: CheckpointStore, names: Iterable[str]) -> int:
-    """Bytes that deleting ``names`` frees at least: their directories and the packs only they use.
-
-    Repacking afterwards may free more (dead tensors in packs that other checkpoints still use).
-    """
+    """Bytes that deleting ``names`` frees at least (their directories and the packs only they use)."""
     doomed = set(names)
     manifests = store.committed_manifests() if doomed else None
     if manifests is None:  # nothing doomed, or a manifest is unreadable and collection keeps every pack

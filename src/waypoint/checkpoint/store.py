@@ -241,12 +241,8 @@ class CheckpointStore:
         ids: Mapping[str, str | TensorRecord] | None = None,
         priors: Mapping[str, TensorRecord] | None = None,
     ) -> mf.CheckpointInfo:
-        """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
-
-        ``ids`` gives the record (content id and XXH3-128) of tensors the caller proved unchanged; ``priors`` the
-        record each key had at the last save, reused when its fingerprint matches (``packs.write_pack``).
-        ``last_records`` holds every tensor's record afterwards.
-        """
+        """Durably write one checkpoint (CheckpointWriteError on failure); ``ids`` and ``priors`` as in
+        ``packs.write_pack``. ``last_records`` holds every tensor's record afterwards."""
         step = check_step(request.step)
         self.check_lease()
         keys = list(tensors)
@@ -495,10 +491,7 @@ class CheckpointStore:
     # ------------------------------------------------------------------ reading
     def load(self, name: str, *, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor], dict]:
         """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged.
-
-        ``mmap``: tensors backed by private mappings of the packs instead of fresh memory (see
-        ``CheckpointManager.restore``); with ``verify`` their mapped bytes are hashed before returning.
-        """
+        ``mmap`` as in ``CheckpointManager.restore``."""
         if mmap and not self.backend.caps.mmap:
             raise CheckpointError(f"a memory-mapped restore needs a local checkpoints root, not {self.root}")
         manifest = self.manifest(name)

@@ -140,12 +140,8 @@ def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
 def import_checkpoint(
     path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None, force: bool = False, max_bytes: int | None = None
 ) -> dict[str, Any]:
-    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``: weights-only, bounded) as a new checkpoint
-    tagged ``imported``.
-
-    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
-    holds training checkpoints is refused unless ``force``. Every failure is a one-sentence CheckpointError.
-    """
+    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``) as a new checkpoint tagged ``imported``, which
+    ``latest`` never takes; a store holding training checkpoints refuses it unless ``force``."""
     _refuse_unless_forced(mgr, force)
     return _save_imported(path, read_foreign(path, max_bytes=max_bytes), mgr, step)
 

@@ -180,10 +180,7 @@ def _strip(keys: list[Any]) -> dict[Any, Any] | None:
 
 
 def normalise(obj: Any) -> Any:
-    """Plain containers and types the store can hold; ``module.``/``_orig_mod.`` prefixes stripped (see module doc).
-
-    Call ``check_bounds`` first: this walk is recursive.
-    """
+    """Plain containers and types the store can hold, prefixes stripped; call ``check_bounds`` first (recursive)."""
     from torch.torch_version import TorchVersion
 
     if isinstance(obj, argparse.Namespace):
@@ -203,13 +200,8 @@ def normalise(obj: Any) -> Any:
 
 
 def read_foreign(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """The contents of a foreign checkpoint file as a nested dict, read without executing code.
-
-    Tensors stay tensors (on the CPU), numpy arrays and scalars stay numpy, containers become plain
-    dicts/lists/tuples; a file holding anything but a dict is returned as ``{"value": obj}``. Raises a
-    ``CheckpointError`` with one sentence for a file that is unreadable, unsafe (``UnsafeCheckpointError``),
-    too large (``ImportTooLargeError``, see ``max_bytes``), nested too deeply or too big to walk.
-    """
+    """The contents of a foreign checkpoint file as a nested dict (a non-dict as ``{"value": obj}``), read without
+    executing code; a one-sentence ``CheckpointError`` for one that is unreadable, unsafe, too large or too deep."""
     obj = load_foreign(path, max_bytes=max_bytes)
     check_bounds(obj, str(path))
     obj = normalise(obj)
