@@ -1,18 +1,11 @@
 """DINO: self-distillation with no labels, at small scale (Caron et al., 2021).
 
-A student ViT sees 2 global and several local crops; a teacher (EMA of the student, cosine momentum
-schedule) sees the 2 global crops; the student learns to match the teacher's centred, sharpened outputs.
-Schedules (cosine LR with warm-up, cosine weight decay, teacher momentum, teacher-temperature warm-up,
-last-layer freezing) are pure functions of the step, so the task's state is the two networks, AdamW and
-the loss center. Validation: weighted kNN top-1 of teacher features (``val/knn_top1``, higher is better;
-CLS token, or CLS with average-pooled patch tokens), with the training split as the bank, and the top-1 of
-a linear probe fitted on the same split (``val/linear_top1``: logistic regression, L2 penalty chosen by
-cross-validation on the training split); the first validation also logs both on raw pixels and on the
-untrained network with the same settings and split. Every step logs the teacher's entropy (per image), the
-entropy of its batch-mean target (how the batch spreads over the prototypes: near 0 when every image goes to
-one) and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when the entropy stays pinned
-at ln K or near 0. State layout: ``student/{backbone,head}``,
-``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
+A student ViT sees 2 global and several local crops; a teacher (EMA of the student) sees the global ones; the
+student matches the teacher's centred, sharpened outputs. Every schedule is a pure function of the step, so the
+state is ``student/{backbone,head}``, ``teacher/{backbone,head}``, ``optimizer``, ``center`` and ``collapse``.
+Validation: kNN top-1 (``val/knn_top1``) and linear-probe top-1 (``val/linear_top1``) of teacher features, the
+training split as the bank; the first validation also scores raw pixels and the untrained network. Each step
+logs the teacher's entropies and KL(teacher || student); a ``CollapseDetector`` warns when the entropy is pinned.
 """
 
 from __future__ import annotations
@@ -396,11 +389,8 @@ class DinoTask:
     def baselines(
         self, queries: torch.Tensor, labels: torch.Tensor, untrained: Optional[dict[str, float]] = None
     ) -> dict[str, float]:
-        """kNN and linear probe with the same settings and split on raw pixels and on the untrained network's features.
-
-        ``queries`` are the normalised held-out images (a rescaling leaves cosine similarities unchanged);
-        ``untrained`` are the figures already measured when the validated network is the untrained one (step 0).
-        """
+        """kNN and linear probe on raw pixels and on the untrained network's features, same settings and split
+        (``untrained``: the figures already measured when the validated network is the untrained one)."""
         bank_images = normalise(self.data.train_images)
         raw = self._scores(bank_images.flatten(1), queries.flatten(1), labels)
         if untrained is None:
@@ -412,12 +402,8 @@ class DinoTask:
 
     @torch.no_grad()
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-        """kNN top-1 and linear-probe top-1 of teacher features: training images as the bank, held-out images as
-        queries.
-
-        The first validation of a run that did not restore a state also reports the baselines (raw pixels and the
-        untrained network, same settings and split) under their own keys; the end of the run logs them side by side.
-        """
+        """kNN and linear-probe top-1 of teacher features (training images as the bank, held-out ones as queries);
+        the first validation of a fresh run also reports the baselines under their own keys."""
         feats, labels, images = [], [], []
         for batch in batches:
             feats.append(self.features(batch["image"]))

@@ -1,9 +1,8 @@
 """Activation cache: the output of the rack's frozen prefix per training item, so it is computed once.
 
-Keyed by the dataset index (text windows are fixed, so item ``i`` is the same bytes in every epoch).
-Entries are per-item tensors that never change once written, so successive checkpoints share them in the
-store. The cache is valid for one prefix length; appending a stack clears it. Filling stops at
-``max_items`` (no eviction, so contents are a function of the training history alone).
+Keyed by dataset index (item ``i`` is the same bytes every epoch); entries never change once written, so
+checkpoints share them. Valid for one prefix length (an append clears it); filling stops at ``max_items`` (no
+eviction, so contents depend on the training history alone).
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Stack-Wise: a byte-level causal LM built as a rack of stacks that grows during training (append mode).
 
-Training starts with one stack (or with ``init_stacks`` from an earlier run). At the steps of the append
-schedule, ``after_optimizer_step`` freezes every existing stack (and the embedding with stack 0), optionally
-gives the frozen stacks LoRA adapters, appends a freshly initialised stack and builds a new optimizer over
-what is trainable: the newest stack, the adapters, the head. **The trainer must re-read ``optimizers()``
-after every step** (and drop references to the old optimizer). Frozen base weights are never in an
-optimizer and never cast, merged or rewritten, so they stay bit-identical and the store keeps them once.
-
-Everything stochastic is a function of ``(seed, stack index)`` (initialisation) or of the saved state, and
-the learning rate is a function of the step, so ``state_dict``/``load_state_dict`` resume bit-identically,
-also right after an append. ``load_state_dict`` rebuilds the rack's structure from ``rack/meta``.
-Validation: bits per byte on held-out text (``val/bpb``, lower is better). State layout:
-``waypoint.tasks.stackwise.rack``.
+At each append step ``after_optimizer_step`` freezes the existing stacks (optionally giving them LoRA adapters),
+appends a fresh stack and builds a new optimizer over the newest stack, the adapters and the head: **the trainer
+must re-read ``optimizers()`` after every step**. Frozen base weights are never cast, merged or rewritten, so the
+store keeps them once. Initialisation depends on ``(seed, stack index)`` and the LR on the step, so a resume is
+bit-identical, also right after an append. Validation: ``val/bpb``. State layout: ``waypoint.tasks.stackwise.rack``.
 """
 
 from __future__ import annotations
