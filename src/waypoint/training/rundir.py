@@ -1,12 +1,9 @@
 """The run directory as a function of the command, and the checks made before resuming into it.
 
-``outputs/<name>/<overrides that define the run>``: every override that changes what is trained (``model.*``,
-``data.*`` except ``num_workers``, ``seed``, ``experiment``, ...) is part of the name; overrides that only extend
-or steer a run (its length, checkpointing, logging, hardware, data workers, resume) are left out, so re-running
-a command with more epochs or another checkpoint policy continues the same run. The model choice itself
-(``model=universeg``) is left out where it is already a path component. A name that would be longer than
-``MAX_NAME`` characters, or that had to be made safe for the file system, keeps a readable prefix and ends in
-a short hash of the full override list, so two different commands never share a directory.
+``outputs/<name>/<overrides that define the run>``: overrides that change what is trained name the run; those
+that only extend or steer it (length, checkpointing, logging, hardware, workers, resume) do not, so more epochs
+continue the same run. A name longer than ``MAX_NAME`` or made safe for the file system keeps a readable prefix
+and ends in a hash of the full override list, so two different commands never share a directory.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Where this process stands among its peers: rank, world size, device, and the few collectives the loop needs.
 
-The only module of Waypoint that reads launcher environment variables: torchrun's ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``, or Slurm's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
-when ``srun`` starts one process per task without torchrun. A world of one process is the same code with no
-process group: every collective below is then a local no-op.
-
-Collectives are deliberately few and small (ARCHITECTURE principle 10): at each step boundary the ranks
-agree on "stop", "non-finite loss" and "error" flags and average their logged metrics in one all-reduce, so
-every rank takes the same decision at the same step. Every collective runs under the process group's
-timeout (``hardware.timeout_s``): a rank that died or stalled turns into a ``DistributedError`` naming the
-timeout, never a hang.
+The only module that reads launcher variables (torchrun's, or Slurm's when ``srun`` starts the processes). A
+world of one is the same code with no process group: every collective is then a local no-op. Collectives are
+few and small (one agreement per step boundary) and run under ``hardware.timeout_s``: a rank that died or
+stalled becomes a ``DistributedError``, never a hang.
 """
 
 from __future__ import annotations
