@@ -545,10 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reader_went_away() -> int:
-    """Whoever read our output (``| head``) closed the pipe: stop quietly, as Unix tools do, with 141 (128 + SIGPIPE).
-
-    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
-    """
+    """Whoever read our output (``| head``) closed the pipe: stop quietly with 141 (128 + SIGPIPE), stdout pointed at
+    /dev/null so that the interpreter's final flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

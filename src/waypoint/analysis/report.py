@@ -218,11 +218,8 @@ def build_run_report(
     pictures: Sequence[Mapping[str, Any]] = (),
     initial: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Write ``<run>/report/`` (report.md, report.html, PNGs) and return a summary.
-
-    ``pictures``: the family's figures (from ``analyze.py``); ``initial``: the weights at step 0, keyed like the
-    checkpoints' tensors, so that parameter evolution starts at step 0.
-    """
+    """Write ``<run>/report/`` (report.md, report.html, PNGs) and return a summary; ``pictures`` are the family's
+    figures, ``initial`` the weights at step 0 (where parameter evolution starts)."""
     run = load_run(run_dir)
     out = run.path / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -218,10 +218,7 @@ def match(source: Source, targets: Mapping[str, torch.Tensor], translate: Any = 
 
 def init_weights(task: Any, ref: str, *, strict: bool = False) -> InitReport:
     """Copy the matching tensors of ``ref`` into the task's (set-up) model before step 0; report what fit.
-
-    Raises ``InitFromError`` when nothing matches, or when ``strict`` and any key is missing, unexpected or
-    shape-mismatched; then nothing has been copied.
-    """
+    ``InitFromError``, with nothing copied, when nothing matches or, with ``strict``, anything mismatches."""
     targets_of = getattr(task, "init_targets", None)
     if targets_of is None:
         raise InitFromError(f"{type(task).__name__} does not support init_from (it has no init_targets())")

@@ -262,12 +262,8 @@ class Runtime:
         _init_optim_state(optimizer)
 
     def wrap(self, module: torch.nn.Module, *, find_unused: bool = True) -> torch.nn.Module:
-        """The module to run training forward passes through.
-
-        ``single``/world of one: the module itself. ``ddp``: a ``DistributedDataParallel`` around it (gradients are
-        averaged over ranks during backward; the module itself keeps its state-dict keys). ``fsdp``: the module
-        sharded in place with FSDP2 ``fully_shard`` (each child with parameters first, then the root).
-        """
+        """The module to run training forwards through: itself (one process), a ``DistributedDataParallel`` around
+        it (``ddp``), or itself sharded in place by FSDP2 ``fully_shard``, children first (``fsdp``)."""
         if not self._group:
             return module
         if self.strategy == "ddp":

@@ -22,10 +22,8 @@ class Aborted(BaseException):
 
 
 class StopFlag:
-    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts.
-
-    Entering it again while installed is a no-op (the outermost ``with`` restores the old handlers).
-    """
+    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts. Re-entering
+    it is a no-op (the outermost ``with`` restores the old handlers)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None

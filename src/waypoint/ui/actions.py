@@ -121,10 +121,8 @@ def verify_text(results: list[dict[str, Any]]) -> str:
 def delete(
     catalog: Catalog, run_id: str, selector: str, *, confirmed: bool, force: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
-    """Delete one checkpoint (``waypoint rm``): a preview with ``dry_run``; otherwise only when ``confirmed``.
-
-    Pinned, best and latest checkpoints are refused unless ``force`` (the manager's rule, as the CLI).
-    """
+    """Delete one checkpoint as ``waypoint rm`` does (``force`` for pinned, best, latest): a preview with ``dry_run``,
+    otherwise only when ``confirmed``."""
     selector = check_selector(selector)
     if dry_run:
         with catalog.manager(run_id) as mgr:
@@ -173,10 +171,7 @@ def export(
     fmt: str = "safetensors",
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write one checkpoint (or the part under a key prefix) to a fresh file in a private temporary directory.
-
-    The file holds only the tensors asked for; the caller offers exactly that file for download.
-    """
+    """Write one checkpoint (or the part under a key prefix) to a fresh file in a private temporary directory."""
     selector = check_selector(selector)
     part = (part or "").strip() or None
     if part is not None and (not _PART.match(part) or ".." in part):

@@ -73,10 +73,7 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def checkpoint_markers(records: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> list[charts.Marker]:
-    """One marker per valid checkpoint, on the curve of ``metric``: its own value, else the last logged before it.
-
-    The hover text names the checkpoint, its step, tags and metrics.
-    """
+    """One marker per valid checkpoint, on the curve of ``metric``: its own value, else the last logged before it."""
     logged = sorted((r["step"], r[metric]) for r in rows if isinstance(r.get("step"), int) and _num(r.get(metric)))
     markers = []
     for rec in records:

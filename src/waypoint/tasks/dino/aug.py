@@ -65,10 +65,8 @@ def crop_boxes(draws: torch.Tensor, scale: tuple[float, float], height: int, wid
 def resized_crops(
     images: torch.Tensor, draws: torch.Tensor, size: int, scale: tuple[float, float], rotate_deg: float, flip_p: float
 ) -> torch.Tensor:
-    """Crop, rotate and flip each image of ``images`` (N, C, H, W) by its draws, resized to ``size`` x ``size``.
-
-    Bilinear sampling at twice the output resolution, then 2x2 averaging: a downscaled crop is antialiased.
-    """
+    """Crop, rotate and flip each image of ``images`` (N, C, H, W) by its draws, resized to ``size`` x ``size``
+    (bilinear at twice the resolution, then 2x2 averaging, so a downscaled crop is antialiased)."""
     n, _, height, width = images.shape
     top, left, h, w = crop_boxes(draws, scale, height, width).unbind(1)
     cx, cy = (left + w / 2) / width * 2 - 1, (top + h / 2) / height * 2 - 1

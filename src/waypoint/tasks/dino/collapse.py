@@ -15,11 +15,8 @@ from typing import Optional
 
 @dataclass
 class CollapseDetector:
-    """Counts consecutive steps in a collapsed regime and reports once per streak when it reaches ``patience``.
-
-    ``tolerance`` is a fraction of ``ln K``: entropy >= (1 - tolerance) ln K is uniform collapse, entropy
-    <= tolerance ln K is one-prototype collapse. ``patience`` 0 disables detection.
-    """
+    """Counts consecutive collapsed steps and reports once per streak reaching ``patience`` (0: off): entropy
+    >= (1 - tolerance) ln K is uniform collapse, <= tolerance ln K one-prototype collapse."""
 
     n_prototypes: int
     patience: int

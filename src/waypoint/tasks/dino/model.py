@@ -33,8 +33,8 @@ def build_backbone(
 def sincos_pos_embed(dim: int, grid: int, prefix_tokens: int = 1) -> torch.Tensor:
     """Fixed 2-D sine-cosine position codes (1, prefix + grid*grid, dim), zeros for the prefix (CLS) tokens.
 
-    Smooth in position, so bicubic interpolation to a local crop's smaller grid keeps their meaning, and of
-    the same scale as the patch tokens, so the untrained network already sees where each patch is.
+    Smooth, so interpolating to a local crop's grid keeps their meaning; patch-token scale, so the untrained network
+    already sees where each patch is.
     """
     if dim % 4:
         raise ValueError(f"sine-cosine position codes need model.embed_dim divisible by 4, got {dim}")
