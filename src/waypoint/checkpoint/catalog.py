@@ -241,12 +241,8 @@ class Catalog:
         return found
 
     def referenced_packs(self, fresh: bool) -> set[str] | None:
-        """Packs some manifest names; None when one cannot be read (then nothing may be collected).
-
-        A ``step_*`` directory that is not listed (its name does not parse, e.g. left by an older version, or a
-        voided checkpoint not yet removed) still protects every pack its manifest names: collection never deletes
-        data that a directory in the store names.
-        """
+        """Packs some manifest names; None when one cannot be read (then nothing may be collected). An unlisted
+        ``step_*`` directory (an unparsable name, a voided checkpoint) still protects the packs its manifest names."""
         manifests = self.sound_manifests(fresh)
         if manifests is None:
             return None

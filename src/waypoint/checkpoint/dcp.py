@@ -188,7 +188,7 @@ def make_writer(store: Any, generation: int | None, finish: Callable[[Any, list[
                 td = item.tensor_data
                 key = chunk_key(item.index.fqn, td.chunk.offsets, td.size, td.chunk.sizes)
                 where = known.get(rec.id) or (pack.name if pack is not None else None)
-                results.append(WriteResult(item.index, rec.nbytes, _Written(key, _placed(rec, where), pack)))
+                results.append(WriteResult(item.index, rec.nbytes, _Written(key, rec.placed(where), pack)))
             done: Any = torch.futures.Future()
             done.set_result(results)
             return done
@@ -214,10 +214,6 @@ def _refuse_byte_items(items: list[Any]) -> None:
         if item.type == WriteItemType.BYTE_IO:
             fqn = item.index.fqn
             raise CheckpointError(f"sharded state value '{fqn}' is not a tensor; DCP would pickle it, the store refuses")
-
-
-def _placed(rec: TensorRecord, pack: str | None) -> TensorRecord:
-    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
 
 
 def committed_parts(

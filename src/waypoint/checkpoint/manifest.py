@@ -221,11 +221,8 @@ def content_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def check_ids(manifest: Mapping[str, Any], name: str) -> None:
-    """Refuse a manifest whose tensor ids are not all of the form its named algorithm computes.
-
-    Verification re-hashes each tensor with the algorithm its id names, so this check is what makes
-    that algorithm the manifest's: a format-2 manifest can never send a tensor to SHA-256, nor the reverse.
-    """
+    """Refuse a manifest whose tensor ids are not all of the form its named algorithm computes (verification
+    re-hashes with the algorithm an id names: a format-2 manifest can never send a tensor to SHA-256)."""
     algorithm = content_hash(manifest)
     form = _ID_FORMS.get(algorithm)
     if form is None:

@@ -178,6 +178,10 @@ class TensorRecord:
         """A row of a manifest's tensor table."""
         return cls(row["id"], row["dtype"], tuple(row["shape"]), int(row["nbytes"]), row.get("pack"))
 
+    def placed(self, pack: str | None) -> TensorRecord:
+        """This record as a manifest's table holds it: in ``pack``, without its fingerprint."""
+        return TensorRecord(self.id, self.dtype, self.shape, self.nbytes, pack)
+
 
 @dataclass(frozen=True)
 class PackInfo:

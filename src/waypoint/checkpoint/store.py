@@ -268,7 +268,7 @@ class CheckpointStore:
             )
             self.last_records = dict(zip(keys, records_list))
             where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
-            records = {k: _placed(r, where[r.id]) for k, r in zip(keys, records_list)}
+            records = {k: r.placed(where[r.id]) for k, r in zip(keys, records_list)}
             packs = {p: self._pack_entry(p, pack) for p in sorted(set(where.values()))}
             c = self._commit_record(request, step, records, packs, tree)
             existing = self._same_step_same_state(step, c.digest)
@@ -529,12 +529,8 @@ class CheckpointStore:
         return json.loads(read_state(self.backend, name, self.manifest(name)))
 
     def verify(self, name: str, verified: set[tuple[str, str]] | None = None, parity: bool = True) -> list[str]:
-        """Re-hash every file and tensor a checkpoint depends on (``parity``: and the parity of its packs that have
-        one); returns the problems found.
-
-        ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify many
-        checkpoints that share packs); a tensor stored again in another pack is checked there too.
-        """
+        """Re-hash every file and tensor a checkpoint depends on (with ``parity``, its packs' parity too); the problems
+        found. ``verified``: (pack, tensor id) pairs already found intact, shared across calls over shared packs."""
         try:
             manifest = self.manifest(name)
             read_state(self.backend, name, manifest)
@@ -632,10 +628,6 @@ class CheckpointStore:
 def _files(state: bytes, sealed: bytes) -> list[tuple[str, bytes]]:
     """A checkpoint directory's files in publishing order: the manifest, the commit point, last."""
     return [(STATE, state), (mf.STATE_COPY, state), (mf.MANIFEST_COPY, sealed), (MANIFEST, sealed)]
-
-
-def _placed(rec: TensorRecord, pack: str) -> TensorRecord:
-    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
 
 
 __all__ = [

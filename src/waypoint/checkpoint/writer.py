@@ -42,7 +42,6 @@ class BackgroundWriter:
 
     @property
     def busy(self) -> bool:
-        """Whether a save is in flight."""
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:

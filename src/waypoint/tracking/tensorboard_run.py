@@ -55,6 +55,5 @@ class TensorBoardRun:
         self._guard(self.writer.add_text if self.writer else None, "checkpoints", text, info.step)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Flush and close the event file."""
         self._guard(self.writer.close if self.writer else None)
         self.writer = None

@@ -185,7 +185,6 @@ class Runtime:
             ) from exc
 
     def barrier(self) -> None:
-        """Wait for every rank."""
         if self._group:
             import torch.distributed as dist
 

@@ -164,7 +164,6 @@ class Trainer:
             seed_everything(rank_seed(self.schedule.seed, rank))
 
     def ctx(self) -> StepContext:
-        """Where the run is now."""
         p = self.progress
         return StepContext(p.step, p.epoch, self.schedule.total_steps, self.schedule.steps_per_epoch, self.device)
 

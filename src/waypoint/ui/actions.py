@@ -57,7 +57,6 @@ def tag(catalog: Catalog, run_id: str, selector: str, name: str, note: str | Non
 
 
 def untag(catalog: Catalog, run_id: str, selector: str, name: str, note: str | None = None) -> str:
-    """Remove a tag."""
     selector = check_selector(selector)
     with _writer(catalog, run_id) as mgr:
         info = _refusing(lambda: mgr.untag(selector, (name or "").strip(), note=note or None))

@@ -81,6 +81,5 @@ class CollapseDetector:
         return [("", "uniform", "one-prototype").index(self.kind), self.streak, int(self.reported)]
 
     def load(self, state: list[int]) -> None:
-        """Restore what ``state`` returned."""
         kind, streak, reported = (int(v) for v in state)
         self.kind, self.streak, self.reported = ("", "uniform", "one-prototype")[kind], streak, bool(reported)

@@ -51,6 +51,5 @@ class ActivationCache:
         return {"prefix": self.prefix, "items": dict(self.items)}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
-        """Restore entries saved by ``state_dict``."""
         self.prefix = int(state["prefix"])
         self.items = {int(k): v.to(device) for k, v in dict(state["items"]).items()}

@@ -173,7 +173,6 @@ class StackWiseTask:
 
     @property
     def rack(self) -> Rack:
-        """The current rack module."""
         return self._builder().rack
 
     @property
