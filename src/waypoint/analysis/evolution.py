@@ -1,9 +1,7 @@
 """How parameters evolved over a run's checkpoints, computed by streaming.
 
-Tensors are read one key at a time across checkpoints (oldest to newest), so at most three tensors
-are in memory (the final one, the previous one and the current one), whatever the number of
-checkpoints. A tensor whose content id did not change since the previous checkpoint (a frozen stack,
-an untouched buffer) is not read at all: its update is exactly zero.
+One key at a time across checkpoints, so at most three tensors (final, previous, current) are in memory; a
+tensor whose content id did not change (a frozen stack) is not read at all: its update is exactly zero.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """The contract between the trainer and a model family.
 
-A task owns its modules, its optimizers and everything model-specific (losses, schedules, EMA teachers,
-growing racks). It never touches files. The trainer owns the loop, counters, RNG streams, the data
-cursor, mixed precision, gradient clipping, signals, logging and checkpointing, and never knows which
-model family it runs.
-
-Per-sample randomness (ARCHITECTURE principle 5): the trainer's sampler yields ``(epoch, index)``
-pairs; a task's datasets accept such a pair in ``__getitem__`` and seed any augmentation from
-``(seed, epoch, index)`` only, so that data order and augmentations do not depend on process history
-or on the number of data workers.
+A task owns its modules, optimizers and everything model-specific, and never touches files; the trainer owns
+the loop, counters, RNG streams, data cursor, precision, clipping, signals, logging and checkpointing. A task's
+training datasets take ``(epoch, index)`` in ``__getitem__`` and seed any augmentation from ``(seed, epoch,
+index)`` only, so data never depends on process history or the number of workers.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The Act view: tag, untag, pin, verify, delete, gc, export, report and copy-paste commands.
 
-Reads (verify, previews, export, commands) open the store read-only and take no lock. Writes (tag, untag,
-pin, delete, gc) take the writer lock as ``waypoint`` does; when a training process holds it the action
-is refused with ``ActionRefusedError`` saying so, and nothing changes. Delete refuses pinned, best and
-latest checkpoints unless forced, exactly as ``waypoint rm`` (the manager decides), and needs a confirmation.
+Reads take no lock; writes take the writer lock as ``waypoint`` does, and are refused (``ActionRefusedError``,
+nothing changed) while a training process holds it. Delete follows ``waypoint rm`` and needs a confirmation.
 """
 
 from __future__ import annotations
