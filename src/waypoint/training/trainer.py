@@ -218,12 +218,9 @@ class Trainer:
             try:
                 info = self.emergency_save()
                 if info is not None:
-                    log.error(
-                        "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
-                        type(exc).__name__ if not isinstance(exc, PeerFailed) else f"an error on {exc}",
-                        self.progress.step,
-                        info.name,
-                    )
+                    what = type(exc).__name__ if not isinstance(exc, PeerFailed) else f"an error on {exc}"
+                    msg = "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)"
+                    log.error(msg, what, self.progress.step, info.name)
             except Exception as save_exc:
                 log.error("the emergency save failed too: %s", save_exc)
             raise

@@ -154,14 +154,8 @@ class BackgroundMirror:
 
     def _log(self, report: MirrorReport, seconds: float) -> None:
         if report.checkpoints:
-            log.info(
-                "backup: mirrored %s to %s (%d packs, %.1f MiB) in %.1fs",
-                ", ".join(report.checkpoints),
-                self.dest,
-                report.packs_copied,
-                report.copied_bytes / 2**20,
-                seconds,
-            )
+            copied = f"{report.packs_copied} packs, {report.copied_bytes / 2**20:.1f} MiB"
+            log.info("backup: mirrored %s to %s (%s) in %.1fs", ", ".join(report.checkpoints), self.dest, copied, seconds)
         for rel, problem in report.damaged.items():
             log.warning("backup: %s not mirrored to %s: %s", rel, self.dest, problem)
 

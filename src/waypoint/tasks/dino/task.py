@@ -243,13 +243,8 @@ class DinoTask:
                 backbone.pos_embed.copy_(
                     sincos_pos_embed(self.size["embed_dim"], grid, backbone.pos_embed.shape[1] - grid * grid)
                 )
-        head = DINOHead(
-            self.size["embed_dim"],
-            self.size["out_dim"],
-            self.size["hidden_dim"],
-            self.size["bottleneck_dim"],
-            use_bn=self.cfg.use_bn_in_head,
-        )
+        s = self.size
+        head = DINOHead(s["embed_dim"], s["out_dim"], s["hidden_dim"], s["bottleneck_dim"], use_bn=self.cfg.use_bn_in_head)
         return StudentTeacherNet(backbone, head)
 
     def _fresh_net(self, drop_path: float = 0.0) -> StudentTeacherNet:
@@ -262,11 +257,8 @@ class DinoTask:
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
         """Build student and teacher (same initial weights, from ``seed`` only) and AdamW; under torchrun the
         student trains through ``runtime.wrap`` and the centre is the mean teacher output of the global batch."""
-        self.total_steps, self.steps_per_epoch, self.device = (
-            max(1, int(total_steps)),
-            max(1, int(steps_per_epoch)),
-            torch.device(device),
-        )
+        self.total_steps, self.steps_per_epoch = max(1, int(total_steps)), max(1, int(steps_per_epoch))
+        self.device = torch.device(device)
         student = self._fresh_net(self.cfg.drop_path_rate)
         teacher = self._net(0.0)
         teacher.load_state_dict(student.state_dict())
@@ -425,14 +417,9 @@ class DinoTask:
                 ("linear_top1", "linear-probe top-1"),
             ):
                 if key in scores:
-                    log.info(
-                        "%s of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
-                        what,
-                        ctx.step,
-                        scores[key],
-                        base[f"val/{key}_raw_pixels"],
-                        base[f"val/{key}_untrained"],
-                    )
+                    raw, untrained = base[f"val/{key}_raw_pixels"], base[f"val/{key}_untrained"]
+                    msg = "%s of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f"
+                    log.info(msg, what, ctx.step, scores[key], raw, untrained)
         return out
 
     # -- state --------------------------------------------------------------------------------------
