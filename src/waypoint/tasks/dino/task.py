@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import timm
@@ -20,7 +20,7 @@ import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import cosine, preset_sizes, sample_generator
+from waypoint.tasks.common import check_options, cosine, preset_sizes, sample_generator
 from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropCollate, MultiCropImages, normalise
 from waypoint.tasks.dino.collapse import CollapseDetector
 from waypoint.tasks.dino.model import (
@@ -164,10 +164,7 @@ class DinoTask:
     monitor_mode = "max"
 
     def __init__(self, data: Any, seed: int = 0, **config: Any) -> None:
-        known = {f.name for f in fields(DinoConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=dino; known: {sorted(known - {'_target_'})}")
+        check_options(DinoConfig, config, "dino")
         self.cfg = DinoConfig(**{k: (list(v) if k.endswith("_scale") else v) for k, v in config.items()})
         size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.size = {k: int(v) for k, v in size.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.data.text import TextConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import preset_sizes, stack_dicts, warmup_cosine
+from waypoint.tasks.common import check_options, preset_sizes, stack_dicts, warmup_cosine
 from waypoint.tasks.stackwise.build import RackBuilder
 from waypoint.tasks.stackwise.cache import ActivationCache
 from waypoint.tasks.stackwise.model import LINEAR_NAMES, VOCAB, Dims, Rack
@@ -113,10 +113,7 @@ class StackWiseTask:
     shardable = False
 
     def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
-        known = {f.name for f in fields(StackWiseConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=stackwise; known: {sorted(known - {'_target_'})}")
+        check_options(StackWiseConfig, config, "stackwise")
         config = {k: _plain(v) for k, v in config.items()}
         if isinstance(config.get("lora"), Mapping):
             config["lora"] = LoRAConfig(**config["lora"])

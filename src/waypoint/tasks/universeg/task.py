@@ -10,7 +10,7 @@ State layout: ``model/<module key>`` (network weights), ``optimizer/...`` (``tor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from waypoint.data.segfolder import SegFolderConfig
 from waypoint.data.segshapes import SegShapesConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import preset_sizes, sample_generator, stack_dicts, warmup_cosine
+from waypoint.tasks.common import check_options, preset_sizes, sample_generator, stack_dicts, warmup_cosine
 from waypoint.tasks.universeg.baselines import baseline_scores
 from waypoint.tasks.universeg.net import UniverSegNet
 
@@ -72,10 +72,7 @@ class UniverSegTask:
     monitor_mode = "max"
 
     def __init__(self, data: Any, seed: int = 0, **config: Any) -> None:
-        known = {f.name for f in fields(UniverSegConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=universeg; known: {sorted(known - {'_target_'})}")
+        check_options(UniverSegConfig, config, "universeg")
         self.cfg = UniverSegConfig(**config)
         size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.encoder_blocks = list(size["encoder_blocks"])
