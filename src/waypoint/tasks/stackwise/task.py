@@ -196,12 +196,11 @@ class StackWiseTask:
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         self.runtime = runtime
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
-        if self.cfg.strategy == "end_to_end":
-            builder.start_end_to_end(
-                self.blocks_per_stack, [precision_dtype(self.stack_precision(i), self.device) for i in range(self.target_stacks)]
+        if self.init is None:  # end to end: the final rack at once
+            count = self.target_stacks if self.cfg.strategy == "end_to_end" else 1
+            builder.start_fresh(
+                self.blocks_per_stack, [precision_dtype(self.stack_precision(i), self.device) for i in range(count)]
             )
-        elif self.init is None:
-            builder.start_fresh(self.blocks_per_stack, precision_dtype(self.stack_precision(0), self.device))
         else:
             builder.start_from(self.init, frozen=self.cfg.init_stacks_frozen)
             if self.cfg.init_stacks_frozen:
