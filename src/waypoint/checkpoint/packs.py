@@ -1,22 +1,15 @@
 """Content-addressed tensor packs in the safetensors file format.
 
 A tensor's content id is ``"b3:" + blake3(b"<DTYPE><shape>" + raw bytes)`` in hex, e.g. the BLAKE3 of
-``b"F32[3, 4]"`` followed by the 48 data bytes (format 2). Stores written before format 2 name tensors
-by ``sha256(b"<DTYPE><shape>" + raw bytes)`` in hex, without a prefix: such ids stay readable and are
-verified with SHA-256. The prefix makes an id name its own algorithm, so a SHA-256 id never equals a
-BLAKE3 id and dedup never mistakes one for the other. A pack holds the tensors one save added, each
-named by its id, so any safetensors reader (``safe_open``) can open a pack. A pack's integrity is its
-size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte. A pack
-is named by that header SHA-256 and the lease generation of the writer that made it (``pack_name``).
+``b"F32[3, 4]"`` followed by the 48 data bytes (format 2); format 1 stores name tensors by the bare-hex SHA-256
+of the same bytes, still readable. The prefix makes an id name its algorithm, so dedup never mixes the two. A
+pack holds the tensors one save added, each named by its id (any safetensors reader opens it); its size, header
+SHA-256 and tensor ids cover every byte. It is named by that SHA-256 and its writer's lease generation.
 
-The header's ``__metadata__["checks"]`` (a JSON string; packs written before it lack it) also records the
-XXH3-128 of every raw tensor's bytes. A verified restore compares those instead of re-hashing with BLAKE3:
-XXH3 runs at memory speed (~10x BLAKE3 per core), so checking every byte costs little more than reading
-it, and the checksums are as trustworthy as the content ids for this purpose, because the header that
-holds them is covered by the SHA-256 the manifest records (XXH3 is not cryptographic, but anyone able to
-forge a pack could rewrite the unkeyed manifest too). ``verify`` (the deep check) still re-hashes every
-tensor with its content id's algorithm. Readers that do not know the field ignore it (safetensors
-metadata), so packs that carry it keep format 2.
+The header's ``__metadata__["checks"]`` (absent in older packs; other readers ignore it) records the XXH3-128 of
+every raw tensor's bytes, which a verified restore compares instead of re-hashing: XXH3 runs at memory speed, and
+the header is covered by the SHA-256 the manifest records (anyone able to forge a pack could rewrite the unkeyed
+manifest too). ``verify`` still re-hashes every tensor with its content id's algorithm.
 
 A save fingerprints each tensor with XXH3-128 on worker threads (``identify``) and reuses the content id of the
 key's last record when dtype, shape and fingerprint match; otherwise BLAKE3 gives the id. Only tensors the store
