@@ -49,18 +49,8 @@ class CheckpointInfo:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (as printed by ``waypoint ls --json``)."""
-        return {
-            "name": self.name,
-            "step": self.step,
-            "epoch": self.epoch,
-            "tags": list(self.all_tags),
-            "metrics": self.metrics,
-            "digest": self.digest,
-            "logical_bytes": self.logical_bytes,
-            "created_at": self.created_at,
-            "valid": self.valid,
-            "problem": self.problem,
-        }
+        keys = ("name", "step", "epoch", "tags", "metrics", "digest", "logical_bytes", "created_at", "valid", "problem")
+        return {k: getattr(self, k) for k in keys} | {"tags": list(self.all_tags)}
 
 
 TensorEntry = TensorRecord  # one row of a manifest's tensor table (``pack`` names the pack holding its bytes)

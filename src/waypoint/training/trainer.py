@@ -491,7 +491,8 @@ class Trainer:
         latest = self.manager.latest()
         if latest is None:
             return "no checkpoint has been saved yet, so running again starts from step 0"
-        return f"the newest checkpoint, {latest.name} (step {latest.step}), holds the last good state and a rerun resumes from it"
+        where = f"the newest checkpoint, {latest.name} (step {latest.step})"
+        return f"{where}, holds the last good state and running again resumes from it"
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
         name = self.flag.name or "a stop signal on another rank"
