@@ -36,10 +36,6 @@ class UnsupportedValueError(CheckpointError, TypeError):
     """A state value that is neither a tensor nor JSON-representable."""
 
 
-def _plain_key(key: Any) -> bool:
-    return isinstance(key, str) and not key.startswith("__")
-
-
 def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """Split a nested state into a flat ``{key: tensor}`` table and a JSON-able tree."""
     enc = _Encoder()
@@ -104,7 +100,7 @@ class _Encoder:
         )
 
     def mapping(self, value: dict, path: str) -> Any:
-        if all(_plain_key(k) for k in value):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):  # else it could pass for a marker
             return {k: self.walk(v, _child(path, k)) for k, v in value.items()}
         items = []
         for k, v in value.items():
