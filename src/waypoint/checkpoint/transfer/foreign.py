@@ -1,8 +1,7 @@
 """Reading foreign ``.pt/.pth/.ckpt`` files without ever executing code from them.
 
-``read_foreign(path)`` is the one entry point for code that wants the contents of a checkpoint written
-by something else (``waypoint import``, initialising a model from an upstream file): a nested dict
-of tensors, numpy arrays, numbers, strings and containers, or a one-sentence ``CheckpointError``.
+``read_foreign(path)`` is the one entry point for a checkpoint written by something else (``waypoint import``,
+``init_from``): a nested dict of tensors, arrays, numbers, strings and containers, or a one-sentence error.
 
 - Unpickling is ``torch.load(weights_only=True)``: only tensors, containers and an allow-list of
   data-only types (numpy arrays, dtypes and scalars, ``TorchVersion``, ``argparse.Namespace``) can be
@@ -13,9 +12,8 @@ of tensors, numpy arrays, numbers, strings and containers, or a one-sentence ``C
 - The loaded object is bounded before it is walked: at most ``MAX_DEPTH`` levels of nesting and
   ``MAX_VALUES`` values counted as a walk would visit them (shared references count each time), so a
   tiny pickle of 10^8 shared references is refused in about a second instead of exhausting memory.
-- Normalised: ``argparse.Namespace`` becomes a dict, ``OrderedDict`` a dict, ``TorchVersion`` a str, a
-  numpy dtype its name, and the ``module.`` (DistributedDataParallel) and ``_orig_mod.`` (torch.compile)
-  prefixes are stripped from the keys of a dict whose keys all carry them.
+- Normalised to plain types (``Namespace`` and ``OrderedDict`` to dicts, ...), with the ``module.`` (DDP) and
+  ``_orig_mod.`` (torch.compile) prefixes stripped from a dict whose keys all carry them.
 """
 
 from __future__ import annotations
