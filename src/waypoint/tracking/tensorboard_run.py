@@ -1,8 +1,7 @@
 """TensorBoard event files in ``<run_dir>/tensorboard``; never blocking: any failure turns it off with one warning.
 
-A resumed run writes to the same directory with ``purge_step`` one past the resumed step, so TensorBoard drops
-what the attempt that died logged after that step, as metrics.jsonl does (a fresh start purges everything).
-Each committed checkpoint is logged as a line of text under ``checkpoints`` at its step.
+A resumed run purges what the attempt that died logged past the resumed step (``purge_step``), as metrics.jsonl
+does. Each committed checkpoint is a line of text under ``checkpoints`` at its step.
 """
 
 from __future__ import annotations

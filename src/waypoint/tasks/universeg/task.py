@@ -1,10 +1,7 @@
 """UniverSeg: in-context segmentation of a query image given a support set of (image, mask) pairs.
 
-Loss: soft Dice + BCE on the query logits. Validation: hard Dice (threshold 0.5) per held-out query,
-averaged (``val/dice``, higher is better). The learning rate follows a warmup + cosine schedule that is a
-pure function of the step, so the task's only state is the network and the Adam state.
-
-State layout: ``model/<module key>`` (network weights), ``optimizer/...`` (``torch.optim.Adam.state_dict()``).
+Loss: soft Dice + BCE on the query logits; validation: mean hard Dice of the held-out queries (``val/dice``). The
+LR is a pure function of the step, so the state is ``model/<module key>`` and ``optimizer/...`` (Adam's) alone.
 """
 
 from __future__ import annotations
