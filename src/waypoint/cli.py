@@ -476,20 +476,15 @@ PART = _opt("--part", "only tensors whose key starts with this prefix (stripped 
 RUNS = _opt("runs", "run directories, or sweep directories (their jobs)", metavar="DIR", nargs="+")
 ROOTS = _opt("roots", "runs, sweeps, outputs/ or multirun/ (default: ./outputs ./multirun)", metavar="ROOT", nargs="*")
 MAX = _opt("--max-bytes", "allow the file to expand to N bytes (default: 4x its size + 64 MiB)", type=count, metavar="N")
+REPAIR = _opt("--repair", "rebuild damage from parity, spare copies and the backup", action="store_true")
+ADD_PARITY = _opt("--add-parity", "with --repair: give parity to packs without it", action="store_true")
+BACKUP = _opt("--backup", "with --repair: the backup to repair from (default: the run's checkpoint.backup_to)")
+STEP = _opt("--step", "default: from the file, else 0", type=count)
 
 #: name -> (function, example, arguments); every command but ``ui`` also takes --json
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[tuple[str, dict[str, Any]]]]] = {
     "ls": (cmd_ls, "waypoint ls outputs/dino/run --json", [RUN]),
-    "verify": (
-        cmd_verify,
-        "waypoint verify outputs/dino/run --repair",
-        [
-            RUN,
-            _opt("--repair", "rebuild damage from parity, spare copies and the backup", action="store_true"),
-            _opt("--add-parity", "with --repair: give parity to packs without it", action="store_true"),
-            _opt("--backup", "with --repair: the backup to repair from (default: the run's checkpoint.backup_to)"),
-        ],
-    ),
+    "verify": (cmd_verify, "waypoint verify outputs/dino/run --repair", [RUN, REPAIR, ADD_PARITY, BACKUP]),
     "du": (cmd_du, "waypoint du outputs/stackwise/run --json", [RUN]),
     "show": (cmd_show, "waypoint show outputs/dino/run@best --tensors", [REF, _opt("--tensors", action="store_true")]),
     "diff": (cmd_diff, "waypoint diff run@step:100 run@latest", [_opt("a"), _opt("b"), _opt("--top", type=int, default=15)]),
@@ -507,13 +502,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[tuple[s
     "import": (
         cmd_import,
         "waypoint import ~/old/dino_epoch40.pth outputs/dino/imported",
-        [
-            _opt("file", metavar="FILE"),
-            _opt("run_dir", metavar="RUN_DIR"),
-            _opt("--step", "default: from the file, else 0", type=count),
-            FORCE,
-            MAX,
-        ],
+        [_opt("file", metavar="FILE"), _opt("run_dir", metavar="RUN_DIR"), STEP, FORCE, MAX],
     ),
     "backup": (cmd_backup, "waypoint backup outputs/dino/run /mnt/backup/run --keep-last 3", [RUN, _opt("dest"), KEEP]),
     "ui": (
@@ -545,10 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reader_went_away() -> int:
-    """Whoever read our output (``| head``) closed the pipe: stop quietly, as Unix tools do, with 141 (128 + SIGPIPE).
-
-    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
-    """
+    """Whoever read our output (``| head``) closed the pipe: stop quietly with 141 (128 + SIGPIPE), stdout pointed at
+    /dev/null so that the interpreter's final flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

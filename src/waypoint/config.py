@@ -29,10 +29,8 @@ TASK_MODULES = ("waypoint.tasks.dino", "waypoint.tasks.universeg", "waypoint.tas
 
 
 class ConfigError(UserError, ValueError):
-    """A configuration value or an input (path, file, checkpoint) that cannot be used; the message names the key.
-
-    train.py turns it into exit code 2 and one sentence, without a traceback. Anything else that escapes is a bug.
-    """
+    """A configuration value or an input (path, file, checkpoint) that cannot be used; the message names the key
+    (exit 2, one sentence, no traceback)."""
 
 
 @dataclass
@@ -116,8 +114,7 @@ class ResumeConfig:
 class InitFromConfig:
     """``init_from=REF`` (shorthand for ``init_from.ref=REF``): start a new run from these weights.
 
-    REF: a Waypoint run/checkpoint reference, an exported ``.safetensors`` or a foreign ``.pt/.pth/.ckpt``.
-    Matching tensors are loaded before step 0 (not when the run resumes); ``strict`` refuses any mismatch.
+    REF: a run/checkpoint reference, a ``.safetensors`` or a foreign ``.pt``; loaded before step 0, never on resume.
     """
 
     ref: Optional[str] = None
@@ -263,11 +260,8 @@ def describe_hydra_error(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def hydra_errors_exit_2(full_error: bool = False) -> Iterator[None]:
-    """Around ``hydra.main``: a config Hydra cannot compose exits 2 with one sentence instead of 1 and a wall of text.
-
-    Hydra reports its errors itself unless HYDRA_FULL_ERROR is set; it is set here so they reach this handler.
-    ``full_error`` (the user set HYDRA_FULL_ERROR) lets everything through with Hydra's full traceback.
-    """
+    """Around ``hydra.main``: a config Hydra cannot compose exits 2 with one sentence (HYDRA_FULL_ERROR is set so
+    errors reach this handler); ``full_error`` (the user set it) lets Hydra's full traceback through."""
     if full_error:
         yield
         return

@@ -44,8 +44,3 @@ class FailureError(WaypointError):
     """Something that should have worked did not (damage found, a save failed, the lease was lost): exit 1."""
 
     exit_code = EXIT_FAILED
-
-
-def exit_code_of(exc: BaseException) -> int:
-    """The exit code an error ends a command with (1 for anything that is not a ``WaypointError``: a bug)."""
-    return exc.exit_code if isinstance(exc, WaypointError) else EXIT_FAILED

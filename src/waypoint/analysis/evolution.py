@@ -1,9 +1,7 @@
 """How parameters evolved over a run's checkpoints, computed by streaming.
 
-Tensors are read one key at a time across checkpoints (oldest to newest), so at most three tensors
-are in memory (the final one, the previous one and the current one), whatever the number of
-checkpoints. A tensor whose content id did not change since the previous checkpoint (a frozen stack,
-an untouched buffer) is not read at all: its update is exactly zero.
+One key at a time across checkpoints, so at most three tensors (final, previous, current) are in memory; a
+tensor whose content id did not change (a frozen stack) is not read at all: its update is exactly zero.
 """
 
 from __future__ import annotations
@@ -70,10 +68,8 @@ def _load(mgr: CheckpointManager, name: str, key: str, initial: Any) -> torch.Te
 def tensor_evolution(
     mgr: CheckpointManager, keys: Iterable[str] | None = None, initial: Mapping[str, torch.Tensor] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per (snapshot, key): norm, diff_norm vs previous, dot with and norm of the final tensor.
-
-    ``initial``: the weights at step 0 (keyed like the checkpoints' tensors), the first snapshot when given.
-    """
+    """One row per (snapshot, key): norm, diff_norm vs previous, dot with and norm of the final tensor; ``initial``
+    (the weights at step 0) is the first snapshot when given."""
     infos = checkpoints_in_order(mgr)
     if not infos:
         return []
@@ -204,8 +200,7 @@ _LORA = re.compile(r"(?:^|[/.])lora(?:[/.]|$)")
 def stack_of(key: str) -> str | None:
     """The Stack-Wise stack a key belongs to (``stack 2`` for ``.../stacks/2/...``), else None.
 
-    LoRA adapter tensors (``....lora.down``/``.up``) are a group of their own, ``LoRA on stack 2``: they train
-    while the stack they adapt stays frozen, and folding them in would make a frozen stack appear to move.
+    LoRA adapters are a group of their own (``LoRA on stack 2``): folded in, they would make a frozen stack move.
     """
     m = re.search(r"(?:^|/|\.)stacks[/.](\d+)(?:/|\.)", key)
     if not m:

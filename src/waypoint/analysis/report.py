@@ -12,24 +12,10 @@ import torch
 
 from waypoint.checkpoint import Candidate, CheckpointInfo, CheckpointManager
 
+from . import evolution as ev
 from . import headline, plots
 from . import series as sr
 from .compare import diff_checkpoints
-from .evolution import (
-    INITIAL,
-    aggregate,
-    checkpoints_in_order,
-    evolution_table,
-    groups_by_change,
-    pair_distance,
-    paired_keys,
-    parameter_keys,
-    stack_of,
-    storage_by_checkpoint,
-    tensor_evolution,
-    tensor_tables,
-    top_part,
-)
 from .render import Section, write_report
 from .runinfo import RunInfo, load_run, read_metrics
 
@@ -41,7 +27,7 @@ TOP_MODULES = 8
 
 def _modules(key: str) -> str | None:
     """Coarse module grouping: the key up to its fourth dotted/slashed component (None for a loose tensor)."""
-    if top_part(key) is None:
+    if ev.top_part(key) is None:
         return None
     parts = key.replace("/", ".").split(".")
     return ".".join(parts[: min(len(parts) - 1, 4)])
@@ -83,7 +69,7 @@ def checkpoint_section(mgr: CheckpointManager, infos: Sequence[CheckpointInfo], 
 
 def storage_section(mgr: CheckpointManager, out: Path, summary: dict) -> Section:
     """Logical vs physical bytes per checkpoint: what deduplication saved."""
-    storage = storage_by_checkpoint(mgr)
+    storage = ev.storage_by_checkpoint(mgr)
     logical, physical = storage[-1]["cum_logical"], storage[-1]["cum_physical"]
     summary["storage"] = {"logical_bytes": logical, "physical_bytes": physical}
     text = [
@@ -97,10 +83,10 @@ def evolution_sections(
     mgr: CheckpointManager, out: Path, summary: dict, initial: Mapping[str, torch.Tensor] | None = None
 ) -> list[Section]:
     """Parameter evolution from step 0 (``initial``) to the end: per part, per module, student vs teacher, per stack."""
-    infos = checkpoints_in_order(mgr)
-    keys = parameter_keys(tensor_tables(mgr, [infos[-1]])[infos[-1].name])
-    rows = tensor_evolution(mgr, keys, initial)
-    header, table = evolution_table(aggregate(rows, top_part))
+    infos = ev.checkpoints_in_order(mgr)
+    keys = ev.parameter_keys(ev.tensor_tables(mgr, [infos[-1]])[infos[-1].name])
+    rows = ev.tensor_evolution(mgr, keys, initial)
+    header, table = ev.evolution_table(ev.aggregate(rows, ev.top_part))
     first = "the initial weights (step 0, rebuilt from the run's config and seed)" if initial else f"step {infos[0].step}"
     summary["evolution_steps"] = [r[0] for r in table]
     overview = Section(
@@ -111,8 +97,8 @@ def evolution_sections(
         ],
         tables=[(header, table)],
     )
-    modules = aggregate(rows, _modules)
-    ranked = groups_by_change(modules, top=TOP_MODULES)
+    modules = ev.aggregate(rows, _modules)
+    ranked = ev.groups_by_change(modules, top=TOP_MODULES)
     per_module = Section(
         "Modules that moved most",
         [f"The {len(ranked)} modules with the largest total relative update over the run, drawn and listed."],
@@ -124,9 +110,9 @@ def evolution_sections(
 
 def _pair_and_stack_sections(mgr: CheckpointManager, keys: list[str], rows: list, out: Path, summary: dict) -> list[Section]:
     sections = []
-    pairs = paired_keys(keys, "student", "teacher")
+    pairs = ev.paired_keys(keys, "student", "teacher")
     if pairs:
-        dist = pair_distance(mgr, pairs)
+        dist = ev.pair_distance(mgr, pairs)
         summary["student_teacher"] = dist[-1]["rel_distance"]
         image = plots.line(
             [d["step"] for d in dist],
@@ -138,7 +124,7 @@ def _pair_and_stack_sections(mgr: CheckpointManager, keys: list[str], rows: list
         sections.append(
             Section("Student vs teacher", ["||student - teacher|| / ||teacher|| over all paired parameters."], images=[image])
         )
-    stacks = aggregate([r for r in rows if r["checkpoint"] != INITIAL], stack_of)
+    stacks = ev.aggregate([r for r in rows if r["checkpoint"] != ev.INITIAL], ev.stack_of)
     if stacks:
         names = sorted({r["group"] for r in stacks}, key=lambda g: (int(g.split()[-1]), g))
         text = ["Frozen stacks stay flat: their content ids do not change. LoRA adapters on a frozen stack are drawn apart."]
@@ -174,7 +160,7 @@ def checkpoint_sections(
     if not (run.path / "checkpoints").is_dir():
         return []
     with CheckpointManager(run.path / "checkpoints", read_only=True) as mgr:
-        infos = checkpoints_in_order(mgr)
+        infos = ev.checkpoints_in_order(mgr)
         summary["checkpoints"] = len(infos)
         if not infos:
             return []
@@ -200,7 +186,7 @@ def run_sections(
     steps = []
     if (run.path / "checkpoints").is_dir():
         with CheckpointManager(run.path / "checkpoints", read_only=True) as mgr:
-            steps = [i.step for i in checkpoints_in_order(mgr)]
+            steps = [i.step for i in ev.checkpoints_in_order(mgr)]
     marks = headline.marks_of(run, all_series, steps)
     result, summary = headline.result_section(run, all_series)
     summary.update(title=run.title, family=run.family.key, mode=run.mode)
@@ -218,11 +204,8 @@ def build_run_report(
     pictures: Sequence[Mapping[str, Any]] = (),
     initial: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Write ``<run>/report/`` (report.md, report.html, PNGs) and return a summary.
-
-    ``pictures``: the family's figures (from ``analyze.py``); ``initial``: the weights at step 0, keyed like the
-    checkpoints' tensors, so that parameter evolution starts at step 0.
-    """
+    """Write ``<run>/report/`` (report.md, report.html, PNGs) and return a summary; ``pictures`` are the family's
+    figures, ``initial`` the weights at step 0 (where parameter evolution starts)."""
     run = load_run(run_dir)
     out = run.path / "report"
     out.mkdir(parents=True, exist_ok=True)

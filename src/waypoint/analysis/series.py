@@ -1,9 +1,7 @@
 """Metric series from ``metrics.jsonl`` rows: per-metric points, the order a researcher reads them in, baselines.
 
-The order: the monitored metric (drawn with its baselines), the training loss, the learning rate, then the
-family's health signals, then every other metric by name. Baselines are metrics the tasks log beside their
-monitored one (``val/knn_top1_raw_pixels``, ``val/baseline_threshold_dice``, ...): they are drawn on the
-monitored metric's panel, not on panels of their own.
+The order: the monitored metric, the training loss, the learning rate, the family's health signals, then the
+rest by name. Baselines (``val/knn_top1_raw_pixels``, ...) are drawn on the monitored metric's panel.
 """
 
 from __future__ import annotations

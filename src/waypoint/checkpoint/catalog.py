@@ -189,19 +189,9 @@ class Catalog:
     def _damaged(self, name: str, raw: bytes, exc: Exception) -> mf.CheckpointInfo:
         m = CKPT_NAME.match(name)
         problem = str(exc) if raw else f"{name}/{mf.MANIFEST} is missing or cannot be read"
-        return mf.CheckpointInfo(
-            name=name,
-            step=int(m.group(1)) if m else -1,
-            epoch=None,
-            tags=(),
-            metrics={},
-            digest="",
-            logical_bytes=0,
-            created_at=0.0,
-            path=self.backend.describe(name),
-            valid=False,
-            problem=problem,
-        )
+        step, where = int(m.group(1)) if m else -1, self.backend.describe(name)
+        # nothing is known of it but its name: no epoch, tags, metrics, digest, size or time
+        return mf.CheckpointInfo(name, step, None, (), {}, "", 0, 0.0, where, valid=False, problem=problem)
 
     def missing_packs(self, manifest: Mapping[str, Any]) -> list[str]:
         """Packs a manifest names that are absent or of another size than it recorded (a cheap check)."""
@@ -241,12 +231,8 @@ class Catalog:
         return found
 
     def referenced_packs(self, fresh: bool) -> set[str] | None:
-        """Packs some manifest names; None when one cannot be read (then nothing may be collected).
-
-        A ``step_*`` directory that is not listed (its name does not parse, e.g. left by an older version, or a
-        voided checkpoint not yet removed) still protects every pack its manifest names: collection never deletes
-        data that a directory in the store names.
-        """
+        """Packs some manifest names; None when one cannot be read (then nothing may be collected). An unlisted
+        ``step_*`` directory (an unparsable name, a voided checkpoint) still protects the packs its manifest names."""
         manifests = self.sound_manifests(fresh)
         if manifests is None:
             return None

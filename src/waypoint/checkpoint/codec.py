@@ -21,6 +21,7 @@ part is escaped as ``~1`` / ``~0``, as in JSON pointers), so ``model/blocks.0.at
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,19 +36,6 @@ class UnsupportedValueError(CheckpointError, TypeError):
     """A state value that is neither a tensor nor JSON-representable."""
 
 
-def escape_part(part: str) -> str:
-    """Escape one path part for use inside a tensor key."""
-    return part.replace("~", "~0").replace("/", "~1")
-
-
-def _key_part(key: Any) -> str:
-    return escape_part(str(key))
-
-
-def _plain_key(key: Any) -> bool:
-    return isinstance(key, str) and not key.startswith("__")
-
-
 def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """Split a nested state into a flat ``{key: tensor}`` table and a JSON-able tree."""
     enc = _Encoder()
@@ -56,7 +44,9 @@ def encode(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
 
 
 def _child(path: str, key: Any) -> str:
-    return f"{path}/{_key_part(key)}" if path else _key_part(key)
+    """The tensor key of ``key`` under ``path`` (``/`` and ``~`` in a part escaped as ``~1`` and ``~0``)."""
+    part = str(key).replace("~", "~0").replace("/", "~1")
+    return f"{path}/{part}" if path else part
 
 
 class _Encoder:
@@ -110,7 +100,7 @@ class _Encoder:
         )
 
     def mapping(self, value: dict, path: str) -> Any:
-        if all(_plain_key(k) for k in value):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):  # else it could pass for a marker
             return {k: self.walk(v, _child(path, k)) for k, v in value.items()}
         items = []
         for k, v in value.items():
@@ -152,44 +142,26 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return walk(tree)
 
 
+def _tensor_markers(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every ``(marker, payload)`` of a JSON tree that refers to tensors (``__tensor__``, ``__ndarray__``, ``__alias__``)."""
+    if isinstance(node, list):
+        for v in node:
+            yield from _tensor_markers(v)
+    elif isinstance(node, dict):
+        if len(node) == 1:
+            ((marker, payload),) = node.items()
+            if marker in ("__tensor__", "__ndarray__", "__alias__"):
+                yield marker, payload
+                return
+        for v in node.values():
+            yield from _tensor_markers(v)
+
+
 def alias_keys(tree: Any) -> set[str]:
     """Keys that are aliases of an earlier tensor (restored from that tensor, not read again)."""
-    out: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif isinstance(node, dict):
-            if len(node) == 1 and "__alias__" in node:
-                out.add(node["__alias__"][0])
-                return
-            for v in node.values():
-                walk(v)
-
-    walk(tree)
-    return out
+    return {payload[0] for marker, payload in _tensor_markers(tree) if marker == "__alias__"}
 
 
 def tensor_keys(tree: Any) -> set[str]:
     """The tensor keys a JSON tree refers to (aliases included)."""
-    keys: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif isinstance(node, dict):
-            if len(node) == 1:
-                ((marker, payload),) = node.items()
-                if marker in ("__tensor__", "__ndarray__"):
-                    keys.add(payload)
-                    return
-                if marker == "__alias__":
-                    keys.update(payload)
-                    return
-            for v in node.values():
-                walk(v)
-
-    walk(tree)
-    return keys
+    return {key for marker, payload in _tensor_markers(tree) for key in (payload if marker == "__alias__" else [payload])}

@@ -5,12 +5,10 @@ byte 0, then every byte 1, ...), compressed by zstd. In trained float weights th
 exponent repeat a few values and compress well, the low mantissa planes hardly at all; grouping them
 keeps zstd from mixing the two. One-byte dtypes are compressed as they are.
 
-In a pack, an encoded tensor's safetensors entry is a ``U8`` blob of the stored bytes (so any safetensors
-reader still opens the file); the pack header's ``__metadata__["encoded"]`` (a JSON string, covered by the
-header SHA-256 the manifest records) maps its content id to ``[codec, dtype, shape, stored id]``, where
-the stored id is the BLAKE3 of the stored bytes. Verification checks both: the stored bytes against the
-stored id, and the decoded bytes against the content id (which is the same whether or not a tensor is
-compressed, so deduplication works across the two). A tensor that does not shrink by ``MIN_GAIN`` is
+In a pack an encoded tensor is a ``U8`` blob (any safetensors reader still opens the file); the header's
+``__metadata__["encoded"]`` maps its content id to ``[codec, dtype, shape, stored id]`` (BLAKE3 of the stored
+bytes). Verification checks the stored bytes against the stored id and the decoded ones against the content id,
+which compression does not change, so deduplication spans both. A tensor that does not shrink by ``MIN_GAIN`` is
 stored raw.
 """
 

@@ -1,15 +1,11 @@
 """Sharded checkpoints: ``torch.distributed.checkpoint`` (DCP) writing into and reading from the store.
 
 Used only through the ``CheckpointManager`` (``save_sharded``/``restore_sharded``): this module opens no store.
-``save_sharded`` runs ``dcp.save`` with the default planners and a ``StoreWriter``: every rank writes the
-chunks it owns (FSDP2/DTensor shards; a replicated tensor once, by the rank the planner picks) into one new
-content-addressed pack of its own, in parallel and without the writer's lease (a pack is written as a new object
-and committed under the hash of its header and the writer's lease generation, so two ranks never collide, and
-tensors the store already holds are not written again), on any backend. DCP gathers every rank's write results
-on the coordinator, whose ``finish`` commits the one manifest through its ``CheckpointManager`` (under its lease,
-with tags, monitor metadata, retention and backup), exactly like any other save.
-If any rank fails to write, DCP raises on every rank and nothing is committed; earlier checkpoints are untouched,
-and the orphan packs are collected by the next ``gc``.
+``save_sharded`` runs ``dcp.save`` with a ``StoreWriter``: every rank writes the chunks it owns into one new pack
+of its own, in parallel and without the lease (packs are named by header hash and lease generation, so ranks never
+collide; tensors the store holds are not written again). The coordinator's ``finish`` commits the one manifest
+through its manager, like any other save. If any rank fails, DCP raises on every rank and nothing is committed
+(orphan packs go with the next ``gc``).
 
 The manifest of a sharded checkpoint is an ordinary one: its tensor table holds one entry per stored chunk
 (``<key>`` when the chunk is the whole tensor, ``<key>@<offsets>`` for a shard), and its JSON state is::
@@ -20,10 +16,8 @@ The DCP metadata is converted to JSON here (and back on load); DCP's own pickled
 written, and nothing is ever unpickled from a store. Non-tensor values of the state are never given to DCP
 (it would pickle them): they live in the JSON tree, taken from the coordinator's state.
 
-Restoring: ``load_sharded`` runs ``dcp.load`` with a ``StoreReader`` into the caller's live (possibly sharded)
-tensors, at any world size: DCP's planners map the saved chunks onto the new sharding. Without a process group,
-``consolidate`` assembles full tensors from the chunks (``CheckpointManager.restore`` and ``export`` do this), so a
-sharded checkpoint restores in a plain single process.
+``load_sharded`` runs ``dcp.load`` into the caller's live tensors at any world size (DCP maps the saved chunks
+onto the new sharding); ``consolidate`` assembles full tensors, so a sharded checkpoint restores in one process.
 """
 
 from __future__ import annotations
@@ -188,7 +182,7 @@ def make_writer(store: Any, generation: int | None, finish: Callable[[Any, list[
                 td = item.tensor_data
                 key = chunk_key(item.index.fqn, td.chunk.offsets, td.size, td.chunk.sizes)
                 where = known.get(rec.id) or (pack.name if pack is not None else None)
-                results.append(WriteResult(item.index, rec.nbytes, _Written(key, _placed(rec, where), pack)))
+                results.append(WriteResult(item.index, rec.nbytes, _Written(key, rec.placed(where), pack)))
             done: Any = torch.futures.Future()
             done.set_result(results)
             return done
@@ -214,10 +208,6 @@ def _refuse_byte_items(items: list[Any]) -> None:
         if item.type == WriteItemType.BYTE_IO:
             fqn = item.index.fqn
             raise CheckpointError(f"sharded state value '{fqn}' is not a tensor; DCP would pickle it, the store refuses")
-
-
-def _placed(rec: TensorRecord, pack: str | None) -> TensorRecord:
-    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
 
 
 def committed_parts(
@@ -334,13 +324,9 @@ def _collective(what: str, fn: Callable[[], Any], error: type[CheckpointError]) 
 
 
 def save_sharded(manager: Any, state: Any, request: SaveRequest, process_group: Any = None) -> Any:
-    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint of ``manager``'s store; returns its
-    info on the coordinator (None elsewhere).
-
-    The coordinator's manager is writable (it commits, under its lease, with retention and listeners); every other
-    rank's manager is read-only over the same root (it only writes its own pack, named with the writer's lease
-    generation, deduplicated against what the store holds). Only the coordinator's non-tensor values are kept.
-    """
+    """Collective: save ``state`` (tensors may be DTensors) as one checkpoint; its info on the coordinator, whose
+    writable manager commits (None elsewhere: read-only managers writing their own packs). Only the coordinator's
+    non-tensor values are kept."""
     import torch.distributed.checkpoint as dcp
 
     tensors, tree = split(state)

@@ -105,11 +105,8 @@ def free_bytes(path: Path) -> int:
 
 
 def open_regular(path: Path) -> int:
-    """Open a regular file for reading without following a symlink or blocking on a FIFO.
-
-    A symlink raises ``OSError(ELOOP)``; anything else that is not a regular file (a directory, a FIFO,
-    a device) raises ``OSError(EINVAL, "not a regular file")`` and is never opened for reading.
-    """
+    """Open a regular file for reading without following a symlink (``OSError(ELOOP)``) or blocking on a FIFO;
+    anything else that is not a regular file raises ``OSError(EINVAL)`` and is never opened for reading."""
     for _ in range(5):
         st = os.lstat(path)  # FileNotFoundError propagates
         if stat.S_ISLNK(st.st_mode):
@@ -125,17 +122,3 @@ def open_regular(path: Path) -> int:
             break
         # another regular file took the name in between (a writer's atomic replace): look again
     raise OSError(errno.EINVAL, "not a regular file", str(path))
-
-
-def read_nofollow(path: Path) -> bytes:
-    """A regular file's bytes; a symlink or a non-regular file raises ``OSError`` (see ``open_regular``)."""
-    fd = open_regular(path)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)

@@ -51,10 +51,8 @@ def read_state(backend: Backend, name: str, manifest: Mapping[str, Any]) -> byte
 
 
 def open_pack(backend: Backend, pack_name: str, manifest: Mapping[str, Any]) -> tuple[dict, int, Reader]:
-    """Open a pack and check its size and header SHA-256 against the manifest.
-
-    Returns (entries by tensor id, data start offset, reader); the caller closes the reader.
-    """
+    """Open a pack, checking its size and header SHA-256 against the manifest: (entries by tensor id, data start
+    offset, reader); the caller closes the reader."""
     expected = manifest["packs"].get(pack_name)
     try:
         reader = backend.open(f"packs/{pack_name}")

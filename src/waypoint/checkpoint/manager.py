@@ -68,19 +68,11 @@ class ProtectedCheckpointError(CheckpointError):
 class CheckpointManager:
     """Save and restore nested training state in a crash-safe, deduplicating store.
 
-    ``monitor``/``mode`` name the metric that defines ``best``. ``policy`` is the retention policy
-    applied after every commit (keep everything when None).
-
-    A save reads each tensor once with XXH3-128 and compares that fingerprint with the one its key had at the
-    last save: an unchanged tensor keeps its content id and is neither BLAKE3-hashed nor written. No copy of
-    the state is kept for this. An async save copies the tensors that changed into host buffers it reuses
-    across saves (about the size of what changes), and returns once they are copied.
-
-    ``compression="zstd"`` stores the tensors new saves write byte-grouped and zstd-compressed where that
-    shrinks them (``checkpoint.compression``; see ``compress``); reading needs no setting. ``parity=True`` gives
-    every new pack a parity object (``checkpoint.parity``; see ``parity``), from which ``repair`` rebuilds damage;
-    ``backup`` names the checkpoints root of a backup of this store (``checkpoint.backup_to``) that ``repair``
-    copies what is still damaged from.
+    ``monitor``/``mode`` name the metric that defines ``best``; ``policy`` is applied after every commit (None keeps
+    everything). A tensor whose XXH3-128 fingerprint matches its key's at the last save keeps its content id and is
+    neither BLAKE3-hashed nor written; an async save copies only what changed into reused host buffers.
+    ``compression``, ``parity`` and ``backup`` are ``checkpoint.compression``/``parity``/``backup_to``: how new
+    packs are written, and where ``repair`` copies from what parity cannot rebuild.
     """
 
     def __init__(
@@ -194,12 +186,8 @@ class CheckpointManager:
         meta: Mapping[str, Any] | None = None,
         process_group: Any = None,
     ) -> CheckpointInfo | None:
-        """Collective (every rank of the process group calls it): commit ``state``, whose tensors may be sharded
-        (DTensors), as one checkpoint; its info on the coordinator, None elsewhere.
-
-        Rank 0 calls it on its writable manager (it commits, with retention, tags, monitor metadata and listeners as
-        ``save``); every other rank on a read-only manager over the same root (it writes its own shards only).
-        """
+        """Collective: commit ``state`` (tensors may be DTensor shards) as one checkpoint; its info on rank 0, which
+        calls it on its writable manager and commits as ``save`` does; other ranks use a read-only one (their shards only)."""
         from . import dcp
 
         request = SaveRequest(check_step(step), epoch, metrics, tuple(tags), meta)
@@ -249,11 +237,8 @@ class CheckpointManager:
         return info
 
     def on_commit(self, listener: Callable[[SaveReport], None]) -> None:
-        """Call ``listener(report)`` after every committed save, blocking or background (then on the writer thread).
-
-        The ``SaveReport`` says which checkpoint, how long the save took, the bytes it wrote and what retention
-        deleted. A listener's failure is logged and never fails the save.
-        """
+        """Call ``listener(SaveReport)`` after every committed save (background ones on the writer thread); a
+        listener's failure is logged and never fails the save."""
         self._listeners.append(listener)
 
     def _notify(self, report: SaveReport) -> None:
@@ -272,12 +257,8 @@ class CheckpointManager:
             return 0
 
     def checkpoint_files(self, name: str) -> list[Path]:
-        """The local files holding the bytes of checkpoint ``name``: its own files, then the packs it uses.
-
-        Packs are shared between checkpoints and may be rewritten by a later repack; the list is true now.
-        Safe to call from a commit listener (it does not wait for the writer). Empty on a remote store (objects,
-        not local files: a tracker records the checkpoint without file references).
-        """
+        """The local files holding checkpoint ``name`` now: its own files, then its (shared) packs; empty on a remote
+        store. Safe to call from a commit listener (it does not wait for the writer)."""
         info = self.store.infos.get(name)
         if info is None:
             raise NoCheckpointError(f"no checkpoint named '{name}' in {self.root}")
@@ -306,22 +287,15 @@ class CheckpointManager:
         return max(infos, key=lambda i: (i.step, i.name), default=None)
 
     def best(self) -> CheckpointInfo | None:
-        """The best checkpoint by the monitored metric, or None without a monitor.
-
-        Only checkpoints that recorded the metric compete (validated at their own step), never ``emergency`` or
-        ``preempt`` saves; a tie goes to the earlier checkpoint (``KeepBest.ranked``).
-        """
+        """The best checkpoint by the monitored metric (None without a monitor), ranked as ``KeepBest.ranked``."""
         if not self.monitor:
             return None
         ranked = KeepBest(1, self.monitor, self.mode).ranked(self._candidates())
         return self.store.infos[ranked[0].name] if ranked else None
 
     def list(self, include_invalid: bool = True) -> list[CheckpointInfo]:
-        """Every committed checkpoint, oldest first, with derived ``latest``/``best`` tags.
-
-        Checkpoints whose manifest is damaged are listed with ``valid=False`` and a ``problem`` unless
-        ``include_invalid`` is False.
-        """
+        """Every committed checkpoint, oldest first, with derived ``latest``/``best`` tags (damaged ones with
+        ``valid=False`` and a ``problem`` unless ``include_invalid`` is False)."""
         latest, best = self.latest(), self.best()
         out = []
         for info in self.store.infos.values():
@@ -415,28 +389,14 @@ class CheckpointManager:
     def restore(self, selector: str = "latest", *, verify: bool = True, mmap: bool = False) -> Any:
         """The state saved in the checkpoint ``selector`` names (for latest/best, the first in that order that verifies).
 
-        By default every tensor is read into fresh memory and checked as it arrives: against the XXH3-128
-        checksum its pack header records (packs since this version; the header itself is covered by the
-        manifest's SHA-256), else by re-hashing it with its content id's algorithm (BLAKE3 or SHA-256).
-        ``verify()`` always re-hashes with the content ids.
+        Every tensor is checked as it arrives, against the XXH3-128 its pack header records (the header is covered
+        by the manifest's SHA-256), else by re-hashing with its content id. ``verify=False`` skips that: damage is
+        restored as if saved, and ``latest``/``best`` cannot fall back past a damaged checkpoint.
 
-        ``verify=False`` skips the hashing: a flipped bit on disk, or a pack changed by anything but this
-        store, goes unnoticed and is restored as if it were the saved value, and ``latest``/``best`` cannot
-        fall back to an older checkpoint when one is damaged (only a missing or truncated pack is found).
-
-        ``mmap=True`` returns tensors backed by private (copy-on-write) mappings of the pack files: nothing
-        is copied, and with ``verify=False`` nothing is even read until a tensor is touched, which makes a
-        restore that is followed by ``load_state_dict`` (one copy, page cache to parameters) or that uses
-        only part of the state much cheaper. Its risks: (1) the bytes are read lazily, after this call
-        returned, so with ``verify=False`` damage surfaces later as wrong values, never as an error; with
-        ``verify=True`` the mapped bytes are hashed before returning, but a page the kernel dropped is read
-        again from the file later, so a file changed after the check by another program (the store never
-        rewrites a pack) can change the tensor; (2) a pack truncated while mapped (by another program, or a
-        disk that loses it) kills the process with SIGBUS when the tensor is touched, instead of raising;
-        (3) the tensors hold the pack files open (and their disk space, even after ``gc`` deletes them)
-        until they are freed; (4) writes to them are private to this process (never to the file), and pages
-        written become ordinary memory. Use it for inference, evaluation or copying into a model; keep the
-        default for resuming training after a crash, where the check matters most.
+        ``mmap=True`` returns tensors on private copy-on-write mappings of the packs: nothing is copied (or, with
+        ``verify=False``, read) until touched. Its risks: damage found late (or never, without verify); a pack
+        truncated while mapped kills the process with SIGBUS on touch; the tensors keep the pack files (and their
+        disk space) open until freed. Use it for inference, evaluation or copying into a model, never to resume.
         """
         return self.restore_with_info(selector, verify=verify, mmap=mmap)[0]
 
@@ -448,11 +408,8 @@ class CheckpointManager:
             selector = selector[4:]  # tag:latest falls back like latest (resolve gives it only the first)
         fallback = selector in DERIVED_TAGS
         candidates = self.resolve(selector)
-        damaged = (
-            sorted((i for i in self.store.infos.values() if not i.valid), key=lambda i: (i.step, i.name), reverse=True)
-            if fallback
-            else []
-        )
+        newest_first = sorted(self.store.infos.values(), key=lambda i: (i.step, i.name), reverse=True)
+        damaged = [i for i in newest_first if not i.valid] if fallback else []
         if selector == "latest":  # a checkpoint whose manifest is damaged is skipped where it would be tried
             order = sorted(candidates + damaged, key=lambda i: (i.step, i.name), reverse=True)
         else:  # 'best': a damaged manifest's metrics are unknown, it might have been the best one
@@ -548,14 +505,10 @@ class CheckpointManager:
         found = self.resolve(selector)
         if not found:
             skipped = sorted({t for i in self.store.infos.values() for t in NOT_LATEST & set(i.tags)})
-            hint = (
-                (
-                    f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
-                    f"{' or '.join('tag:' + t for t in skipped)} or step:N"
-                )
-                if selector == "latest" and skipped
-                else ""
-            )
+            hint = ""
+            if selector == "latest" and skipped:
+                hint = f"; latest skips {' and '.join(skipped)} checkpoints: name one with "
+                hint += f"{' or '.join('tag:' + t for t in skipped)} or step:N"
             raise NoCheckpointError(f"no checkpoint matches '{selector}' in {self.root}{hint}")
         return found[0]
 
@@ -573,11 +526,8 @@ class CheckpointManager:
         return self.store.set_tags(info.name, set(info.tags) - {tag}, note)
 
     def delete(self, selector: str, *, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        """Delete the one checkpoint ``selector`` names and the packs only it used.
-
-        Refuses (``ProtectedCheckpointError``) a pinned checkpoint, the best, the latest or one this session
-        resumed from, unless ``force``. Returns what was (or, with ``dry_run``, would be) deleted and freed.
-        """
+        """Delete the checkpoint ``selector`` names and the packs only it used; what was (or would be) freed.
+        Without ``force``, a pinned, best, latest or resumed-from one raises ``ProtectedCheckpointError``."""
         self.writer.wait()
         info = self.one(selector)
         latest, best = self.latest(), self.best()
@@ -648,10 +598,7 @@ class CheckpointManager:
         return {"deleted": doomed, "packs_removed": packs, "dry_run": False, "freed_bytes": before - self.store.physical_bytes()}
 
     def lock_holder(self) -> dict[str, Any] | None:
-        """Who holds this store's writer lease now (pid, host, since), or None; asks without taking it.
-
-        Lets a read-only viewer say "running" without getting in the way of a run that is starting.
-        """
+        """Who holds this store's writer lease now (pid, host, since), or None; asks without taking it."""
         return self.store.holder()
 
     def close(self) -> None:

@@ -49,18 +49,8 @@ class CheckpointInfo:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (as printed by ``waypoint ls --json``)."""
-        return {
-            "name": self.name,
-            "step": self.step,
-            "epoch": self.epoch,
-            "tags": list(self.all_tags),
-            "metrics": self.metrics,
-            "digest": self.digest,
-            "logical_bytes": self.logical_bytes,
-            "created_at": self.created_at,
-            "valid": self.valid,
-            "problem": self.problem,
-        }
+        keys = ("name", "step", "epoch", "tags", "metrics", "digest", "logical_bytes", "created_at", "valid", "problem")
+        return {k: getattr(self, k) for k in keys} | {"tags": list(self.all_tags)}
 
 
 TensorEntry = TensorRecord  # one row of a manifest's tensor table (``pack`` names the pack holding its bytes)
@@ -221,11 +211,8 @@ def content_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def check_ids(manifest: Mapping[str, Any], name: str) -> None:
-    """Refuse a manifest whose tensor ids are not all of the form its named algorithm computes.
-
-    Verification re-hashes each tensor with the algorithm its id names, so this check is what makes
-    that algorithm the manifest's: a format-2 manifest can never send a tensor to SHA-256, nor the reverse.
-    """
+    """Refuse a manifest whose tensor ids are not all of the form its named algorithm computes (verification
+    re-hashes with the algorithm an id names: a format-2 manifest can never send a tensor to SHA-256)."""
     algorithm = content_hash(manifest)
     form = _ID_FORMS.get(algorithm)
     if form is None:

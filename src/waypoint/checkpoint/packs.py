@@ -1,35 +1,21 @@
 """Content-addressed tensor packs in the safetensors file format.
 
 A tensor's content id is ``"b3:" + blake3(b"<DTYPE><shape>" + raw bytes)`` in hex, e.g. the BLAKE3 of
-``b"F32[3, 4]"`` followed by the 48 data bytes (format 2). Stores written before format 2 name tensors
-by ``sha256(b"<DTYPE><shape>" + raw bytes)`` in hex, without a prefix: such ids stay readable and are
-verified with SHA-256. The prefix makes an id name its own algorithm, so a SHA-256 id never equals a
-BLAKE3 id and dedup never mistakes one for the other. A pack holds the tensors one save added, each
-named by its id, so any safetensors reader (``safe_open``) can open a pack. A pack's integrity is its
-size, the SHA-256 of its header and the id of every tensor in it: together they cover every byte. A pack
-is named by that header SHA-256 and the lease generation of the writer that made it (``pack_name``).
+``b"F32[3, 4]"`` followed by the 48 data bytes (format 2); format 1 stores name tensors by the bare-hex SHA-256
+of the same bytes, still readable. The prefix makes an id name its algorithm, so dedup never mixes the two. A
+pack holds the tensors one save added, each named by its id (any safetensors reader opens it); its size, header
+SHA-256 and tensor ids cover every byte. It is named by that SHA-256 and its writer's lease generation.
 
-The header's ``__metadata__["checks"]`` (a JSON string; packs written before it lack it) also records the
-XXH3-128 of every raw tensor's bytes. A verified restore compares those instead of re-hashing with BLAKE3:
-XXH3 runs at memory speed (~10x BLAKE3 per core), so checking every byte costs little more than reading
-it, and the checksums are as trustworthy as the content ids for this purpose, because the header that
-holds them is covered by the SHA-256 the manifest records (XXH3 is not cryptographic, but anyone able to
-forge a pack could rewrite the unkeyed manifest too). ``verify`` (the deep check) still re-hashes every
-tensor with its content id's algorithm. Readers that do not know the field ignore it (safetensors
-metadata), so packs that carry it keep format 2.
+The header's ``__metadata__["checks"]`` (absent in older packs; other readers ignore it) records the XXH3-128 of
+every raw tensor's bytes, which a verified restore compares instead of re-hashing: XXH3 runs at memory speed, and
+the header is covered by the SHA-256 the manifest records (anyone able to forge a pack could rewrite the unkeyed
+manifest too). ``verify`` still re-hashes every tensor with its content id's algorithm.
 
-A save identifies each tensor on worker threads (``identify``): XXH3-128 of its bytes first, its fingerprint;
-where the same key's record from the last save has the same dtype, shape and fingerprint, its content id is
-reused and no BLAKE3 is computed (the state is read once, at memory speed); otherwise BLAKE3 gives the id. Only
-tensors the store lacks are written, and their fingerprints are the checks the header records. Meanwhile the
-main thread streams the new tensors' bytes, in pack order, into two alternating aligned buffers that an I/O
-thread writes out (no serialised copy of the state) into a new object of the store's backend (a local file,
-uploaded by its commit on object stores). Big packs are written with O_DIRECT where the filesystem supports
-it (on the disks measured, several times faster than the page cache for a write followed by fsync): the device
-reads the buffers directly, so a save neither copies the state into the page cache nor floods it with dirty
-pages, and the one fsync per pack has little left to flush. Their data starts at a 4 KiB-aligned offset (the
-header is padded with spaces, as safetensors allows). Reading prefaults each tensor's fresh memory in one call
-and hashes it in cache-sized pieces right after each piece is read.
+A save fingerprints each tensor with XXH3-128 on worker threads (``identify``) and reuses the content id of the
+key's last record when dtype, shape and fingerprint match; otherwise BLAKE3 gives the id. Only tensors the store
+lacks are written, streamed through a ring of aligned buffers into a new backend object; big packs use O_DIRECT
+where the filesystem allows (several times faster than the page cache for a write plus fsync, and it does not
+flood the cache), so their data starts at a 4 KiB-aligned offset (the header is padded with spaces).
 """
 
 from __future__ import annotations
@@ -145,11 +131,7 @@ class ContentHasher:
 
 def content_id(dtype: str, shape: Sequence[int], data: memoryview, algorithm: str | None = None) -> str:
     """The content id of a tensor: the hash (``CONTENT_HASH`` unless named) of its dtype, shape and bytes.
-
-    BLAKE3 hashes a big tensor in one call on several threads. SHA-256 hashes it in cache-sized pieces,
-    each first copied into a per-thread buffer: it then reads from the CPU cache, which is about a third
-    faster than hashing straight from memory.
-    """
+    SHA-256 hashes cache-sized copies of it (a third faster than straight from memory)."""
     algorithm = algorithm or CONTENT_HASH
     h = ContentHasher(algorithm, dtype, shape, len(data))
     if algorithm != "sha256" or len(data) <= _READ_CHUNK:
@@ -188,6 +170,10 @@ class TensorRecord:
     def from_json(cls, row: Any) -> TensorRecord:
         """A row of a manifest's tensor table."""
         return cls(row["id"], row["dtype"], tuple(row["shape"]), int(row["nbytes"]), row.get("pack"))
+
+    def placed(self, pack: str | None) -> TensorRecord:
+        """This record as a manifest's table holds it: in ``pack``, without its fingerprint."""
+        return TensorRecord(self.id, self.dtype, self.shape, self.nbytes, pack)
 
 
 @dataclass(frozen=True)
@@ -260,11 +246,8 @@ def _try_direct(fd: int, on: bool) -> bool:
 class _PackSink:
     """Sequential writer of a pack's bytes from ``start`` on, through a ring of page-aligned buffers.
 
-    The caller copies bytes into one buffer (numpy, without the GIL) while an I/O thread writes the filled
-    ones out in order, so copying, hashing (on other threads) and the device overlap, and the device stays busy
-    while the copying thread waits for a core. With ``direct`` the writes bypass the page cache; a write the
-    filesystem refuses as misaligned (EINVAL) switches the rest to ordinary writes. The last write is padded
-    to the alignment; ``finish`` truncates the file to its exact size.
+    An I/O thread writes filled buffers in order while the caller copies into the next. With ``direct`` the writes
+    bypass the page cache (an EINVAL switches the rest to ordinary writes); ``finish`` truncates the padding.
     """
 
     def __init__(self, fd: int, start: int, total: int, direct: bool) -> None:
@@ -469,14 +452,10 @@ def write_pack(
 ) -> tuple[list[TensorRecord], PackInfo | None]:
     """Identify every tensor; write those not ``is_known`` into one new pack on ``backend``; return records and the pack.
 
-    Each tensor is identified on ``pool`` (``identify``): its XXH3-128, and its content id, taken from its entry
-    in ``priors`` (the record its key had at the last save) when the fingerprints match, else computed. ``ids`` may
-    give a tensor's content id where the caller can prove it (a string: its bytes were just verified against it),
-    or a record with its XXH3-128 (the bytes written are checked against that; IntegrityError if they changed).
-    Identifying later tensors overlaps with writing earlier ones. The pack is written into a new object (a
-    temporary file), then committed under ``packs/<pack_name>``. ``compression="zstd"`` stores each new tensor
-    that shrinks byte-grouped and zstd-compressed (``compress``), encoded on threads of its own. With
-    ``parity`` the pack's parity object (``parity.py``) is computed from the finished bytes and stored beside it.
+    A content id comes from ``priors`` (the key's last record) when the XXH3-128 matches, else is computed on
+    ``pool``. ``ids`` may prove an id (a string: bytes just verified) or give a record whose XXH3-128 the bytes
+    written are checked against (IntegrityError if they changed). The pack is committed under
+    ``packs/<pack_name>``; ``compression`` and ``parity`` as in ``compress`` and ``parity``.
     """
     plan = _plan(tensors, is_known, pool, ids, priors, compression)
     obj, sink, stream = None, None, None

@@ -43,7 +43,6 @@ class KeepLast:
     k: int
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
-        """The k newest."""
         return {c.name for c in _newest_first(candidates)[: max(self.k, 0)]}
 
 
@@ -70,9 +69,8 @@ def is_improvement(value: float | None, best: float | None, mode: str) -> bool:
 class KeepBest:
     """Keep the ``k`` best checkpoints by a monitored metric.
 
-    Only checkpoints that carry the metric compete (the trainer records a validation metric only in the
-    checkpoint saved at the step that validation ran), never ``emergency`` or ``preempt`` saves; on a tie
-    the earlier checkpoint wins (a later one with the same value adds nothing).
+    Only checkpoints that carry the metric compete (it is recorded only at the step validation ran), never
+    ``emergency`` or ``preempt`` saves; on a tie the earlier checkpoint wins.
     """
 
     k: int
@@ -90,7 +88,6 @@ class KeepBest:
         return sorted(scored, key=lambda c: (sign * metric_value(c, self.metric), c.step, c.name))  # type: ignore[operator]
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
-        """The k best."""
         return {c.name for c in self.ranked(candidates)[: max(self.k, 0)]}
 
 
@@ -121,7 +118,6 @@ class KeepMilestones:
         return milestone_steps(sorted(self.fractions), self.total_steps or 0, sorted(self.steps))
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
-        """Checkpoints at a milestone."""
         steps = self.all_steps()
         return {
             c.name
@@ -137,7 +133,6 @@ class KeepEveryN:
     n: int
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
-        """Checkpoints at multiples of n."""
         return {c.name for c in candidates if self.n > 0 and c.step % self.n == 0}
 
 
@@ -148,7 +143,6 @@ class KeepTagged:
     tags: frozenset[str] = frozenset({"pinned"})
 
     def keep(self, candidates: Sequence[Candidate]) -> set[str]:
-        """Tagged checkpoints."""
         return {c.name for c in candidates if c.tags & self.tags}
 
 
@@ -165,10 +159,9 @@ def evolution_steps(count: int, total_steps: int) -> tuple[int, ...]:
 class KeepEvolution:
     """Keep about ``count`` snapshots spread over the planned run (``total_steps``), for parameter-evolution reports.
 
-    For each of ``count`` evenly spaced target steps (``evolution_steps``), the first valid checkpoint at or after
-    it is kept. A choice is stable while a run goes on: checkpoints arrive at later steps, so one chosen for a
-    target stays the first at or after it, and the snapshots kept by retention after every save are exactly those
-    chosen over the whole history. Emergency saves (a failing run's state) are never chosen.
+    For each evenly spaced target step (``evolution_steps``) the first valid checkpoint at or after it is kept, never
+    an emergency save. Later checkpoints never displace a choice, so retention after every save keeps exactly what
+    a choice over the whole history would.
     """
 
     count: int

@@ -1,11 +1,9 @@
 """Checkpoint references: where a run's checkpoints live, and ``RUN_DIR@SELECTOR``.
 
-A reference names a run directory, its ``checkpoints/`` directory, one checkpoint directory, or an fsspec URL of
-any of these, optionally followed by ``@SELECTOR``. A run trained with ``checkpoint.root=DIR_OR_URL`` keeps its
-checkpoints at ``<root>/<run>/checkpoints`` (``run_checkpoints``), where ``<run>`` is the run directory as the
-command named it (relative to the working directory); its local run directory is followed there through its saved
-Hydra config. A location holding no store of its own may hold many beneath it (a ``checkpoint.root``):
-``stores_beneath`` finds them.
+A reference names a run directory, its ``checkpoints/``, one checkpoint directory, or an fsspec URL of any of
+these, optionally followed by ``@SELECTOR``. With ``checkpoint.root`` a run's checkpoints live at
+``<root>/<run>/checkpoints`` (``run_checkpoints``), found through the run's saved Hydra config; ``stores_beneath``
+finds the many stores under such a root.
 """
 
 from __future__ import annotations

@@ -105,11 +105,8 @@ def _groups(live: dict[str, dict[str, TensorRecord]], sparse: list[str]) -> list
 
 
 def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> list[str]:
-    """Move the live tensors out of sparse packs; returns the packs given up (``gc_packs`` then deletes them).
-
-    A live tensor that a pack being kept also holds (left by an interrupted repack) is pointed at that
-    copy instead of being written again.
-    """
+    """Move the live tensors out of sparse packs; returns the packs given up (``gc_packs`` then deletes them). A
+    tensor a kept pack also holds (an interrupted repack's copy) is pointed at that copy, not written again."""
     manifests = store.committed_manifests()
     if manifests is None:  # one may name tensors we cannot see: move nothing
         return []
@@ -156,10 +153,7 @@ def repack_sparse(store: CheckpointStore, max_unused: float = MAX_UNUSED) -> lis
 
 
 def bytes_freed_by_deleting(store: CheckpointStore, names: Iterable[str]) -> int:
-    """Bytes that deleting ``names`` frees at least: their directories and the packs only they use.
-
-    Repacking afterwards may free more (dead tensors in packs that other checkpoints still use).
-    """
+    """Bytes that deleting ``names`` frees at least (their directories and the packs only they use)."""
     doomed = set(names)
     manifests = store.committed_manifests() if doomed else None
     if manifests is None:  # nothing doomed, or a manifest is unreadable and collection keeps every pack

@@ -2,12 +2,10 @@
 
 What can be rebuilt, in this order, each checked before it replaces anything (atomically, like a commit):
 
-- ``manifest.json`` or ``state.json`` from its spare copy (``*.copy``, written in the same commit), when the copy
-  passes the checks the original fails; a missing or different spare copy of a sound file is written again;
-- a pack from its parity object (``parity.py``): damaged chunks are found by their checksums and rebuilt, and the
-  rebuilt pack must match its recorded size, header SHA-256 and every tensor's checksum before it replaces the
-  damaged one; a missing or damaged parity object of a sound pack is computed again (``add_parity``: also for a
-  pack that never had one, recorded in every manifest that names it);
+- ``manifest.json`` or ``state.json`` from its spare copy (``*.copy``, same commit) when the copy passes the checks
+  the original fails; a missing or different spare copy of a sound file is written again;
+- a pack from its parity object (``parity.py``), the rebuilt pack checked like any pack before it replaces the
+  damaged one; a sound pack's missing or damaged parity is computed again (``add_parity``: also where it never had any);
 - whatever is still damaged, from a backup store that holds the checkpoint (``replicate.mirror``).
 
 A repair interrupted at any point loses nothing: every replacement is a new object committed over the old one.

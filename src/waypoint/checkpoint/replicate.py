@@ -1,12 +1,10 @@
 """Copying checkpoints from one store into another (a backup, a mirror, a repair from a backup).
 
-``mirror`` copies, for each sound checkpoint of the source the destination lacks (or holds with other tags), every
-pack it names that the destination lacks (and the pack's parity object), each checked at the source first (a
-damaged one is reported and never copied, and its checkpoints stay out of the copy), then publishes the checkpoint
-there as the destination's own commit protocol publishes any checkpoint: a copy never names a pack it does not
-hold, at any moment. With ``check`` it also re-verifies what the destination already holds and replaces a
-damaged copy from the source. A source written by a live writer is fine: a checkpoint deleted or repacked while it
-is copied is left for the next pass.
+``mirror`` copies each sound checkpoint the destination lacks (or holds with other tags): first the packs it lacks
+(with parity), each checked at the source (a damaged one is reported, never copied, and keeps its checkpoints out),
+then the checkpoint, published by the destination's own commit protocol, so a copy never names a pack it does not
+hold. ``check`` re-verifies the destination and replaces damaged copies. A checkpoint deleted or repacked by a live
+source writer while it is copied is left for the next pass.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ import torch
 
 from ..units import human_bytes
 from . import manifest as mf
-from .catalog import CKPT_NAME, Catalog, order, write_fence
+from .catalog import CKPT_NAME, Catalog, write_fence
 from .codec import alias_keys
 from .durable import canonical_json
 from .errors import CheckpointError, CheckpointNotDurableError, CheckpointWriteError, StoreLockedError
@@ -107,7 +107,6 @@ class CheckpointStore:
         self.lease: Lease | None = None
         self.generation: int | None = None  # the lease generation of this writer (None: read-only)
         self.catalog = Catalog(self.backend)
-        self.last_ids: dict[str, str] = {}  # tensor key -> content id, of the last commit
         self.last_records: dict[str, TensorRecord] = {}  # tensor key -> its record (with its XXH3-128), of the last commit
         self.compression = "none"  # of the tensors new packs store: none | zstd (compress.py)
         self.parity = False  # whether new packs get a parity object (parity.py)
@@ -242,12 +241,8 @@ class CheckpointStore:
         ids: Mapping[str, str | TensorRecord] | None = None,
         priors: Mapping[str, TensorRecord] | None = None,
     ) -> mf.CheckpointInfo:
-        """Durably write one checkpoint; returns its info. Raises CheckpointWriteError on failure.
-
-        ``ids`` gives the record (content id and XXH3-128) of tensors the caller proved unchanged; ``priors`` the
-        record each key had at the last save, reused when its fingerprint matches (``packs.write_pack``).
-        ``last_ids`` and ``last_records`` hold every tensor's id and record afterwards.
-        """
+        """Durably write one checkpoint (CheckpointWriteError on failure); ``ids`` and ``priors`` as in
+        ``packs.write_pack``. ``last_records`` holds every tensor's record afterwards."""
         step = check_step(request.step)
         self.check_lease()
         keys = list(tensors)
@@ -272,9 +267,8 @@ class CheckpointStore:
                 priors=[priors.get(k) for k in keys] if priors else None,
             )
             self.last_records = dict(zip(keys, records_list))
-            self.last_ids = {k: r.id for k, r in zip(keys, records_list)}
             where = {r.id: self.known.get(r.id) or pack.name for r in records_list}  # type: ignore[union-attr]
-            records = {k: _placed(r, where[r.id]) for k, r in zip(keys, records_list)}
+            records = {k: r.placed(where[r.id]) for k, r in zip(keys, records_list)}
             packs = {p: self._pack_entry(p, pack) for p in sorted(set(where.values()))}
             c = self._commit_record(request, step, records, packs, tree)
             existing = self._same_step_same_state(step, c.digest)
@@ -298,7 +292,6 @@ class CheckpointStore:
         missing = sorted(p for p in packs if self.backend.size(f"packs/{p}") is None)
         if missing:
             raise CheckpointWriteError(f"pack {missing[0]} of the sharded save of step {step} is missing; nothing was committed")
-        self.last_ids = {k: r.id for k, r in records.items()}
         return self._publish(self._commit_record(request, step, dict(records), dict(packs), tree), None)
 
     @staticmethod
@@ -498,10 +491,7 @@ class CheckpointStore:
     # ------------------------------------------------------------------ reading
     def load(self, name: str, *, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor], dict]:
         """Read a checkpoint: (JSON tree, tensors by key, manifest); IntegrityError/ManifestError if damaged.
-
-        ``mmap``: tensors backed by private mappings of the packs instead of fresh memory (see
-        ``CheckpointManager.restore``); with ``verify`` their mapped bytes are hashed before returning.
-        """
+        ``mmap`` as in ``CheckpointManager.restore``."""
         if mmap and not self.backend.caps.mmap:
             raise CheckpointError(f"a memory-mapped restore needs a local checkpoints root, not {self.root}")
         manifest = self.manifest(name)
@@ -539,12 +529,8 @@ class CheckpointStore:
         return json.loads(read_state(self.backend, name, self.manifest(name)))
 
     def verify(self, name: str, verified: set[tuple[str, str]] | None = None, parity: bool = True) -> list[str]:
-        """Re-hash every file and tensor a checkpoint depends on (``parity``: and the parity of its packs that have
-        one); returns the problems found.
-
-        ``verified`` holds (pack, tensor id) pairs already found intact (shared across calls to verify many
-        checkpoints that share packs); a tensor stored again in another pack is checked there too.
-        """
+        """Re-hash every file and tensor a checkpoint depends on (with ``parity``, its packs' parity too); the problems
+        found. ``verified``: (pack, tensor id) pairs already found intact, shared across calls over shared packs."""
         try:
             manifest = self.manifest(name)
             read_state(self.backend, name, manifest)
@@ -625,9 +611,6 @@ class CheckpointStore:
         """Who holds the writer's lease now, or None (takes nothing)."""
         return self.backend.holder()
 
-    def sorted_names(self) -> list[str]:
-        return sorted(self.infos, key=order)
-
     def close(self) -> None:
         """Release the lease and worker threads."""
         self.pool.shutdown(wait=True)
@@ -645,10 +628,6 @@ class CheckpointStore:
 def _files(state: bytes, sealed: bytes) -> list[tuple[str, bytes]]:
     """A checkpoint directory's files in publishing order: the manifest, the commit point, last."""
     return [(STATE, state), (mf.STATE_COPY, state), (mf.MANIFEST_COPY, sealed), (MANIFEST, sealed)]
-
-
-def _placed(rec: TensorRecord, pack: str) -> TensorRecord:
-    return TensorRecord(rec.id, rec.dtype, rec.shape, rec.nbytes, pack)
 
 
 __all__ = [

@@ -25,7 +25,6 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._what = ""
-        self.last_result: Any = None
 
     def submit(self, fn: Callable[[], Any], what: str) -> None:
         """Wait for the save in flight (re-raising its failure), then start ``fn`` in the background."""
@@ -34,7 +33,7 @@ class BackgroundWriter:
 
         def run() -> None:
             try:
-                self.last_result = fn()
+                fn()
             except BaseException as exc:  # noqa: BLE001 - reported to the caller later
                 self._error = exc
 
@@ -43,7 +42,6 @@ class BackgroundWriter:
 
     @property
     def busy(self) -> bool:
-        """Whether a save is in flight."""
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
@@ -61,15 +59,10 @@ class BackgroundWriter:
 class Staging:
     """What a save compares with, and the host buffers an async save copies into.
 
-    ``last`` holds each key's record from the last committed save (content id, dtype, shape, XXH3-128): a save
-    hashes each tensor with XXH3-128 and keeps the key's id when the fingerprint matches (``priors``), so an
-    unchanged tensor is neither BLAKE3-hashed nor written.
-
-    An async save must hold what it writes before returning (the caller may change its tensors then): ``stage``
-    copies each tensor that changed into a host buffer kept for its key across saves (its pages already touched;
-    pinned for CUDA tensors). A tensor whose id did not change at the last save is fingerprinted first and copied
-    only if it changed now; one that changed at the last save (training changes the same tensors every step) is
-    copied at once and fingerprinted on its copy in the background, where an unchanged one still keeps its id.
+    ``last`` holds each key's record from the last committed save (``priors``). ``stage`` copies each tensor that
+    changed into a host buffer kept for its key across saves (pinned for CUDA), since the caller may change its
+    tensors once an async save returns: one unchanged last time is fingerprinted first and copied only if it
+    changed; one that changed last time is copied at once and fingerprinted on its copy in the background.
     ``stage`` must not run while a save still reads the buffers (the manager waits first).
     """
 

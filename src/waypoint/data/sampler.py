@@ -1,9 +1,7 @@
 """The resumable sampler: batch order is a function of (seed, epoch) only, and it can start mid-epoch.
 
-Across ranks the global order is the same on every rank; each global batch of ``batch_size`` items is cut
-into ``world_size`` equal consecutive slices and rank ``r`` takes slice ``r``. What a rank sees is therefore
-a function of (seed, epoch, sample index, rank, world size), and the data cursor (batches consumed) means
-the same thing at any world size.
+Every rank draws the same global order and takes slice ``rank`` of each global batch, so the data cursor
+(batches consumed) means the same thing at any world size.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """A user's segmentation tasks on disk: ``root/<task>/images/*`` paired by file name with ``root/<task>/masks/*``.
 
-Images are read as grayscale and scaled to [0, 1]; masks are binarised (any non-zero pixel is foreground);
-both are resized to the model's ``image_size`` (bilinear for images, nearest for masks), as upstream does.
-Held-out validation tasks are ``val_tasks`` (default: every fifth task, or the last one when there are fewer
-than five). With a single task, its last ``val_fraction`` of images (sorted by name) are the held-out queries.
-Everything is checked when the source is built, so a bad folder fails at once with one clear sentence.
+Grayscale images in [0, 1] and binarised masks, resized as upstream does. Held out: ``val_tasks`` (default every
+fifth task, or the last of fewer than five); a single task holds out its last ``val_fraction`` of images. A bad
+folder fails when the source is built, in one sentence.
 """
 
 from __future__ import annotations

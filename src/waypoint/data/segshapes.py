@@ -1,13 +1,9 @@
 """Synthetic in-context segmentation tasks: the embedded default data for UniverSeg.
 
-A *task* is a labelling rule over a family of images (segment the triangles; segment what is brighter than
-the background; segment the large objects; segment the region whose stripes run at angle theta). Task
-parameters are drawn from ``(task_seed, task_id)``; training tasks and held-out validation tasks use
-disjoint task ids, so validation measures generalisation to labelling rules never trained on.
-
-An item is an episode: one query (image, mask) and ``support_size`` (image, mask) pairs of the same task.
-Training items are a function of ``(seed, epoch, index)`` only (ARCHITECTURE principle 5); validation
-items are a function of ``(task_seed, index)`` only, so every epoch and every run sees the same episodes.
+A *task* is a labelling rule over a family of images (the triangles; what is brighter than the background; ...)
+drawn from ``(task_seed, task_id)``; held-out tasks use disjoint ids, so validation measures rules never trained
+on. An item is an episode (a query and ``support_size`` pairs of one task), a function of ``(seed, epoch, index)``
+for training and of ``(task_seed, index)`` for validation.
 """
 
 from __future__ import annotations

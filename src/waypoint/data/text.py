@@ -1,10 +1,8 @@
 """Byte-level text for causal language models (the embedded default data for Stack-Wise).
 
-Default corpus: the Python standard library's own top-level ``*.py`` sources (names not starting with ``_``),
-sorted by name and concatenated until ``max_bytes``; it ships with every Python installation, so nothing is
-downloaded. ``data.path=...`` reads a user's file instead (any bytes). The last ``val_fraction`` of the bytes
-is held out. Training items are fixed windows (item ``i`` starts at byte ``i * seq_len``): no randomness, so
-an item is the same in every epoch and with any number of workers, and the activation cache can key on ``i``.
+Default corpus: the standard library's public top-level ``*.py`` sources up to ``max_bytes`` (nothing is
+downloaded); ``data.path`` reads a user's file instead. The last ``val_fraction`` is held out. Item ``i`` is the
+fixed window at byte ``i * seq_len``, the same in every epoch, so the activation cache can key on ``i``.
 """
 
 from __future__ import annotations

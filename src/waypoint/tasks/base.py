@@ -1,14 +1,9 @@
 """The contract between the trainer and a model family.
 
-A task owns its modules, its optimizers and everything model-specific (losses, schedules, EMA teachers,
-growing racks). It never touches files. The trainer owns the loop, counters, RNG streams, the data
-cursor, mixed precision, gradient clipping, signals, logging and checkpointing, and never knows which
-model family it runs.
-
-Per-sample randomness (ARCHITECTURE principle 5): the trainer's sampler yields ``(epoch, index)``
-pairs; a task's datasets accept such a pair in ``__getitem__`` and seed any augmentation from
-``(seed, epoch, index)`` only, so that data order and augmentations do not depend on process history
-or on the number of data workers.
+A task owns its modules, optimizers and everything model-specific, and never touches files; the trainer owns
+the loop, counters, RNG streams, data cursor, precision, clipping, signals, logging and checkpointing. A task's
+training datasets take ``(epoch, index)`` in ``__getitem__`` and seed any augmentation from ``(seed, epoch,
+index)`` only, so data never depends on process history or the number of workers.
 """
 
 from __future__ import annotations
@@ -51,12 +46,9 @@ class Task(Protocol):
         """Batch a list of dataset items (must be picklable for worker processes)."""
 
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
-        """Build modules and optimizers once the run length is known; called once before fit/restore.
-
-        Under torchrun ``runtime`` (``waypoint.training.runtime.Runtime``) is given: the task runs its training
-        forward passes through ``runtime.wrap(module)`` (DDP or FSDP2) and averages any batch statistic it keeps
-        (e.g. DINO's centre) with ``runtime.mean_``. The unwrapped modules keep their state-dict keys.
-        """
+        """Build modules and optimizers once the run length is known; called once before fit/restore. Under torchrun
+        ``runtime`` is given: training forwards go through ``runtime.wrap(module)`` and batch statistics (DINO's
+        centre) are averaged with ``runtime.mean_``; the unwrapped modules keep their state-dict keys."""
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers the trainer steps (may change after ``after_optimizer_step``)."""
@@ -74,18 +66,12 @@ class Task(Protocol):
         """Evaluate on an iterable of validation batches; must include ``self.monitor``."""
 
     def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
-        """Everything of the task that must survive a restart (modules, optimizers, extra buffers).
-
-        With ``optimizer=False``: the same without optimizer state (``checkpoint.save_optimizer=false``); every
-        module's weights, buffers and structure (teacher, loss center, rack layout) are still included.
-        """
+        """Everything of the task that must survive a restart (modules, optimizers, extra buffers); without optimizer
+        state with ``optimizer=False`` (``checkpoint.save_optimizer=false``)."""
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from ``state_dict()`` output, rebuilding structure first if it changed.
-
-        A state without optimizer state (``state_dict(optimizer=False)``) loads the weights and leaves the
-        optimizers as freshly built.
-        """
+        """Restore from ``state_dict()`` output, rebuilding structure first if it changed (a state without optimizer
+        state leaves the optimizers as freshly built)."""
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Named groups of state keys for analysis (e.g. ``{"student": [...], "teacher": [...]}``)."""

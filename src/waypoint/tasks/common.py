@@ -4,6 +4,7 @@ generators and size presets. No family imports another family's module; they all
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 
 from waypoint.seeding import sample_generator
 
-__all__ = ["cosine", "warmup_cosine", "stack_dicts", "sample_generator", "preset_sizes"]
+__all__ = ["cosine", "warmup_cosine", "stack_dicts", "sample_generator", "preset_sizes", "check_options"]
 
 
 def cosine(start: float, end: float, step: int, total: int) -> float:
@@ -33,6 +34,14 @@ def warmup_cosine(step: int, total_steps: int, warmup: int, min_ratio: float) ->
 def stack_dicts(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Collate a list of dicts of tensors into a dict of stacked tensors, key by key."""
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def check_options(schema: type, config: Mapping[str, Any], model: str) -> None:
+    """Refuse options ``model``'s schema does not declare, naming the ones it does."""
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown} for model={model}; known: {sorted(known - {'_target_'})}")
 
 
 def preset_sizes(presets: Mapping[str, Mapping[str, Any]], scale: str, explicit: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,6 @@ class MetricsLog:
         self._fh.flush()
 
     def close(self) -> None:
-        """Flush to disk and close."""
         if self._fh is not None:
             self._fh.flush()
             os.fsync(self._fh.fileno())

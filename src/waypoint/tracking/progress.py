@@ -43,6 +43,5 @@ class ProgressBar:
             print(f"step {step}/{self.total} {text} | {rate:.2f} steps/s | ETA {clock(eta)}", flush=True)
 
     def close(self) -> None:
-        """Close the bar."""
         if self.bar is not None:
             self.bar.close()

@@ -1,8 +1,7 @@
 """TensorBoard event files in ``<run_dir>/tensorboard``; never blocking: any failure turns it off with one warning.
 
-A resumed run writes to the same directory with ``purge_step`` one past the resumed step, so TensorBoard drops
-what the attempt that died logged after that step, as metrics.jsonl does (a fresh start purges everything).
-Each committed checkpoint is logged as a line of text under ``checkpoints`` at its step.
+A resumed run purges what the attempt that died logged past the resumed step (``purge_step``), as metrics.jsonl
+does. Each committed checkpoint is a line of text under ``checkpoints`` at its step.
 """
 
 from __future__ import annotations
@@ -55,6 +54,5 @@ class TensorBoardRun:
         self._guard(self.writer.add_text if self.writer else None, "checkpoints", text, info.step)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Flush and close the event file."""
         self._guard(self.writer.close if self.writer else None)
         self.writer = None

@@ -1,10 +1,8 @@
 """Weights & Biases, offline by default, never blocking: any failure turns it off with one warning.
 
 The wandb run id is kept in ``<run_dir>/wandb_run_id`` so a resumed run continues the same wandb run.
-Checkpoints are logged as artifacts *by reference* (``file://`` URIs), never copied: one artifact version per
-committed checkpoint (blocking or background), referencing the files that hold its bytes (its manifest and
-state files, and the packs its tensors live in). Commits are queued from any thread and logged on the
-training thread (at the next ``log`` or at ``finish``).
+Each committed checkpoint is one artifact version *by reference* (``file://`` URIs of its files and packs), never
+copied; commits are queued from any thread and logged on the training thread.
 """
 
 from __future__ import annotations

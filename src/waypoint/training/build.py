@@ -32,10 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any], torch.amp.GradScaler | None]:
-    """The device, an autocast context factory and a loss scaler (fp16 on CUDA only), with CPU fallback.
-
-    The values were checked by ``waypoint.config.validate``.
-    """
+    """The device, an autocast context factory and a loss scaler (fp16 on CUDA only), with CPU fallback."""
     if hw.num_threads:
         torch.set_num_threads(int(hw.num_threads))
     want, precision = str(hw.device), str(hw.precision)
@@ -61,10 +58,7 @@ def device_and_precision(hw: DictConfig) -> tuple[torch.device, Callable[[], Any
 
 
 def retention_policy(ck: DictConfig, monitor: str, mode: str, total_steps: int) -> RetentionPolicy:
-    """Retention pools from the ``checkpoint`` group (no pools at all with ``keep_all``).
-
-    ``keep_evolution`` snapshots are spread over ``total_steps``, the planned run.
-    """
+    """Retention pools from the ``checkpoint`` group (none with ``keep_all``); evolution snapshots span ``total_steps``."""
     if ck.keep_all:
         return RetentionPolicy()
     pools: list[Any] = [KeepTagged(frozenset({"pinned"}))]
@@ -105,8 +99,8 @@ def save_triggers(ck: DictConfig, steps_per_epoch: int) -> SaveTriggers:
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` where a component refusing its arguments (a bad value, a bad path) is a ConfigError.
 
-    A component's constructor validates the configuration it is given, so its ValueError or OSError is the
-    user's input, reported in one sentence; any other error is a bug and keeps its traceback.
+    Constructors validate their configuration, so their ValueError or OSError is the user's input; anything else
+    is a bug and keeps its traceback.
     """
     try:
         return hydra_instantiate(cfg, **kwargs)
@@ -180,8 +174,8 @@ LOWER_IS_BETTER = ("loss", "bpb", "mse", "error", "perplexity")
 def monitored_metric(ck: Any, task_monitor: str, task_mode: str) -> tuple[str, str]:
     """(metric, mode) that define ``best``: ``checkpoint.monitor``/``checkpoint.mode``, else the family's own.
 
-    A custom metric without a mode gets ``min`` when its name says lower is better (loss, bpb, ...); otherwise
-    the mode must be given. Whether the metric exists is only known at the first validation (the trainer checks).
+    A custom metric without a mode gets ``min`` when its name says lower is better (loss, bpb, ...), else needs one;
+    whether it exists is known at the first validation.
     """
     monitor = str(getattr(ck, "monitor", None) or task_monitor)
     mode = getattr(ck, "mode", None)

@@ -1,9 +1,7 @@
 """Evaluate one checkpoint on the held-out data without training: ``trainer.eval_only=true``.
 
-``python train.py model=universeg resume=outputs/universeg/default@best trainer.eval_only=true`` restores the
-referenced checkpoint from a read-only view of its store (no lock taken, nothing written there), runs the
-task's validation once and logs the metrics (console and train.log). The result is appended as one JSON line to ``eval.jsonl``
-in this command's own run directory, never in the source run.
+The checkpoint ``resume`` names is restored read-only (nothing written in the source run), validated once, and
+the metrics logged and appended to ``eval.jsonl`` in this command's own run directory.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Start a new run from existing weights: ``init_from=REF`` (and ``model.init_stacks_from`` for Stack-Wise).
 
-A source is a Waypoint checkpoint reference (``RUN_DIR``, ``RUN_DIR@best``, a checkpoint dir), an exported
-``.safetensors`` file, or a foreign ``.pt/.pth/.ckpt`` file read by the store's weights-only unpickler. Its
-tensors are flattened into module-style keys (``student.backbone.blocks.0.attn.qkv.weight``); DDP/compile
-prefixes (``module.``, ``_orig_mod.``) and optimizer/scheduler/RNG state are dropped. The task names what
-can be initialised (``init_targets``: live tensors keyed the same way) and may translate foreign layouts
-(``init_key``); nothing here knows a model family.
-
-Matching: a source key names a target exactly (after the task's translation, and after dropping a
-``state_dict.``/``model_state_dict.`` wrapper); the keys left over are tried under the target prefixes that
-hold most of them (a bare backbone file fills ``student.backbone.`` and ``teacher.backbone.``). Matching
-tensors are copied in place before step 0; missing, unexpected and shape-mismatched keys are reported in
-one table. Nothing matching is an error; with ``init_from.strict=true`` any mismatch is.
+A source (a checkpoint reference, a ``.safetensors`` file or a foreign ``.pt`` read weights-only) is flattened
+into module-style keys, without wrapper prefixes or optimizer/RNG state. The task names its targets
+(``init_targets``) and may translate foreign layouts (``init_key``); nothing here knows a model family. A key
+matches a target exactly, else under the target prefixes that hold most leftover keys (a bare backbone fills
+``student.backbone.`` and ``teacher.backbone.``). Mismatches are reported in one table; nothing matching is an
+error, and with ``init_from.strict=true`` any mismatch is.
 """
 
 from __future__ import annotations
@@ -224,10 +218,7 @@ def match(source: Source, targets: Mapping[str, torch.Tensor], translate: Any = 
 
 def init_weights(task: Any, ref: str, *, strict: bool = False) -> InitReport:
     """Copy the matching tensors of ``ref`` into the task's (set-up) model before step 0; report what fit.
-
-    Raises ``InitFromError`` when nothing matches, or when ``strict`` and any key is missing, unexpected or
-    shape-mismatched; then nothing has been copied.
-    """
+    ``InitFromError``, with nothing copied, when nothing matches or, with ``strict``, anything mismatches."""
     targets_of = getattr(task, "init_targets", None)
     if targets_of is None:
         raise InitFromError(f"{type(task).__name__} does not support init_from (it has no init_targets())")

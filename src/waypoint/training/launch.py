@@ -56,10 +56,8 @@ class _PeerStopped(Exception):
 
 
 def _shared(runtime: Runtime, fn: Any) -> Any:
-    """Run ``fn`` on the coordinator alone and hand its (picklable) result to every rank.
-
-    Its error is raised on the coordinator as usual; the other ranks leave quietly with the same exit code.
-    """
+    """Run ``fn`` on the coordinator alone and hand its (picklable) result to every rank; on its error, the other
+    ranks leave quietly with the same exit code."""
     if not runtime.distributed:
         return fn()
     outcome: Any = None
@@ -315,21 +313,12 @@ def _plan(cfg: DictConfig, run_dir: Path, runtime: Runtime) -> Plan:
 
 
 def _init_from(model_cfg: DictConfig) -> dict[str, Any]:
-    extra = {}
-    for key, arg in INIT_FROM.items():
-        ref = model_cfg.get(key)
-        if ref:
-            extra[arg] = init_from.stacks_state(str(ref))
-    return extra
+    return {arg: init_from.stacks_state(str(model_cfg[key])) for key, arg in INIT_FROM.items() if model_cfg.get(key)}
 
 
 def _prepare(cfg: DictConfig, run_dir: Path, runtime: Runtime, autocast: Any, scaler: Any) -> Prepared | Plan:
     """Build the run and restore it; its plan alone when it is already finished. Writes nothing until every check passed.
-
-    Across ranks: every rank builds the task; rank 0 alone looks at the run's store, takes the writer's lease, picks
-    the checkpoint to resume and writes ``.hydra``/``train.log``/``metrics.jsonl``; the others restore the checkpoint
-    it picked (by name, read-only) and keep no manager and no metrics log.
-    """
+    Rank 0 alone opens the store for writing, picks the checkpoint and writes the run dir; the others restore it read-only."""
     plan = _plan(cfg, run_dir, runtime)
     if _shared(runtime, lambda: resume.finished(plan.store, plan.rules, plan.schedule.total_steps)):
         return plan
@@ -487,15 +476,8 @@ def _announce(
         trainer.meta["init_from"] = report.to_json()  # the table is logged by init_weights
     s = plan.schedule
     where = f" on {runtime.world_size} processes ({runtime.strategy})" if runtime.distributed else ""
-    log.info(
-        "starting %s in %s: %d steps (%d per epoch) on %s%s",
-        cfg.name,
-        run_dir,
-        s.total_steps,
-        s.steps_per_epoch,
-        runtime.device,
-        where,
-    )
+    steps = f"{s.total_steps} steps ({s.steps_per_epoch} per epoch)"
+    log.info("starting %s in %s: %s on %s%s", cfg.name, run_dir, steps, runtime.device, where)
 
 
 def _trackers(cfg: DictConfig, run_dir: Path, plan: Plan, trainer: Trainer, resumed: Any) -> tuple[Any, ...]:
@@ -525,16 +507,8 @@ def _log_config(cfg: DictConfig, run_dir: Path) -> None:
 def _log_save(report: SaveReport) -> None:
     info = report.info
     tags = f", tags {','.join(info.tags)}" if info.tags else ""
-    how = "blocking" if report.blocking else "async"
-    log.info(
-        "saved %s (step %d%s): %s in %.2fs, %s",
-        info.name,
-        info.step,
-        tags,
-        human_bytes(report.bytes_written),
-        report.seconds,
-        how,
-    )
+    how = f"{human_bytes(report.bytes_written)} in {report.seconds:.2f}s, {'blocking' if report.blocking else 'async'}"
+    log.info("saved %s (step %d%s): %s", info.name, info.step, tags, how)
     if report.deleted:
         log.info("retention deleted %s", ", ".join(report.deleted))
 

@@ -1,15 +1,10 @@
 """Which checkpoint a run resumes from, and whether it may: the resume policy of ``train.py``.
 
-``resume=auto`` (the default) continues from the run's own newest checkpoint that verifies, falling back past
-damaged ones (each skipped with a warning), preferring a full checkpoint over a newer weights-only one for an
-exact resume, and never taking ``emergency`` or ``imported`` ones unless named. ``resume=never`` refuses a run
-that already holds checkpoints. ``resume=SELECTOR`` (``latest``, ``best``, ``step:N``, ``tag:NAME``, a name)
-picks one of the run's own, ``resume=RUN_DIR[@SELECTOR]`` another run's (read-only). The run's checkpoints may
-live on a URL (``checkpoint.root=s3://...``): the same command on a fresh machine finds them there.
-
-A checkpoint trained with another model/data/seed config is refused with a diff unless
-``resume.allow_config_change=true``; one saved by another number of processes unless
-``resume.allow_world_size_change=true`` (its per-rank RNG streams cannot be mapped).
+``resume=auto`` takes the run's newest checkpoint that verifies (past damaged ones, preferring a full checkpoint
+over a newer weights-only one, never ``emergency`` or ``imported`` unless named); ``never`` refuses a run with
+checkpoints; ``SELECTOR`` picks one of the run's own, ``RUN_DIR[@SELECTOR]`` another run's (read-only). Another
+model/data/seed config is refused with a diff unless ``resume.allow_config_change``; another world size unless
+``resume.allow_world_size_change`` (per-rank RNG streams cannot be mapped).
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The run directory as a function of the command, and the checks made before resuming into it.
 
-``outputs/<name>/<overrides that define the run>``: every override that changes what is trained (``model.*``,
-``data.*`` except ``num_workers``, ``seed``, ``experiment``, ...) is part of the name; overrides that only extend
-or steer a run (its length, checkpointing, logging, hardware, data workers, resume) are left out, so re-running
-a command with more epochs or another checkpoint policy continues the same run. The model choice itself
-(``model=universeg``) is left out where it is already a path component. A name that would be longer than
-``MAX_NAME`` characters, or that had to be made safe for the file system, keeps a readable prefix and ends in
-a short hash of the full override list, so two different commands never share a directory.
+``outputs/<name>/<overrides that define the run>``: overrides that change what is trained name the run; those
+that only extend or steer it (length, checkpointing, logging, hardware, workers, resume) do not, so more epochs
+continue the same run. A name longer than ``MAX_NAME`` or made safe for the file system keeps a readable prefix
+and ends in a hash of the full override list, so two different commands never share a directory.
 """
 
 from __future__ import annotations
@@ -57,10 +54,8 @@ def is_steering(override: str) -> bool:
 
 
 def run_name(overrides: Iterable[str], model_in_path: str | None = None) -> str:
-    """A directory name from the run-defining overrides, sorted; ``default`` when there are none.
-
-    ``model_in_path``: the model choice already named by a path component; ``model=<it>`` is then left out.
-    """
+    """A directory name from the run-defining overrides, sorted (``default`` for none); ``model=<model_in_path>``,
+    already a path component, is left out."""
     kept = sorted(o for o in overrides if not is_steering(o) and not (model_in_path and o == f"model={model_in_path}"))
     raw = ",".join(kept)
     name = _UNSAFE.sub("_", raw.replace("/", "_"))
@@ -79,19 +74,13 @@ def _is_sweep(value: str | None) -> bool:
 
 
 def job_name(overrides: Iterable[str], command_line: Iterable[str]) -> str:
-    """The directory of one sweep job inside its sweep directory.
-
-    The sweep directory names the model unless the sweep sweeps over ``model`` itself; then the job name does.
-    """
+    """The directory of one sweep job inside its sweep directory (which names the model, unless the sweep varies it)."""
     overrides = list(overrides)
     return run_name(overrides, model_in_path=None if _is_sweep(_model_choice(command_line)) else _model_choice(overrides))
 
 
 def sweep_name(overrides: Iterable[str]) -> str:
-    """The sweep directory name: the run-defining overrides of the whole sweep (sweep values included).
-
-    The sweep directory sits under ``multirun/<model>/``, so a fixed ``model=X`` is not repeated.
-    """
+    """The sweep directory name (under ``multirun/<model>/``): the run-defining overrides, sweep values included."""
     overrides = list(overrides)
     model = _model_choice(overrides)
     return run_name(overrides, model_in_path=None if _is_sweep(model) else model)
@@ -123,8 +112,7 @@ def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], sections: 
 def save_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig, task_overrides: Any) -> None:
     """Write ``<run_dir>/.hydra/{config,hydra,overrides}.yaml`` as Hydra does, each replaced atomically.
 
-    Hydra's own copy is switched off (``hydra.output_subdir: null``): train.py writes these files only once
-    the run has passed its checks, so a refused command changes nothing in the run directory.
+    Hydra's own copy is off (``hydra.output_subdir: null``), so a refused command changes nothing in the run dir.
     """
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)

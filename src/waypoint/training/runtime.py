@@ -1,15 +1,9 @@
 """Where this process stands among its peers: rank, world size, device, and the few collectives the loop needs.
 
-The only module of Waypoint that reads launcher environment variables: torchrun's ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``, or Slurm's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
-when ``srun`` starts one process per task without torchrun. A world of one process is the same code with no
-process group: every collective below is then a local no-op.
-
-Collectives are deliberately few and small (ARCHITECTURE principle 10): at each step boundary the ranks
-agree on "stop", "non-finite loss" and "error" flags and average their logged metrics in one all-reduce, so
-every rank takes the same decision at the same step. Every collective runs under the process group's
-timeout (``hardware.timeout_s``): a rank that died or stalled turns into a ``DistributedError`` naming the
-timeout, never a hang.
+The only module that reads launcher variables (torchrun's, or Slurm's when ``srun`` starts the processes). A
+world of one is the same code with no process group: every collective is then a local no-op. Collectives are
+few and small (one agreement per step boundary) and run under ``hardware.timeout_s``: a rank that died or
+stalled becomes a ``DistributedError``, never a hang.
 """
 
 from __future__ import annotations
@@ -191,7 +185,6 @@ class Runtime:
             ) from exc
 
     def barrier(self) -> None:
-        """Wait for every rank."""
         if self._group:
             import torch.distributed as dist
 
@@ -212,19 +205,6 @@ class Runtime:
         if not self._group:
             return bool(flag)
         return self._all_reduce([1.0 if flag else 0.0], what, "max")[0] > 0
-
-    def agree(
-        self, flags: Sequence[bool], metrics: Mapping[str, float] | None = None, what: str = "the step agreement"
-    ) -> tuple[list[bool], dict[str, float]]:
-        """One all-reduce: each flag OR-ed over ranks, each metric averaged over ranks (same keys on every rank)."""
-        metrics = dict(metrics or {})
-        if not self._group:
-            return [bool(f) for f in flags], metrics
-        keys = sorted(metrics)
-        n = len(flags)
-        values = [1.0 if f else 0.0 for f in flags] + [float(metrics[k]) for k in keys]
-        out = self._all_reduce(values, what)
-        return [v > 0 for v in out[:n]], {k: v / self.world_size for k, v in zip(keys, out[n:])}
 
     def all_sum(self, values: Sequence[float], what: str = "summing over ranks") -> list[float]:
         """Element-wise sums over ranks (float64)."""
@@ -281,12 +261,8 @@ class Runtime:
         _init_optim_state(optimizer)
 
     def wrap(self, module: torch.nn.Module, *, find_unused: bool = True) -> torch.nn.Module:
-        """The module to run training forward passes through.
-
-        ``single``/world of one: the module itself. ``ddp``: a ``DistributedDataParallel`` around it (gradients are
-        averaged over ranks during backward; the module itself keeps its state-dict keys). ``fsdp``: the module
-        sharded in place with FSDP2 ``fully_shard`` (each child with parameters first, then the root).
-        """
+        """The module to run training forwards through: itself (one process), a ``DistributedDataParallel`` around
+        it (``ddp``), or itself sharded in place by FSDP2 ``fully_shard``, children first (``fsdp``)."""
         if not self._group:
             return module
         if self.strategy == "ddp":

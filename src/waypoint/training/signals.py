@@ -1,17 +1,9 @@
 """Signals become a flag; the training loop services it at the next step boundary (no I/O in handlers).
 
-A serviced stop signal ends the run with exit 75 (``waypoint.errors``: the one exit-code table); a second
-Ctrl-C with 130.
-
-Under Slurm through Hydra's submitit launcher (``hydra/launcher=slurm``), submitit has installed its
-checkpoint-and-requeue handler for SIGUSR2 (the signal Slurm sends ``signal_delay_s`` before the time limit,
-or ``scancel -s USR2``) before train.py starts. Waypoint takes the signal first, saves the ``preempt``
-checkpoint at the next step boundary, and then hands the signal over (``StopFlag.hand_over``): submitit
-requeues the job, which runs the same command in the same run directory and resumes. A real preemption
-(SIGTERM from a higher-priority partition) is handed over the same way.
-
-train.py installs the handlers as it starts (``listen``), so a signal during start-up or after the run
-finished is a flag too, never the default "die with 128 + signum".
+A serviced stop signal ends the run with exit 75, a second Ctrl-C with 130. Under submitit
+(``hydra/launcher=slurm``) Waypoint takes SIGUSR2 (or SIGTERM) first, saves the ``preempt`` checkpoint, then hands
+the signal to submitit's requeue handler (``StopFlag.hand_over``), and the requeued job resumes. train.py installs
+the handlers as it starts (``listen``), so a signal during start-up is a flag too, never "die with 128 + signum".
 """
 
 from __future__ import annotations
@@ -30,10 +22,8 @@ class Aborted(BaseException):
 
 
 class StopFlag:
-    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts.
-
-    Entering it again while installed is a no-op (the outermost ``with`` restores the old handlers).
-    """
+    """Installs handlers for SIGINT/SIGTERM/SIGUSR1 that only record the signal; a second SIGINT aborts. Re-entering
+    it is a no-op (the outermost ``with`` restores the old handlers)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None

@@ -27,12 +27,10 @@ class Progress:
     pending_validation: bool = False  # interrupted during validation: validate again before training on
 
     def to_state(self) -> dict[str, Any]:
-        """A JSON-able dict."""
         return asdict(self)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Progress:
-        """Rebuild from ``to_state()`` output."""
         return cls(**{k: state[k] for k in asdict(cls()) if k in state})
 
 
@@ -56,7 +54,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the streams saved by ``rng_state``."""
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npst = state["numpy"]

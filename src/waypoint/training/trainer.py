@@ -109,10 +109,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self, rng: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The whole training state: task, data cursor and counters, RNG streams, loss scaler.
-
-        With ``save_optimizer=False`` the task gives its state without optimizer state and ``weights_only`` is set.
-        """
+        """The whole training state: task, data cursor and counters, RNG streams, loss scaler (no optimizer state,
+        and ``weights_only`` set, with ``save_optimizer=False``)."""
         mine = dict(rng or rng_state())
         if self.runtime.shards_parameters:  # every rank holds a part of the state: every rank builds all of it
             streams: list[Any] | None = self.runtime.all_gather_object(mine, "gathering every rank's RNG streams")
@@ -166,7 +164,6 @@ class Trainer:
             seed_everything(rank_seed(self.schedule.seed, rank))
 
     def ctx(self) -> StepContext:
-        """Where the run is now."""
         p = self.progress
         return StepContext(p.step, p.epoch, self.schedule.total_steps, self.schedule.steps_per_epoch, self.device)
 
@@ -186,16 +183,9 @@ class Trainer:
         )
 
     def _train_batches(self) -> DataLoader:
-        p = self.progress
-        rt = self.runtime
+        p, s, rt = self.progress, self.schedule, self.runtime
         sampler = EpochBatchSampler(
-            len(self.train_set),
-            self.schedule.batch_size,
-            self.schedule.seed,
-            p.epoch,
-            p.batch_in_epoch,
-            rank=rt.rank,
-            world_size=rt.world_size,
+            len(self.train_set), s.batch_size, s.seed, p.epoch, p.batch_in_epoch, rank=rt.rank, world_size=rt.world_size
         )
         return self._loader(self.train_set, batch_sampler=sampler)
 
@@ -228,12 +218,9 @@ class Trainer:
             try:
                 info = self.emergency_save()
                 if info is not None:
-                    log.error(
-                        "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)",
-                        type(exc).__name__ if not isinstance(exc, PeerFailed) else f"an error on {exc}",
-                        self.progress.step,
-                        info.name,
-                    )
+                    what = type(exc).__name__ if not isinstance(exc, PeerFailed) else f"an error on {exc}"
+                    msg = "%s at step %d: saved emergency checkpoint %s (resume=tag:emergency continues from it)"
+                    log.error(msg, what, self.progress.step, info.name)
             except Exception as save_exc:
                 log.error("the emergency save failed too: %s", save_exc)
             raise
@@ -421,12 +408,8 @@ class Trainer:
             p.best_value = self.trigger_state.best_value
 
     def _run_validation(self) -> dict[str, float]:
-        """The task's validation over the whole held-out set, once.
-
-        Replicated parameters (one process, DDP): the coordinator validates alone and shares the result, so every
-        held-out item counts exactly once and the metrics equal a single process's. Sharded parameters (FSDP): the
-        forward passes are collective, so every rank runs the same whole validation in step and rank 0's is kept.
-        """
+        """The task's validation over the whole held-out set, once: on the coordinator alone, shared with every rank
+        (so each item counts once), unless parameters are sharded (FSDP: every rank runs it in step, rank 0's is kept)."""
         rt = self.runtime
         if not rt.distributed or rt.shards_parameters:
             return self.task.validate(self._val_batches(), self.ctx())
@@ -470,11 +453,8 @@ class Trainer:
             self.save(tags, blocking=is_end or not self.saving.async_save)
 
     def save(self, tags: tuple[str, ...], blocking: bool, rng: Mapping[str, Any] | None = None) -> Any:
-        """Save the training state now, with the metrics measured at this step only.
-
-        Train metrics are those of the step just taken; validation metrics only when validation ran at this step,
-        so a checkpoint never carries an earlier checkpoint's score (and cannot become ``best`` with it).
-        """
+        """Save the training state now, with the metrics measured at this step only (so a checkpoint never carries,
+        and cannot become ``best`` with, an earlier checkpoint's score)."""
         if not self.saving.enabled:
             return None
         p = self.progress
@@ -511,14 +491,11 @@ class Trainer:
         latest = self.manager.latest()
         if latest is None:
             return "no checkpoint has been saved yet, so running again starts from step 0"
-        return (
-            f"the newest checkpoint, {latest.name} (step {latest.step}), holds the last good state "
-            "and running again resumes from it"
-        )
+        where = f"the newest checkpoint, {latest.name} (step {latest.step})"
+        return f"{where}, holds the last good state and running again resumes from it"
 
     def _preempt(self, rng: Mapping[str, Any] | None) -> None:
-        name = self.flag.name
-        name = name or "a stop signal on another rank"
+        name = self.flag.name or "a stop signal on another rank"
         log.info("%s received at step %d: saving a preempt checkpoint", name, self.progress.step)
         info = self.save(("preempt",), blocking=True, rng=rng)
         raise Preempted(name, self.progress.step, info.name if info is not None else None)

@@ -1,9 +1,7 @@
 """The Act view: tag, untag, pin, verify, delete, gc, export, report and copy-paste commands.
 
-Reads (verify, previews, export, commands) open the store read-only and take no lock. Writes (tag, untag,
-pin, delete, gc) take the writer lock as ``waypoint`` does; when a training process holds it the action
-is refused with ``ActionRefusedError`` saying so, and nothing changes. Delete refuses pinned, best and
-latest checkpoints unless forced, exactly as ``waypoint rm`` (the manager decides), and needs a confirmation.
+Reads take no lock; writes take the writer lock as ``waypoint`` does, and are refused (``ActionRefusedError``,
+nothing changed) while a training process holds it. Delete follows ``waypoint rm`` and needs a confirmation.
 """
 
 from __future__ import annotations
@@ -57,7 +55,6 @@ def tag(catalog: Catalog, run_id: str, selector: str, name: str, note: str | Non
 
 
 def untag(catalog: Catalog, run_id: str, selector: str, name: str, note: str | None = None) -> str:
-    """Remove a tag."""
     selector = check_selector(selector)
     with _writer(catalog, run_id) as mgr:
         info = _refusing(lambda: mgr.untag(selector, (name or "").strip(), note=note or None))
@@ -121,10 +118,8 @@ def verify_text(results: list[dict[str, Any]]) -> str:
 def delete(
     catalog: Catalog, run_id: str, selector: str, *, confirmed: bool, force: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
-    """Delete one checkpoint (``waypoint rm``): a preview with ``dry_run``; otherwise only when ``confirmed``.
-
-    Pinned, best and latest checkpoints are refused unless ``force`` (the manager's rule, as the CLI).
-    """
+    """Delete one checkpoint as ``waypoint rm`` does (``force`` for pinned, best, latest): a preview with ``dry_run``,
+    otherwise only when ``confirmed``."""
     selector = check_selector(selector)
     if dry_run:
         with catalog.manager(run_id) as mgr:
@@ -173,10 +168,7 @@ def export(
     fmt: str = "safetensors",
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write one checkpoint (or the part under a key prefix) to a fresh file in a private temporary directory.
-
-    The file holds only the tensors asked for; the caller offers exactly that file for download.
-    """
+    """Write one checkpoint (or the part under a key prefix) to a fresh file in a private temporary directory."""
     selector = check_selector(selector)
     part = (part or "").strip() or None
     if part is not None and (not _PART.match(part) or ".." in part):

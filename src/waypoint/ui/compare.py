@@ -28,9 +28,8 @@ def module_rollup(
 ) -> list[dict[str, Any]]:
     """Per module, over its changed tensors: ``||b - a|| / ||a||`` and cosine of the concatenated weights.
 
-    Unchanged tensors (same content id) are counted, not read; their norms are unknown here, so the figures
-    describe the tensors that moved (``unchanged`` says how many did not). A module whose tensors all kept
-    their content id (frozen) is listed with change 0 and cosine 1.
+    Unchanged tensors (same content id) are counted, not read, so the figures describe the tensors that moved; a
+    module whose tensors all kept their id (frozen) has change 0 and cosine 1.
     """
     acc: dict[str, dict[str, float]] = defaultdict(lambda: {"a2": 0.0, "b2": 0.0, "d2": 0.0, "dot": 0.0, "n": 0})
     for row in changed:

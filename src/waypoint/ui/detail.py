@@ -8,7 +8,7 @@ from typing import Any
 
 from waypoint.analysis.evolution import storage_by_checkpoint
 from waypoint.analysis.report import read_metrics
-from waypoint.checkpoint import CheckpointError, CheckpointInfo, CheckpointManager
+from waypoint.checkpoint import CheckpointError, CheckpointManager
 
 from . import charts
 from .catalog import Catalog, inside
@@ -17,14 +17,9 @@ from .markup import md
 CHECKPOINT_COLUMNS = ["name", "step", "epoch", "tags", "metrics", "size MiB", "created", "valid", "digest", "notes"]
 
 
-def checkpoint_record(info: CheckpointInfo) -> dict[str, Any]:
-    """One checkpoint as ``waypoint ls --json`` prints it (derived ``best``/``latest`` tags included)."""
-    return info.to_json()
-
-
 def checkpoint_records(mgr: CheckpointManager) -> list[dict[str, Any]]:
     """Every committed checkpoint, oldest first, exactly as ``waypoint ls --json`` lists them."""
-    return [checkpoint_record(i) for i in mgr.list()]
+    return [i.to_json() for i in mgr.list()]
 
 
 def metrics_text(metrics: dict[str, Any], only: list[str] | None = None) -> str:
@@ -73,10 +68,7 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def checkpoint_markers(records: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> list[charts.Marker]:
-    """One marker per valid checkpoint, on the curve of ``metric``: its own value, else the last logged before it.
-
-    The hover text names the checkpoint, its step, tags and metrics.
-    """
+    """One marker per valid checkpoint, on the curve of ``metric``: its own value, else the last logged before it."""
     logged = sorted((r["step"], r[metric]) for r in rows if isinstance(r.get("step"), int) and _num(r.get(metric)))
     markers = []
     for rec in records:

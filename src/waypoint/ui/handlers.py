@@ -81,9 +81,6 @@ class Handlers:
         self.export_dir = export_dir
 
     # ------------------------------------------------------------------ choices
-    def run_ids(self) -> list[str]:
-        return [r.id for r in self.catalog.runs()]
-
     def ckpt_ids(self) -> list[str]:
         """Every valid checkpoint of every run, as ``run@name`` (what Compare offers)."""
         out = []
@@ -112,7 +109,7 @@ class Handlers:
         """Read every run afresh: the rows, the shown table, and the run and checkpoint choices of every tab."""
         rows = runs.runs_table(self.catalog)
         sweeps = sorted(self.catalog.sweeps())
-        ids, ckpts = self.run_ids(), self.ckpt_ids()
+        ids, ckpts = [r.id for r in self.catalog.runs()], self.ckpt_ids()
         return (
             rows,
             shown_runs(rows, text, status, column, descending),

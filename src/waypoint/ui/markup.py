@@ -18,11 +18,8 @@ _PUNCTUATION = re.compile(f"([{re.escape(string.punctuation)}])")
 
 
 def md(value: object) -> str:
-    """``value`` as Markdown that renders as exactly its text, on one line (runs of whitespace as one space).
-
-    Whitespace is what a browser collapses anyway; joining it keeps a line break or leading spaces from
-    starting a new block (a heading, a list, a code block) in the middle of a sentence.
-    """
+    """``value`` as Markdown that renders as exactly its text, on one line: whitespace runs become one space (as a
+    browser shows them), so a line break cannot start a heading, list or code block mid-sentence."""
     return _PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
 
 

@@ -2,18 +2,9 @@
 single writer's ``Lease``.
 
 The shape follows restic's backend and ``torch.distributed.checkpoint``'s storage layer. Keys are ``/``-separated
-names relative to the store's root (``packs/<name>.safetensors``, ``step_000000120/manifest.json``). A backend can
-
-- ``put`` an immutable object, ``publish`` one only if absent, ``replace`` one atomically;
-- ``publish_dir``: make a checkpoint's files appear together (its last file, the manifest, is the commit point);
-- ``open`` an object for ranged reads, ``read`` a range, ``size`` it, ``list`` a prefix, ``delete`` it;
-- stage a ``new_object`` in a local file (a pack being written) and commit it under its final key;
-- ``remove_dir`` a checkpoint so that it disappears at once; ``clean_debris`` of interrupted writes;
-- hand out the single writer's ``lease`` (with a generation that grows with every new holder), and tell who
-  holds it (``holder``) without taking it.
-
-The store never asks which backend it has: it reads ``caps``. Adding a backend (GCS, Azure, another local
-layout) means one module implementing this interface, and the parametrised backend suite.
+names relative to the store's root (``packs/<name>.safetensors``, ``step_000000120/manifest.json``). The store
+never asks which backend it has: it reads ``caps``. Adding a backend means one module implementing this
+interface, and the parametrised backend suite.
 """
 
 from __future__ import annotations

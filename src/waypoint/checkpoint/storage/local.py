@@ -151,7 +151,6 @@ class LocalBackend(Backend):
         return free_bytes(self.root)
 
     def exists(self) -> bool:
-        """Whether the root directory exists."""
         return self.root.is_dir()
 
     def create(self) -> None:

@@ -103,7 +103,6 @@ class StoreLock:
         return self._read(self.fd) if self.fd >= 0 else {}
 
     def release(self) -> None:
-        """Drop the lock."""
         if self.fd >= 0:
             with _held_guard:
                 if _held.get(self.key) is self:
@@ -118,9 +117,8 @@ _FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid 
 def holder_of(path: Path) -> dict[str, Any] | None:
     """Who holds the writer lock on ``path`` now (as the holder wrote it, plus its pid), or None; takes no lock.
 
-    Asks the kernel with F_GETLK, which neither takes nor waits for the lock, so a writer starting at the
-    same moment is never refused because of the question. A lock this process holds is answered from the
-    registry, without opening the file (closing a descriptor of it would drop that lock).
+    F_GETLK neither takes nor waits for the lock, so a starting writer is never refused because of the question; a
+    lock this process holds is answered from the registry (closing a descriptor of the file would drop it).
     """
     with _held_guard:
         try:

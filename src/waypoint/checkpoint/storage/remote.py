@@ -136,13 +136,15 @@ class RemoteNewObject(NewObject):
 def _pid_alive(pid: Any) -> bool:
     try:
         os.kill(int(pid), 0)
-    except (TypeError, ValueError):
-        return True  # unknown: assume alive
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (TypeError, ValueError, PermissionError):  # unknown, or another user's: assume alive
         return True
     return True
+
+
+def _who(holder: dict[str, Any]) -> str:
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
 
 
 def lease_key(generation: int) -> str:
@@ -180,13 +182,9 @@ class ObjectLease(Lease):
                 continue  # another writer took this generation first: look again
             self._renewed = started
             if holder is not None and not holder.get("released"):
+                why = holder.get("_why", "it expired")
                 log.warning(
-                    "took over the lease of %s from pid %s on host %s (generation %d): %s",
-                    self.backend.url,
-                    holder.get("pid", "?"),
-                    holder.get("host", "?"),
-                    generation,
-                    holder.get("_why", "it expired"),
+                    "took over the lease of %s from %s (generation %d): %s", self.backend.url, _who(holder), generation, why
                 )
             self._forget_older()
             return
@@ -206,18 +204,15 @@ class ObjectLease(Lease):
         if expires <= now + ttl / 2 and holder.get("host") != platform.node():
             # a live holder renews every ttl/3, so it never has less than 2/3 of ttl left: this one missed a
             # renewal. Wait for its expiry (a late renewal still wins) instead of refusing.
+            wait = expires - now
             log.warning(
-                "the lease of %s (pid %s on host %s) was not renewed; waiting %.0fs for it to expire",
-                self.backend.url,
-                holder.get("pid", "?"),
-                holder.get("host", "?"),
-                expires - now,
+                "the lease of %s (%s) was not renewed; waiting %.0fs for it to expire", self.backend.url, _who(holder), wait
             )
             time.sleep(expires - now + 0.5)
             return True
         raise StoreLockedError(
-            f"checkpoint store {self.backend.url} is already being written by pid {holder.get('pid', '?')} on host "
-            f"{holder.get('host', '?')} (its lease expires in {expires - now:.0f}s unless renewed); "
+            f"checkpoint store {self.backend.url} is already being written by {_who(holder)} "
+            f"(its lease expires in {expires - now:.0f}s unless renewed); "
             "wait for that run to finish or stop it, then try again"
         )
 
@@ -248,8 +243,7 @@ class ObjectLease(Lease):
                 return
             generation, holder = latest_lease(self.backend)
             if generation != self.generation:
-                who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}" if holder else "another writer"
-                self._lose(f"the lease of {self.backend.url} was taken over by {who}")
+                self._lose(f"the lease of {self.backend.url} was taken over by {_who(holder) if holder else 'another writer'}")
                 return
             self.backend.replace(lease_key(self.generation), self._doc(time.time() + self.ttl))
             self._renewed = started
@@ -484,10 +478,8 @@ class FsspecBackend(Backend):
         full = self._full(key)
 
         def rm() -> None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(full)
-            except FileNotFoundError:
-                pass
 
         self._call("delete " + key, rm)
         self.fs.invalidate_cache(full)

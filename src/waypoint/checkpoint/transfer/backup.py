@@ -4,11 +4,9 @@ The copy is made checkpoint by checkpoint, packs first, under the destination's 
 destination is a store with a run's layout (``<dest>/checkpoints``): ``waypoint ls/verify/gc <dest>`` and
 ``resume=<dest>@latest`` work there.
 
-``backup`` (the ``waypoint backup`` command) also re-verifies what the destination already holds and repairs a
-damaged copy from the source, carries the run's ``train.log``, ``metrics.jsonl`` and ``.hydra/`` along, and can
-keep only the newest checkpoints there (``keep_last``; pinned ones always stay). ``BackgroundMirror`` runs a mirror
-after every commit of a run (``checkpoint.backup_to``): a failure is logged and retried after the next save,
-never raised into training.
+``backup`` (``waypoint backup``) also repairs damaged copies there, carries ``train.log``, ``metrics.jsonl`` and
+``.hydra/`` along and can keep only the newest checkpoints (``keep_last``; pinned ones stay). ``BackgroundMirror``
+mirrors after every commit (``checkpoint.backup_to``); a failure is logged and retried, never raised into training.
 """
 
 from __future__ import annotations
@@ -156,14 +154,8 @@ class BackgroundMirror:
 
     def _log(self, report: MirrorReport, seconds: float) -> None:
         if report.checkpoints:
-            log.info(
-                "backup: mirrored %s to %s (%d packs, %.1f MiB) in %.1fs",
-                ", ".join(report.checkpoints),
-                self.dest,
-                report.packs_copied,
-                report.copied_bytes / 2**20,
-                seconds,
-            )
+            copied = f"{report.packs_copied} packs, {report.copied_bytes / 2**20:.1f} MiB"
+            log.info("backup: mirrored %s to %s (%s) in %.1fs", ", ".join(report.checkpoints), self.dest, copied, seconds)
         for rel, problem in report.damaged.items():
             log.warning("backup: %s not mirrored to %s: %s", rel, self.dest, problem)
 

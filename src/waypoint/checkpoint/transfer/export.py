@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,11 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
     """Tensors of a checkpoint whose key starts with ``part``, keyed by the rest in module style (``a.b.c``)."""
     prefix = (part or "").rstrip("/.")
     table = mgr.manifest(name).tensors
-    keys = [k for k in table if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
+
+    def wanted(k: str) -> bool:
+        return not prefix or k == prefix or k.startswith((prefix + "/", prefix + "."))
+
+    keys = [k for k in table if wanted(k)]
     if not keys:
         sample = ", ".join(sorted({k.split("/")[0] for k in table})[:8])
         raise CheckpointError(f"no tensor key of {name} starts with '{part}'; top-level parts are: {sample}")
@@ -41,8 +46,7 @@ def part_tensors(mgr: CheckpointManager, name: str, part: str | None) -> dict[st
     tree = mgr.tree(name)
     if dcp.is_sharded(tree):  # a sharded save: one full tensor per key, assembled from the ranks' chunks
         _, full = dcp.consolidate(tree, dict(mgr.tensors(name)))
-        keys = [k for k in full if not prefix or k == prefix or k.startswith(prefix + "/") or k.startswith(prefix + ".")]
-        pairs: Any = ((k, full[k]) for k in keys)
+        pairs: Any = ((k, v) for k, v in full.items() if wanted(k))
     else:
         pairs = mgr.tensors(name, keys)
     for key, tensor in pairs:
@@ -140,12 +144,8 @@ def _refuse_unless_forced(mgr: CheckpointManager, force: bool) -> None:
 def import_checkpoint(
     path: str | os.PathLike, mgr: CheckpointManager, *, step: int | None = None, force: bool = False, max_bytes: int | None = None
 ) -> dict[str, Any]:
-    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``: weights-only, bounded) as a new checkpoint
-    tagged ``imported``.
-
-    ``latest`` (and so ``resume=auto``) never takes an imported checkpoint; importing into a store that
-    holds training checkpoints is refused unless ``force``. Every failure is a one-sentence CheckpointError.
-    """
+    """Import a foreign ``.pt/.pth/.ckpt`` file (``read_foreign``) as a new checkpoint tagged ``imported``, which
+    ``latest`` never takes; a store holding training checkpoints refuses it unless ``force``."""
     _refuse_unless_forced(mgr, force)
     return _save_imported(path, read_foreign(path, max_bytes=max_bytes), mgr, step)
 
@@ -166,16 +166,18 @@ def import_into(
             _refuse_unless_forced(reader, force)
     state = read_foreign(path, max_bytes=max_bytes)
     _step_to_record(path, state, step)  # refused before anything is created
-    _check_storable(path, state)
+    with _storable(path):  # nothing is copied before the whole state is known to be storable
+        encode(state)
     with CheckpointManager(root) as mgr:
         _refuse_unless_forced(mgr, force)
         return _save_imported(path, state, mgr, step)
 
 
-def _check_storable(path: str | os.PathLike, state: Any) -> None:
-    """A one-sentence CheckpointError when ``state`` holds a value the store cannot hold (nothing is copied)."""
+@contextlib.contextmanager
+def _storable(path: str | os.PathLike) -> Iterator[None]:
+    """A value the store cannot hold, met within, becomes a one-sentence CheckpointError naming ``path``."""
     try:
-        encode(state)
+        yield
     except UnsupportedValueError as exc:
         raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
     except RecursionError:
@@ -195,14 +197,9 @@ def _step_to_record(path: str | os.PathLike, state: Any, step: int | None) -> tu
 def _save_imported(path: str | os.PathLike, state: dict[str, Any], mgr: CheckpointManager, step: int | None) -> dict[str, Any]:
     layout = detect_layout(state if set(state) != {"value"} else state["value"])
     step, epoch = _step_to_record(path, state, step)
-    try:
-        info = mgr.save(
-            state, step=step, epoch=epoch, tags=("imported",), meta={"imported_from": str(Path(path).resolve()), "layout": layout}
-        )
-    except UnsupportedValueError as exc:
-        raise CheckpointError(f"{path} holds a value the checkpoint store cannot hold: {exc}") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is nested too deeply to store") from None
+    meta = {"imported_from": str(Path(path).resolve()), "layout": layout}
+    with _storable(path):
+        info = mgr.save(state, step=step, epoch=epoch, tags=("imported",), meta=meta)
     assert info is not None
     return {
         "checkpoint": info.name,

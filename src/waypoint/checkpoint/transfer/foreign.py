@@ -1,8 +1,7 @@
 """Reading foreign ``.pt/.pth/.ckpt`` files without ever executing code from them.
 
-``read_foreign(path)`` is the one entry point for code that wants the contents of a checkpoint written
-by something else (``waypoint import``, initialising a model from an upstream file): a nested dict
-of tensors, numpy arrays, numbers, strings and containers, or a one-sentence ``CheckpointError``.
+``read_foreign(path)`` is the one entry point for a checkpoint written by something else (``waypoint import``,
+``init_from``): a nested dict of tensors, arrays, numbers, strings and containers, or a one-sentence error.
 
 - Unpickling is ``torch.load(weights_only=True)``: only tensors, containers and an allow-list of
   data-only types (numpy arrays, dtypes and scalars, ``TorchVersion``, ``argparse.Namespace``) can be
@@ -13,9 +12,8 @@ of tensors, numpy arrays, numbers, strings and containers, or a one-sentence ``C
 - The loaded object is bounded before it is walked: at most ``MAX_DEPTH`` levels of nesting and
   ``MAX_VALUES`` values counted as a walk would visit them (shared references count each time), so a
   tiny pickle of 10^8 shared references is refused in about a second instead of exhausting memory.
-- Normalised: ``argparse.Namespace`` becomes a dict, ``OrderedDict`` a dict, ``TorchVersion`` a str, a
-  numpy dtype its name, and the ``module.`` (DistributedDataParallel) and ``_orig_mod.`` (torch.compile)
-  prefixes are stripped from the keys of a dict whose keys all carry them.
+- Normalised to plain types (``Namespace`` and ``OrderedDict`` to dicts, ...), with the ``module.`` (DDP) and
+  ``_orig_mod.`` (torch.compile) prefixes stripped from a dict whose keys all carry them.
 """
 
 from __future__ import annotations
@@ -180,10 +178,7 @@ def _strip(keys: list[Any]) -> dict[Any, Any] | None:
 
 
 def normalise(obj: Any) -> Any:
-    """Plain containers and types the store can hold; ``module.``/``_orig_mod.`` prefixes stripped (see module doc).
-
-    Call ``check_bounds`` first: this walk is recursive.
-    """
+    """Plain containers and types the store can hold, prefixes stripped; call ``check_bounds`` first (recursive)."""
     from torch.torch_version import TorchVersion
 
     if isinstance(obj, argparse.Namespace):
@@ -203,13 +198,8 @@ def normalise(obj: Any) -> Any:
 
 
 def read_foreign(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """The contents of a foreign checkpoint file as a nested dict, read without executing code.
-
-    Tensors stay tensors (on the CPU), numpy arrays and scalars stay numpy, containers become plain
-    dicts/lists/tuples; a file holding anything but a dict is returned as ``{"value": obj}``. Raises a
-    ``CheckpointError`` with one sentence for a file that is unreadable, unsafe (``UnsafeCheckpointError``),
-    too large (``ImportTooLargeError``, see ``max_bytes``), nested too deeply or too big to walk.
-    """
+    """The contents of a foreign checkpoint file as a nested dict (a non-dict as ``{"value": obj}``), read without
+    executing code; a one-sentence ``CheckpointError`` for one that is unreadable, unsafe, too large or too deep."""
     obj = load_foreign(path, max_bytes=max_bytes)
     check_bounds(obj, str(path))
     obj = normalise(obj)

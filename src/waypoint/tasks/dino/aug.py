@@ -1,14 +1,10 @@
 """DINO multi-crop augmentation: random draws per sample, applied to a whole batch at once.
 
-Each training item is an image with its random draws, from a per-sample generator seeded by
-``(seed, epoch, index)``; collation turns a batch of them into crops with a few batched tensor operations
-(affine sampling grids, grouped convolutions), so the crops of an item depend on its draws alone, never
-on the batch it lands in or on the number of loader workers. Per crop, as upstream: a random resized crop
-(area fraction and aspect ratio, by rejection sampling), an optional rotation (``rotate_deg``, 0 upstream;
-small rotations are what handwriting varies by), a horizontal flip with probability ``flip_p``,
-brightness/contrast jitter (p=0.8), Gaussian blur (global 1: always; global 2: p=0.1; locals: p=0.5) and
-solarization of global 2 with probability ``solarize_p`` (upstream 0.5 flip and 0.2 solarization; 0 for
-digits, where a mirrored digit is another shape and an inverted stroke is not a stroke).
+Draws come from a generator seeded by ``(seed, epoch, index)`` and collation applies them with batched tensor
+operations, so an item's crops never depend on its batch or the number of workers. Per crop, as upstream: random
+resized crop, rotation (``rotate_deg``; 0 upstream, handwriting varies by small rotations), flip (``flip_p``),
+colour jitter (p=0.8), blur (global 1: always; global 2: 0.1; locals: 0.5) and solarization of global 2
+(``solarize_p``; flip and solarization are 0 for digits: a mirrored digit is another shape).
 """
 
 from __future__ import annotations
@@ -69,10 +65,8 @@ def crop_boxes(draws: torch.Tensor, scale: tuple[float, float], height: int, wid
 def resized_crops(
     images: torch.Tensor, draws: torch.Tensor, size: int, scale: tuple[float, float], rotate_deg: float, flip_p: float
 ) -> torch.Tensor:
-    """Crop, rotate and flip each image of ``images`` (N, C, H, W) by its draws, resized to ``size`` x ``size``.
-
-    Bilinear sampling at twice the output resolution, then 2x2 averaging: a downscaled crop is antialiased.
-    """
+    """Crop, rotate and flip each image of ``images`` (N, C, H, W) by its draws, resized to ``size`` x ``size``
+    (bilinear at twice the resolution, then 2x2 averaging, so a downscaled crop is antialiased)."""
     n, _, height, width = images.shape
     top, left, h, w = crop_boxes(draws, scale, height, width).unbind(1)
     cx, cy = (left + w / 2) / width * 2 - 1, (top + h / 2) / height * 2 - 1

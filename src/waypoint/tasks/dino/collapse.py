@@ -15,11 +15,8 @@ from typing import Optional
 
 @dataclass
 class CollapseDetector:
-    """Counts consecutive steps in a collapsed regime and reports once per streak when it reaches ``patience``.
-
-    ``tolerance`` is a fraction of ``ln K``: entropy >= (1 - tolerance) ln K is uniform collapse, entropy
-    <= tolerance ln K is one-prototype collapse. ``patience`` 0 disables detection.
-    """
+    """Counts consecutive collapsed steps and reports once per streak reaching ``patience`` (0: off): entropy
+    >= (1 - tolerance) ln K is uniform collapse, <= tolerance ln K one-prototype collapse."""
 
     n_prototypes: int
     patience: int
@@ -84,6 +81,5 @@ class CollapseDetector:
         return [("", "uniform", "one-prototype").index(self.kind), self.streak, int(self.reported)]
 
     def load(self, state: list[int]) -> None:
-        """Restore what ``state`` returned."""
         kind, streak, reported = (int(v) for v in state)
         self.kind, self.streak, self.reported = ("", "uniform", "one-prototype")[kind], streak, bool(reported)

@@ -1,9 +1,8 @@
 """DINO pictures for the run report: the teacher's embedding of the held-out images (PCA, coloured by class) at the
 start and at the end, and the teacher's last-layer CLS attention over the patches.
 
-``render(task, snapshots, out)`` takes a set-up ``DinoTask`` and ``(label, step, task state)`` snapshots (the first
-is the initial weights, the last the run's final checkpoint); it loads each state into the task, writes PNGs into
-``out`` and returns ``{"title", "text", "image", "table"}`` dicts for the report. Nothing here reads files.
+``render(task, snapshots, out)`` loads each ``(label, step, task state)`` snapshot into a set-up task, writes PNGs
+into ``out`` and returns ``{"title", "text", "image", "table"}`` report sections. Nothing here reads files.
 """
 
 from __future__ import annotations

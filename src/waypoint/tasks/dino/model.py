@@ -33,8 +33,8 @@ def build_backbone(
 def sincos_pos_embed(dim: int, grid: int, prefix_tokens: int = 1) -> torch.Tensor:
     """Fixed 2-D sine-cosine position codes (1, prefix + grid*grid, dim), zeros for the prefix (CLS) tokens.
 
-    Smooth in position, so bicubic interpolation to a local crop's smaller grid keeps their meaning, and of
-    the same scale as the patch tokens, so the untrained network already sees where each patch is.
+    Smooth, so interpolating to a local crop's grid keeps their meaning; patch-token scale, so the untrained network
+    already sees where each patch is.
     """
     if dim % 4:
         raise ValueError(f"sine-cosine position codes need model.embed_dim divisible by 4, got {dim}")
@@ -175,9 +175,8 @@ def linear_probe_top1(
 ) -> float:
     """Top-1 on ``queries`` of a linear classifier (``fit_linear``) on standardised bank features.
 
-    The penalty is chosen among ``PROBE_WEIGHT_DECAYS`` by fitting on 80% of the bank and scoring on the other
-    20% (a split drawn from ``seed``), then the classifier is refitted on the whole bank with that penalty:
-    every feature set (raw pixels or a network's) gets its own best regularisation, and the queries decide nothing.
+    The penalty among ``PROBE_WEIGHT_DECAYS`` is chosen on an 80/20 split of the bank (drawn from ``seed``), then the
+    classifier is refitted on the whole bank: each feature set gets its own regularisation, the queries decide nothing.
     """
     mean, std = bank.mean(0), bank.std(0).clamp_min(1e-6)
     x, q = ((bank - mean) / std).float(), ((queries - mean) / std).float()

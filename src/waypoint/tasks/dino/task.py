@@ -1,25 +1,18 @@
 """DINO: self-distillation with no labels, at small scale (Caron et al., 2021).
 
-A student ViT sees 2 global and several local crops; a teacher (EMA of the student, cosine momentum
-schedule) sees the 2 global crops; the student learns to match the teacher's centred, sharpened outputs.
-Schedules (cosine LR with warm-up, cosine weight decay, teacher momentum, teacher-temperature warm-up,
-last-layer freezing) are pure functions of the step, so the task's state is the two networks, AdamW and
-the loss center. Validation: weighted kNN top-1 of teacher features (``val/knn_top1``, higher is better;
-CLS token, or CLS with average-pooled patch tokens), with the training split as the bank, and the top-1 of
-a linear probe fitted on the same split (``val/linear_top1``: logistic regression, L2 penalty chosen by
-cross-validation on the training split); the first validation also logs both on raw pixels and on the
-untrained network with the same settings and split. Every step logs the teacher's entropy (per image), the
-entropy of its batch-mean target (how the batch spreads over the prototypes: near 0 when every image goes to
-one) and KL(teacher || student); a ``CollapseDetector`` warns (module logger) when the entropy stays pinned
-at ln K or near 0. State layout: ``student/{backbone,head}``,
-``teacher/{backbone,head}``, ``optimizer``, ``center``, ``collapse`` (the detector's counters).
+A student ViT sees 2 global and several local crops; a teacher (EMA of the student) sees the global ones; the
+student matches the teacher's centred, sharpened outputs. Every schedule is a pure function of the step, so the
+state is ``student/{backbone,head}``, ``teacher/{backbone,head}``, ``optimizer``, ``center`` and ``collapse``.
+Validation: kNN top-1 (``val/knn_top1``) and linear-probe top-1 (``val/linear_top1``) of teacher features, the
+training split as the bank; the first validation also scores raw pixels and the untrained network. Each step
+logs the teacher's entropies and KL(teacher || student); a ``CollapseDetector`` warns when the entropy is pinned.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import timm
@@ -27,7 +20,7 @@ import torch
 
 from waypoint.data.images import DigitsConfig, ImageFolderConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import cosine, preset_sizes, sample_generator
+from waypoint.tasks.common import check_options, cosine, preset_sizes, sample_generator
 from waypoint.tasks.dino.aug import CropSpec, EvalImages, MultiCropCollate, MultiCropImages, normalise
 from waypoint.tasks.dino.collapse import CollapseDetector
 from waypoint.tasks.dino.model import (
@@ -171,10 +164,7 @@ class DinoTask:
     monitor_mode = "max"
 
     def __init__(self, data: Any, seed: int = 0, **config: Any) -> None:
-        known = {f.name for f in fields(DinoConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=dino; known: {sorted(known - {'_target_'})}")
+        check_options(DinoConfig, config, "dino")
         self.cfg = DinoConfig(**{k: (list(v) if k.endswith("_scale") else v) for k, v in config.items()})
         size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.size = {k: int(v) for k, v in size.items()}
@@ -250,13 +240,8 @@ class DinoTask:
                 backbone.pos_embed.copy_(
                     sincos_pos_embed(self.size["embed_dim"], grid, backbone.pos_embed.shape[1] - grid * grid)
                 )
-        head = DINOHead(
-            self.size["embed_dim"],
-            self.size["out_dim"],
-            self.size["hidden_dim"],
-            self.size["bottleneck_dim"],
-            use_bn=self.cfg.use_bn_in_head,
-        )
+        s = self.size
+        head = DINOHead(s["embed_dim"], s["out_dim"], s["hidden_dim"], s["bottleneck_dim"], use_bn=self.cfg.use_bn_in_head)
         return StudentTeacherNet(backbone, head)
 
     def _fresh_net(self, drop_path: float = 0.0) -> StudentTeacherNet:
@@ -269,11 +254,8 @@ class DinoTask:
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
         """Build student and teacher (same initial weights, from ``seed`` only) and AdamW; under torchrun the
         student trains through ``runtime.wrap`` and the centre is the mean teacher output of the global batch."""
-        self.total_steps, self.steps_per_epoch, self.device = (
-            max(1, int(total_steps)),
-            max(1, int(steps_per_epoch)),
-            torch.device(device),
-        )
+        self.total_steps, self.steps_per_epoch = max(1, int(total_steps)), max(1, int(steps_per_epoch))
+        self.device = torch.device(device)
         student = self._fresh_net(self.cfg.drop_path_rate)
         teacher = self._net(0.0)
         teacher.load_state_dict(student.state_dict())
@@ -396,11 +378,8 @@ class DinoTask:
     def baselines(
         self, queries: torch.Tensor, labels: torch.Tensor, untrained: Optional[dict[str, float]] = None
     ) -> dict[str, float]:
-        """kNN and linear probe with the same settings and split on raw pixels and on the untrained network's features.
-
-        ``queries`` are the normalised held-out images (a rescaling leaves cosine similarities unchanged);
-        ``untrained`` are the figures already measured when the validated network is the untrained one (step 0).
-        """
+        """kNN and linear probe on raw pixels and on the untrained network's features, same settings and split
+        (``untrained``: the figures already measured when the validated network is the untrained one)."""
         bank_images = normalise(self.data.train_images)
         raw = self._scores(bank_images.flatten(1), queries.flatten(1), labels)
         if untrained is None:
@@ -412,12 +391,8 @@ class DinoTask:
 
     @torch.no_grad()
     def validate(self, batches: Any, ctx: StepContext) -> dict[str, float]:
-        """kNN top-1 and linear-probe top-1 of teacher features: training images as the bank, held-out images as
-        queries.
-
-        The first validation of a run that did not restore a state also reports the baselines (raw pixels and the
-        untrained network, same settings and split) under their own keys; the end of the run logs them side by side.
-        """
+        """kNN and linear-probe top-1 of teacher features (training images as the bank, held-out ones as queries);
+        the first validation of a fresh run also reports the baselines under their own keys."""
         feats, labels, images = [], [], []
         for batch in batches:
             feats.append(self.features(batch["image"]))
@@ -439,14 +414,9 @@ class DinoTask:
                 ("linear_top1", "linear-probe top-1"),
             ):
                 if key in scores:
-                    log.info(
-                        "%s of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f",
-                        what,
-                        ctx.step,
-                        scores[key],
-                        base[f"val/{key}_raw_pixels"],
-                        base[f"val/{key}_untrained"],
-                    )
+                    raw, untrained = base[f"val/{key}_raw_pixels"], base[f"val/{key}_untrained"]
+                    msg = "%s of the teacher at step %d: %.4f; raw pixels %.4f, untrained network %.4f"
+                    log.info(msg, what, ctx.step, scores[key], raw, untrained)
         return out
 
     # -- state --------------------------------------------------------------------------------------

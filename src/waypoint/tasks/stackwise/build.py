@@ -75,15 +75,8 @@ class RackBuilder:
             ):
                 spec.lora_rank, spec.lora_alpha = int(self.lora.rank), float(self.lora.alpha)
 
-    def start_fresh(self, n_blocks: int, dtype: torch.dtype) -> None:
-        """One freshly initialised stack."""
-        self.rack.stacks.append(self._fresh_stack(0, n_blocks, dtype))
-        self.specs = [stack_spec_of(self.rack.stacks[0], frozen=False, source="fresh", appended_at=0)]
-        self.initial_stacks, self.phase_start = 1, 0
-        self.apply_trainability()
-
-    def start_end_to_end(self, n_blocks: int, dtypes: list[torch.dtype]) -> None:
-        """The final rack at once: ``len(dtypes)`` fresh stacks, all trainable from step 0 (the end-to-end baseline)."""
+    def start_fresh(self, n_blocks: int, dtypes: list[torch.dtype]) -> None:
+        """``len(dtypes)`` fresh stacks, trainable from step 0: one to grow from, or the final rack (end to end)."""
         for index, dtype in enumerate(dtypes):
             self.rack.stacks.append(self._fresh_stack(index, n_blocks, dtype))
             self.specs.append(stack_spec_of(self.rack.stacks[index], frozen=False, source="fresh", appended_at=0))
@@ -122,16 +115,12 @@ class RackBuilder:
         self.apply_trainability()
 
     # -- trainability -------------------------------------------------------------------------------
-    def adapters_train(self) -> bool:
-        """Whether LoRA adapters are trainable in this run."""
-        return bool(self.lora.enabled)
-
     def apply_trainability(self) -> None:
         """Set ``requires_grad`` from the specs; drop gradients of anything frozen."""
         flags: list[tuple[nn.Parameter, bool]] = [(self.rack.embed.weight, not self.embed_frozen)]
         for stack, spec in zip(self.rack.stacks, self.specs):
             flags += [(p, not spec.frozen) for p in stack.base_parameters()]
-            flags += [(p, self.adapters_train()) for p in stack.adapter_parameters()]
+            flags += [(p, bool(self.lora.enabled)) for p in stack.adapter_parameters()]
         flags += [(p, True) for p in self.rack.head.parameters()]
         for p, trainable in flags:
             p.requires_grad_(trainable)
@@ -156,7 +145,7 @@ class RackBuilder:
             return -1
         n = 0
         for stack, spec in zip(self.rack.stacks, self.specs):
-            if not spec.frozen or (self.adapters_train() and stack.adapter_parameters()):
+            if not spec.frozen or (self.lora.enabled and stack.adapter_parameters()):
                 break
             n += 1
         return n

@@ -1,9 +1,8 @@
 """Activation cache: the output of the rack's frozen prefix per training item, so it is computed once.
 
-Keyed by the dataset index (text windows are fixed, so item ``i`` is the same bytes in every epoch).
-Entries are per-item tensors that never change once written, so successive checkpoints share them in the
-store. The cache is valid for one prefix length; appending a stack clears it. Filling stops at
-``max_items`` (no eviction, so contents are a function of the training history alone).
+Keyed by dataset index (item ``i`` is the same bytes every epoch); entries never change once written, so
+checkpoints share them. Valid for one prefix length (an append clears it); filling stops at ``max_items`` (no
+eviction, so contents depend on the training history alone).
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ class ActivationCache:
         self.max_items = max_items
         self.prefix = -1
         self.items: dict[int, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # rows served from the cache
 
     def reset(self, prefix: int) -> None:
         """Forget everything; entries will hold inputs of stack ``prefix``."""
@@ -33,7 +31,6 @@ class ActivationCache:
         keys = [int(i) for i in indices.tolist()]
         missing = [row for row, key in enumerate(keys) if key not in self.items]
         self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
         fresh = compute(torch.tensor(missing, dtype=torch.long)) if missing else None
         rows: list[torch.Tensor] = []
         fresh_row = 0
@@ -54,6 +51,5 @@ class ActivationCache:
         return {"prefix": self.prefix, "items": dict(self.items)}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
-        """Restore entries saved by ``state_dict``."""
         self.prefix = int(state["prefix"])
         self.items = {int(k): v.to(device) for k, v in dict(state["items"]).items()}

@@ -1,13 +1,8 @@
 """Stack-Wise pictures for the run report: text generated after each stack, and bits per byte per stack.
 
-Two views of "after each stack": the rack as it was when each stack's phase ended (the newest checkpoint holding
-that many stacks, when retention kept one), and the final rack read out after each of its stacks (the hidden
-state after stack k through the final norm and head). For both: bits per byte on held-out windows, recomputed
-here, and a sample continued from a held-out prompt (sampled with a fixed generator, so a report is repeatable).
-
-``wanted(checkpoints)`` names the checkpoints to restore; ``render(task, snapshots, out)`` takes a set-up
-``StackWiseTask`` and ``(label, step, task state)`` snapshots, writes PNGs into ``out`` and returns
-``{"title", "text", "image", "table"}`` dicts for the report. Nothing here reads files.
+"After each stack" is both the rack when each stack's phase ended (a kept checkpoint) and the final rack read out
+after each stack; for both, held-out bits per byte and a sample from a fixed generator. ``wanted`` names the
+checkpoints to restore; ``render`` returns report sections, as in ``dino.figures``.
 """
 
 from __future__ import annotations

@@ -46,7 +46,6 @@ class LoRA(nn.Module):
 
     @property
     def rank(self) -> int:
-        """The adapter's rank."""
         return self.down.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +140,6 @@ class Stack(nn.Module):
         return [p for n, p in self.named_parameters() if ".lora." not in n]
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        """LoRA adapter parameters."""
         return [p for n, p in self.named_parameters() if ".lora." in n]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,6 @@ class StackSpec:
     appended_at: int = 0  # optimizer steps completed when the stack was added
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict."""
         return asdict(self)
 
 

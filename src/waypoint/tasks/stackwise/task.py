@@ -1,24 +1,17 @@
 """Stack-Wise: a byte-level causal LM built as a rack of stacks that grows during training (append mode).
 
-Training starts with one stack (or with ``init_stacks`` from an earlier run). At the steps of the append
-schedule, ``after_optimizer_step`` freezes every existing stack (and the embedding with stack 0), optionally
-gives the frozen stacks LoRA adapters, appends a freshly initialised stack and builds a new optimizer over
-what is trainable: the newest stack, the adapters, the head. **The trainer must re-read ``optimizers()``
-after every step** (and drop references to the old optimizer). Frozen base weights are never in an
-optimizer and never cast, merged or rewritten, so they stay bit-identical and the store keeps them once.
-
-Everything stochastic is a function of ``(seed, stack index)`` (initialisation) or of the saved state, and
-the learning rate is a function of the step, so ``state_dict``/``load_state_dict`` resume bit-identically,
-also right after an append. ``load_state_dict`` rebuilds the rack's structure from ``rack/meta``.
-Validation: bits per byte on held-out text (``val/bpb``, lower is better). State layout:
-``waypoint.tasks.stackwise.rack``.
+At each append step ``after_optimizer_step`` freezes the existing stacks (optionally giving them LoRA adapters),
+appends a fresh stack and builds a new optimizer over the newest stack, the adapters and the head: **the trainer
+must re-read ``optimizers()`` after every step**. Frozen base weights are never cast, merged or rewritten, so the
+store keeps them once. Initialisation depends on ``(seed, stack index)`` and the LR on the step, so a resume is
+bit-identical, also right after an append. Validation: ``val/bpb``. State layout: ``waypoint.tasks.stackwise.rack``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -27,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from waypoint.data.text import TextConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import preset_sizes, stack_dicts, warmup_cosine
+from waypoint.tasks.common import check_options, preset_sizes, stack_dicts, warmup_cosine
 from waypoint.tasks.stackwise.build import RackBuilder
 from waypoint.tasks.stackwise.cache import ActivationCache
 from waypoint.tasks.stackwise.model import LINEAR_NAMES, VOCAB, Dims, Rack
@@ -120,10 +113,7 @@ class StackWiseTask:
     shardable = False
 
     def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
-        known = {f.name for f in fields(StackWiseConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=stackwise; known: {sorted(known - {'_target_'})}")
+        check_options(StackWiseConfig, config, "stackwise")
         config = {k: _plain(v) for k, v in config.items()}
         if isinstance(config.get("lora"), Mapping):
             config["lora"] = LoRAConfig(**config["lora"])
@@ -180,7 +170,6 @@ class StackWiseTask:
 
     @property
     def rack(self) -> Rack:
-        """The current rack module."""
         return self._builder().rack
 
     @property
@@ -207,12 +196,11 @@ class StackWiseTask:
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         self.runtime = runtime
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
-        if self.cfg.strategy == "end_to_end":
-            builder.start_end_to_end(
-                self.blocks_per_stack, [precision_dtype(self.stack_precision(i), self.device) for i in range(self.target_stacks)]
+        if self.init is None:  # end to end: the final rack at once
+            count = self.target_stacks if self.cfg.strategy == "end_to_end" else 1
+            builder.start_fresh(
+                self.blocks_per_stack, [precision_dtype(self.stack_precision(i), self.device) for i in range(count)]
             )
-        elif self.init is None:
-            builder.start_fresh(self.blocks_per_stack, precision_dtype(self.stack_precision(0), self.device))
         else:
             builder.start_from(self.init, frozen=self.cfg.init_stacks_frozen)
             if self.cfg.init_stacks_frozen:

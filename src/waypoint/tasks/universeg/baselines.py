@@ -1,12 +1,8 @@
 """Baselines for in-context segmentation that need no training, scored like the model (hard Dice).
 
-Both look only at the episode's support set, as the model does, so a model that beats them uses the
-query image itself:
-
-- ``mean_mask``: the pixel-wise mean of the support masks, thresholded at 0.5 (where the objects of this
-  task usually are).
-- ``threshold``: the single intensity threshold and polarity (``image >= t`` or ``image < t``) with the
-  best mean Dice over the support pairs, applied to the query (what a one-parameter classic method gets).
+Both see only the support set, as the model does, so a model that beats them uses the query image itself:
+``mean_mask`` thresholds the pixel-wise mean of the support masks at 0.5 (where this task's objects usually are);
+``threshold`` applies to the query the intensity threshold and polarity with the best mean Dice on the support.
 """
 
 from __future__ import annotations

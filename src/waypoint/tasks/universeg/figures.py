@@ -1,9 +1,7 @@
 """UniverSeg pictures for the run report: held-out episodes as a grid of query, support set (masks overlaid),
 prediction and ground truth, with each prediction's Dice beside the support-only baselines' Dice on the same episode.
 
-``render(task, snapshots, out)`` takes a set-up ``UniverSegTask`` and ``(label, step, task state)`` snapshots (the
-last is the run's final checkpoint); it writes PNGs into ``out`` and returns ``{"title", "text", "image", "table"}``
-dicts for the report. Nothing here reads files.
+``render(task, snapshots, out)`` as in ``dino.figures``; the last snapshot is the run's final checkpoint.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Dice against support-set size: how much a trained UniverSeg gains from each extra labelled example.
 
-In-context segmentation is about the support set: the same network, given 1, 2, 4, ... labelled examples of
-a task it never trained on, should segment that task's query better the more examples it sees. The curve
-scores a trained task on the held-out episodes at each size, beside the two support-only baselines at the
-same size (``baselines.py``). The held-out episodes keep their query at every size and their support sets
-are nested (the first ``k`` examples of the larger set, for both embedded data sources), so the sizes differ
-in the support set alone.
+Held-out episodes are scored at each size beside the support-only baselines; each keeps its query at every size
+and its support sets are nested (the first ``k`` examples of the larger set), so the sizes differ in the support
+set alone.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """UniverSeg: in-context segmentation of a query image given a support set of (image, mask) pairs.
 
-Loss: soft Dice + BCE on the query logits. Validation: hard Dice (threshold 0.5) per held-out query,
-averaged (``val/dice``, higher is better). The learning rate follows a warmup + cosine schedule that is a
-pure function of the step, so the task's only state is the network and the Adam state.
-
-State layout: ``model/<module key>`` (network weights), ``optimizer/...`` (``torch.optim.Adam.state_dict()``).
+Loss: soft Dice + BCE on the query logits; validation: mean hard Dice of the held-out queries (``val/dice``). The
+LR is a pure function of the step, so the state is ``model/<module key>`` and ``optimizer/...`` (Adam's) alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -19,7 +16,7 @@ import torch.nn.functional as F
 from waypoint.data.segfolder import SegFolderConfig
 from waypoint.data.segshapes import SegShapesConfig
 from waypoint.tasks.base import StepContext
-from waypoint.tasks.common import preset_sizes, sample_generator, stack_dicts, warmup_cosine
+from waypoint.tasks.common import check_options, preset_sizes, sample_generator, stack_dicts, warmup_cosine
 from waypoint.tasks.universeg.baselines import baseline_scores
 from waypoint.tasks.universeg.net import UniverSegNet
 
@@ -72,10 +69,7 @@ class UniverSegTask:
     monitor_mode = "max"
 
     def __init__(self, data: Any, seed: int = 0, **config: Any) -> None:
-        known = {f.name for f in fields(UniverSegConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown} for model=universeg; known: {sorted(known - {'_target_'})}")
+        check_options(UniverSegConfig, config, "universeg")
         self.cfg = UniverSegConfig(**config)
         size = preset_sizes(PRESETS, self.cfg.scale, vars(self.cfg))
         self.encoder_blocks = list(size["encoder_blocks"])
