@@ -105,9 +105,7 @@ def stop_all(agent: subprocess.Popen) -> None:
     agent.wait()
 
 
-def killed_then_resumed(
-    tmp_path: Path, nproc: int, args: list[str], rank: int, rng: random.Random, after_step: int = 0
-) -> Path:
+def killed_then_resumed(tmp_path: Path, nproc: int, args: list[str], rank: int, rng: random.Random, after_step: int = 0) -> Path:
     """Start a torchrun run, SIGKILL one rank at a random moment after the first checkpoint of step ``after_step`` or
     later (before the end), then run the same command again to completion; returns the run dir."""
     for attempt in range(4):

@@ -317,12 +317,19 @@ def _shard(unit: torch.nn.Module, methods: Sequence[str] = ()) -> None:
 
 
 def _shard_children(parent: torch.nn.Module) -> None:
-    from torch.distributed.fsdp import FSDPModule
+    """Shard every part below ``parent`` whose parameters no unit holds yet: a child with parameters becomes a unit,
+    a container's members do (fully_shard needs a forward), and inside a sharded unit only the parts added since
+    (e.g. adapters given to a frozen layer) do."""
+    from torch.distributed.tensor import DTensor
 
     for child in parent.children():
-        if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
-            _shard_children(child)  # a container: its members are the units (fully_shard needs a forward)
-        elif any(True for _ in child.parameters()) and not isinstance(child, FSDPModule):
+        params = list(child.parameters())
+        new = [p for p in params if not isinstance(p, DTensor)]
+        if not new:
+            continue
+        if len(new) < len(params) or isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
+            _shard_children(child)
+        else:
             _shard(child)
 
 

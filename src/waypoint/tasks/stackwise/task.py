@@ -230,11 +230,10 @@ class StackWiseTask:
         return bool(self.runtime is not None and self.runtime.shards_parameters)
 
     def _refuse_unshardable(self) -> None:
-        if not self.sharded:
-            return
-        for on, what in ((self.cfg.lora.enabled, "model.lora.enabled"), (self.cache is not None, "model.cache_activations")):
-            if on:
-                raise ConfigError(f"hardware=fsdp does not shard Stack-Wise with {what}=true; turn it off or use hardware=ddp")
+        if self.sharded and self.cache is not None:  # each rank would cache (and save) the items of its own batches
+            raise ConfigError(
+                "hardware=fsdp does not shard Stack-Wise with model.cache_activations=true; turn it off or use hardware=ddp"
+            )
 
     def _after_structure_change(self) -> None:
         if self.sharded:  # every part is sharded as it joins (the rack is the root); the optimizer takes the shards
