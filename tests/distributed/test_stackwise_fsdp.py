@@ -105,20 +105,39 @@ def test_a_two_rank_checkpoint_is_evaluated_and_resumed_in_one_process(reference
     assert val_rows(resumed)[-1]["val/bpb"] == pytest.approx(end.metrics["val/bpb"], rel=0.02)
 
 
+def flat(tree: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 @pytest.mark.slow
 def test_a_stack_of_a_sharded_checkpoint_exports_whole_and_seeds_a_sharded_run(reference: Path, tmp_path: Path) -> None:
-    out = tmp_path / "stack0.safetensors"
-    proc = waypoint("export", f"{reference}@latest", str(out), "--part", STACK0)
-    assert proc.returncode == 0, proc.stderr
-    saved = full_state(reference)["task"]["rack"]["stacks"]["0"]
-    exported = load_file(str(out))
-    assert set(exported) == set(saved) and all(torch.equal(exported[k], v) for k, v in saved.items())
+    state = full_state(reference)
+    for part, tree in ((STACK0, state["task"]["rack"]["stacks"]["0"]), ("task/rack/", state["task"]["rack"])):
+        out = tmp_path / f"{part.strip('/').replace('/', '-')}.safetensors"
+        proc = waypoint("export", f"{reference}@latest", str(out), "--part", part)
+        assert proc.returncode == 0, proc.stderr
+        exported, saved = load_file(str(out)), {k: v for k, v in flat(tree).items() if isinstance(v, torch.Tensor)}
+        assert set(exported) == set(saved) and all(torch.equal(exported[k], v) for k, v in saved.items())
+    saved = state["task"]["rack"]["stacks"]["0"]
 
     child = tmp_path / "child"
     run_torchrun(child, 2, "model=stackwise", "trainer.max_epochs=1", "hardware=fsdp", f"model.init_stacks_from={reference}")
     state = full_state(child)
     assert all(torch.equal(state["task"]["rack"]["stacks"]["0"][k], v) for k, v in saved.items())
     assert state["task"]["rack"]["meta"]["stacks"][0]["frozen"] and "1" in state["task"]["rack"]["stacks"]
+
+
+@pytest.mark.slow
+def test_init_from_a_sharded_checkpoint_starts_a_sharded_rack_where_one_process_starts(reference: Path, tmp_path: Path) -> None:
+    args = ["model=stackwise", "trainer.max_steps=2", f"init_from.ref={reference}"]
+    run_torchrun(tmp_path / "two", 2, *args, "hardware=fsdp")
+    run_train(tmp_path / "one", *args)
+    first = [val_rows(tmp_path / run)[0]["val/bpb"] for run in ("two", "one")]
+    assert first[0] == pytest.approx(first[1], rel=1e-6)
+    assert first[0] < val_rows(reference)[0]["val/bpb"] - 0.2, "the weights of the sharded checkpoint were not loaded"
 
 
 @pytest.mark.slow
