@@ -204,7 +204,8 @@ class StackWiseTask:
 
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
         """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer; under torchrun the
-        trainable part trains through ``runtime.wrap`` (wrapped again whenever the rack grows)."""
+        rack trains through ``runtime.wrap``, again whenever it grows (``hardware=fsdp``: each part is sharded as it
+        joins the rack, which is the root; ``hardware=ddp``: the training step is wrapped anew)."""
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         self.runtime = runtime
         self._refuse_unshardable()
