@@ -105,14 +105,15 @@ def stop_all(agent: subprocess.Popen) -> None:
     agent.wait()
 
 
-def killed_then_resumed(tmp_path: Path, nproc: int, args: list[str], rank: int, rng: random.Random) -> Path:
-    """Start a torchrun run, SIGKILL one rank at a random moment after the first checkpoint (before the end),
-    then run the same command again to completion; returns the run dir."""
+def killed_then_resumed(tmp_path: Path, nproc: int, args: list[str], rank: int, rng: random.Random, after_step: int = 0) -> Path:
+    """Start a torchrun run, SIGKILL one rank at a random moment after the first checkpoint of step ``after_step`` or
+    later (before the end), then run the same command again to completion; returns the run dir."""
     for attempt in range(4):
         run_dir = tmp_path / f"run{attempt}"
         agent = start_torchrun(run_dir, nproc, *args)
         try:
-            reached = wait_for(lambda: bool(committed(run_dir)), agent, timeout=180)  # noqa: B023
+            saved = lambda: any(int(c.name.split("_")[-1]) >= after_step for c in committed(run_dir))  # noqa: B023, E731
+            reached = wait_for(saved, agent, timeout=180)
             time.sleep(rng.uniform(0.0, 0.8 / (attempt + 1)))
             if reached and agent.poll() is None:
                 signal_rank(agent, nproc, rank, signal.SIGKILL)

@@ -46,11 +46,3 @@ def test_dino_under_fsdp_resumes_exactly_after_a_sigkill(tmp_path: Path, rng: ra
     run_torchrun(reference, 2, *DINO)
     run_dir = killed_then_resumed(tmp_path, 2, DINO, 0, rng)
     assert final_digest(run_dir) == final_digest(reference)
-
-
-@pytest.mark.slow
-def test_stackwise_under_fsdp_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
-    proc = run_torchrun(tmp_path / "run", 2, "model=stackwise", "hardware=fsdp", check=False)
-    assert proc.returncode != 0
-    assert "error: hardware=fsdp cannot shard StackWiseTask (its modules change while it trains); use hardware=ddp" in proc.stderr
-    assert not committed(tmp_path / "run")

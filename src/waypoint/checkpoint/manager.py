@@ -356,6 +356,13 @@ class CheckpointManager:
         """The verified JSON state of a checkpoint, with tensors shown as markers (nothing decoded, no tensor read)."""
         return self.store.read_tree(self.one(selector).name)
 
+    def state_tree(self, selector: str) -> Any:
+        """The JSON state of a checkpoint as its run saved it (tensors as markers), sharded saves included."""
+        from . import dcp
+
+        tree = self.tree(selector)
+        return tree[dcp.SHARDED]["tree"] if dcp.is_sharded(tree) else tree
+
     def verify_one(self, selector: str, parity: bool = True) -> list[str]:
         """Re-hash everything one checkpoint depends on (``parity=False``: but not its packs' parity, which a restore
         does not need); its problems (empty when it verifies)."""

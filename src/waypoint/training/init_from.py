@@ -232,13 +232,22 @@ def init_weights(task: Any, ref: str, *, strict: bool = False) -> InitReport:
         raise InitFromError(f"init_from.strict=true and {ref} does not match this model exactly\n{table}")
     with torch.no_grad():
         for target, key in report.loaded.items():
-            targets[target].copy_(source.tensors[key].to(targets[target].device))
+            targets[target].copy_(_placed_like(source.tensors[key], targets[target]))
     after = getattr(task, "after_init_from", None)
     if after is not None:  # the task may fill more from what was loaded (DINO: the teacher copies the student)
         report.derived = sorted(set(after(set(report.loaded)) or ()))
         report.missing = [k for k in report.missing if k not in set(report.derived)]
     log.info("%s", table)
     return report
+
+
+def _placed_like(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on ``target``'s device, and sharded like it when ``target`` is a shard (hardware=fsdp; collective)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(target, DTensor):
+        return distribute_tensor(tensor.to(target.device), target.device_mesh, target.placements)
+    return tensor.to(target.device)
 
 
 # ---------------------------------------------------------------------------------------------- Stack-Wise stacks

@@ -260,9 +260,11 @@ class Runtime:
 
         _init_optim_state(optimizer)
 
-    def wrap(self, module: torch.nn.Module, *, find_unused: bool = True) -> torch.nn.Module:
+    def wrap(self, module: torch.nn.Module, *, find_unused: bool = True, methods: Sequence[str] = ()) -> torch.nn.Module:
         """The module to run training forwards through: itself (one process), a ``DistributedDataParallel`` around
-        it (``ddp``), or itself sharded in place by FSDP2 ``fully_shard``, children first (``fsdp``)."""
+        it (``ddp``), or itself sharded in place by FSDP2 ``fully_shard``, children first (``fsdp``); ``methods`` are
+        entry points of the root besides ``forward``. Wrapping a sharded root again shards the children added since
+        (a model that grows) and settles the root over all of them."""
         if not self._group:
             return module
         if self.strategy == "ddp":
@@ -271,27 +273,51 @@ class Runtime:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # buffers are synchronised from rank 0 at every forward (DDP's default)
             return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
-        from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+        from torch.distributed.fsdp import FSDPModule
 
-        if isinstance(module, FSDPModule):
-            return module
-
-        def shard(unit: torch.nn.Module) -> None:
-            fully_shard(unit)
-            for method in FORWARD_METHODS:  # entry points besides forward() gather the parameters too
-                if callable(getattr(unit, method, None)):
-                    register_fsdp_forward_method(unit, method)
-
-        def shard_children(parent: torch.nn.Module) -> None:
-            for child in parent.children():
-                if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
-                    shard_children(child)  # a container: its members are the units (fully_shard needs a forward)
-                elif any(True for _ in child.parameters()) and not isinstance(child, FSDPModule):
-                    shard(child)
-
-        shard_children(module)
-        shard(module)
-        # settle now that ``module`` is the root: a first call into a child (e.g. ``forward_features`` during
-        # validation at step 0) would otherwise make that child a root of its own
-        module._get_fsdp_state()._lazy_init()  # type: ignore[operator]
+        grown = isinstance(module, FSDPModule)
+        _shard_children(module)
+        if not grown:
+            _shard(module, methods)
+        _settle_root(module, again=grown)
         return module
+
+
+def _shard(unit: torch.nn.Module, methods: Sequence[str] = ()) -> None:
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    fully_shard(unit)
+    for method in (*FORWARD_METHODS, *methods):  # entry points besides forward() gather the parameters too
+        if callable(getattr(unit, method, None)):
+            register_fsdp_forward_method(unit, method)
+
+
+def _shard_children(parent: torch.nn.Module) -> None:
+    """Shard every part below ``parent`` whose parameters no unit holds yet: a child with parameters becomes a unit,
+    a container's members do (fully_shard needs a forward), and inside a sharded unit only the parts added since
+    (e.g. adapters given to a frozen layer) do."""
+    from torch.distributed.tensor import DTensor
+
+    for child in parent.children():
+        params = list(child.parameters())
+        new = [p for p in params if not isinstance(p, DTensor)]
+        if not new:
+            continue
+        if len(new) < len(params) or isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
+            _shard_children(child)
+        else:
+            _shard(child)
+
+
+def _settle_root(root: torch.nn.Module, again: bool) -> None:
+    """Make ``root`` the root of every sharded unit below it now: a first call into a child (e.g. ``forward_features``
+    during validation at step 0) would otherwise make that child a root of its own. ``again``: the root was settled
+    before and units were added since, so its settled view of the tree is dropped and rebuilt."""
+    state = root._get_fsdp_state()  # type: ignore[operator]
+    if again:
+        from torch.distributed.fsdp._fully_shard._fsdp_state import FSDPStateContext
+
+        for unit in state._state_ctx.all_states:
+            unit._is_root = None
+        state._state_ctx = FSDPStateContext()
+    state._lazy_init()

@@ -144,11 +144,15 @@ class Trainer:
 
     def load_sharded_state(self, name: str, manager: CheckpointManager | None = None) -> None:
         """Collective: restore checkpoint ``name`` (of this run's store, or of ``manager``'s) into this rank's shards
-        (DCP reshards as needed)."""
-        for opt in self.task.optimizers():  # the optimizer state must exist (sharded like its parameter) to load into
-            self.runtime.init_optimizer_state(opt)
+        (DCP reshards as needed). A task whose modules change while it trains (``prepare_restore``) first builds the
+        structure the saved state describes."""
         source = manager or self.shard_manager
         assert source is not None
+        prepare = getattr(self.task, "prepare_restore", None)
+        if prepare is not None:
+            prepare(source.state_tree(name)["task"])
+        for opt in self.task.optimizers():  # the optimizer state must exist (sharded like its parameter) to load into
+            self.runtime.init_optimizer_state(opt)
         self.load_state_dict(source.restore_sharded(self.state_dict(), name)[0])
 
     def _set_rank_rng(self, state: Mapping[str, Any]) -> None:

@@ -172,9 +172,7 @@ class RackBuilder:
             "head": self.rack.head.state_dict(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Rebuild the saved structure from ``meta`` and load every tensor bit-exactly."""
-        meta = state.get("meta")
+    def _check_meta(self, meta: Any) -> None:
         if not isinstance(meta, Mapping) or meta.get("format") != META_FORMAT:
             raise StackStateError(f"rack/meta is missing or not '{META_FORMAT}'; this state was not saved by the Stack-Wise task")
         saved = meta["dims"]
@@ -184,6 +182,31 @@ class RackBuilder:
                     f"the saved rack has {key}={saved[key]} but model.{key}={getattr(self.dims, key)}; "
                     f"set model.{key}={saved[key]} to restore it"
                 )
+
+    def build_structure(self, meta: Mapping[str, Any]) -> None:
+        """The rack ``meta`` describes (stacks, dtypes, adapters, frozen flags) with placeholder weights: the shape a
+        sharded restore loads into (its tensors arrive afterwards, through the modules' own ``load_state_dict``)."""
+        self._check_meta(meta)
+        self.rack = self._empty_rack()
+        self.specs = [StackSpec(**dict(s)) for s in meta["stacks"]]
+        for spec in self.specs:
+            with torch.device("meta"):  # no init work: every tensor is loaded afterwards
+                stack = Stack(self.dims, spec.n_blocks).to(dtype_from_name(spec.dtype))
+                if spec.lora_rank:
+                    attach_lora(stack, int(spec.lora_rank), float(spec.lora_alpha or 1.0), tuple(self.lora.targets), None)
+            self.rack.stacks.append(stack.to_empty(device=self.device))
+        self._load_flags(meta)
+
+    def _load_flags(self, meta: Mapping[str, Any]) -> None:
+        self.embed_frozen = bool(meta["embed_frozen"])
+        self.initial_stacks, self.phase_start = int(meta["initial_stacks"]), int(meta["phase_start"])
+        self.apply_trainability()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the saved structure from ``meta`` and load every tensor bit-exactly."""
+        meta = state.get("meta")
+        self._check_meta(meta)
+        assert isinstance(meta, Mapping)
         self.rack = self._empty_rack()
         self.specs = [StackSpec(**dict(s)) for s in meta["stacks"]]
         stacks = state["stacks"]
@@ -197,6 +220,15 @@ class RackBuilder:
             self.rack.stacks.append(stack)
         self.rack.embed.load_state_dict(dict(state["embed"]))
         self.rack.head.load_state_dict(dict(state["head"]))
-        self.embed_frozen = bool(meta["embed_frozen"])
-        self.initial_stacks, self.phase_start = int(meta["initial_stacks"]), int(meta["phase_start"])
-        self.apply_trainability()
+        self._load_flags(meta)
+
+    def load_into_structure(self, state: Mapping[str, Any]) -> None:
+        """Load a saved rack into the structure already built for it (``build_structure``), module by module (the
+        modules may be sharded: their tensors then are this rank's shards)."""
+        if state.get("meta", {}).get("stacks") != self.meta()["stacks"]:
+            raise StackStateError("the saved rack/meta does not describe the rack built for it; build_structure must come first")
+        stacks = state["stacks"]
+        for i, stack in enumerate(self.rack.stacks):
+            stack.load_state_dict(dict(stacks[str(i)]))
+        self.rack.embed.load_state_dict(dict(state["embed"]))
+        self.rack.head.load_state_dict(dict(state["head"]))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from waypoint.config import ConfigError
 from waypoint.data.text import TextConfig
 from waypoint.tasks.base import StepContext
 from waypoint.tasks.common import check_options, preset_sizes, stack_dicts, warmup_cosine
@@ -109,8 +110,8 @@ class StackWiseTask:
 
     monitor = "val/bpb"
     monitor_mode = "min"
-    #: the rack grows and runs through methods other than forward (prefix cache): no FSDP sharding (DDP works)
-    shardable = False
+    #: entry points of the rack besides forward (a sharded rack gathers its parameters for these too)
+    rack_methods = ("forward_from", "prefix")
 
     def __init__(self, data: Any, seed: int = 0, init_stacks: Optional[Mapping[str, Any]] = None, **config: Any) -> None:
         check_options(StackWiseConfig, config, "stackwise")
@@ -192,9 +193,11 @@ class StackWiseTask:
 
     def setup(self, total_steps: int, steps_per_epoch: int, device: torch.device, runtime: Any = None) -> None:
         """Build the first stack(s) (fresh, or ``init_stacks``), the head and the optimizer; under torchrun the
-        trainable part trains through ``runtime.wrap`` (wrapped again whenever the rack grows)."""
+        rack trains through ``runtime.wrap``, again whenever it grows (``hardware=fsdp``: each part is sharded as it
+        joins the rack, which is the root; ``hardware=ddp``: the training step is wrapped anew)."""
         self.total_steps, self.device = max(1, int(total_steps)), torch.device(device)
         self.runtime = runtime
+        self._refuse_unshardable()
         builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
         if self.init is None:  # end to end: the final rack at once
             count = self.target_stacks if self.cfg.strategy == "end_to_end" else 1
@@ -210,11 +213,26 @@ class StackWiseTask:
         self.builder = builder
         self._after_structure_change()
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the rack is sharded over the ranks (``hardware=fsdp`` with more than one process)."""
+        return bool(self.runtime is not None and self.runtime.shards_parameters)
+
+    def _refuse_unshardable(self) -> None:
+        if self.sharded and self.cache is not None:  # each rank would cache (and save) the items of its own batches
+            raise ConfigError(
+                "hardware=fsdp does not shard Stack-Wise with model.cache_activations=true; turn it off or use hardware=ddp"
+            )
+
     def _after_structure_change(self) -> None:
+        if self.sharded:  # every part is sharded as it joins (the rack is the root); the optimizer takes the shards
+            self.runtime.wrap(self.rack, methods=self.rack_methods)
+            self.train_step_module = self._logits
+        else:
+            step = _RackStep(self.rack, self._logits)
+            # frozen stacks have no gradients; the embedding is unused once a frozen prefix feeds the trainable stack
+            self.train_step_module = self.runtime.wrap(step, find_unused=True) if self.runtime is not None else step
         self.optimizer = self._builder().make_optimizer(self.cfg.lr, self.cfg.weight_decay, tuple(self.cfg.betas))
-        step = _RackStep(self.rack, self._logits)
-        # frozen stacks have no gradients; the embedding is unused once a frozen prefix feeds the trainable stack
-        self.train_step_module = self.runtime.wrap(step, find_unused=True) if self.runtime is not None else step
         if self.cache is not None:
             self.cache.reset(self._builder().cacheable_prefix())
 
@@ -231,20 +249,18 @@ class StackWiseTask:
         return [self.optimizer]
 
     # -- steps --------------------------------------------------------------------------------------
-    def _hidden(self, batch: Mapping[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Hidden states entering the first stack that needs gradients, and that stack's index."""
-        builder = self._builder()
-        prefix = builder.cacheable_prefix()
+    def _logits(self, batch: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits of the whole rack; the frozen prefix (the embedding and the leading frozen stacks) runs without
+        gradients, from the activation cache when it is on. Only entry points of the rack itself are called."""
+        prefix = self._builder().cacheable_prefix()
         if prefix < 0:
-            return self.rack.embed(x), 0
+            return self.rack(x)
         with torch.no_grad():
             if self.cache is None:
-                return self.rack.prefix(x, prefix), prefix
-            return self.cache.lookup(batch["index"], lambda rows: self.rack.prefix(x[rows.to(x.device)], prefix)), prefix
-
-    def _logits(self, batch: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        h, start = self._hidden(batch, x)
-        return self.rack.forward_from(h, start)
+                h = self.rack.prefix(x, prefix)
+            else:
+                h = self.cache.lookup(batch["index"], lambda rows: self.rack.prefix(x[rows.to(x.device)], prefix))
+        return self.rack.forward_from(h, prefix)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
@@ -330,14 +346,28 @@ class StackWiseTask:
         """Rebuild the rack saved in ``state`` (stacks, precisions, adapters, frozen flags), then load it all."""
         if "rack" not in state:
             raise StackStateError("this is not a Stack-Wise state: it lacks 'rack'")
-        builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
-        builder.load_state_dict(state["rack"])
-        self.builder = builder
-        self._after_structure_change()
+        if self.sharded:  # the structure was built by prepare_restore; the tensors are this rank's shards
+            self._builder().load_into_structure(state["rack"])
+        else:
+            builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
+            builder.load_state_dict(state["rack"])
+            self.builder = builder
+            self._after_structure_change()
         if "optimizer" in state:  # a weights-only state keeps the optimizer _after_structure_change built
             self.optimizers()[0].load_state_dict(state["optimizer"])
         if self.cache is not None and "cache" in state:
             self.cache.load_state_dict(state["cache"], self.device)
+
+    def prepare_restore(self, tree: Mapping[str, Any]) -> None:
+        """Before a sharded restore: build (and shard) the rack a saved state describes, with placeholder weights, so
+        that ``state_dict()`` has a place for each of its tensors. ``tree``: the task's saved JSON state."""
+        rack = tree.get("rack") if isinstance(tree, Mapping) else None
+        if not isinstance(rack, Mapping):
+            raise StackStateError("this is not a Stack-Wise state: it lacks 'rack'")
+        builder = RackBuilder(self.dims, self.seed, self.device, self.cfg.lora)
+        builder.build_structure(rack.get("meta"))
+        self.builder = builder
+        self._after_structure_change()
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """``embed``, ``stack_<i>`` (base weights), ``lora_<i>`` (adapters, when present), ``head``."""
