@@ -29,7 +29,9 @@ class StepContext:
 
 @runtime_checkable
 class Task(Protocol):
-    """What every model family provides to the trainer."""
+    """What every model family provides to the trainer. A task whose modules change while it trains (Stack-Wise) may
+    also define ``prepare_restore(tree)``: under FSDP the trainer calls it with the checkpoint's saved state tree
+    before a sharded restore, so that every saved tensor has a sharded place to load into."""
 
     #: name of the validation metric used for ``best`` (e.g. ``"val/knn_top1"``)
     monitor: str

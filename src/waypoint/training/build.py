@@ -137,19 +137,15 @@ class Schedule:
     seed: int = 0
 
 
-def task_and_schedule(cfg: DictConfig, world_size: int = 1, *, shards: bool = False, **extra: Any) -> tuple[Any, Any]:
-    """The task and the run's schedule (steps, batches), checked: a training set smaller than one batch, a batch
-    the processes cannot split, a task that cannot be sharded are refused in one sentence (ConfigError)."""
+def task_and_schedule(cfg: DictConfig, world_size: int = 1, **extra: Any) -> tuple[Any, Any]:
+    """The task and the run's schedule (steps, batches), checked: a training set smaller than one batch or a batch
+    the processes cannot split is refused in one sentence (ConfigError)."""
     data, workers = build_data(cfg.data)
     task = build_task(cfg.model, data, int(cfg.seed), **extra)
     n, batch = len(task.train_dataset()), int(data.batch_size)
     if n // batch < 1:
         raise ConfigError(
             f"the training set has {n} items, fewer than one batch of {batch}; lower data.batch_size or raise data.max_items"
-        )
-    if shards and not getattr(task, "shardable", True):
-        raise ConfigError(
-            f"hardware=fsdp cannot shard {type(task).__name__} (its modules change while it trains); use hardware=ddp"
         )
     if batch % world_size:
         raise ConfigError(

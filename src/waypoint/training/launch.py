@@ -302,7 +302,7 @@ def _plan(cfg: DictConfig, run_dir: Path, runtime: Runtime) -> Plan:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     seed_everything(rank_seed(int(cfg.seed), runtime.rank))
-    task, schedule = build.task_and_schedule(cfg, runtime.world_size, shards=runtime.shards_parameters, **_init_from(cfg.model))
+    task, schedule = build.task_and_schedule(cfg, runtime.world_size, **_init_from(cfg.model))
     monitor, mode = build.monitored_metric(cfg.checkpoint, task.monitor, task.monitor_mode)
     r = cfg.resume
     rules = resume.ResumeRules(
