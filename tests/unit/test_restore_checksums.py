@@ -46,3 +46,11 @@ def test_a_verified_restore_refuses_a_flipped_bit_by_its_checksum(tmp_path, mmap
             mgr.restore("step:1", mmap=mmap)
         (problems,) = mgr.verify().values()
         assert problems and "BLAKE3" in problems[0]  # the deep check names the content id
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 5 * (1 << 20) + 7])
+def test_a_check_read_in_pieces_is_the_one_shot_xxh3_128(nbytes):
+    import xxhash
+
+    data = torch.randint(0, 256, (nbytes,), dtype=torch.uint8).numpy().tobytes()
+    assert fast_check(data) == fast_check(memoryview(data)) == xxhash.xxh3_128_hexdigest(data)
