@@ -22,8 +22,8 @@ lint: $(STAMP)  ## ruff check and ruff format --check (run by CI before the test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-train: $(STAMP)  ## real DINO training on the embedded digits (40 epochs on the CPU; ends with its result line)
-	$(PY) train.py trainer.max_epochs=40
+train: $(STAMP)  ## real DINO training on the embedded digits (70 epochs on the CPU; ends with its result line)
+	$(PY) train.py trainer.max_epochs=70 trainer.val_every_n_epochs=5
 
 # two pytest workers (one per core); a file's tests stay on one worker, so module fixtures run once
 XDIST ?= -n 2 --dist loadfile

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/ui/screenshot.py            # trains (a few minutes on 2 CPU cores), then shoots
 
-It trains DINO on the embedded digits data as ``make train`` does (``train.py trainer.max_epochs=40``) in a
+It trains DINO on the embedded digits data (``train.py trainer.max_epochs=40``) in a
 neutral directory (``/tmp/waypoint-demo``, so the run reads ``outputs/dino/default``), unless that run already
 finished there; then serves ``waypoint ui outputs`` from that directory, opens the Run view on ``train/loss``
 in the system Chromium (/usr/bin/chromium) and saves the first screen. This is the only place the picture is

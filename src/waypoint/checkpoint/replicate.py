@@ -82,6 +82,8 @@ class _Mirror:
             manifest = mf.parse(raw, name)
             state = read_state(self.src.backend, name, manifest)
         except (mf.ManifestError, IntegrityError) as exc:
+            if self.src.catalog.manifest_bytes(name) != raw:  # deleted by the source's writer while being read
+                raise FileNotFoundError(name) from None
             self.report.damaged[f"checkpoints/{name}/manifest.json"] = str(exc)
             return
         there = self.dst.infos.get(name)
