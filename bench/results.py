@@ -44,7 +44,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: family -> [(row name, overrides, [(metric, "max"/"min"), ...])]; the first metric is the monitored one
 FAMILIES: dict[str, list[tuple[str, list[str], list[tuple[str, str]]]]] = {
-    "dino": [("dino", ["model=dino", "trainer.max_epochs=70", "trainer.val_every_n_epochs=5"], [("val/knn_top1", "max"), ("val/linear_top1", "max")])],
+    "dino": [
+        (
+            "dino",
+            ["model=dino", "trainer.max_epochs=70", "trainer.val_every_n_epochs=5"],
+            [("val/knn_top1", "max"), ("val/linear_top1", "max")],
+        )
+    ],
     "universeg": [("universeg", ["model=universeg"], [("val/dice", "max")])],
     "stackwise": [
         ("stackwise (progressive)", ["model=stackwise"], [("val/bpb", "min")]),

@@ -18,11 +18,12 @@ DEFINING_KEYS = [
     "experiment",
     "data",
     "trainer.gradient_clip_val",
-    "trainer.val_every_n_steps",
 ]
 STEERING_KEYS = [
     "trainer.max_epochs",
     "trainer.max_steps",
+    "trainer.val_every_n_steps",
+    "trainer.val_every_n_epochs",
     "checkpoint.every_n_steps",
     "checkpoint",
     "hardware",

@@ -1,9 +1,9 @@
 """The run directory as a function of the command, and the checks made before resuming into it.
 
 ``outputs/<name>/<overrides that define the run>``: overrides that change what is trained name the run; those
-that only extend or steer it (length, checkpointing, logging, hardware, workers, resume) do not, so more epochs
-continue the same run. A name longer than ``MAX_NAME`` or made safe for the file system keeps a readable prefix
-and ends in a hash of the full override list, so two different commands never share a directory.
+that only extend or steer it (length, validation cadence, checkpointing, logging, hardware, workers, resume) do
+not, so more epochs continue the same run. A name longer than ``MAX_NAME`` or made safe for the file system keeps a
+readable prefix and ends in a hash of the full override list, so two different commands never share a directory.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ STEERING = (
     "trainer.max_epochs",
     "trainer.max_steps",
     "trainer.log_every_n_steps",
+    "trainer.val_every_n_epochs",
+    "trainer.val_every_n_steps",
     "trainer.progress_bar",
     "checkpoint",
     "logger",
