@@ -13,7 +13,7 @@ def train_curve(run_dir: Path) -> list[tuple[int, dict]]:
     return [(r["step"], {k: v for k, v in r.items() if k.startswith("train/") and "time" not in k}) for r in rows]
 
 
-@pytest.mark.parametrize("model", ["dino", "universeg"])
+@pytest.mark.parametrize("model", ["dino", pytest.param("universeg", marks=pytest.mark.slow)])
 def test_validating_every_epoch_or_every_other_trains_the_same_run(tmp_path: Path, model: str) -> None:
     every, other = tmp_path / "every", tmp_path / "other"
     run_train(every, f"model={model}", "trainer.max_epochs=2", "trainer.val_every_n_epochs=1")
