@@ -23,6 +23,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # the default suite kills an FSDP rank on the S3 server (tests/cluster/test_fsdp_on_s3.py)
 def test_sigkill_of_one_fsdp_rank_and_the_same_command_give_the_uninterrupted_final_digest(
     tmp_path: Path, reference: Path, rng: random.Random
 ) -> None:
