@@ -10,7 +10,12 @@ Stack-Wise's baseline, the same final rack trained end to end for the same numbe
 - every ``val/baseline_*`` (and ``<metric>_*``, e.g. ``val/knn_top1_raw_pixels``) figure the task logged
   (computed by the task from the same held-out data: raw-pixel and untrained kNN and linear probe for DINO,
   support-set mean mask and fitted threshold for UniverSeg, the held-out unigram bits/byte for Stack-Wise);
-- steps and wall time of the run (the shared 2-core machine makes wall times noisy: say so when quoting).
+- steps and time of the run, its first to last metrics row (noisy on a shared machine: say so when quoting).
+
+``--jobs N`` runs N at a time, the cores split between them (``hardware.num_threads``); each run's time is then
+that of a run on its share of the machine. Runs resume: a run directory left by an earlier call (interrupted, or
+finished) is continued by the same command, so a killed ``make results`` loses only the unsaved steps (``--fresh``
+starts anew).
 
 Every figure is reported as mean ± sample standard deviation over the seeds. For UniverSeg it also scores the
 final checkpoint of every seed (restored through the CheckpointManager) at support-set sizes 1, 2, 4, 8 and 16
@@ -34,7 +39,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,7 +52,7 @@ FAMILIES: dict[str, list[tuple[str, list[str], list[tuple[str, str]]]]] = {
     "dino": [
         (
             "dino",
-            ["model=dino", "trainer.max_epochs=70", "trainer.val_every_n_epochs=5"],
+            ["model=dino", "trainer.max_epochs=80", "trainer.val_every_n_epochs=10"],
             [("val/knn_top1", "max"), ("val/linear_top1", "max")],
         )
     ],
@@ -113,19 +118,24 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_one(name: str, overrides: list[str], run_dir: Path, smoke: bool) -> tuple[int, float, str]:
-    """Run train.py to the end in ``run_dir``; (exit code, wall seconds, last output lines)."""
-    if run_dir.exists():
+def run_one(name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace) -> tuple[int, float, str]:
+    """Run train.py to the end in ``run_dir``; (exit code, seconds of training, last output lines).
+
+    A run directory left by an earlier call is resumed by the same command (a finished run ends at once), unless
+    ``--fresh``; the seconds are the run's own (its first to last metrics row), so a resumed run is not undercounted.
+    """
+    if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    if smoke:  # the smoke preset sets its own length
+    if args.smoke:  # the smoke preset sets its own length
         overrides = ["experiment=smoke", *(o for o in overrides if not o.startswith("trainer.max_epochs="))]
-    cmd = [sys.executable, str(REPO / "train.py"), *overrides, "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = time.monotonic() - start
+    threads = [f"hardware.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}"] if args.jobs > 1 else []
+    cmd = [sys.executable, str(REPO / "train.py"), *overrides, *threads, "trainer.progress_bar=false"]
+    proc = subprocess.run([*cmd, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
+    times = [float(r["time"]) for r in read_metrics(run_dir) if "time" in r] if proc.returncode == 0 else []
+    seconds = times[-1] - times[0] if times else float("nan")
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-    print(f"  {name}: exit {proc.returncode} in {wall:.0f} s", flush=True)
-    return proc.returncode, wall, tail
+    print(f"  {name}: exit {proc.returncode}, {seconds:.0f} s of training", flush=True)
+    return proc.returncode, seconds, tail
 
 
 def support_curve_of_run(run_dir: Path) -> list[dict[str, float]]:
@@ -227,9 +237,10 @@ def markdown(results: list[dict[str, Any]], curve: list[dict[str, Any]] | None, 
     lines = [
         f"Measured by `bench/results.py{' --smoke' if smoke else ''}` on {info['cpus']} CPUs "
         f"({info['platform']}, torch {info['torch']}, CUDA {'yes' if info['cuda'] else 'no'}); "
-        "figures are mean ± sample std over the seeds.",
+        "figures are mean ± sample std over the seeds"
+        + (f"; {info['jobs']} runs side by side, the cores split between them." if info.get("jobs", 1) > 1 else "."),
         "",
-        "| run | metric | seeds | untrained | final | best | baselines | steps | wall time |",
+        "| run | metric | seeds | untrained | final | best | baselines | steps | training time |",
         "|---|---|---|---|---|---|---|---|---|",
         *(table_row(r) for r in results),
     ]
@@ -248,18 +259,35 @@ def markdown(results: list[dict[str, Any]], curve: list[dict[str, Any]] | None, 
     return "\n".join(lines) + "\n"
 
 
-def run_family_row(
-    name: str, overrides: list[str], metrics: list[tuple[str, str]], seeds: int, args: argparse.Namespace
-) -> tuple[list[dict[str, Any]], list[list[dict[str, float]]]]:
-    """Every seed of one row: its table rows (one per metric) and, for UniverSeg, each seed's support-size curve."""
+def run_dirs(name: str, overrides: list[str], seeds: int, root: Path) -> list[Path]:
+    """Where each seed of one row runs."""
     variant = "end_to_end" if "end_to_end" in " ".join(overrides) else "default"
+    return [root / name.split(" ")[0] / variant / f"seed{seed}" for seed in range(seeds)]
+
+
+def queue_runs(pool: ThreadPoolExecutor, wanted: list[str], args: argparse.Namespace) -> list[tuple[Any, ...]]:
+    """Every run of the wanted families queued at once (no core idles between configurations): per configuration,
+    ``(name, overrides, metrics, [(run dir, future of run_one), ...])``."""
+    queued = []
+    for family in wanted:
+        for name, overrides, metrics in FAMILIES[family]:
+            dirs = run_dirs(name, overrides, args.seeds, args.dir)
+            futures = [
+                pool.submit(run_one, f"{name} seed {seed}", [*overrides, f"seed={seed}"], run_dir, args)
+                for seed, run_dir in enumerate(dirs)
+            ]
+            queued.append((name, overrides, metrics, list(zip(dirs, futures))))
+    return queued
+
+
+def family_rows(
+    name: str, overrides: list[str], metrics: list[tuple[str, str]], runs: list[tuple[Path, tuple[int, float, str]]]
+) -> tuple[list[dict[str, Any]], list[list[dict[str, float]]]]:
+    """The table rows (one per metric) of one configuration's finished seeds ``(run dir, run_one's result)`` and,
+    for UniverSeg, each seed's support-size curve."""
     per_metric: dict[str, list[dict[str, Any]]] = {m: [] for m, _ in metrics}
-    walls, curves, codes = [], [], []
-    for seed in range(seeds):
-        run_dir = args.dir / name.split(" ")[0] / variant / f"seed{seed}"
-        code, wall, tail = run_one(f"{name} seed {seed}", [*overrides, f"seed={seed}"], run_dir, args.smoke)
-        walls.append(wall)
-        codes.append(code)
+    curves = []
+    for run_dir, (code, _, tail) in runs:
         rows = read_metrics(run_dir) if code == 0 else []
         for metric, mode in metrics:
             per_metric[metric].append(summarise(rows, metric, mode) if code == 0 else {"error": f"exit {code}: {tail}"})
@@ -267,8 +295,8 @@ def run_family_row(
             curves.append(support_curve_of_run(run_dir))
     out = []
     for metric, _ in metrics:
-        row = {"name": name, "command": "python train.py " + " ".join(overrides), "exit_codes": codes}
-        row.update({"wall_s": spread(walls), **aggregate(per_metric[metric])})
+        row = {"name": name, "command": "python train.py " + " ".join(overrides), "exit_codes": [r[0] for _, r in runs]}
+        row.update({"wall_s": spread([r[1] for _, r in runs]), **aggregate(per_metric[metric])})
         out.append(row)
     return out, curves
 
@@ -280,20 +308,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--only", default="dino,universeg,stackwise", help="comma-separated families")
     parser.add_argument("--dir", type=Path, default=REPO / "bench" / "results" / "runs", help="where the runs go")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results.json/.md go")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the cores split between them")
+    parser.add_argument("--fresh", action="store_true", help="start every run anew (default: resume what is there)")
     args = parser.parse_args(argv)
     wanted = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = sorted(set(wanted) - set(FAMILIES))
     if unknown:
         parser.error(f"unknown family {unknown}; choose from {sorted(FAMILIES)}")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error(f"--seeds and --jobs must be at least 1, got {args.seeds} and {args.jobs}")
     results, curves = [], []
-    for family in wanted:
-        for name, overrides, metrics in FAMILIES[family]:
-            rows, row_curves = run_family_row(name, overrides, metrics, args.seeds, args)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for name, overrides, metrics, runs in queue_runs(pool, wanted, args):
+            rows, row_curves = family_rows(name, overrides, metrics, [(d, f.result()) for d, f in runs])
             results += rows
             curves += row_curves
-    info = machine()
+    info = {**machine(), "jobs": args.jobs}
     args.out.mkdir(parents=True, exist_ok=True)
     curve = curve_spread(curves) if curves else None
     if curve:

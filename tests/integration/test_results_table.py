@@ -28,6 +28,8 @@ def test_results_script_writes_json_a_table_and_the_support_size_curve_with_ever
             "--smoke",
             "--seeds",
             "1",
+            "--jobs",
+            "2",
             "--dir",
             str(tmp_path / "runs"),
             "--out",

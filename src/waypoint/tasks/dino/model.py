@@ -175,8 +175,9 @@ def linear_probe_top1(
 ) -> float:
     """Top-1 on ``queries`` of a linear classifier (``fit_linear``) on standardised bank features.
 
-    The penalty among ``PROBE_WEIGHT_DECAYS`` is chosen on an 80/20 split of the bank (drawn from ``seed``), then the
-    classifier is refitted on the whole bank: each feature set gets its own regularisation, the queries decide nothing.
+    The penalty among ``PROBE_WEIGHT_DECAYS`` is chosen by ``PROBE_FOLDS``-fold cross-validation on the bank (folds
+    drawn from ``seed``), then the classifier is refitted on the whole bank: each feature set gets its own
+    regularisation, the queries decide nothing.
     """
     mean, std = bank.mean(0), bank.std(0).clamp_min(1e-6)
     x, q = ((bank - mean) / std).float(), ((queries - mean) / std).float()
