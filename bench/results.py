@@ -168,37 +168,6 @@ def curve_spread(curves: list[list[dict[str, float]]]) -> list[dict[str, Any]]:
     return out
 
 
-def draw_curve(curve: list[dict[str, Any]], path: Path, seeds: int) -> None:
-    """The support-size curve as a PNG: UniverSeg (mean ± std band over the seeds) and both baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = [r["support_size"] for r in curve]
-    fig, ax = plt.subplots(figsize=(5.5, 4.6), dpi=120)
-    for key, label, style in (
-        ("dice", "UniverSeg (trained)", "o-"),
-        ("threshold_dice", "baseline: intensity threshold fitted on the support set", "s--"),
-        ("mean_mask_dice", "baseline: mean support mask", "^:"),
-    ):
-        mean = [r[key]["mean"] for r in curve]
-        std = [r[key]["std"] for r in curve]
-        ax.plot(sizes, mean, style, label=label)
-        ax.fill_between(sizes, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_xlabel("support-set size (labelled examples of the held-out task)")
-    ax.set_ylabel("Dice on held-out queries")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"Dice against support-set size ({seeds} seed{'s' if seeds > 1 else ''}, mean ± std)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import torch
@@ -327,7 +296,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     curve = curve_spread(curves) if curves else None
     if curve:
-        draw_curve(curve, args.out / CURVE_PNG, len(curves))
+        from waypoint.tasks.universeg.figures import draw_support_curve
+
+        seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}, mean ± std"
+        draw_support_curve(curve, args.out / CURVE_PNG, f"Dice against support-set size ({seeds})")
     doc = {"machine": info, "smoke": args.smoke, "seeds": args.seeds, "results": results, "universeg_support_size": curve}
     (args.out / "results.json").write_text(json.dumps(doc, indent=2))
     table = markdown(results, curve, info, args.smoke)

@@ -121,6 +121,14 @@ def test_a_universeg_job_report_draws_query_support_prediction_and_ground_truth(
     assert (reports["job"] / "universeg_episodes.png").stat().st_size > 10000
 
 
+def test_a_universeg_report_draws_dice_against_support_set_size_beside_the_baselines(reports) -> None:
+    md = (reports["job"] / "report.md").read_text()
+    section = md.split("## UniverSeg: Dice against support-set size", 1)[1].split("\n## ", 1)[0]
+    sizes = re.findall(r"^\| (\d+) \| \d+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$", section, flags=re.M)
+    assert sizes == ["1", "2", "4", "8", "16"]
+    assert (reports["job"] / "universeg_support_size.png").stat().st_size > 10000
+
+
 def test_a_sweep_report_shows_mean_and_std_per_learning_rate_beside_the_baselines(reports) -> None:
     md = (reports["sweep"] / "report.md").read_text()
     assert md.startswith("# UniverSeg sweep · experiment=smoke,model.lr=0.002,0.004,seed=0,1\n")
