@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from waypoint.analysis.health import baseline_lines, collapse_note, family_notes, verdicts
-from waypoint.analysis.series import series
+from waypoint.analysis.health import collapse_note, family_notes, verdicts
+from waypoint.analysis.series import baselines, series
 
 
 def test_a_run_that_stayed_collapsed_is_marked() -> None:
@@ -26,11 +26,11 @@ def test_baselines_stand_beside_the_final_metric() -> None:
         {"step": 0, "val/knn_top1": 0.73, "val/knn_top1_raw_pixels": 0.961, "val/knn_top1_untrained": 0.73},
         {"step": 880, "val/knn_top1": 0.95},
     ]
-    assert baseline_lines(rows, "val/knn_top1") == ["Final val/knn_top1 0.95; baselines: raw_pixels 0.961, untrained 0.73."]
+    assert baselines(series(rows), "val/knn_top1") == {"raw_pixels": 0.961, "untrained": 0.73}
 
 
-def test_no_baselines_no_line() -> None:
-    assert baseline_lines([{"step": 5, "val/dice": 0.7}], "val/dice") == []
+def test_a_metric_without_baselines_has_none() -> None:
+    assert baselines(series([{"step": 5, "val/dice": 0.7}]), "val/dice") == {}
 
 
 def test_a_tasks_val_baseline_metrics_stand_beside_its_monitored_metric() -> None:
@@ -38,7 +38,7 @@ def test_a_tasks_val_baseline_metrics_stand_beside_its_monitored_metric() -> Non
         {"step": 0, "val/dice": 0.14, "val/baseline_mean_mask_dice": 0.081, "val/baseline_threshold_dice": 0.536},
         {"step": 8, "val/dice": 0.77, "val/baseline_mean_mask_dice": 0.081, "val/baseline_threshold_dice": 0.536},
     ]
-    assert baseline_lines(rows, "val/dice") == ["Final val/dice 0.77; baselines: mean_mask_dice 0.081, threshold_dice 0.536."]
+    assert baselines(series(rows), "val/dice") == {"mean_mask_dice": 0.081, "threshold_dice": 0.536}
 
 
 def _run(family: str, rows: list[dict], monitor: str, mode: str = "max"):

@@ -1,4 +1,4 @@
-"""Training-health notes for a run report, read from metrics.jsonl: collapse, baselines beside the monitored metric,
+"""Training-health notes for a run report, read from metrics.jsonl: collapse, the final value against each baseline,
 and each family's own signals (DINO teacher entropy, UniverSeg Dice against its baselines, Stack-Wise bpb per stack)."""
 
 from __future__ import annotations
@@ -26,18 +26,6 @@ def collapse_note(rows: Sequence[dict[str, Any]]) -> str | None:
         f"COLLAPSE: the teacher's output was collapsed (entropy pinned at uniform or one prototype) at logged steps "
         f"{steps[0]}..{steps[-1]} {state}; see the warning in train.log."
     )
-
-
-def baseline_lines(rows: Sequence[dict[str, Any]], monitor: str | None) -> list[str]:
-    """The monitored metric's final value beside every baseline logged for it (first logged value of each)."""
-    if not monitor:
-        return []
-    all_series = sr.series(rows)
-    base = sr.baselines(all_series, monitor)
-    if not all_series.get(monitor) or not base:
-        return []
-    parts = ", ".join(f"{k} {num(v)}" for k, v in base.items())
-    return [f"Final {monitor} {num(all_series[monitor][-1][1])}; baselines: {parts}."]
 
 
 def verdicts(final: float, base: Mapping[str, float], mode: str) -> str:
