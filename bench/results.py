@@ -118,12 +118,9 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_one(name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace) -> tuple[int, float, str]:
-    """Run train.py to the end in ``run_dir``; (exit code, seconds of training, last output lines).
-
-    A run directory left by an earlier call is resumed by the same command (a finished run ends at once), unless
-    ``--fresh``; the seconds are the run's own (its first to last metrics row), so a resumed run is not undercounted.
-    """
+def run_one(name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace) -> tuple[int, str]:
+    """Run train.py to the end in ``run_dir``; (exit code, last output lines). A run directory left by an earlier
+    call is resumed by the same command (a finished run ends at once), unless ``--fresh``."""
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     if args.smoke:  # the smoke preset sets its own length
@@ -131,11 +128,15 @@ def run_one(name: str, overrides: list[str], run_dir: Path, args: argparse.Names
     threads = [f"hardware.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}"] if args.jobs > 1 else []
     cmd = [sys.executable, str(REPO / "train.py"), *overrides, *threads, "trainer.progress_bar=false"]
     proc = subprocess.run([*cmd, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
-    times = [float(r["time"]) for r in read_metrics(run_dir) if "time" in r] if proc.returncode == 0 else []
-    seconds = times[-1] - times[0] if times else float("nan")
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-    print(f"  {name}: exit {proc.returncode}, {seconds:.0f} s of training", flush=True)
-    return proc.returncode, seconds, tail
+    print(f"  {name}: exit {proc.returncode}", flush=True)
+    return proc.returncode, tail
+
+
+def training_seconds(rows: list[dict[str, Any]]) -> Optional[float]:
+    """A run's own time, its first to last metrics row (a resumed run is not undercounted); None without rows."""
+    times = [float(r["time"]) for r in rows if "time" in r]
+    return times[-1] - times[0] if times else None
 
 
 def support_curve_of_run(run_dir: Path) -> list[dict[str, float]]:
@@ -191,13 +192,13 @@ def fmt(value: Optional[dict[str, Any]]) -> str:
 def table_row(r: dict[str, Any]) -> str:
     """One line of the results table."""
     if "error" in r:
-        return f"| {r['name']} | {r['error']} | | | | | | {fmt(r['wall_s'])} s |"
+        return f"| {r['name']} | {r['error']} | | | | | | {fmt(r['training_s'])} s |"
     short = [(k.removeprefix("val/baseline_").removeprefix(r["metric"] + "_"), v) for k, v in r["baselines"].items() if v]
     base = ", ".join(f"{k} {fmt(v)}" for k, v in short) or "-"
-    wall = spread([w / 60 for w in r["wall_s"]["values"]])
+    minutes = spread([w / 60 for w in r["training_s"]["values"]]) if r["training_s"] else None
     return (
         f"| {r['name']} | `{r['metric']}` ({r['mode']}) | {r['seeds_ok']} | {fmt(r['untrained'])} | {fmt(r['final'])} | "
-        f"{fmt(r['best'])} | {base} | {r['steps']} | {fmt(wall)} min |"
+        f"{fmt(r['best'])} | {base} | {r['steps']} | {fmt(minutes)} min |"
     )
 
 
@@ -250,14 +251,15 @@ def queue_runs(pool: ThreadPoolExecutor, wanted: list[str], args: argparse.Names
 
 
 def family_rows(
-    name: str, overrides: list[str], metrics: list[tuple[str, str]], runs: list[tuple[Path, tuple[int, float, str]]]
+    name: str, overrides: list[str], metrics: list[tuple[str, str]], runs: list[tuple[Path, tuple[int, str]]]
 ) -> tuple[list[dict[str, Any]], list[list[dict[str, float]]]]:
     """The table rows (one per metric) of one configuration's finished seeds ``(run dir, run_one's result)`` and,
     for UniverSeg, each seed's support-size curve."""
     per_metric: dict[str, list[dict[str, Any]]] = {m: [] for m, _ in metrics}
-    curves = []
-    for run_dir, (code, _, tail) in runs:
+    curves, seconds = [], []
+    for run_dir, (code, tail) in runs:
         rows = read_metrics(run_dir) if code == 0 else []
+        seconds.append(training_seconds(rows))
         for metric, mode in metrics:
             per_metric[metric].append(summarise(rows, metric, mode) if code == 0 else {"error": f"exit {code}: {tail}"})
         if code == 0 and "model=universeg" in overrides:
@@ -265,7 +267,7 @@ def family_rows(
     out = []
     for metric, _ in metrics:
         row = {"name": name, "command": "python train.py " + " ".join(overrides), "exit_codes": [r[0] for _, r in runs]}
-        row.update({"wall_s": spread([r[1] for _, r in runs]), **aggregate(per_metric[metric])})
+        row.update({"training_s": spread(seconds), **aggregate(per_metric[metric])})
         out.append(row)
     return out, curves
 
